@@ -1,0 +1,287 @@
+//! The account use cases: sign-up, login, sessions, API tokens and the admin's user management.
+
+use std::sync::Arc;
+
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::user::{ApiToken, AuthMethod, Caller, NewApiTokenRecord, NewSession, NewUser, User, UserChanges, UserQuery};
+use super::{Email, PasswordHasher, PasswordPlain, PersonName, Role};
+use crate::clock::Clock;
+use crate::error::{Error, StoreError};
+use crate::pagination::Page;
+use crate::ports::Store;
+use crate::secrets::SecretToken;
+use crate::validation::ValidationErrors;
+
+/// The most API tokens one user may hold; keeps the list bounded.
+pub const MAX_API_TOKENS_PER_USER: usize = 20;
+/// A session's `last_seen_at` is written at most this often, to spare the database a write per request.
+const TOUCH_INTERVAL: Duration = Duration::minutes(1);
+/// Prefix of every personal API token, so leaked tokens are easy to recognise and scan for.
+pub const API_TOKEN_PREFIX: &str = "skp_";
+
+/// Session lifetimes.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountSettings {
+    /// A session ends this long after login, however active.
+    pub session_absolute_ttl: Duration,
+    /// A session ends after this long without a request.
+    pub session_idle_ttl: Duration,
+}
+
+impl Default for AccountSettings {
+    fn default() -> Self {
+        Self { session_absolute_ttl: Duration::days(30), session_idle_ttl: Duration::days(7) }
+    }
+}
+
+/// A successful sign-up or login: the user and the new session's secret (for the cookie).
+#[derive(Debug)]
+pub struct SignedIn {
+    pub user: User,
+    pub session_token: SecretToken,
+    pub expires_at: OffsetDateTime,
+}
+
+/// A freshly created API token with its secret, which is never retrievable again.
+#[derive(Debug)]
+pub struct NewApiToken {
+    pub token: ApiToken,
+    pub secret: SecretToken,
+}
+
+/// Accounts, sessions and API tokens.
+#[derive(Clone)]
+pub struct AccountService {
+    store: Arc<dyn Store>,
+    hasher: PasswordHasher,
+    clock: Arc<dyn Clock>,
+    settings: AccountSettings,
+}
+
+impl AccountService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        hasher: PasswordHasher,
+        clock: Arc<dyn Clock>,
+        settings: AccountSettings,
+    ) -> Self {
+        Self { store, hasher, clock, settings }
+    }
+
+    /// Creates a customer account and signs it in.
+    pub async fn sign_up(&self, email: Email, password: PasswordPlain, name: PersonName) -> Result<SignedIn, Error> {
+        let user = self.create_user(email, password, name, Role::Customer).await?;
+        self.start_session(user).await
+    }
+
+    /// Creates an account with the given role (used by sign-up and by `shopkeep admin create-user`).
+    pub async fn create_user(
+        &self,
+        email: Email,
+        password: PasswordPlain,
+        name: PersonName,
+        role: Role,
+    ) -> Result<User, Error> {
+        let password_hash = self.hasher.hash(&password).await?;
+        let new_user = NewUser { id: crate::new_id(), email, name, role, password_hash, created_at: self.clock.now() };
+        self.store.insert_user(&new_user).await.map_err(|error| match error {
+            StoreError::Conflict { .. } => Error::Conflict("an account with this email already exists".into()),
+            other => other.into(),
+        })
+    }
+
+    /// Checks the credentials and starts a new session. Every failure is the same
+    /// [`Error::InvalidCredentials`] after the same amount of hashing work.
+    pub async fn log_in(
+        &self,
+        email: &str,
+        password: &str,
+        previous_session: Option<&SecretToken>,
+    ) -> Result<SignedIn, Error> {
+        let Ok(password) = PasswordPlain::parse_offered(password) else {
+            return Err(Error::InvalidCredentials);
+        };
+        let account = match Email::parse(email) {
+            Ok(email) => self.store.find_user_by_email(&email).await?,
+            Err(_) => None,
+        };
+        let Some(account) = account else {
+            self.hasher.verify_dummy(&password).await?;
+            return Err(Error::InvalidCredentials);
+        };
+        let matches = self.hasher.verify(&password, &account.password_hash).await?;
+        if !matches || account.user.disabled {
+            return Err(Error::InvalidCredentials);
+        }
+        if let Some(previous) = previous_session {
+            // A new id at login: any session the browser already had is ended, not reused.
+            if let Some((session, _)) = self.store.find_session(&previous.hash()).await? {
+                self.store.delete_session(session.id).await?;
+            }
+        }
+        self.start_session(account.user).await
+    }
+
+    async fn start_session(&self, user: User) -> Result<SignedIn, Error> {
+        let now = self.clock.now();
+        let session_token = SecretToken::generate("");
+        let expires_at = now + self.settings.session_absolute_ttl;
+        let session = NewSession {
+            id: crate::new_id(),
+            token_hash: session_token.hash(),
+            user_id: user.id,
+            created_at: now,
+            expires_at,
+        };
+        self.store.insert_session(&session).await?;
+        Ok(SignedIn { user, session_token, expires_at })
+    }
+
+    /// The caller behind a session secret, or `None` when it is unknown, expired or its user disabled.
+    pub async fn authenticate_session(&self, token: &SecretToken) -> Result<Option<Caller>, Error> {
+        let Some((session, user)) = self.store.find_session(&token.hash()).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let idle_deadline = session.last_seen_at + self.settings.session_idle_ttl;
+        if now >= session.expires_at || now >= idle_deadline || user.disabled {
+            self.store.delete_session(session.id).await?;
+            return Ok(None);
+        }
+        if now - session.last_seen_at >= TOUCH_INTERVAL {
+            self.store.touch_session(session.id, now).await?;
+        }
+        Ok(Some(Caller { user, method: AuthMethod::Session { session_id: session.id } }))
+    }
+
+    /// The caller behind an API token secret, or `None` when it is unknown, expired or its user disabled.
+    pub async fn authenticate_api_token(&self, token: &SecretToken) -> Result<Option<Caller>, Error> {
+        let Some((api_token, user)) = self.store.find_api_token(&token.hash()).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        if api_token.expires_at.is_some_and(|expires_at| now >= expires_at) || user.disabled {
+            return Ok(None);
+        }
+        if api_token.last_used_at.is_none_or(|last| now - last >= TOUCH_INTERVAL) {
+            self.store.touch_api_token(api_token.id, now).await?;
+        }
+        Ok(Some(Caller { user, method: AuthMethod::ApiToken { token_id: api_token.id } }))
+    }
+
+    /// Ends the caller's session. Callers using an API token have no session to end.
+    pub async fn log_out(&self, caller: &Caller) -> Result<(), Error> {
+        match caller.method {
+            AuthMethod::Session { session_id } => Ok(self.store.delete_session(session_id).await?),
+            AuthMethod::ApiToken { .. } => Err(Error::Invalid(ValidationErrors::single(
+                "authorization",
+                "this request is authenticated with an API token, not a session; revoke the token instead",
+            ))),
+        }
+    }
+
+    /// Changes the caller's own name and/or password. A password change needs the current
+    /// password and ends every other session of the account.
+    pub async fn update_me(
+        &self,
+        caller: &Caller,
+        name: Option<PersonName>,
+        password_change: Option<(PasswordPlain, PasswordPlain)>,
+    ) -> Result<User, Error> {
+        let mut changes = UserChanges { name, ..UserChanges::default() };
+        if let Some((current, new)) = &password_change {
+            let account = self.store.find_user_with_password(caller.user.id).await?.ok_or(Error::NotFound)?;
+            if !self.hasher.verify(current, &account.password_hash).await? {
+                return Err(Error::Invalid(ValidationErrors::single("currentPassword", "is incorrect")));
+            }
+            changes.password_hash = Some(self.hasher.hash(new).await?);
+        }
+        let user = self.store.update_user(caller.user.id, &changes, self.clock.now()).await?;
+        if password_change.is_some() {
+            let keep = match caller.method {
+                AuthMethod::Session { session_id } => Some(session_id),
+                AuthMethod::ApiToken { .. } => None,
+            };
+            self.store.delete_user_sessions(user.id, keep).await?;
+        }
+        Ok(user)
+    }
+
+    /// Creates a personal API token for the caller.
+    pub async fn create_api_token(
+        &self,
+        caller: &Caller,
+        name: String,
+        expires_in: Option<Duration>,
+    ) -> Result<NewApiToken, Error> {
+        let existing = self.store.list_api_tokens(caller.user.id).await?;
+        if existing.len() >= MAX_API_TOKENS_PER_USER {
+            return Err(Error::Conflict(format!(
+                "a user may hold at most {MAX_API_TOKENS_PER_USER} API tokens; revoke one first"
+            )));
+        }
+        let now = self.clock.now();
+        let secret = SecretToken::generate(API_TOKEN_PREFIX);
+        let record = NewApiTokenRecord {
+            id: crate::new_id(),
+            user_id: caller.user.id,
+            name,
+            token_hash: secret.hash(),
+            created_at: now,
+            expires_at: expires_in.map(|ttl| now + ttl),
+        };
+        let token = self.store.insert_api_token(&record).await?;
+        Ok(NewApiToken { token, secret })
+    }
+
+    pub async fn list_api_tokens(&self, caller: &Caller) -> Result<Vec<ApiToken>, Error> {
+        Ok(self.store.list_api_tokens(caller.user.id).await?)
+    }
+
+    /// Revokes one of the caller's tokens; another user's token is "not found".
+    pub async fn revoke_api_token(&self, caller: &Caller, token_id: Uuid) -> Result<(), Error> {
+        Ok(self.store.delete_api_token(caller.user.id, token_id).await?)
+    }
+
+    pub async fn list_users(&self, query: &UserQuery) -> Result<Page<User>, Error> {
+        Ok(self.store.list_users(query).await?)
+    }
+
+    pub async fn get_user(&self, id: Uuid) -> Result<User, Error> {
+        self.store.find_user(id).await?.ok_or(Error::NotFound)
+    }
+
+    /// An admin changes a user's role or disables the account. Disabling ends its sessions.
+    /// Admins cannot demote or disable themselves, so a shop never loses its last admin by accident.
+    pub async fn admin_update_user(
+        &self,
+        admin: &Caller,
+        user_id: Uuid,
+        role: Option<Role>,
+        disabled: Option<bool>,
+    ) -> Result<User, Error> {
+        if admin.user.id == user_id && (role.is_some_and(|r| r != Role::Admin) || disabled == Some(true)) {
+            return Err(Error::Conflict("administrators cannot demote or disable their own account".into()));
+        }
+        let changes = UserChanges { role, disabled, ..UserChanges::default() };
+        let user = self.store.update_user(user_id, &changes, self.clock.now()).await?;
+        if user.disabled {
+            self.store.delete_user_sessions(user.id, None).await?;
+        }
+        Ok(user)
+    }
+
+    /// Deletes sessions past their absolute or idle expiry; returns how many went.
+    pub async fn purge_expired_sessions(&self) -> Result<u64, Error> {
+        let now = self.clock.now();
+        Ok(self.store.delete_expired_sessions(now, now - self.settings.session_idle_ttl).await?)
+    }
+}
+
+impl std::fmt::Debug for AccountService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountService").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,14 @@
+//! The catalog: categories and products, with exact prices and never-negative stock.
+
+mod model;
+mod money;
+mod service;
+mod slug;
+
+pub use model::{
+    Category, CategoryChanges, CategorySort, IdOrSlug, NewCategory, NewProduct, Product, ProductChanges, ProductQuery,
+    ProductSort, ProductStatus, Stock, Text,
+};
+pub use money::{Currency, MINOR_DIGITS, Money, parse_amount};
+pub use service::{CatalogService, NewProductInput};
+pub use slug::Slug;
