@@ -13,9 +13,17 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    /// Truncated to whole microseconds, the precision both databases store, so a value read
+    /// back equals the value written.
     fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
+        truncate_to_micros(OffsetDateTime::now_utc())
     }
+}
+
+/// Drops sub-microsecond digits.
+pub fn truncate_to_micros(at: OffsetDateTime) -> OffsetDateTime {
+    let nanos = at.nanosecond();
+    at.replace_nanosecond(nanos - nanos % 1_000).unwrap_or(at)
 }
 
 /// A clock that only moves when told to; for tests of expiry rules.

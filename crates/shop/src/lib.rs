@@ -14,7 +14,7 @@ pub mod ports;
 pub mod secrets;
 pub mod validation;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, StoreError};
 pub use pagination::{Page, PageRequest, SortOrder};
 pub use ports::Store;

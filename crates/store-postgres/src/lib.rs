@@ -1,1 +1,170 @@
-//! placeholder
+//! PostgreSQL storage adapter: for shops that outgrow one machine. Statement timeout set on every
+//! connection; optional PgBouncer compatibility (no named prepared statements).
+
+#![forbid(unsafe_code)]
+
+mod accounts;
+mod catalog;
+mod codec;
+pub mod provisioning;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use shop::StoreError;
+use shop::ports::{PoolStats, StoreHealth};
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+/// The schema migrations, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Connection settings for [`PostgresStore::connect`].
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    pub max_connections: u32,
+    /// Connections kept open even when idle, so the first requests after a lull are fast.
+    pub min_connections: u32,
+    /// How long a caller waits for a free connection before failing.
+    pub acquire_timeout: Duration,
+    /// The server cancels any statement running longer than this.
+    pub statement_timeout: Duration,
+    /// Behind PgBouncer in transaction mode: disable the prepared-statement cache.
+    pub pgbouncer: bool,
+}
+
+/// The PostgreSQL implementation of every storage port.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    waiting: Arc<AtomicU32>,
+}
+
+impl PostgresStore {
+    pub async fn connect(settings: &PostgresSettings) -> anyhow::Result<Self> {
+        let statement_timeout = format!("{}ms", settings.statement_timeout.as_millis());
+        let mut options = PgConnectOptions::from_str(&settings.url)
+            .context("invalid PostgreSQL database URL")?
+            .application_name("shopkeep")
+            .options([("statement_timeout", statement_timeout.as_str())]);
+        if settings.pgbouncer {
+            options = options.statement_cache_capacity(0);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .min_connections(settings.min_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await
+            .context("failed to connect to PostgreSQL")?;
+        Ok(Self { pool, waiting: Arc::default() })
+    }
+
+    /// Applies every pending migration (under PostgreSQL's advisory lock, so concurrent
+    /// instances starting together migrate once).
+    pub async fn migrate_up(&self) -> anyhow::Result<()> {
+        MIGRATOR.run(&self.pool).await.context("failed to apply migrations")
+    }
+
+    /// Reverts the most recently applied migration; returns its version, or `None` if none was applied.
+    pub async fn migrate_down(&self) -> anyhow::Result<Option<i64>> {
+        let applied = self.applied_versions().await?;
+        let Some(&latest) = applied.last() else { return Ok(None) };
+        let target = applied.iter().rev().nth(1).copied().unwrap_or(0);
+        MIGRATOR.undo(&self.pool, target).await.context("failed to revert the migration")?;
+        Ok(Some(latest))
+    }
+
+    /// Every known migration and whether it is applied.
+    pub async fn migration_status(&self) -> anyhow::Result<Vec<(i64, String, bool)>> {
+        let applied = self.applied_versions().await?;
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| (m.version, m.description.to_string(), applied.contains(&m.version)))
+            .collect())
+    }
+
+    async fn applied_versions(&self) -> anyhow::Result<Vec<i64>> {
+        let mut conn = self.pool.acquire().await.context("failed to acquire a database connection")?;
+        conn.ensure_migrations_table(&MIGRATOR.table_name).await.context("failed to create the migrations table")?;
+        let mut versions: Vec<i64> = conn
+            .list_applied_migrations(&MIGRATOR.table_name)
+            .await
+            .context("failed to list applied migrations")?
+            .into_iter()
+            .map(|m| m.version)
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// A pooled connection, counted as "waiting" until the pool hands it over.
+    async fn connection(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        let _waiting = WaitingGuard::enter(&self.waiting);
+        self.pool.acquire().await.context("failed to acquire a database connection").map_err(StoreError::other)
+    }
+
+    /// Runs one statement; returns the rows affected.
+    async fn execute(
+        &self,
+        sql: &'static str,
+        bind: impl for<'q> FnOnce(PgQuery<'q>) -> PgQuery<'q> + Send,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.connection().await?;
+        let result = bind(sqlx::query(sql)).execute(&mut *conn).await.map_err(codec::error("failed to write"))?;
+        Ok(result.rows_affected())
+    }
+}
+
+/// The query type the write helper hands to its binder.
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// Counts a task as waiting for a connection for as long as it lives (also when cancelled).
+struct WaitingGuard<'a>(&'a AtomicU32);
+
+impl<'a> WaitingGuard<'a> {
+    fn enter(counter: &'a AtomicU32) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl StoreHealth for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        sqlx::query("select 1").execute(&mut *conn).await.map(|_| ()).map_err(codec::error("ping failed"))
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            max_size: self.pool.options().get_max_connections(),
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,1 +1,195 @@
-//! placeholder
+//! SQLite storage adapter: the embedded default. WAL journal, foreign keys on, a busy timeout,
+//! and `BEGIN IMMEDIATE` for every write transaction so concurrent writers queue instead of failing.
+
+#![forbid(unsafe_code)]
+
+mod accounts;
+mod catalog;
+mod codec;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use shop::StoreError;
+use shop::ports::{PoolStats, StoreHealth};
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+/// The schema migrations, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Connection settings for [`SqliteStore::connect`].
+#[derive(Debug, Clone)]
+pub struct SqliteSettings {
+    /// `sqlite://path/to/file.db` (the file and its directory are created when missing).
+    pub url: String,
+    pub max_connections: u32,
+    /// How long a caller waits for a free connection before failing.
+    pub acquire_timeout: Duration,
+    /// How long a statement waits for a lock held by another connection.
+    pub busy_timeout: Duration,
+}
+
+/// The SQLite implementation of every storage port.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    waiting: Arc<AtomicU32>,
+}
+
+impl SqliteStore {
+    pub async fn connect(settings: &SqliteSettings) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(&settings.url)
+            .context("invalid SQLite database URL")?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(settings.busy_timeout);
+        if let Some(parent) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("failed to create the database directory {}", parent.display()))?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await
+            .context("failed to open the SQLite database")?;
+        Ok(Self { pool, waiting: Arc::default() })
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate_up(&self) -> anyhow::Result<()> {
+        MIGRATOR.run(&self.pool).await.context("failed to apply migrations")
+    }
+
+    /// Reverts the most recently applied migration; returns its version, or `None` if none was applied.
+    pub async fn migrate_down(&self) -> anyhow::Result<Option<i64>> {
+        let applied = self.applied_versions().await?;
+        let Some(&latest) = applied.last() else { return Ok(None) };
+        let target = applied.iter().rev().nth(1).copied().unwrap_or(0);
+        MIGRATOR.undo(&self.pool, target).await.context("failed to revert the migration")?;
+        Ok(Some(latest))
+    }
+
+    /// Every known migration and whether it is applied.
+    pub async fn migration_status(&self) -> anyhow::Result<Vec<(i64, String, bool)>> {
+        let applied = self.applied_versions().await?;
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| (m.version, m.description.to_string(), applied.contains(&m.version)))
+            .collect())
+    }
+
+    async fn applied_versions(&self) -> anyhow::Result<Vec<i64>> {
+        let mut conn = self.pool.acquire().await.context("failed to acquire a database connection")?;
+        conn.ensure_migrations_table(&MIGRATOR.table_name).await.context("failed to create the migrations table")?;
+        let mut versions: Vec<i64> = conn
+            .list_applied_migrations(&MIGRATOR.table_name)
+            .await
+            .context("failed to list applied migrations")?
+            .into_iter()
+            .map(|m| m.version)
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// The journal mode and whether foreign keys are enforced, as a connection sees them.
+    pub async fn pragmas(&self) -> anyhow::Result<(String, bool)> {
+        let mut conn = self.pool.acquire().await.context("failed to acquire a database connection")?;
+        let journal_mode: String =
+            sqlx::query_scalar("pragma journal_mode").fetch_one(&mut *conn).await.context("pragma journal_mode")?;
+        let foreign_keys: bool =
+            sqlx::query_scalar("pragma foreign_keys").fetch_one(&mut *conn).await.context("pragma foreign_keys")?;
+        Ok((journal_mode, foreign_keys))
+    }
+
+    /// A pooled connection, counted as "waiting" until the pool hands it over.
+    async fn connection(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
+        let _waiting = WaitingGuard::enter(&self.waiting);
+        self.pool.acquire().await.context("failed to acquire a database connection").map_err(StoreError::other)
+    }
+
+    /// A write transaction begun with `BEGIN IMMEDIATE`: the write lock is taken up front, so a
+    /// transaction that reads and then writes can never fail on lock upgrade; other writers wait
+    /// (up to the busy timeout) instead of failing.
+    async fn begin_write(conn: &mut PoolConnection<Sqlite>) -> Result<Transaction<'_, Sqlite>, StoreError> {
+        sqlx::Connection::begin_with(&mut **conn, "begin immediate")
+            .await
+            .context("failed to begin a write transaction")
+            .map_err(StoreError::other)
+    }
+}
+
+/// The query type the write helper hands to its binder.
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
+
+impl SqliteStore {
+    /// Runs one statement in its own `BEGIN IMMEDIATE` transaction; returns the rows affected.
+    async fn execute_write(
+        &self,
+        sql: &'static str,
+        bind: impl for<'q> FnOnce(SqliteQuery<'q>) -> SqliteQuery<'q> + Send,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut tx = Self::begin_write(&mut conn).await?;
+        let result = bind(sqlx::query(sql)).execute(&mut *tx).await.map_err(codec::error("failed to write"))?;
+        commit(tx).await?;
+        Ok(result.rows_affected())
+    }
+}
+
+async fn commit(tx: Transaction<'_, Sqlite>) -> Result<(), StoreError> {
+    tx.commit().await.context("failed to commit").map_err(StoreError::other)
+}
+
+/// Counts a task as waiting for a connection for as long as it lives (also when cancelled).
+struct WaitingGuard<'a>(&'a AtomicU32);
+
+impl<'a> WaitingGuard<'a> {
+    fn enter(counter: &'a AtomicU32) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl StoreHealth for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        sqlx::query("select 1").execute(&mut *conn).await.map(|_| ()).map_err(codec::error("ping failed"))
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        let size = self.pool.size();
+        PoolStats {
+            size,
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            max_size: self.pool.options().get_max_connections(),
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,213 @@
+//! Contract cases for users, sessions and API tokens.
+
+use shop::accounts::{Email, NewApiTokenRecord, NewSession, NewUser, PersonName, Role, UserChanges, UserQuery};
+use shop::secrets::SecretToken;
+use shop::{PageRequest, StoreError};
+use uuid::Uuid;
+
+use crate::{SharedStore, at};
+
+pub fn new_user(email: &str, role: Role, seconds: i64) -> NewUser {
+    NewUser {
+        id: shop::new_id(),
+        email: Email::parse(email).unwrap(),
+        name: PersonName::parse("Ada Lovelace").unwrap(),
+        role,
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into(),
+        created_at: at(seconds),
+    }
+}
+
+pub async fn users_round_trip(store: SharedStore) {
+    let new = new_user("ada@example.com", Role::Customer, 0);
+    let user = store.insert_user(&new).await.unwrap();
+    assert_eq!(user.id, new.id);
+    assert_eq!(user.email.as_str(), "ada@example.com");
+    assert_eq!(user.role, Role::Customer);
+    assert!(!user.disabled);
+    assert_eq!(user.created_at, at(0));
+    assert_eq!(user.updated_at, at(0));
+    assert_eq!(store.find_user(new.id).await.unwrap(), Some(user.clone()));
+    let with_password = store.find_user_by_email(&new.email).await.unwrap().unwrap();
+    assert_eq!(with_password.user, user);
+    assert_eq!(with_password.password_hash, new.password_hash);
+    assert!(store.find_user(Uuid::now_v7()).await.unwrap().is_none());
+    assert!(store.find_user_by_email(&Email::parse("nobody@example.com").unwrap()).await.unwrap().is_none());
+}
+
+pub async fn duplicate_email_is_a_conflict(store: SharedStore) {
+    store.insert_user(&new_user("ada@example.com", Role::Customer, 0)).await.unwrap();
+    let error = store.insert_user(&new_user("ada@example.com", Role::Staff, 1)).await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Conflict { constraint } if constraint == "users_email_key"),
+        "unexpected {error:?}"
+    );
+}
+
+pub async fn update_user_changes_only_given_fields(store: SharedStore) {
+    let user = store.insert_user(&new_user("ada@example.com", Role::Customer, 0)).await.unwrap();
+    let changes = UserChanges { role: Some(Role::Staff), ..UserChanges::default() };
+    let updated = store.update_user(user.id, &changes, at(60)).await.unwrap();
+    assert_eq!(updated.role, Role::Staff);
+    assert_eq!(updated.name, user.name);
+    assert!(!updated.disabled);
+    assert_eq!(updated.created_at, at(0));
+    assert_eq!(updated.updated_at, at(60));
+    let changes = UserChanges {
+        name: Some(PersonName::parse("Grace").unwrap()),
+        disabled: Some(true),
+        password_hash: Some("new-hash".into()),
+        ..UserChanges::default()
+    };
+    let updated = store.update_user(user.id, &changes, at(120)).await.unwrap();
+    assert_eq!(updated.name.as_str(), "Grace");
+    assert!(updated.disabled);
+    assert_eq!(updated.role, Role::Staff);
+    let stored = store.find_user_with_password(user.id).await.unwrap().unwrap();
+    assert_eq!(stored.password_hash, "new-hash");
+}
+
+pub async fn update_missing_user_is_not_found(store: SharedStore) {
+    let error = store.update_user(Uuid::now_v7(), &UserChanges::default(), at(0)).await.unwrap_err();
+    assert!(matches!(error, StoreError::NotFound), "unexpected {error:?}");
+}
+
+pub async fn list_users_filters_and_pages(store: SharedStore) {
+    for (index, (email, role)) in [
+        ("a@example.com", Role::Customer),
+        ("b@example.com", Role::Staff),
+        ("c@shop.example", Role::Customer),
+        ("d@example.com", Role::Admin),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        store.insert_user(&new_user(email, role, index as i64)).await.unwrap();
+    }
+    let all = store.list_users(&UserQuery::default()).await.unwrap();
+    assert_eq!(all.total, 4);
+    let emails: Vec<&str> = all.items.iter().map(|u| u.email.as_str()).collect();
+    assert_eq!(emails, ["d@example.com", "c@shop.example", "b@example.com", "a@example.com"], "newest first");
+    let customers = store.list_users(&UserQuery { role: Some(Role::Customer), ..UserQuery::default() }).await.unwrap();
+    assert_eq!(customers.total, 2);
+    let shop_domain =
+        store.list_users(&UserQuery { email_contains: Some("SHOP.".into()), ..UserQuery::default() }).await.unwrap();
+    assert_eq!(shop_domain.items.len(), 1);
+    assert_eq!(shop_domain.items[0].email.as_str(), "c@shop.example");
+    let second_page = store
+        .list_users(&UserQuery { page: PageRequest::new(Some(2), Some(3)).unwrap(), ..UserQuery::default() })
+        .await
+        .unwrap();
+    assert_eq!(second_page.total, 4);
+    assert_eq!(second_page.items.len(), 1);
+    assert_eq!(second_page.items[0].email.as_str(), "a@example.com");
+}
+
+fn new_session(user_id: Uuid, token: &SecretToken, seconds: i64) -> NewSession {
+    NewSession {
+        id: shop::new_id(),
+        token_hash: token.hash(),
+        user_id,
+        created_at: at(seconds),
+        expires_at: at(seconds + 3_600),
+    }
+}
+
+pub async fn sessions_lifecycle(store: SharedStore) {
+    let user = store.insert_user(&new_user("ada@example.com", Role::Customer, 0)).await.unwrap();
+    let token = SecretToken::generate("");
+    let new = new_session(user.id, &token, 10);
+    store.insert_session(&new).await.unwrap();
+    let (session, session_user) = store.find_session(&token.hash()).await.unwrap().unwrap();
+    assert_eq!(session.id, new.id);
+    assert_eq!(session.user_id, user.id);
+    assert_eq!(session.created_at, at(10));
+    assert_eq!(session.last_seen_at, at(10));
+    assert_eq!(session.expires_at, at(3_610));
+    assert_eq!(session_user, user);
+    store.touch_session(session.id, at(100)).await.unwrap();
+    let (touched, _) = store.find_session(&token.hash()).await.unwrap().unwrap();
+    assert_eq!(touched.last_seen_at, at(100));
+    assert!(store.find_session(&SecretToken::generate("").hash()).await.unwrap().is_none());
+    store.delete_session(session.id).await.unwrap();
+    assert!(store.find_session(&token.hash()).await.unwrap().is_none());
+}
+
+pub async fn delete_user_sessions_keeps_the_current_one(store: SharedStore) {
+    let user = store.insert_user(&new_user("ada@example.com", Role::Customer, 0)).await.unwrap();
+    let other = store.insert_user(&new_user("bob@example.com", Role::Customer, 0)).await.unwrap();
+    let tokens: Vec<SecretToken> = (0..3).map(|_| SecretToken::generate("")).collect();
+    let mut ids = Vec::new();
+    for token in &tokens {
+        let session = new_session(user.id, token, 0);
+        ids.push(session.id);
+        store.insert_session(&session).await.unwrap();
+    }
+    let other_token = SecretToken::generate("");
+    store.insert_session(&new_session(other.id, &other_token, 0)).await.unwrap();
+    assert_eq!(store.delete_user_sessions(user.id, Some(ids[0])).await.unwrap(), 2);
+    assert!(store.find_session(&tokens[0].hash()).await.unwrap().is_some());
+    assert!(store.find_session(&tokens[1].hash()).await.unwrap().is_none());
+    assert!(store.find_session(&other_token.hash()).await.unwrap().is_some(), "other users keep theirs");
+    assert_eq!(store.delete_user_sessions(user.id, None).await.unwrap(), 1);
+    assert!(store.find_session(&tokens[0].hash()).await.unwrap().is_none());
+}
+
+pub async fn expired_sessions_are_purged(store: SharedStore) {
+    let user = store.insert_user(&new_user("ada@example.com", Role::Customer, 0)).await.unwrap();
+    let expired = SecretToken::generate("");
+    let idle = SecretToken::generate("");
+    let fresh = SecretToken::generate("");
+    store.insert_session(&new_session(user.id, &expired, -7_200)).await.unwrap();
+    store.insert_session(&new_session(user.id, &idle, -1_000)).await.unwrap();
+    store.insert_session(&new_session(user.id, &fresh, 0)).await.unwrap();
+    let purged = store.delete_expired_sessions(at(0), at(-500)).await.unwrap();
+    assert_eq!(purged, 2);
+    assert!(store.find_session(&fresh.hash()).await.unwrap().is_some());
+    assert!(store.find_session(&idle.hash()).await.unwrap().is_none());
+}
+
+fn new_token(user_id: Uuid, secret: &SecretToken, seconds: i64) -> NewApiTokenRecord {
+    NewApiTokenRecord {
+        id: shop::new_id(),
+        user_id,
+        name: format!("token {seconds}"),
+        token_hash: secret.hash(),
+        created_at: at(seconds),
+        expires_at: Some(at(seconds + 86_400)),
+    }
+}
+
+pub async fn api_tokens_lifecycle(store: SharedStore) {
+    let user = store.insert_user(&new_user("ada@example.com", Role::Staff, 0)).await.unwrap();
+    let secret = SecretToken::generate("skp_");
+    let record = new_token(user.id, &secret, 5);
+    let token = store.insert_api_token(&record).await.unwrap();
+    assert_eq!(token.id, record.id);
+    assert_eq!(token.name, "token 5");
+    assert_eq!(token.expires_at, Some(at(86_405)));
+    assert_eq!(token.last_used_at, None);
+    let (found, owner) = store.find_api_token(&secret.hash()).await.unwrap().unwrap();
+    assert_eq!(found, token);
+    assert_eq!(owner, user);
+    store.touch_api_token(token.id, at(50)).await.unwrap();
+    let (touched, _) = store.find_api_token(&secret.hash()).await.unwrap().unwrap();
+    assert_eq!(touched.last_used_at, Some(at(50)));
+    store.insert_api_token(&new_token(user.id, &SecretToken::generate("skp_"), 6)).await.unwrap();
+    let listed = store.list_api_tokens(user.id).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].name, "token 6", "newest first");
+    store.delete_api_token(user.id, token.id).await.unwrap();
+    assert!(store.find_api_token(&secret.hash()).await.unwrap().is_none());
+}
+
+pub async fn api_tokens_of_other_users_are_not_found(store: SharedStore) {
+    let owner = store.insert_user(&new_user("ada@example.com", Role::Staff, 0)).await.unwrap();
+    let intruder = store.insert_user(&new_user("eve@example.com", Role::Staff, 0)).await.unwrap();
+    let secret = SecretToken::generate("skp_");
+    let token = store.insert_api_token(&new_token(owner.id, &secret, 0)).await.unwrap();
+    let error = store.delete_api_token(intruder.id, token.id).await.unwrap_err();
+    assert!(matches!(error, StoreError::NotFound), "unexpected {error:?}");
+    assert!(store.find_api_token(&secret.hash()).await.unwrap().is_some());
+    assert!(store.list_api_tokens(intruder.id).await.unwrap().is_empty());
+}

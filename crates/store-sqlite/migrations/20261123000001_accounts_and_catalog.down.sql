@@ -1,0 +1,10 @@
+drop trigger if exists products_updated_at;
+drop trigger if exists categories_updated_at;
+drop trigger if exists api_tokens_updated_at;
+drop trigger if exists sessions_updated_at;
+drop trigger if exists users_updated_at;
+drop table if exists products;
+drop table if exists categories;
+drop table if exists api_tokens;
+drop table if exists sessions;
+drop table if exists users;

@@ -1,0 +1,53 @@
+//! The storage contract suite against SQLite, one fresh database file per test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shop::Store;
+use shop::ports::StoreHealth as _;
+use store_sqlite::{SqliteSettings, SqliteStore};
+
+fn settings(directory: &tempfile::TempDir) -> SqliteSettings {
+    SqliteSettings {
+        url: format!("sqlite://{}", directory.path().join("shop.db").display()),
+        max_connections: 4,
+        acquire_timeout: Duration::from_secs(10),
+        busy_timeout: Duration::from_secs(5),
+    }
+}
+
+/// A migrated store in a temporary directory, removed when the returned guard drops.
+async fn fresh_store() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let directory = tempfile::tempdir().unwrap();
+    let store = SqliteStore::connect(&settings(&directory)).await.unwrap();
+    store.migrate_up().await.unwrap();
+    (Arc::new(store), directory)
+}
+
+store_contract::contract_tests!(fresh_store());
+
+#[tokio::test]
+async fn migrations_go_down_and_up_again() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = SqliteStore::connect(&settings(&directory)).await.unwrap();
+    store.migrate_up().await.unwrap();
+    assert!(store.migration_status().await.unwrap().iter().all(|(_, _, applied)| *applied));
+    assert!(store.migrate_down().await.unwrap().is_some());
+    assert!(store.migration_status().await.unwrap().iter().all(|(_, _, applied)| !*applied));
+    assert_eq!(store.migrate_down().await.unwrap(), None);
+    store.migrate_up().await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_database_file_uses_wal_and_foreign_keys() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = SqliteStore::connect(&settings(&directory)).await.unwrap();
+    store.migrate_up().await.unwrap();
+    let (journal_mode, foreign_keys) = store.pragmas().await.unwrap();
+    assert_eq!(journal_mode, "wal");
+    assert!(foreign_keys);
+    store.close().await;
+}
