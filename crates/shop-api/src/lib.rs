@@ -1,1 +1,28 @@
-//! placeholder
+//! Shopkeep's HTTP surface: axum routers, the middleware stack, authentication and authorization,
+//! problem+json errors and the generated OpenAPI document.
+//!
+//! Only this crate knows HTTP. Handlers turn requests into domain values, call a service from
+//! `shop`, and turn the result (or the error, in one place: [`error`]) into a response.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+mod auth;
+pub mod error;
+mod extract;
+mod middleware;
+mod routes;
+mod state;
+mod wire;
+
+pub use admin::{AdminSettings, MetricsRenderer, admin_router};
+pub use middleware::observe::RequestContext;
+pub use state::{AppState, HttpSettings, Readiness};
+
+use axum::Router;
+
+/// The public API router with its whole middleware stack, ready to serve.
+pub fn public_router(state: AppState) -> Router {
+    let (routes, openapi) = routes::api_routes(state.clone());
+    middleware::stack(routes, openapi, state)
+}

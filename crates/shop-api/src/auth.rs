@@ -1,0 +1,254 @@
+//! Authentication (session cookie or bearer API token), the Origin check for cookie-authenticated
+//! writes, and default-deny authorization driven by each route's declared `security`.
+//!
+//! Every route declares who may call it in its `#[utoipa::path(security(...))]`: `security(())`
+//! for anyone, or `("session" = ["staff"]), ("apiToken" = ["staff"])` for a minimum role. The
+//! [`authorize`] middleware reads those declarations from the OpenAPI document; a route that
+//! declares nothing is refused to everyone. The document clients read is the policy enforced.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use shop::accounts::{Caller, Role};
+use shop::secrets::SecretToken;
+
+use crate::error::ApiError;
+use crate::middleware::observe::RequestContext;
+use crate::state::AppState;
+
+/// The session cookie's name over plain HTTP (development).
+pub const SESSION_COOKIE: &str = "shopkeep_session";
+/// The session cookie's name over HTTPS: the `__Host-` prefix pins it to this host, path `/`, `Secure`.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-shopkeep_session";
+
+/// Who is calling, as established by [`authenticate`]; `None` for anonymous requests.
+#[derive(Clone, Debug, Default)]
+pub struct CurrentCaller(pub Option<Caller>);
+
+/// The session secret the request presented in its cookie, if any (used to rotate it at login).
+#[derive(Clone, Debug)]
+pub struct PresentedSession(pub SecretToken);
+
+/// Resolves the caller from `Authorization: Bearer` or the session cookie.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Result<Response, ApiError> {
+    let settings = state.settings();
+    let bearer = bearer_token(request.headers());
+    let session = session_cookie(request.headers(), settings.https);
+    let caller = if let Some(raw) = bearer {
+        let token = SecretToken::from_presented(&raw).ok_or(ApiError::Unauthenticated("the bearer token is not valid"))?;
+        let caller = state.accounts().authenticate_api_token(&token).await?;
+        Some(caller.ok_or(ApiError::Unauthenticated("the bearer token is not valid"))?)
+    } else if let Some(raw) = session {
+        if is_unsafe(request.method()) && !origin_allowed(request.headers(), &settings.allowed_origins) {
+            return Err(ApiError::Forbidden("cross-origin request refused: the Origin is not allowed"));
+        }
+        match SecretToken::from_presented(&raw) {
+            Some(token) => {
+                let caller = state.accounts().authenticate_session(&token).await?;
+                request.extensions_mut().insert(PresentedSession(token));
+                caller
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
+    if let (Some(caller), Some(context)) = (&caller, request.extensions().get::<Arc<RequestContext>>()) {
+        context.set_user_id(caller.user.id);
+    }
+    request.extensions_mut().insert(CurrentCaller(caller));
+    Ok(next.run(request).await)
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
+fn session_cookie(headers: &HeaderMap, https: bool) -> Option<String> {
+    let name = if https { SECURE_SESSION_COOKIE } else { SESSION_COOKIE };
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+fn is_unsafe(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+}
+
+/// A cookie-authenticated write is allowed when its `Origin` is this very host or an allowed
+/// origin. Without `Origin` (not a browser, or an old one), `Sec-Fetch-Site: cross-site` is refused.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()) else {
+        let fetch_site = headers.get("sec-fetch-site").and_then(|value| value.to_str().ok());
+        return fetch_site != Some("cross-site");
+    };
+    if allowed.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|value| value.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    matches!((host, origin_host), (Some(host), Some(origin_host)) if host.eq_ignore_ascii_case(origin_host))
+}
+
+/// Who may call one route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Anyone,
+    AtLeast(Role),
+}
+
+/// The access rule of every route, keyed by method and path template.
+#[derive(Debug, Default)]
+pub struct Policies(HashMap<(Method, String), Access>);
+
+impl Policies {
+    /// Reads each operation's `security` from the OpenAPI document. An empty requirement
+    /// (`security(())`) means anyone; otherwise the scopes name the minimum role.
+    pub fn from_openapi(document: &utoipa::openapi::OpenApi) -> Result<Self, String> {
+        let json = serde_json::to_value(document).map_err(|error| error.to_string())?;
+        let mut policies = HashMap::new();
+        let paths = json.get("paths").and_then(|paths| paths.as_object()).cloned().unwrap_or_default();
+        for (path, item) in paths {
+            let Some(operations) = item.as_object() else { continue };
+            for (method, operation) in operations {
+                let Ok(method) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else { continue };
+                let Some(requirements) = operation.get("security").and_then(|s| s.as_array()) else { continue };
+                let access = access_of(requirements).map_err(|error| format!("{method} {path}: {error}"))?;
+                policies.insert((method, path.clone()), access);
+            }
+        }
+        Ok(Self(policies))
+    }
+
+    pub fn get(&self, method: &Method, path: &str) -> Option<Access> {
+        // HEAD is answered by GET handlers and follows their rule.
+        let method = if method == Method::HEAD { &Method::GET } else { method };
+        self.0.get(&(method.clone(), path.to_owned())).copied()
+    }
+}
+
+fn access_of(requirements: &[serde_json::Value]) -> Result<Access, String> {
+    if requirements.iter().any(|requirement| requirement.as_object().is_some_and(|r| r.is_empty())) {
+        return Ok(Access::Anyone);
+    }
+    let mut minimum: Option<Role> = None;
+    for requirement in requirements {
+        for scopes in requirement.as_object().into_iter().flat_map(|r| r.values()) {
+            for scope in scopes.as_array().into_iter().flatten() {
+                let role = scope.as_str().map(Role::parse).transpose()?.ok_or("a scope is not a string")?;
+                minimum = Some(minimum.map_or(role, |current| current.min(role)));
+            }
+        }
+    }
+    minimum.map(Access::AtLeast).ok_or_else(|| "security names no role".to_owned())
+}
+
+/// Refuses the request unless the matched route's declared access admits the caller.
+pub async fn authorize(
+    State(policies): State<Arc<Policies>>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let path = matched.as_ref().map(MatchedPath::as_str).unwrap_or_default();
+    let caller = request.extensions().get::<CurrentCaller>().and_then(|current| current.0.as_ref());
+    match policies.get(request.method(), path) {
+        Some(Access::Anyone) => {}
+        Some(Access::AtLeast(role)) => match caller {
+            None => return Err(ApiError::Unauthenticated("sign in, or send an API token")),
+            Some(caller) if !caller.has_role(role) => {
+                return Err(ApiError::Forbidden("your role does not allow this"));
+            }
+            Some(_) => {}
+        },
+        None => {
+            tracing::error!(method = %request.method(), route = path, "route declares no access policy; refused");
+            return Err(ApiError::Forbidden("this route is not open to anyone"));
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// The signed-in caller; only on routes whose policy requires one (else a 401 earlier).
+pub struct Authenticated(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<CurrentCaller>()
+            .and_then(|current| current.0.clone())
+            .map(Self)
+            .ok_or(ApiError::Unauthenticated("sign in, or send an API token"))
+    }
+}
+
+/// The caller if signed in, for public routes that show more to staff.
+pub struct MaybeAuthenticated(pub Option<Caller>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeAuthenticated {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<CurrentCaller>().and_then(|current| current.0.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn origin_check() {
+        let allowed = vec!["https://shop.example".to_owned()];
+        assert!(origin_allowed(&headers(&[("origin", "https://shop.example")]), &allowed));
+        assert!(origin_allowed(&headers(&[("origin", "http://localhost:8080"), ("host", "localhost:8080")]), &allowed));
+        assert!(!origin_allowed(&headers(&[("origin", "https://evil.example"), ("host", "localhost:8080")]), &allowed));
+        assert!(origin_allowed(&headers(&[]), &allowed), "non-browser clients send no Origin");
+        assert!(!origin_allowed(&headers(&[("sec-fetch-site", "cross-site")]), &allowed));
+    }
+
+    #[test]
+    fn cookies_and_bearer_tokens_are_found() {
+        let map = headers(&[("cookie", "a=b; shopkeep_session=secret; c=d")]);
+        assert_eq!(session_cookie(&map, false).as_deref(), Some("secret"));
+        assert_eq!(session_cookie(&map, true), None);
+        assert_eq!(bearer_token(&headers(&[("authorization", "Bearer skp_x")])).as_deref(), Some("skp_x"));
+        assert_eq!(bearer_token(&headers(&[("authorization", "Basic abc")])), None);
+    }
+
+    #[test]
+    fn access_is_read_from_security_requirements() {
+        let anyone = serde_json::json!([{}]);
+        let staff = serde_json::json!([{"session": ["staff"]}, {"apiToken": ["staff"]}]);
+        assert_eq!(access_of(anyone.as_array().map(Vec::as_slice).unwrap_or_default()), Ok(Access::Anyone));
+        assert_eq!(
+            access_of(staff.as_array().map(Vec::as_slice).unwrap_or_default()),
+            Ok(Access::AtLeast(Role::Staff))
+        );
+        assert!(access_of(&[serde_json::json!({"session": ["root"]})]).is_err());
+    }
+}

@@ -1,0 +1,77 @@
+//! The middleware stack of the public listener, in the order of DESIGN.md §3.
+
+pub mod load_shed;
+pub mod observe;
+pub mod problems;
+pub mod security_headers;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::auth::{self, Policies};
+use crate::state::AppState;
+
+/// Wraps the routes: outermost first, each request passes
+/// observe (request id, span, access log, metrics) → problem rendering → catch panic →
+/// security headers → CORS → gzip → body limit → timeout → load shed → authentication →
+/// routing → authorization → handler.
+pub fn stack(routes: Router, openapi: utoipa::openapi::OpenApi, state: AppState) -> Router {
+    let settings = state.settings().clone();
+    let policies = match Policies::from_openapi(&openapi) {
+        Ok(policies) => Arc::new(policies),
+        Err(error) => {
+            // A malformed declaration must not open anything: with no policies, every route is refused.
+            tracing::error!(%error, "invalid access declaration in the OpenAPI document; refusing every route");
+            Arc::new(Policies::default())
+        }
+    };
+    let routes = routes
+        .route_layer(axum::middleware::from_fn_with_state(policies, auth::authorize))
+        .route_layer(axum::middleware::from_fn(observe::record_route))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
+    let shed = load_shed::LoadShed::new(settings.max_in_flight);
+    // `Router::layer` wraps what is already there, so the innermost layer comes first.
+    routes
+        .layer(axum::middleware::from_fn_with_state(shed, load_shed::shed_load))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, settings.request_timeout))
+        .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
+        .layer(CompressionLayer::new())
+        .layer(cors(&settings.allowed_origins, settings.cors_max_age))
+        .layer(axum::middleware::from_fn_with_state(settings.https, security_headers::security_headers))
+        .layer(CatchPanicLayer::custom(problems::panic_response))
+        .layer(axum::middleware::from_fn(problems::render_problems))
+        .layer(axum::middleware::from_fn(observe::observe))
+}
+
+fn cors(allowed_origins: &[String], max_age: std::time::Duration) -> CorsLayer {
+    let origins: Vec<HeaderValue> =
+        allowed_origins.iter().filter_map(|origin| HeaderValue::from_str(origin).ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .allow_credentials(true)
+        .max_age(max_age)
+}

@@ -1,0 +1,102 @@
+//! Request ids, the request span, one access-log line per request, and the HTTP metrics.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+/// The `X-Request-ID` header.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Facts about a request that inner layers learn and the access log reports.
+#[derive(Debug)]
+pub struct RequestContext {
+    request_id: String,
+    route: OnceLock<String>,
+    user_id: OnceLock<Uuid>,
+}
+
+impl RequestContext {
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    pub fn set_user_id(&self, user_id: Uuid) {
+        let _ = self.user_id.set(user_id);
+    }
+
+    /// The matched route template (`/api/v1/products/{id}`), or `unmatched`: never the raw path,
+    /// so metric labels stay few and ids never reach them.
+    pub fn route(&self) -> &str {
+        self.route.get().map(String::as_str).unwrap_or("unmatched")
+    }
+}
+
+/// Keeps a client's request id when it is short and plain; otherwise makes one.
+fn request_id_of(request: &Request) -> String {
+    request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| {
+            (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| Uuid::new_v4().to_string())
+}
+
+/// The outermost layer: assigns the request id, opens the span, and on the way out writes the
+/// access-log line and the metrics.
+pub async fn observe(mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request_id_of(&request);
+    let context =
+        Arc::new(RequestContext { request_id: request_id.clone(), route: OnceLock::new(), user_id: OnceLock::new() });
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    request.extensions_mut().insert(Arc::clone(&context));
+    let method = request.method().clone();
+    let span = tracing::info_span!("request", requestId = %request_id);
+    let in_flight = metrics::gauge!("http_requests_in_flight");
+    in_flight.increment(1.0);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    in_flight.decrement(1.0);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    let latency = started.elapsed();
+    let route = context.route().to_owned();
+    let status = response.status().as_u16();
+    metrics::counter!("http_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method.to_string(), "route" => route.clone())
+        .record(latency.as_secs_f64());
+    let user_id = context.user_id.get().map(Uuid::to_string);
+    span.in_scope(|| {
+        tracing::info!(
+            target: "access",
+            requestId = %request_id,
+            method = %method,
+            route = %route,
+            status,
+            latencyMs = latency.as_secs_f64() * 1000.0,
+            userId = user_id.as_deref().unwrap_or("-"),
+            "request completed"
+        );
+    });
+    response
+}
+
+/// Runs after routing (as a route layer) to note the matched route template.
+pub async fn record_route(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
+    if let (Some(matched), Some(context)) = (matched, request.extensions().get::<Arc<RequestContext>>()) {
+        let _ = context.route.set(matched.as_str().to_owned());
+    }
+    next.run(request).await
+}

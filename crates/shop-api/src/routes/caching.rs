@@ -1,0 +1,76 @@
+//! HTTP caching of reads: strong ETags over the JSON body, `If-None-Match` → 304, and the
+//! `Cache-Control` policies (public catalog reads; private, uncached personal data).
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+/// The ETag of a representation: a quoted hash of its bytes.
+pub fn etag_of(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest[..16]))
+}
+
+/// The JSON bytes and ETag of a value.
+pub fn representation<T: Serialize>(value: &T) -> Result<(Vec<u8>, String), ApiError> {
+    let body = serde_json::to_vec(value).map_err(|error| ApiError::Internal(Box::new(error)))?;
+    let etag = etag_of(&body);
+    Ok((body, etag))
+}
+
+/// Whether an `If-None-Match` / `If-Match` header value lists `etag` (or is `*`).
+/// Weak validators compare by their opaque part, as RFC 9110 says for `If-None-Match`.
+pub fn matches(header_value: Option<&HeaderValue>, etag: &str) -> bool {
+    let Some(value) = header_value.and_then(|v| v.to_str().ok()) else { return false };
+    value.split(',').map(str::trim).any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
+}
+
+/// A cacheable public read: 304 when the client's copy is current, else 200 with the body.
+pub fn public_json<T: Serialize>(request_headers: &HeaderMap, value: &T, max_age_seconds: u64) -> Response {
+    let (body, etag) = match representation(value) {
+        Ok(representation) => representation,
+        Err(error) => return error.into_response(),
+    };
+    let cache_control = format!("public, max-age={max_age_seconds}");
+    let not_modified = matches(request_headers.get(header::IF_NONE_MATCH), &etag);
+    let status = if not_modified { StatusCode::NOT_MODIFIED } else { StatusCode::OK };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::ETAG, &etag)
+        .header(header::CACHE_CONTROL, cache_control)
+        .header(header::VARY, "Accept-Encoding, Cookie, Authorization");
+    if !not_modified {
+        builder = builder.header(header::CONTENT_TYPE, "application/json");
+    }
+    let body = if not_modified { Body::empty() } else { Body::from(body) };
+    builder.body(body).unwrap_or_else(|error| ApiError::Internal(Box::new(error)).into_response())
+}
+
+/// A response with personal data: never stored by caches.
+pub fn private_json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    let mut response = (status, axum::Json(value)).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_matching() {
+        let etag = etag_of(b"{}");
+        assert!(matches(Some(&HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static(""))), &etag));
+        assert!(matches(Some(&HeaderValue::from_static("*")), &etag));
+        let list = HeaderValue::from_str(&format!("\"other\", W/{etag}")).unwrap_or(HeaderValue::from_static(""));
+        assert!(matches(Some(&list), &etag));
+        assert!(!matches(Some(&HeaderValue::from_static("\"other\"")), &etag));
+        assert!(!matches(None, &etag));
+    }
+}

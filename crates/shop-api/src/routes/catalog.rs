@@ -1,0 +1,442 @@
+//! Catalog routes: categories and products. Reads are public and cacheable; writes are staff's.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use shop::ValidationErrors;
+use shop::accounts::Role;
+use shop::catalog::{
+    CategoryChanges, CategorySort, Currency, IdOrSlug, Money, NewProductInput, Product, ProductChanges, ProductQuery,
+    ProductSort, ProductStatus, Slug, Stock, Text, parse_amount,
+};
+use shop::SortOrder;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::accounts::{parse_bool, parse_page};
+use super::caching::{matches, public_json, representation};
+use crate::auth::MaybeAuthenticated;
+use crate::error::{ApiError, CommonErrors, Problem};
+use crate::extract::{Json, Query};
+use crate::state::AppState;
+use crate::wire::{CategoryBody, CategoryRequest, Paged, ProductBody, ProductRequest};
+
+/// Query of the category list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CategoryListQuery {
+    /// 1-based page number (default 1).
+    page: Option<String>,
+    /// Page size, 1–100 (default 20).
+    limit: Option<String>,
+    /// `createdAt` (default) or `name`.
+    sort_by: Option<String>,
+    /// `asc` or `desc` (default `desc`).
+    sort_order: Option<String>,
+}
+
+/// Lists categories.
+#[utoipa::path(get, path = "/categories", tag = "catalog", params(CategoryListQuery), security(()),
+    responses(
+        (status = 200, description = "One page of categories (ETag, cacheable)", body = Paged<CategoryBody>),
+        (status = 304, description = "Not modified since the ETag in If-None-Match"),
+        CommonErrors
+    ))]
+pub async fn list_categories(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<CategoryListQuery>,
+) -> Result<Response, ApiError> {
+    let mut errors = ValidationErrors::new();
+    let page = parse_page(&mut errors, query.page.as_deref(), query.limit.as_deref());
+    let sort_by = query.sort_by.as_deref().and_then(|raw| errors.check("sortBy", CategorySort::parse(raw)));
+    let sort_order = query.sort_order.as_deref().and_then(|raw| errors.check("sortOrder", SortOrder::parse(raw)));
+    errors.into_result()?;
+    let page =
+        state.catalog().list_categories(page, sort_by.unwrap_or_default(), sort_order.unwrap_or_default()).await?;
+    Ok(public_json(&headers, &Paged::from_page(page, CategoryBody::from), max_age(&state)))
+}
+
+/// Creates a category (staff).
+#[utoipa::path(post, path = "/categories", tag = "catalog", request_body = CategoryRequest,
+    security(("session" = ["staff"]), ("apiToken" = ["staff"])),
+    responses(
+        (status = 201, description = "Created", body = CategoryBody),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not staff", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The slug is taken", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn create_category(
+    State(state): State<AppState>,
+    Json(body): Json<CategoryRequest>,
+) -> Result<Response, ApiError> {
+    let mut errors = ValidationErrors::new();
+    let name = errors.check("name", Text::name(body.name.as_deref().unwrap_or_default()));
+    let slug = match (body.slug.as_deref(), body.name.as_deref()) {
+        (Some(slug), _) => errors.check("slug", Slug::parse(slug)),
+        (None, Some(name)) if name.trim().is_empty() => None,
+        (None, Some(name)) => errors.check("slug", Slug::from_name(name)),
+        (None, None) => None,
+    };
+    let description = errors.check("description", Text::description(body.description.as_deref().unwrap_or_default()));
+    let (Some(name), Some(slug), Some(description)) = (name, slug, description) else {
+        return Err(ApiError::Invalid(errors));
+    };
+    let category = state.catalog().create_category(name, slug, description).await?;
+    Ok(created(&format!("/api/v1/categories/{}", category.id), &CategoryBody::from(category)))
+}
+
+/// One category by id or slug.
+#[utoipa::path(get, path = "/categories/{idOrSlug}", tag = "catalog", security(()),
+    params(("idOrSlug" = String, Path, description = "Category id or slug")),
+    responses(
+        (status = 200, description = "The category (ETag, cacheable)", body = CategoryBody),
+        (status = 304, description = "Not modified since the ETag in If-None-Match"),
+        (status = 404, description = "No such category", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn get_category(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id_or_slug): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = IdOrSlug::parse(&id_or_slug).ok_or(ApiError::NotFound)?;
+    let category = state.catalog().get_category(&key).await?;
+    Ok(public_json(&headers, &CategoryBody::from(category), max_age(&state)))
+}
+
+/// Changes a category (staff).
+#[utoipa::path(patch, path = "/categories/{idOrSlug}", tag = "catalog", request_body = CategoryRequest,
+    params(("idOrSlug" = String, Path, description = "Category id or slug")),
+    security(("session" = ["staff"]), ("apiToken" = ["staff"])),
+    responses(
+        (status = 200, description = "The updated category", body = CategoryBody),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not staff", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such category", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The slug is taken", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn update_category(
+    State(state): State<AppState>,
+    Path(id_or_slug): Path<String>,
+    Json(body): Json<CategoryRequest>,
+) -> Result<Response, ApiError> {
+    let key = IdOrSlug::parse(&id_or_slug).ok_or(ApiError::NotFound)?;
+    let mut errors = ValidationErrors::new();
+    let changes = CategoryChanges {
+        name: body.name.as_deref().and_then(|raw| errors.check("name", Text::name(raw))),
+        slug: body.slug.as_deref().and_then(|raw| errors.check("slug", Slug::parse(raw))),
+        description: body.description.as_deref().and_then(|raw| errors.check("description", Text::description(raw))),
+    };
+    errors.into_result()?;
+    let category = state.catalog().update_category(&key, &changes).await?;
+    Ok((StatusCode::OK, axum::Json(CategoryBody::from(category))).into_response())
+}
+
+/// Deletes a category that no product uses (staff).
+#[utoipa::path(delete, path = "/categories/{idOrSlug}", tag = "catalog",
+    params(("idOrSlug" = String, Path, description = "Category id or slug")),
+    security(("session" = ["staff"]), ("apiToken" = ["staff"])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not staff", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such category", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Products still use the category", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn delete_category(
+    State(state): State<AppState>,
+    Path(id_or_slug): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let key = IdOrSlug::parse(&id_or_slug).ok_or(ApiError::NotFound)?;
+    state.catalog().delete_category(&key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of the product list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ProductListQuery {
+    /// 1-based page number (default 1).
+    page: Option<String>,
+    /// Page size, 1–100 (default 20).
+    limit: Option<String>,
+    /// `createdAt` (default), `updatedAt`, `name`, `price` or `stock`.
+    sort_by: Option<String>,
+    /// `asc` or `desc` (default `desc`).
+    sort_order: Option<String>,
+    /// Category id or slug.
+    category: Option<String>,
+    /// Lowest price, inclusive (decimal string).
+    min_price: Option<String>,
+    /// Highest price, inclusive (decimal string).
+    max_price: Option<String>,
+    /// `true`: only products in stock; `false`: only sold-out ones.
+    in_stock: Option<String>,
+    /// Staff only: `active` (default), `archived` or `all`.
+    status: Option<String>,
+}
+
+/// Lists products; archived ones only for staff who ask.
+#[utoipa::path(get, path = "/products", tag = "catalog", params(ProductListQuery), security(()),
+    responses(
+        (status = 200, description = "One page of products (ETag, cacheable)", body = Paged<ProductBody>),
+        (status = 304, description = "Not modified since the ETag in If-None-Match"),
+        (status = 403, description = "`status` other than active asked for by someone not staff", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn list_products(
+    State(state): State<AppState>,
+    MaybeAuthenticated(caller): MaybeAuthenticated,
+    headers: HeaderMap,
+    Query(query): Query<ProductListQuery>,
+) -> Result<Response, ApiError> {
+    let mut errors = ValidationErrors::new();
+    let page = parse_page(&mut errors, query.page.as_deref(), query.limit.as_deref());
+    let sort_by = query.sort_by.as_deref().and_then(|raw| errors.check("sortBy", ProductSort::parse(raw)));
+    let sort_order = query.sort_order.as_deref().and_then(|raw| errors.check("sortOrder", SortOrder::parse(raw)));
+    let category = query.category.as_deref().and_then(|raw| {
+        errors.check("category", IdOrSlug::parse(raw).ok_or("must be a category id or slug"))
+    });
+    let min_price = query.min_price.as_deref().and_then(|raw| errors.check("minPrice", parse_amount(raw)));
+    let max_price = query.max_price.as_deref().and_then(|raw| errors.check("maxPrice", parse_amount(raw)));
+    if let (Some(min), Some(max)) = (min_price, max_price)
+        && min > max
+    {
+        errors.add("maxPrice", "must not be below minPrice");
+    }
+    let in_stock = query.in_stock.as_deref().and_then(|raw| errors.check("inStock", parse_bool(raw)));
+    let status = match query.status.as_deref() {
+        None | Some("active") => Some(Some(ProductStatus::Active)),
+        Some("archived") => Some(Some(ProductStatus::Archived)),
+        Some("all") => Some(None),
+        Some(_) => {
+            errors.add("status", "must be active, archived or all");
+            None
+        }
+    };
+    errors.into_result()?;
+    let status = status.flatten();
+    let is_staff = caller.as_ref().is_some_and(|caller| caller.has_role(Role::Staff));
+    if status != Some(ProductStatus::Active) && !is_staff {
+        return Err(ApiError::Forbidden("only staff may list archived products"));
+    }
+    let query = ProductQuery {
+        page,
+        sort_by: sort_by.unwrap_or_default(),
+        sort_order: sort_order.unwrap_or_default(),
+        category,
+        min_price_minor: min_price,
+        max_price_minor: max_price,
+        in_stock,
+        status,
+    };
+    let page = state.catalog().list_products(&query).await?;
+    let body = Paged::from_page(page, ProductBody::from);
+    if is_staff {
+        // Staff views may include archived products: never share them through public caches.
+        let mut response = public_json(&headers, &body, 0);
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+        return Ok(response);
+    }
+    Ok(public_json(&headers, &body, max_age(&state)))
+}
+
+/// Creates a product (staff).
+#[utoipa::path(post, path = "/products", tag = "catalog", request_body = ProductRequest,
+    security(("session" = ["staff"]), ("apiToken" = ["staff"])),
+    responses(
+        (status = 201, description = "Created", body = ProductBody),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not staff", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The slug is taken", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn create_product(
+    State(state): State<AppState>,
+    Json(body): Json<ProductRequest>,
+) -> Result<Response, ApiError> {
+    let mut errors = ValidationErrors::new();
+    let name = errors.check("name", Text::name(body.name.as_deref().unwrap_or_default()));
+    let slug = match (body.slug.as_deref(), body.name.as_deref()) {
+        (Some(slug), _) => errors.check("slug", Slug::parse(slug)),
+        (None, Some(name)) if name.trim().is_empty() => None,
+        (None, Some(name)) => errors.check("slug", Slug::from_name(name)),
+        (None, None) => None,
+    };
+    let description = errors.check("description", Text::description(body.description.as_deref().unwrap_or_default()));
+    let amount = errors.check("price", body.price.as_deref().ok_or_else(|| "is required".to_owned()).and_then(parse_amount));
+    let currency =
+        errors.check("currency", body.currency.as_deref().ok_or_else(|| "is required".to_owned()).and_then(Currency::parse));
+    let stock = errors.check("stock", body.stock.ok_or_else(|| "is required".to_owned()).and_then(Stock::new));
+    let category_id = errors.check(
+        "categoryId",
+        body.category_id.as_deref().ok_or("is required").and_then(|raw| Uuid::parse_str(raw).map_err(|_| "must be a category id")),
+    );
+    if body.status.is_some() {
+        errors.add("status", "new products are active; archive them with POST /products/{id}/archive");
+    }
+    let price = amount.zip(currency).and_then(|(amount, currency)| errors.check("price", Money::from_minor(amount, currency)));
+    let (Some(name), Some(slug), Some(description), Some(price), Some(stock), Some(category_id)) =
+        (name, slug, description, price, stock, category_id)
+    else {
+        return Err(ApiError::Invalid(errors));
+    };
+    errors.into_result()?;
+    let input = NewProductInput { name, slug, description, price, stock, category_id };
+    let product = state.catalog().create_product(input).await?;
+    Ok(created(&format!("/api/v1/products/{}", product.id), &ProductBody::from(product)))
+}
+
+/// One product by id or slug (ETag). Archived products are visible to staff only.
+#[utoipa::path(get, path = "/products/{idOrSlug}", tag = "catalog", security(()),
+    params(("idOrSlug" = String, Path, description = "Product id or slug")),
+    responses(
+        (status = 200, description = "The product (ETag, cacheable)", body = ProductBody),
+        (status = 304, description = "Not modified since the ETag in If-None-Match"),
+        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn get_product(
+    State(state): State<AppState>,
+    MaybeAuthenticated(caller): MaybeAuthenticated,
+    headers: HeaderMap,
+    Path(id_or_slug): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = IdOrSlug::parse(&id_or_slug).ok_or(ApiError::NotFound)?;
+    let is_staff = caller.as_ref().is_some_and(|caller| caller.has_role(Role::Staff));
+    let product = state.catalog().get_product(&key, is_staff).await?;
+    let archived = product.status == ProductStatus::Archived;
+    let mut response = public_json(&headers, &ProductBody::from(product), max_age(&state));
+    if archived {
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    }
+    Ok(response)
+}
+
+/// Changes a product (staff). With `If-Match`, only if the product is unchanged since that ETag.
+#[utoipa::path(patch, path = "/products/{id}", tag = "catalog", request_body = ProductRequest,
+    params(
+        ("id" = Uuid, Path, description = "Product id"),
+        ("If-Match" = Option<String>, Header, description = "ETag from a previous read; 412 if the product changed since")
+    ),
+    security(("session" = ["staff"]), ("apiToken" = ["staff"])),
+    responses(
+        (status = 200, description = "The updated product, with its new ETag", body = ProductBody),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not staff", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The slug is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not match the current ETag", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn update_product(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<ProductRequest>,
+) -> Result<Response, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let current = state.catalog().get_product(&IdOrSlug::Id(id), true).await?;
+    let expected_version = match headers.get(header::IF_MATCH) {
+        Some(if_match) => {
+            let (_, etag) = representation(&ProductBody::from(current.clone()))?;
+            if !matches(Some(if_match), &etag) {
+                return Err(ApiError::PreconditionFailed);
+            }
+            Some(current.version)
+        }
+        None => None,
+    };
+    let changes = product_changes(&body, &current)?;
+    let product = state.catalog().update_product(id, &changes, expected_version).await?;
+    let (bytes, etag) = representation(&ProductBody::from(product))?;
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ETAG, etag)
+        .body(axum::body::Body::from(bytes))
+        .map_err(|error| ApiError::Internal(Box::new(error)))
+}
+
+/// Validates a PATCH body against the current product (a new price keeps the current currency
+/// unless one is given).
+fn product_changes(body: &ProductRequest, current: &Product) -> Result<ProductChanges, ApiError> {
+    let mut errors = ValidationErrors::new();
+    let amount = body.price.as_deref().and_then(|raw| errors.check("price", parse_amount(raw)));
+    let currency = body.currency.as_deref().and_then(|raw| errors.check("currency", Currency::parse(raw)));
+    let price = match (amount, currency) {
+        (None, None) => None,
+        (amount, currency) => {
+            let amount = amount.unwrap_or(current.price.minor());
+            let currency = currency.unwrap_or(current.price.currency());
+            errors.check("price", Money::from_minor(amount, currency))
+        }
+    };
+    let changes = ProductChanges {
+        name: body.name.as_deref().and_then(|raw| errors.check("name", Text::name(raw))),
+        slug: body.slug.as_deref().and_then(|raw| errors.check("slug", Slug::parse(raw))),
+        description: body.description.as_deref().and_then(|raw| errors.check("description", Text::description(raw))),
+        price,
+        stock: body.stock.and_then(|units| errors.check("stock", Stock::new(units))),
+        category_id: body
+            .category_id
+            .as_deref()
+            .and_then(|raw| errors.check("categoryId", Uuid::parse_str(raw).map_err(|_| "must be a category id"))),
+        status: body.status.as_deref().and_then(|raw| errors.check("status", ProductStatus::parse(raw))),
+    };
+    errors.into_result()?;
+    Ok(changes)
+}
+
+/// Hides a product from the storefront (staff).
+#[utoipa::path(post, path = "/products/{id}/archive", tag = "catalog",
+    params(("id" = Uuid, Path, description = "Product id")),
+    security(("session" = ["staff"]), ("apiToken" = ["staff"])),
+    responses(
+        (status = 200, description = "The archived product", body = ProductBody),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not staff", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn archive_product(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let product = state.catalog().archive_product(id).await?;
+    Ok((StatusCode::OK, axum::Json(ProductBody::from(product))).into_response())
+}
+
+/// Deletes a product (staff).
+#[utoipa::path(delete, path = "/products/{id}", tag = "catalog",
+    params(("id" = Uuid, Path, description = "Product id")),
+    security(("session" = ["staff"]), ("apiToken" = ["staff"])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not staff", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn delete_product(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    state.catalog().delete_product(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn created<T: serde::Serialize>(location: &str, body: &T) -> Response {
+    let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn max_age(state: &AppState) -> u64 {
+    state.settings().catalog_max_age.as_secs()
+}

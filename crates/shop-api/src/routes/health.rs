@@ -1,0 +1,73 @@
+//! Liveness and readiness of the public listener.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::routes::caching::private_json;
+use crate::state::AppState;
+use crate::wire::HealthBody;
+
+/// How long the readiness check waits for the database.
+const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether the process is alive (answers as long as it can serve HTTP at all).
+#[utoipa::path(get, path = "/health/live", tag = "operations", security(()),
+    responses((status = 200, description = "The process is alive", body = HealthBody)))]
+pub async fn live() -> Response {
+    private_json(StatusCode::OK, &HealthBody { status: "ok".into(), database: None })
+}
+
+/// Whether this instance should receive traffic: not draining, and the database answers.
+#[utoipa::path(get, path = "/health/ready", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Ready for traffic", body = HealthBody),
+        (status = 503, description = "Draining for shutdown, or the database is unreachable", body = HealthBody)
+    ))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    readiness(&state).await
+}
+
+/// [`live`] at the root, where orchestrators look by default.
+#[utoipa::path(get, path = "/health/live", tag = "operations", security(()),
+    responses((status = 200, description = "The process is alive", body = HealthBody)))]
+pub async fn live_root() -> Response {
+    live().await
+}
+
+/// [`ready`] at the root, where orchestrators look by default.
+#[utoipa::path(get, path = "/health/ready", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Ready for traffic", body = HealthBody),
+        (status = 503, description = "Draining for shutdown, or the database is unreachable", body = HealthBody)
+    ))]
+pub async fn ready_root(State(state): State<AppState>) -> Response {
+    readiness(&state).await
+}
+
+async fn readiness(state: &AppState) -> Response {
+    if state.inner.readiness.is_draining() {
+        let body = HealthBody { status: "draining".into(), database: None };
+        return with_retry_after(private_json(StatusCode::SERVICE_UNAVAILABLE, &body));
+    }
+    match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.inner.store.ping()).await {
+        Ok(Ok(())) => private_json(StatusCode::OK, &HealthBody { status: "ok".into(), database: Some("ok".into()) }),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness: database check failed");
+            let body = HealthBody { status: "unavailable".into(), database: Some("unreachable".into()) };
+            with_retry_after(private_json(StatusCode::SERVICE_UNAVAILABLE, &body))
+        }
+        Err(_) => {
+            tracing::warn!("readiness: database check timed out");
+            let body = HealthBody { status: "unavailable".into(), database: Some("timed out".into()) };
+            with_retry_after(private_json(StatusCode::SERVICE_UNAVAILABLE, &body))
+        }
+    }
+}
+
+fn with_retry_after(mut response: Response) -> Response {
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+    response.into_response()
+}

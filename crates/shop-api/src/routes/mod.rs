@@ -1,0 +1,100 @@
+//! The routes of API.md, each documented with `#[utoipa::path]` (including who may call it).
+
+mod accounts;
+mod caching;
+mod catalog;
+mod health;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use utoipa::OpenApi as _;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::state::AppState;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Shopkeep API", description = "A commerce backend: catalog, accounts, carts, checkout and orders."),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "accounts", description = "Sign-up, sessions, users and API tokens"),
+        (name = "catalog", description = "Categories and products"),
+        (name = "operations", description = "Health and the API description")
+    )
+)]
+struct ApiDoc;
+
+/// Declares the two ways to authenticate; their scopes name the minimum role.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "shopkeep_session",
+                "Session cookie set by POST /users and POST /sessions (`__Host-shopkeep_session` over HTTPS)",
+            ))),
+        );
+        components.add_security_scheme(
+            "apiToken",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("Personal API token from POST /api-tokens"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document served at `/api/v1/openapi.json`, set once the routes are assembled.
+static DOCUMENT: OnceLock<Arc<serde_json::Value>> = OnceLock::new();
+
+/// All routes with their OpenAPI document.
+pub fn api_routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(accounts::sign_up))
+        .routes(routes!(accounts::list_users))
+        .routes(routes!(accounts::me, accounts::update_me))
+        .routes(routes!(accounts::get_user, accounts::admin_update_user))
+        .routes(routes!(accounts::log_in))
+        .routes(routes!(accounts::log_out))
+        .routes(routes!(accounts::create_api_token, accounts::list_api_tokens))
+        .routes(routes!(accounts::revoke_api_token))
+        .routes(routes!(catalog::list_categories, catalog::create_category))
+        .routes(routes!(catalog::get_category, catalog::update_category, catalog::delete_category))
+        .routes(routes!(catalog::list_products, catalog::create_product))
+        .routes(routes!(catalog::get_product, catalog::update_product, catalog::delete_product))
+        .routes(routes!(catalog::archive_product))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(openapi_document));
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", v1)
+        .routes(routes!(health::live_root))
+        .routes(routes!(health::ready_root))
+        .with_state(state)
+        .split_for_parts();
+    openapi.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    if let Ok(json) = serde_json::to_value(&openapi) {
+        let _ = DOCUMENT.set(Arc::new(json));
+    }
+    (router, openapi)
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json")))]
+async fn openapi_document(State(_state): State<AppState>) -> impl IntoResponse {
+    match DOCUMENT.get() {
+        Some(document) => axum::Json(document.as_ref().clone()).into_response(),
+        None => crate::error::ApiError::NotFound.into_response(),
+    }
+}

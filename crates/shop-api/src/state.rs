@@ -1,0 +1,97 @@
+//! Shared state of the HTTP layer: the services, settings and the readiness flag.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use shop::Store;
+use shop::accounts::AccountService;
+use shop::catalog::CatalogService;
+
+/// Settings of the public listener's HTTP stack.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Browser origins allowed by CORS and by the Origin check (`https://shop.example`).
+    pub allowed_origins: Vec<String>,
+    /// How long browsers may cache a CORS preflight answer.
+    pub cors_max_age: Duration,
+    /// Largest accepted request body; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// A request still running after this gets 503.
+    pub request_timeout: Duration,
+    /// Requests served at once; beyond this, new ones get 503 + `Retry-After` at once.
+    pub max_in_flight: usize,
+    /// The shop is reached over HTTPS (TLS here or at a proxy): `Secure` + `__Host-` cookies and HSTS.
+    pub https: bool,
+    /// `Cache-Control: max-age` of public catalog reads.
+    pub catalog_max_age: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            cors_max_age: Duration::from_secs(86_400),
+            body_limit_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(15),
+            max_in_flight: 512,
+            https: false,
+            catalog_max_age: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Whether this instance should receive traffic. Cleared when shutdown begins, so that health
+/// checks turn 503 and load balancers stop sending before the listener closes.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// Everything handlers and middleware share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub accounts: AccountService,
+    pub catalog: CatalogService,
+    pub store: Arc<dyn Store>,
+    pub readiness: Arc<Readiness>,
+    pub settings: HttpSettings,
+}
+
+impl AppState {
+    pub fn new(
+        accounts: AccountService,
+        catalog: CatalogService,
+        store: Arc<dyn Store>,
+        readiness: Arc<Readiness>,
+        settings: HttpSettings,
+    ) -> Self {
+        Self { inner: Arc::new(Inner { accounts, catalog, store, readiness, settings }) }
+    }
+
+    pub(crate) fn accounts(&self) -> &AccountService {
+        &self.inner.accounts
+    }
+
+    pub(crate) fn catalog(&self) -> &CatalogService {
+        &self.inner.catalog
+    }
+
+    pub(crate) fn settings(&self) -> &HttpSettings {
+        &self.inner.settings
+    }
+}

@@ -1,0 +1,278 @@
+//! Wire types: the JSON bodies of requests and responses (camelCase), and their conversion from
+//! domain values. Request bodies hold optional fields so that every missing or invalid field is
+//! reported at once after deserialisation.
+
+use serde::{Deserialize, Serialize};
+use shop::Page;
+use shop::accounts::{ApiToken, User};
+use shop::catalog::{Category, Product};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Paged<T: ToSchema> {
+    pub data: Vec<T>,
+    /// Matches across all pages.
+    pub total: u64,
+    pub page: u32,
+    pub limit: u32,
+    pub total_pages: u64,
+}
+
+impl<T: ToSchema> Paged<T> {
+    pub fn from_page<D>(page: Page<D>, convert: impl Fn(D) -> T) -> Self {
+        let total_pages = page.total_pages();
+        Self {
+            total: page.total,
+            page: page.request.page(),
+            limit: page.request.limit(),
+            total_pages,
+            data: page.items.into_iter().map(convert).collect(),
+        }
+    }
+}
+
+/// A user account.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserBody {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    /// `customer`, `staff` or `admin`.
+    pub role: String,
+    pub disabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<User> for UserBody {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            email: user.email.as_str().to_owned(),
+            name: user.name.as_str().to_owned(),
+            role: user.role.as_str().to_owned(),
+            disabled: user.disabled,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+        }
+    }
+}
+
+/// Sign-up.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignUpRequest {
+    /// Normalised to lower case.
+    pub email: Option<String>,
+    /// 12–128 characters, not a well-known password.
+    pub password: Option<String>,
+    /// 1–100 characters.
+    pub name: Option<String>,
+}
+
+/// Login.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogInRequest {
+    pub email: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Changes to one's own account. Changing the password needs the current one.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateMeRequest {
+    pub name: Option<String>,
+    pub current_password: Option<String>,
+    pub new_password: Option<String>,
+}
+
+/// An admin's changes to a user.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminUpdateUserRequest {
+    /// `customer`, `staff` or `admin`.
+    pub role: Option<String>,
+    /// A disabled user cannot sign in; their sessions end at once.
+    pub disabled: Option<bool>,
+}
+
+/// A new personal API token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateApiTokenRequest {
+    /// What the token is for, 1–100 characters.
+    pub name: Option<String>,
+    /// Days until the token expires (1–365); without it the token does not expire.
+    pub expires_in_days: Option<i64>,
+}
+
+/// A personal API token (without its secret).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiTokenBody {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+impl From<ApiToken> for ApiTokenBody {
+    fn from(token: ApiToken) -> Self {
+        Self {
+            id: token.id,
+            name: token.name,
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+            last_used_at: token.last_used_at,
+        }
+    }
+}
+
+/// A newly created API token with its secret, shown only in this response.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedApiTokenBody {
+    #[serde(flatten)]
+    pub token: ApiTokenBody,
+    /// Send as `Authorization: Bearer <token>`. Store it now: it cannot be shown again.
+    pub token_secret: String,
+}
+
+/// A category.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CategoryBody {
+    pub id: Uuid,
+    pub name: String,
+    pub slug: String,
+    pub description: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<Category> for CategoryBody {
+    fn from(category: Category) -> Self {
+        Self {
+            id: category.id,
+            name: category.name.as_str().to_owned(),
+            slug: category.slug.as_str().to_owned(),
+            description: category.description.as_str().to_owned(),
+            created_at: category.created_at,
+            updated_at: category.updated_at,
+        }
+    }
+}
+
+/// A new category, or changes to one (PATCH: only the fields given change).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CategoryRequest {
+    /// 1–200 characters; required on create.
+    pub name: Option<String>,
+    /// Lowercase letters, digits and hyphens; derived from the name when omitted on create.
+    pub slug: Option<String>,
+    /// Up to 10,000 characters.
+    pub description: Option<String>,
+}
+
+/// A product.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductBody {
+    pub id: Uuid,
+    pub name: String,
+    pub slug: String,
+    pub description: String,
+    /// Exact decimal amount, e.g. `"12.99"`.
+    #[schema(example = "12.99")]
+    pub price: String,
+    /// ISO 4217 code.
+    #[schema(example = "EUR")]
+    pub currency: String,
+    pub stock: i64,
+    pub category_id: Uuid,
+    /// `active` or `archived` (archived products are hidden from the storefront).
+    pub status: String,
+    /// Grows with every change.
+    pub version: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<Product> for ProductBody {
+    fn from(product: Product) -> Self {
+        Self {
+            id: product.id,
+            name: product.name.as_str().to_owned(),
+            slug: product.slug.as_str().to_owned(),
+            description: product.description.as_str().to_owned(),
+            price: product.price.amount_string(),
+            currency: product.price.currency().as_str().to_owned(),
+            stock: product.stock.units(),
+            category_id: product.category_id,
+            status: product.status.as_str().to_owned(),
+            version: product.version,
+            created_at: product.created_at,
+            updated_at: product.updated_at,
+        }
+    }
+}
+
+/// A new product, or changes to one (PATCH: only the fields given change).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProductRequest {
+    /// 1–200 characters; required on create.
+    pub name: Option<String>,
+    /// Derived from the name when omitted on create.
+    pub slug: Option<String>,
+    pub description: Option<String>,
+    /// Decimal string with at most 2 decimal places; required on create.
+    #[schema(example = "12.99")]
+    pub price: Option<String>,
+    /// ISO 4217 code; required on create.
+    #[schema(example = "EUR")]
+    pub currency: Option<String>,
+    /// Units in stock, 0 or more; required on create.
+    pub stock: Option<i64>,
+    /// Required on create.
+    pub category_id: Option<String>,
+    /// PATCH only: `active` or `archived`.
+    pub status: Option<String>,
+}
+
+/// Health of the instance.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthBody {
+    /// `ok`, `draining` or `unavailable`.
+    pub status: String,
+    /// Per dependency: `ok` or what is wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
