@@ -109,9 +109,20 @@ pub enum Access {
     AtLeast(Role),
 }
 
-/// The access rule of every route, keyed by method and path template.
+/// The access rule of every documented operation, keyed by method and path template; `None`
+/// for an operation that declares no `security` (refused to everyone).
 #[derive(Debug, Default)]
-pub struct Policies(HashMap<(Method, String), Access>);
+pub struct Policies(HashMap<(Method, String), Option<Access>>);
+
+/// What the policies say about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Declared(Access),
+    /// The operation exists but declares no access: refused.
+    Undeclared,
+    /// No such operation (axum answers 404 or 405 after this layer).
+    NoOperation,
+}
 
 impl Policies {
     /// Reads each operation's `security` from the OpenAPI document. An empty requirement
@@ -124,18 +135,26 @@ impl Policies {
             let Some(operations) = item.as_object() else { continue };
             for (method, operation) in operations {
                 let Ok(method) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else { continue };
-                let Some(requirements) = operation.get("security").and_then(|s| s.as_array()) else { continue };
-                let access = access_of(requirements).map_err(|error| format!("{method} {path}: {error}"))?;
+                let access = match operation.get("security").and_then(|s| s.as_array()) {
+                    Some(requirements) => {
+                        Some(access_of(requirements).map_err(|error| format!("{method} {path}: {error}"))?)
+                    }
+                    None => None,
+                };
                 policies.insert((method, path.clone()), access);
             }
         }
         Ok(Self(policies))
     }
 
-    pub fn get(&self, method: &Method, path: &str) -> Option<Access> {
+    pub fn decide(&self, method: &Method, path: &str) -> Decision {
         // HEAD is answered by GET handlers and follows their rule.
         let method = if method == Method::HEAD { &Method::GET } else { method };
-        self.0.get(&(method.clone(), path.to_owned())).copied()
+        match self.0.get(&(method.clone(), path.to_owned())) {
+            Some(Some(access)) => Decision::Declared(*access),
+            Some(None) => Decision::Undeclared,
+            None => Decision::NoOperation,
+        }
     }
 }
 
@@ -164,16 +183,16 @@ pub async fn authorize(
 ) -> Result<Response, ApiError> {
     let path = matched.as_ref().map(MatchedPath::as_str).unwrap_or_default();
     let caller = request.extensions().get::<CurrentCaller>().and_then(|current| current.0.as_ref());
-    match policies.get(request.method(), path) {
-        Some(Access::Anyone) => {}
-        Some(Access::AtLeast(role)) => match caller {
+    match policies.decide(request.method(), path) {
+        Decision::Declared(Access::Anyone) | Decision::NoOperation => {}
+        Decision::Declared(Access::AtLeast(role)) => match caller {
             None => return Err(ApiError::Unauthenticated("sign in, or send an API token")),
             Some(caller) if !caller.has_role(role) => {
                 return Err(ApiError::Forbidden("your role does not allow this"));
             }
             Some(_) => {}
         },
-        None => {
+        Decision::Undeclared => {
             tracing::error!(method = %request.method(), route = path, "route declares no access policy; refused");
             return Err(ApiError::Forbidden("this route is not open to anyone"));
         }

@@ -1,1 +1,103 @@
-//! placeholder
+//! The Shopkeep binary as a library: CLI, configuration, telemetry, wiring, startup and graceful
+//! shutdown. `main.rs` only parses arguments and calls [`run`]; tests build an [`Application`].
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+mod commands;
+pub mod config;
+pub mod telemetry;
+
+use std::process::ExitCode;
+
+pub use app::Application;
+use cli::{AdminCommand, Cli, Command, ConfigCommand};
+use config::Config;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for an invalid configuration (sysexits' EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+/// Exit code for a failure while running.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Runs one command to completion and says how the process should exit.
+pub async fn run(cli: Cli) -> ExitCode {
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Command::Config { command: ConfigCommand::Check } = &cli.command {
+        print!("{}", config.to_redacted_toml());
+        eprintln!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init_logging(&config.log);
+    let result = match cli.command {
+        Command::Serve { listen, admin_listen } => {
+            if let Some(listen) = listen {
+                config.server.listen = listen.to_string();
+            }
+            if let Some(admin_listen) = admin_listen {
+                config.server.admin_listen = admin_listen.to_string();
+            }
+            if let Err(errors) = config.revalidate() {
+                eprint!("{errors}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            serve(config).await
+        }
+        Command::Migrate { action } => commands::migrate(&config, action).await,
+        Command::Admin { command: AdminCommand::CreateUser { email, role, name, password_file } } => {
+            commands::create_user(&config, &email, &role, name.as_deref(), password_file.as_deref()).await
+        }
+        Command::Config { .. } => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "shopkeep failed");
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let application = Application::build(config).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    application.run_until_stopped(shutdown).await
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT (Ctrl-C).
+async fn signal_shutdown(shutdown: CancellationToken) {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!(signal = "SIGINT", "signal received"),
+        () = terminate => tracing::info!(signal = "SIGTERM", "signal received"),
+    }
+    shutdown.cancel();
+}

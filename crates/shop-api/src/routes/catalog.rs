@@ -321,9 +321,9 @@ pub async fn get_product(
 }
 
 /// Changes a product (staff). With `If-Match`, only if the product is unchanged since that ETag.
-#[utoipa::path(patch, path = "/products/{id}", tag = "catalog", request_body = ProductRequest,
+#[utoipa::path(patch, path = "/products/{idOrSlug}", tag = "catalog", request_body = ProductRequest,
     params(
-        ("id" = Uuid, Path, description = "Product id"),
+        ("idOrSlug" = String, Path, description = "Product id or slug"),
         ("If-Match" = Option<String>, Header, description = "ETag from a previous read; 412 if the product changed since")
     ),
     security(("session" = ["staff"]), ("apiToken" = ["staff"])),
@@ -339,11 +339,12 @@ pub async fn get_product(
 pub async fn update_product(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(id_or_slug): Path<String>,
     Json(body): Json<ProductRequest>,
 ) -> Result<Response, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    let current = state.catalog().get_product(&IdOrSlug::Id(id), true).await?;
+    let key = IdOrSlug::parse(&id_or_slug).ok_or(ApiError::NotFound)?;
+    let current = state.catalog().get_product(&key, true).await?;
+    let id = current.id;
     let expected_version = match headers.get(header::IF_MATCH) {
         Some(if_match) => {
             let (_, etag) = representation(&ProductBody::from(current.clone()))?;
@@ -396,8 +397,8 @@ fn product_changes(body: &ProductRequest, current: &Product) -> Result<ProductCh
 }
 
 /// Hides a product from the storefront (staff).
-#[utoipa::path(post, path = "/products/{id}/archive", tag = "catalog",
-    params(("id" = Uuid, Path, description = "Product id")),
+#[utoipa::path(post, path = "/products/{idOrSlug}/archive", tag = "catalog",
+    params(("idOrSlug" = String, Path, description = "Product id or slug")),
     security(("session" = ["staff"]), ("apiToken" = ["staff"])),
     responses(
         (status = 200, description = "The archived product", body = ProductBody),
@@ -406,15 +407,18 @@ fn product_changes(body: &ProductRequest, current: &Product) -> Result<ProductCh
         (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
         CommonErrors
     ))]
-pub async fn archive_product(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+pub async fn archive_product(
+    State(state): State<AppState>,
+    Path(id_or_slug): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = product_id(&state, &id_or_slug).await?;
     let product = state.catalog().archive_product(id).await?;
     Ok((StatusCode::OK, axum::Json(ProductBody::from(product))).into_response())
 }
 
 /// Deletes a product (staff).
-#[utoipa::path(delete, path = "/products/{id}", tag = "catalog",
-    params(("id" = Uuid, Path, description = "Product id")),
+#[utoipa::path(delete, path = "/products/{idOrSlug}", tag = "catalog",
+    params(("idOrSlug" = String, Path, description = "Product id or slug")),
     security(("session" = ["staff"]), ("apiToken" = ["staff"])),
     responses(
         (status = 204, description = "Deleted"),
@@ -423,10 +427,22 @@ pub async fn archive_product(State(state): State<AppState>, Path(id): Path<Strin
         (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
         CommonErrors
     ))]
-pub async fn delete_product(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+pub async fn delete_product(
+    State(state): State<AppState>,
+    Path(id_or_slug): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = product_id(&state, &id_or_slug).await?;
     state.catalog().delete_product(id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The id of a product named by id or slug (archived products included: these are staff routes).
+async fn product_id(state: &AppState, id_or_slug: &str) -> Result<Uuid, ApiError> {
+    if let Ok(id) = Uuid::parse_str(id_or_slug) {
+        return Ok(id);
+    }
+    let key = IdOrSlug::parse(id_or_slug).ok_or(ApiError::NotFound)?;
+    Ok(state.catalog().get_product(&key, true).await?.id)
 }
 
 fn created<T: serde::Serialize>(location: &str, body: &T) -> Response {

@@ -1,0 +1,225 @@
+//! Startup and shutdown: `Application::build` connects, migrates and binds; `run_until_stopped`
+//! serves until the shutdown token fires, then drains and releases resources in reverse order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rand::Rng as _;
+use shop::accounts::{AccountService, AccountSettings, PasswordHasher};
+use shop::catalog::CatalogService;
+use shop::{Clock, Store, SystemClock};
+use shop_api::{AdminSettings, AppState, HttpSettings, MetricsRenderer, Readiness};
+use store_postgres::{PostgresSettings, PostgresStore};
+use store_sqlite::{SqliteSettings, SqliteStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Backend, Config};
+use crate::telemetry;
+
+/// A built, bound, not yet serving instance.
+pub struct Application {
+    config: Config,
+    public: TcpListener,
+    admin: TcpListener,
+    state: AppState,
+    accounts: AccountService,
+    store: Arc<dyn Store>,
+    readiness: Arc<Readiness>,
+    started: Instant,
+}
+
+/// Opens the configured database (and migrates it when `migrate` is true).
+pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+    let database = &config.database;
+    let backend = config.backend().map_err(|problem| anyhow::anyhow!(problem))?;
+    Ok(match backend {
+        Backend::Sqlite => {
+            let store = SqliteStore::connect(&SqliteSettings {
+                url: database.url.expose().to_owned(),
+                max_connections: database.max_connections,
+                acquire_timeout: Duration::from_secs(database.acquire_timeout_secs),
+                busy_timeout: Duration::from_secs(database.busy_timeout_secs),
+            })
+            .await?;
+            if migrate {
+                store.migrate_up().await?;
+            }
+            Arc::new(store)
+        }
+        Backend::Postgres => {
+            let store = PostgresStore::connect(&PostgresSettings {
+                url: database.url.expose().to_owned(),
+                max_connections: database.max_connections,
+                min_connections: database.min_connections,
+                acquire_timeout: Duration::from_secs(database.acquire_timeout_secs),
+                statement_timeout: Duration::from_secs(database.statement_timeout_secs),
+                pgbouncer: database.pgbouncer,
+            })
+            .await?;
+            if migrate {
+                store.migrate_up().await?;
+            }
+            Arc::new(store)
+        }
+    })
+}
+
+/// The account service as configured (also used by `shopkeep admin create-user`).
+pub fn account_service(config: &Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> AccountService {
+    let concurrency = match config.accounts.password_hash_concurrency {
+        0 => std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+        n => n,
+    };
+    let settings = AccountSettings {
+        session_absolute_ttl: time::Duration::hours(config.accounts.session_absolute_ttl_hours as i64),
+        session_idle_ttl: time::Duration::hours(config.accounts.session_idle_ttl_hours as i64),
+    };
+    AccountService::new(store, PasswordHasher::new(concurrency), clock, settings)
+}
+
+impl Application {
+    /// Connects to the database (migrating when configured) and binds both listeners.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let store = open_store(&config, config.migrate_on_start()).await?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let accounts = account_service(&config, Arc::clone(&store), Arc::clone(&clock));
+        let catalog = CatalogService::new(Arc::clone(&store), clock);
+        let readiness = Arc::new(Readiness::default());
+        let http = &config.http;
+        let settings = HttpSettings {
+            allowed_origins: http.allowed_origins.clone(),
+            cors_max_age: Duration::from_secs(http.cors_max_age_secs),
+            body_limit_bytes: http.body_limit_bytes,
+            request_timeout: Duration::from_secs(http.request_timeout_secs),
+            max_in_flight: http.max_in_flight,
+            https: http.https,
+            catalog_max_age: Duration::from_secs(http.catalog_max_age_secs),
+        };
+        let state = AppState::new(accounts.clone(), catalog, Arc::clone(&store), Arc::clone(&readiness), settings);
+        let public = TcpListener::bind(config.listen())
+            .await
+            .with_context(|| format!("failed to listen on {}", config.listen()))?;
+        let admin = TcpListener::bind(config.admin_listen())
+            .await
+            .with_context(|| format!("failed to listen on {} (admin)", config.admin_listen()))?;
+        Ok(Self { config, public, admin, state, accounts, store, readiness, started })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.public.local_addr().unwrap_or(self.config.listen())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address().port()
+    }
+
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin.local_addr().unwrap_or(self.config.admin_listen())
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_address().port()
+    }
+
+    /// Serves until `shutdown` is cancelled, then: readiness off → (drain delay) → stop
+    /// accepting → in-flight requests finish (up to the shutdown timeout) → background tasks
+    /// stop → database pool closed.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self { config, public, admin, state, accounts, store, readiness, started } = self;
+        let public_address = public.local_addr().ok();
+        let admin_address = admin.local_addr().ok();
+        let background = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+
+        let metrics: MetricsRenderer = match telemetry::prometheus() {
+            Some(handle) => {
+                tasks.spawn(telemetry::run_metrics_upkeep(handle.clone(), background.clone()));
+                Arc::new(move || handle.render())
+            }
+            None => Arc::new(|| "# metrics recorder unavailable\n".to_owned()),
+        };
+        tasks.spawn(purge_sessions(
+            accounts,
+            Duration::from_secs(config.accounts.session_purge_interval_secs),
+            background.clone(),
+        ));
+
+        let stop_accepting = CancellationToken::new();
+        let public_router = shop_api::public_router(state.clone());
+        let admin_router = shop_api::admin_router(
+            state,
+            AdminSettings { token: config.admin.token.as_ref().map(|t| t.expose().to_owned()), metrics },
+        );
+        let public_server = tokio::spawn(
+            axum::serve(public, public_router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
+                .into_future(),
+        );
+        let admin_server = tokio::spawn(
+            axum::serve(admin, admin_router).with_graceful_shutdown(stop_accepting.clone().cancelled_owned()).into_future(),
+        );
+        tracing::info!(
+            listen = ?public_address,
+            adminListen = ?admin_address,
+            backend = store.backend(),
+            startupMs = started.elapsed().as_secs_f64() * 1000.0,
+            "shopkeep is ready"
+        );
+
+        shutdown.cancelled().await;
+        tracing::info!("shutdown requested: readiness off, draining");
+        readiness.start_draining();
+        let drain_delay = Duration::from_secs(config.server.drain_delay_secs);
+        if !drain_delay.is_zero() {
+            tokio::time::sleep(drain_delay).await;
+        }
+        stop_accepting.cancel();
+        let servers = async {
+            let (public, admin) = tokio::join!(public_server, admin_server);
+            for (name, result) in [("public", public), ("admin", admin)] {
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::error!(%error, listener = name, "server failed"),
+                    Err(error) => tracing::error!(%error, listener = name, "server task failed"),
+                }
+            }
+        };
+        if tokio::time::timeout(config.shutdown_timeout(), servers).await.is_err() {
+            tracing::warn!(
+                timeoutSecs = config.server.shutdown_timeout_secs,
+                "in-flight requests did not finish in time; closing them"
+            );
+        } else {
+            tracing::info!("listeners closed, in-flight requests finished");
+        }
+        // Release in reverse order of acquisition: background tasks, then the database.
+        background.cancel();
+        while tasks.join_next().await.is_some() {}
+        store.close().await;
+        tracing::info!("database closed; shutdown complete");
+        Ok(())
+    }
+}
+
+/// Deletes expired sessions periodically (steady state), with jitter so instances spread out.
+async fn purge_sessions(accounts: AccountService, every: Duration, stop: CancellationToken) {
+    loop {
+        let jitter = rand::rng().random_range(0.0..0.2);
+        let wait = every.mul_f64(1.0 + jitter);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.cancelled() => return,
+        }
+        match accounts.purge_expired_sessions().await {
+            Ok(purged) => {
+                metrics::counter!("sessions_purged_total").increment(purged);
+                tracing::debug!(purged, "expired sessions purged");
+            }
+            Err(error) => tracing::warn!(%error, "purging expired sessions failed"),
+        }
+    }
+}

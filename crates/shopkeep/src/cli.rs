@@ -1,0 +1,80 @@
+//! The command line: `shopkeep serve | migrate | admin create-user | config check`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Shopkeep: a commerce backend in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "shopkeep", version, about, propagate_version = true)]
+pub struct Cli {
+    /// TOML configuration file (settings not in it come from defaults and the environment).
+    #[arg(long, global = true, env = "SHOPKEEP_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the public API and the admin listener until SIGTERM or Ctrl-C.
+    Serve {
+        /// Public listener address, overriding server.listen.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Admin listener address, overriding server.admin_listen.
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<SocketAddr>,
+    },
+    /// Apply, revert or list schema migrations.
+    Migrate {
+        #[arg(value_enum)]
+        action: MigrateAction,
+    },
+    /// Administrative tasks.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MigrateAction {
+    /// Apply every pending migration (creating the PostgreSQL database if missing).
+    Up,
+    /// Revert the most recent migration.
+    Down,
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user with a role, e.g. the first administrator. The password comes from
+    /// --password-file, SHOPKEEP_ADMIN_PASSWORD, or a prompt.
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        /// customer, staff or admin.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// Display name (default: the part of the email before @).
+        #[arg(long)]
+        name: Option<String>,
+        /// A file holding the password.
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print it with secrets redacted.
+    Check,
+}

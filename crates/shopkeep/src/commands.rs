@@ -1,0 +1,144 @@
+//! The subcommands other than `serve`: migrations, admin bootstrap, configuration check.
+
+use std::io::IsTerminal as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use shop::SystemClock;
+use shop::accounts::{Email, PasswordPlain, PersonName, Role};
+use store_postgres::{PostgresSettings, PostgresStore, provisioning};
+use store_sqlite::{SqliteSettings, SqliteStore};
+
+use crate::app::{account_service, open_store};
+use crate::cli::MigrateAction;
+use crate::config::{Backend, Config, redacted_url};
+
+/// The configured database, for migration commands.
+enum MigrationTarget {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl MigrationTarget {
+    async fn up(&self) -> anyhow::Result<()> {
+        match self {
+            Self::Sqlite(store) => store.migrate_up().await,
+            Self::Postgres(store) => store.migrate_up().await,
+        }
+    }
+
+    async fn down(&self) -> anyhow::Result<Option<i64>> {
+        match self {
+            Self::Sqlite(store) => store.migrate_down().await,
+            Self::Postgres(store) => store.migrate_down().await,
+        }
+    }
+
+    async fn status(&self) -> anyhow::Result<Vec<(i64, String, bool)>> {
+        match self {
+            Self::Sqlite(store) => store.migration_status().await,
+            Self::Postgres(store) => store.migration_status().await,
+        }
+    }
+}
+
+/// `migrate up|down|status`. On PostgreSQL, `up` creates the database first if it is missing.
+pub async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<()> {
+    let database = &config.database;
+    let url = database.url.expose();
+    let acquire_timeout = Duration::from_secs(database.acquire_timeout_secs);
+    let target = match config.backend().map_err(|problem| anyhow::anyhow!(problem))? {
+        Backend::Sqlite => MigrationTarget::Sqlite(
+            SqliteStore::connect(&SqliteSettings {
+                url: url.to_owned(),
+                max_connections: 1,
+                acquire_timeout,
+                busy_timeout: Duration::from_secs(database.busy_timeout_secs),
+            })
+            .await?,
+        ),
+        Backend::Postgres => {
+            if action == MigrateAction::Up && provisioning::create_database_if_missing(url).await? {
+                println!("created database {}", redacted_url(url));
+            }
+            MigrationTarget::Postgres(
+                PostgresStore::connect(&PostgresSettings {
+                    url: url.to_owned(),
+                    max_connections: 1,
+                    min_connections: 0,
+                    acquire_timeout,
+                    // Migrations may legitimately run long.
+                    statement_timeout: Duration::from_secs(600),
+                    pgbouncer: database.pgbouncer,
+                })
+                .await?,
+            )
+        }
+    };
+    match action {
+        MigrateAction::Up => {
+            target.up().await?;
+            println!("migrations applied");
+        }
+        MigrateAction::Down => match target.down().await? {
+            Some(version) => println!("reverted migration {version}"),
+            None => println!("no migration to revert"),
+        },
+        MigrateAction::Status => {}
+    }
+    for (version, description, applied) in target.status().await? {
+        println!("{version} {:<9} {description}", if applied { "applied" } else { "pending" });
+    }
+    Ok(())
+}
+
+/// `admin create-user`: creates an account with a role, password from a file, the
+/// environment (`SHOPKEEP_ADMIN_PASSWORD`) or a prompt.
+pub async fn create_user(
+    config: &Config,
+    email: &str,
+    role: &str,
+    name: Option<&str>,
+    password_file: Option<&Path>,
+) -> anyhow::Result<()> {
+    let email = Email::parse(email).map_err(|problem| anyhow::anyhow!("--email {problem}"))?;
+    let role = Role::parse(role).map_err(|problem| anyhow::anyhow!("--role {problem}"))?;
+    let default_name = email.as_str().split('@').next().unwrap_or("Administrator").to_owned();
+    let name = PersonName::parse(name.unwrap_or(&default_name)).map_err(|problem| anyhow::anyhow!("--name {problem}"))?;
+    let password = read_password(password_file)?;
+    let password = PasswordPlain::parse_new(&password).map_err(|problem| anyhow::anyhow!("password {problem}"))?;
+    let store = open_store(config, config.migrate_on_start()).await?;
+    let accounts = account_service(config, Arc::clone(&store), Arc::new(SystemClock));
+    let result = accounts.create_user(email, password, name, role).await;
+    store.close().await;
+    match result {
+        Ok(user) => {
+            println!("created {} {} ({})", user.role, user.id, user.email.as_str());
+            Ok(())
+        }
+        Err(shop::Error::Conflict(detail)) => bail!("{detail}"),
+        Err(error) => Err(anyhow::Error::new(error).context("failed to create the user")),
+    }
+}
+
+fn read_password(password_file: Option<&Path>) -> anyhow::Result<String> {
+    if let Some(path) = password_file {
+        let content =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read --password-file {}", path.display()))?;
+        return Ok(content.trim_end_matches(['\n', '\r']).to_owned());
+    }
+    if let Ok(password) = std::env::var("SHOPKEEP_ADMIN_PASSWORD") {
+        return Ok(password);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no password given: use --password-file, SHOPKEEP_ADMIN_PASSWORD, or run in a terminal to be prompted");
+    }
+    let first = rpassword::prompt_password("Password (12-128 characters): ").context("failed to read the password")?;
+    let second = rpassword::prompt_password("Repeat the password: ").context("failed to read the password")?;
+    if first != second {
+        bail!("the passwords do not match");
+    }
+    Ok(first)
+}

@@ -1,0 +1,512 @@
+//! Configuration: defaults < TOML file < environment (`SHOPKEEP_SECTION__KEY`, `DATABASE_URL`),
+//! secrets from `*_FILE` paths, validated as a whole so every problem is reported at once.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The whole configuration. Field docs are the reference; the README repeats them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub accounts: AccountsConfig,
+    pub log: LogConfig,
+    pub admin: AdminConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Public API listener.
+    pub listen: String,
+    /// Admin listener (health, metrics); keep it on loopback or set `admin.token`.
+    pub admin_listen: String,
+    /// How long in-flight requests may run after a shutdown signal before being cut off.
+    pub shutdown_timeout_secs: u64,
+    /// How long to keep answering (with readiness 503) before closing the listener, so load
+    /// balancers notice the instance is leaving. 0 closes at once.
+    pub drain_delay_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Browser origins allowed by CORS and the Origin check, e.g. `https://shop.example`.
+    pub allowed_origins: Vec<String>,
+    pub cors_max_age_secs: u64,
+    pub body_limit_bytes: usize,
+    pub request_timeout_secs: u64,
+    /// Requests served at once; beyond this, 503 + `Retry-After`.
+    pub max_in_flight: usize,
+    /// Served over HTTPS (TLS terminated here or by a proxy): Secure `__Host-` cookie, HSTS.
+    pub https: bool,
+    /// `Cache-Control: max-age` of public catalog reads.
+    pub catalog_max_age_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (embedded) or `postgres://user:password@host/db`. Secret.
+    #[serde(serialize_with = "serialize_redacted_url")]
+    pub url: Secret,
+    /// A file holding the URL (container secrets); replaces `url`.
+    pub url_file: Option<PathBuf>,
+    pub max_connections: u32,
+    /// PostgreSQL: connections kept open when idle.
+    pub min_connections: u32,
+    pub acquire_timeout_secs: u64,
+    /// PostgreSQL: the server cancels statements running longer than this.
+    pub statement_timeout_secs: u64,
+    /// SQLite: how long a statement waits for another connection's lock.
+    pub busy_timeout_secs: u64,
+    /// Apply pending migrations when `serve` starts. Default: on for SQLite, off for PostgreSQL.
+    pub migrate_on_start: Option<bool>,
+    /// PostgreSQL behind PgBouncer (transaction mode): no prepared-statement cache.
+    pub pgbouncer: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// A session ends this long after login.
+    pub session_absolute_ttl_hours: u64,
+    /// A session ends after this long without requests.
+    pub session_idle_ttl_hours: u64,
+    /// Password hashes computed at once (0: one per CPU).
+    pub password_hash_concurrency: usize,
+    /// How often expired sessions are purged.
+    pub session_purge_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `shopkeep=debug,info`…
+    pub level: String,
+    /// `json` (one object per line) or `human`.
+    pub format: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token for `/metrics` and `/admin/*` on the admin listener. Secret.
+    pub token: Option<Secret>,
+    /// A file holding the token; replaces `token`.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9090".into(),
+            shutdown_timeout_secs: 30,
+            drain_delay_secs: 0,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            cors_max_age_secs: 86_400,
+            body_limit_bytes: 64 * 1024,
+            request_timeout_secs: 15,
+            max_in_flight: 512,
+            https: false,
+            catalog_max_age_secs: 60,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret("sqlite://data/shopkeep.db".into()),
+            url_file: None,
+            max_connections: 10,
+            min_connections: 0,
+            acquire_timeout_secs: 5,
+            statement_timeout_secs: 10,
+            busy_timeout_secs: 5,
+            migrate_on_start: None,
+            pgbouncer: false,
+        }
+    }
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        Self {
+            session_absolute_ttl_hours: 24 * 30,
+            session_idle_ttl_hours: 24 * 7,
+            password_hash_concurrency: 0,
+            session_purge_interval_secs: 3_600,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: "json".into() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            accounts: AccountsConfig::default(),
+            log: LogConfig::default(),
+            admin: AdminConfig::default(),
+        }
+    }
+}
+
+/// A secret string: never printed by `Debug`, `Display` or `config check`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
+    }
+}
+
+/// A database URL for display: the password replaced, everything else kept (it helps debugging).
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("[redacted]"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "[unparseable, redacted]".into(),
+    }
+}
+
+fn serialize_redacted_url<S: Serializer>(url: &Secret, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&redacted_url(url.expose()))
+}
+
+/// Which database backend a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Every problem found, each on its own line.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem{}):", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        for problem in &self.0 {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Loads defaults, then the TOML file (if given; it must exist), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigErrors> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigErrors(vec![format!("config file {} does not exist", path.display())]));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment
+            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+            .merge(Env::raw().only(&["DATABASE_URL_FILE"]).map(|_| "database.url_file".into()))
+            // Only keys with a section (`SHOPKEEP_LOG__LEVEL`), so that other SHOPKEEP_ variables
+            // (SHOPKEEP_ADMIN_PASSWORD, test settings) are not mistaken for configuration.
+            .merge(Env::prefixed("SHOPKEEP_").filter(|key| key.as_str().contains("__")).split("__"));
+        let mut config: Config = figment.extract().map_err(|error| {
+            ConfigErrors(error.into_iter().map(|error| error.to_string()).collect())
+        })?;
+        let mut problems = Vec::new();
+        config.read_secret_files(&mut problems);
+        config.validate(&mut problems);
+        if problems.is_empty() { Ok(config) } else { Err(ConfigErrors(problems)) }
+    }
+
+    fn read_secret_files(&mut self, problems: &mut Vec<String>) {
+        if let Some(path) = &self.database.url_file {
+            match read_secret(path) {
+                Ok(value) => self.database.url = Secret(value),
+                Err(problem) => problems.push(format!("database.url_file: {problem}")),
+            }
+        }
+        if let Some(path) = &self.admin.token_file {
+            match read_secret(path) {
+                Ok(value) => self.admin.token = Some(Secret(value)),
+                Err(problem) => problems.push(format!("admin.token_file: {problem}")),
+            }
+        }
+    }
+
+    /// Checks the configuration again, e.g. after command-line overrides.
+    pub fn revalidate(&self) -> Result<(), ConfigErrors> {
+        let mut problems = Vec::new();
+        self.validate(&mut problems);
+        if problems.is_empty() { Ok(()) } else { Err(ConfigErrors(problems)) }
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        let listen = parse_address("server.listen", &self.server.listen, problems);
+        let admin_listen = parse_address("server.admin_listen", &self.server.admin_listen, problems);
+        if let (Some(listen), Some(admin)) = (listen, admin_listen)
+            && listen == admin
+            && listen.port() != 0
+        {
+            problems.push("server.admin_listen: must differ from server.listen".into());
+        }
+        let token = self.admin.token.as_ref().map(Secret::expose);
+        if let Some(admin) = admin_listen
+            && !admin.ip().is_loopback()
+            && token.is_none()
+        {
+            problems.push(format!(
+                "admin.token: required when server.admin_listen ({admin}) is not a loopback address"
+            ));
+        }
+        if token.is_some_and(|token| token.len() < 16) {
+            problems.push("admin.token: must be at least 16 characters".into());
+        }
+        if self.server.shutdown_timeout_secs == 0 || self.server.shutdown_timeout_secs > 3_600 {
+            problems.push("server.shutdown_timeout_secs: must be between 1 and 3600".into());
+        }
+        if self.server.drain_delay_secs > 300 {
+            problems.push("server.drain_delay_secs: must be at most 300".into());
+        }
+        for origin in &self.http.allowed_origins {
+            if !is_origin(origin) {
+                problems.push(format!(
+                    "http.allowed_origins: {origin:?} is not an origin like https://shop.example (scheme, host, optional port; no path; no *)"
+                ));
+            }
+        }
+        if !(1_024..=64 * 1024 * 1024).contains(&self.http.body_limit_bytes) {
+            problems.push("http.body_limit_bytes: must be between 1024 and 67108864".into());
+        }
+        if self.http.request_timeout_secs == 0 || self.http.request_timeout_secs > 600 {
+            problems.push("http.request_timeout_secs: must be between 1 and 600".into());
+        }
+        if self.http.max_in_flight == 0 {
+            problems.push("http.max_in_flight: must be at least 1".into());
+        }
+        if let Err(problem) = self.backend() {
+            problems.push(format!("database.url: {problem}"));
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections: must be at least 1".into());
+        }
+        if self.database.min_connections > self.database.max_connections {
+            problems.push("database.min_connections: must not exceed database.max_connections".into());
+        }
+        for (name, value) in [
+            ("database.acquire_timeout_secs", self.database.acquire_timeout_secs),
+            ("database.statement_timeout_secs", self.database.statement_timeout_secs),
+            ("database.busy_timeout_secs", self.database.busy_timeout_secs),
+            ("accounts.session_absolute_ttl_hours", self.accounts.session_absolute_ttl_hours),
+            ("accounts.session_idle_ttl_hours", self.accounts.session_idle_ttl_hours),
+            ("accounts.session_purge_interval_secs", self.accounts.session_purge_interval_secs),
+        ] {
+            if value == 0 {
+                problems.push(format!("{name}: must be at least 1"));
+            }
+        }
+        if self.accounts.session_idle_ttl_hours > self.accounts.session_absolute_ttl_hours {
+            problems.push("accounts.session_idle_ttl_hours: must not exceed session_absolute_ttl_hours".into());
+        }
+        if self.accounts.session_absolute_ttl_hours > 24 * 365 {
+            problems.push("accounts.session_absolute_ttl_hours: must be at most 8760 (a year)".into());
+        }
+        if !matches!(self.log.format.as_str(), "json" | "human") {
+            problems.push(format!("log.format: {:?} must be json or human", self.log.format));
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(format!("log.level: {:?} is not a valid filter: {error}", self.log.level));
+        }
+    }
+
+    /// The backend the database URL selects.
+    pub fn backend(&self) -> Result<Backend, String> {
+        let url = self.database.url.expose();
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(format!("{} must start with sqlite:, postgres:// or postgresql://", redacted_url(url)))
+        }
+    }
+
+    /// Whether `serve` applies migrations at start (the default depends on the backend).
+    pub fn migrate_on_start(&self) -> bool {
+        self.database.migrate_on_start.unwrap_or(matches!(self.backend(), Ok(Backend::Sqlite)))
+    }
+
+    pub fn listen(&self) -> SocketAddr {
+        self.server.listen.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    pub fn admin_listen(&self) -> SocketAddr {
+        self.server.admin_listen.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090)))
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.shutdown_timeout_secs)
+    }
+
+    /// The configuration as TOML, secrets redacted, for `config check`.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|error| format!("# could not render configuration: {error}\n"))
+    }
+}
+
+fn parse_address(name: &str, raw: &str, problems: &mut Vec<String>) -> Option<SocketAddr> {
+    match raw.parse::<SocketAddr>() {
+        Ok(address) => Some(address),
+        Err(_) => {
+            problems.push(format!("{name}: {raw:?} is not an address like 127.0.0.1:8080"));
+            None
+        }
+    }
+}
+
+fn is_origin(raw: &str) -> bool {
+    match url::Url::parse(raw) {
+        Ok(url) => {
+            matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some()
+                && (url.path() == "/" || url.path().is_empty())
+                && !raw.ends_with('/')
+                && url.query().is_none()
+                && url.username().is_empty()
+        }
+        Err(_) => false,
+    }
+}
+
+fn read_secret(path: &Path) -> Result<String, String> {
+    let content = std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let value = content.trim_end_matches(['\n', '\r']).to_owned();
+    if value.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn with_toml(toml: &str) -> Result<Config, ConfigErrors> {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("shopkeep.toml");
+        std::fs::write(&path, toml).unwrap();
+        Config::load(Some(&path))
+    }
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let config = with_toml("").unwrap();
+        assert_eq!(config.backend(), Ok(Backend::Sqlite));
+        assert!(config.migrate_on_start());
+        assert_eq!(config.listen(), "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.shutdown_timeout(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let errors = with_toml(
+            r#"
+            [server]
+            listen = "nowhere"
+            admin_listen = "0.0.0.0:9090"
+            [http]
+            allowed_origins = ["*", "https://ok.example"]
+            body_limit_bytes = 10
+            [database]
+            url = "mysql://x"
+            [log]
+            format = "xml"
+            "#,
+        )
+        .unwrap_err();
+        let text = errors.to_string();
+        for expected in ["server.listen", "admin.token", "http.allowed_origins", "body_limit_bytes", "database.url", "log.format"] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+        assert_eq!(errors.0.len(), 6, "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_errors() {
+        let errors = with_toml("[server]\nlisten = 5\nbogus = true\n").unwrap_err();
+        assert!(errors.to_string().contains("bogus") || errors.to_string().contains("listen"), "{errors}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        let directory = tempfile::tempdir().unwrap();
+        let secret_path = directory.path().join("token");
+        std::fs::write(&secret_path, "a-very-long-admin-token\n").unwrap();
+        let config = with_toml(&format!(
+            "[admin]\ntoken_file = {:?}\n[database]\nurl = \"postgres://shop:hunter2hunter2@db/shop\"\n",
+            secret_path.display().to_string()
+        ))
+        .unwrap();
+        assert_eq!(config.admin.token.as_ref().map(Secret::expose), Some("a-very-long-admin-token"));
+        let shown = config.to_redacted_toml();
+        assert!(!shown.contains("a-very-long-admin-token"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://shop:%5Bredacted%5D@db/shop") || shown.contains("[redacted]"), "{shown}");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn missing_secret_file_is_a_problem() {
+        let errors = with_toml("[admin]\ntoken_file = \"/nonexistent/token\"\n").unwrap_err();
+        assert!(errors.to_string().contains("admin.token_file"), "{errors}");
+    }
+}

@@ -1,0 +1,87 @@
+//! Logs (JSON lines or human-readable, level from configuration) and the Prometheus recorder.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::FmtSpan;
+
+use crate::config::LogConfig;
+
+/// Installs the global log subscriber. `RUST_LOG`, when set, overrides the configured level.
+/// Calling it again (as tests do) keeps the first subscriber.
+pub fn init_logging(config: &LogConfig) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_span_events(FmtSpan::NONE);
+    let result = if config.format == "human" {
+        builder.compact().with_target(true).try_init()
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_target(true)
+            .try_init()
+    };
+    // Already installed (a second app in one test process): keep the first.
+    let _ = result;
+}
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Latency buckets (seconds) for request and dependency histograms.
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The process-wide Prometheus recorder, installed on first use. `None` if another recorder
+/// was installed first (then the metrics endpoint says so).
+pub fn prometheus() -> Option<PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), LATENCY_BUCKETS)
+                .ok()?;
+            match builder.install_recorder() {
+                Ok(handle) => {
+                    describe_metrics();
+                    Some(handle)
+                }
+                Err(error) => {
+                    tracing::error!(%error, "could not install the Prometheus recorder");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// Runs the recorder's housekeeping (histogram maintenance) until the token is cancelled.
+pub async fn run_metrics_upkeep(handle: PrometheusHandle, stop: tokio_util::sync::CancellationToken) {
+    let mut interval = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => handle.run_upkeep(),
+            () = stop.cancelled() => break,
+        }
+    }
+}
+
+fn describe_metrics() {
+    metrics::describe_counter!("http_requests_total", "HTTP requests by method, route template and status");
+    metrics::describe_histogram!(
+        "http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "HTTP request latency by method and route template"
+    );
+    metrics::describe_gauge!("http_requests_in_flight", "HTTP requests being served");
+    metrics::describe_counter!("http_requests_shed_total", "Requests refused by the in-flight limit");
+    metrics::describe_gauge!("db_pool_connections", "Database pool connections by state (open, idle, waiting)");
+    metrics::describe_gauge!("db_pool_max_connections", "Database pool size limit");
+    metrics::describe_counter!("accounts_signups_total", "Accounts created by sign-up");
+    metrics::describe_counter!("accounts_logins_total", "Login attempts by outcome (ok, failed)");
+    metrics::describe_counter!("sessions_purged_total", "Expired sessions deleted by the purge task");
+}
