@@ -52,7 +52,11 @@ pub fn admin_router(app: AppState, settings: AdminSettings) -> Router {
         .layer(axum::middleware::from_fn(observe::observe))
 }
 
-async fn require_admin_token(State(state): State<AdminState>, request: Request, next: Next) -> Result<Response, ApiError> {
+async fn require_admin_token(
+    State(state): State<AdminState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     if let Some(expected) = &state.settings.token {
         let presented = request
             .headers()
@@ -107,7 +111,13 @@ async fn ready(State(state): State<AdminState>) -> Response {
     let healthy = latency_ms.is_some() && !draining;
     let pool = store.pool_stats();
     let body = ReadyBody {
-        status: if draining { "draining" } else if healthy { "ok" } else { "unavailable" },
+        status: if draining {
+            "draining"
+        } else if healthy {
+            "ok"
+        } else {
+            "unavailable"
+        },
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started.elapsed().as_secs(),
         database: DatabaseHealth {

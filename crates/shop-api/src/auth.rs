@@ -35,12 +35,17 @@ pub struct CurrentCaller(pub Option<Caller>);
 pub struct PresentedSession(pub SecretToken);
 
 /// Resolves the caller from `Authorization: Bearer` or the session cookie.
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let settings = state.settings();
     let bearer = bearer_token(request.headers());
     let session = session_cookie(request.headers(), settings.https);
     let caller = if let Some(raw) = bearer {
-        let token = SecretToken::from_presented(&raw).ok_or(ApiError::Unauthenticated("the bearer token is not valid"))?;
+        let token =
+            SecretToken::from_presented(&raw).ok_or(ApiError::Unauthenticated("the bearer token is not valid"))?;
         let caller = state.accounts().authenticate_api_token(&token).await?;
         Some(caller.ok_or(ApiError::Unauthenticated("the bearer token is not valid"))?)
     } else if let Some(raw) = session {
@@ -120,7 +125,7 @@ pub enum Decision {
     Declared(Access),
     /// The operation exists but declares no access: refused.
     Undeclared,
-    /// No such operation (axum answers 404 or 405 after this layer).
+    /// The path is documented but not for this method (axum answers 405 after this layer).
     NoOperation,
 }
 
@@ -153,7 +158,10 @@ impl Policies {
         match self.0.get(&(method.clone(), path.to_owned())) {
             Some(Some(access)) => Decision::Declared(*access),
             Some(None) => Decision::Undeclared,
-            None => Decision::NoOperation,
+            // A documented path without this method: let the router answer 405.
+            None if self.0.keys().any(|(_, known)| known == path) => Decision::NoOperation,
+            // A route the document does not know at all: refused.
+            None => Decision::Undeclared,
         }
     }
 }

@@ -161,7 +161,10 @@ impl IntoResponse for ApiError {
             Self::Unavailable { detail, .. } => (StatusCode::SERVICE_UNAVAILABLE, (*detail).to_owned()),
             Self::Internal(source) => {
                 tracing::error!(error = %error_chain(source.as_ref()), "request failed with an internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "something went wrong; quote the request id if you report it".to_owned())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "something went wrong; quote the request id if you report it".to_owned(),
+                )
             }
         };
         let mut problem = Problem::new(status, detail);

@@ -41,7 +41,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
         let value: T = serde_path_to_error::deserialize(deserializer).map_err(|error| {
             let path = error.path().to_string();
             let inner = error.into_inner();
-            let field = if path == "." || path.is_empty() { "body".to_owned() } else { path };
+            let field = if path == "." || path == "?" || path.is_empty() { "body".to_owned() } else { path };
             let message = if inner.is_syntax() || inner.is_eof() {
                 "is not valid JSON".to_owned()
             } else {

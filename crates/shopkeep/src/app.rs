@@ -160,7 +160,9 @@ impl Application {
                 .into_future(),
         );
         let admin_server = tokio::spawn(
-            axum::serve(admin, admin_router).with_graceful_shutdown(stop_accepting.clone().cancelled_owned()).into_future(),
+            axum::serve(admin, admin_router)
+                .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
+                .into_future(),
         );
         tracing::info!(
             listen = ?public_address,

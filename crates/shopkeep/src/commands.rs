@@ -106,7 +106,8 @@ pub async fn create_user(
     let email = Email::parse(email).map_err(|problem| anyhow::anyhow!("--email {problem}"))?;
     let role = Role::parse(role).map_err(|problem| anyhow::anyhow!("--role {problem}"))?;
     let default_name = email.as_str().split('@').next().unwrap_or("Administrator").to_owned();
-    let name = PersonName::parse(name.unwrap_or(&default_name)).map_err(|problem| anyhow::anyhow!("--name {problem}"))?;
+    let name =
+        PersonName::parse(name.unwrap_or(&default_name)).map_err(|problem| anyhow::anyhow!("--name {problem}"))?;
     let password = read_password(password_file)?;
     let password = PasswordPlain::parse_new(&password).map_err(|problem| anyhow::anyhow!("password {problem}"))?;
     let store = open_store(config, config.migrate_on_start()).await?;

@@ -258,9 +258,9 @@ impl Config {
             // Only keys with a section (`SHOPKEEP_LOG__LEVEL`), so that other SHOPKEEP_ variables
             // (SHOPKEEP_ADMIN_PASSWORD, test settings) are not mistaken for configuration.
             .merge(Env::prefixed("SHOPKEEP_").filter(|key| key.as_str().contains("__")).split("__"));
-        let mut config: Config = figment.extract().map_err(|error| {
-            ConfigErrors(error.into_iter().map(|error| error.to_string()).collect())
-        })?;
+        let mut config: Config = figment
+            .extract()
+            .map_err(|error| ConfigErrors(error.into_iter().map(|error| error.to_string()).collect()))?;
         let mut problems = Vec::new();
         config.read_secret_files(&mut problems);
         config.validate(&mut problems);
@@ -303,9 +303,8 @@ impl Config {
             && !admin.ip().is_loopback()
             && token.is_none()
         {
-            problems.push(format!(
-                "admin.token: required when server.admin_listen ({admin}) is not a loopback address"
-            ));
+            problems
+                .push(format!("admin.token: required when server.admin_listen ({admin}) is not a loopback address"));
         }
         if token.is_some_and(|token| token.len() < 16) {
             problems.push("admin.token: must be at least 16 characters".into());
@@ -474,7 +473,9 @@ mod tests {
         )
         .unwrap_err();
         let text = errors.to_string();
-        for expected in ["server.listen", "admin.token", "http.allowed_origins", "body_limit_bytes", "database.url", "log.format"] {
+        for expected in
+            ["server.listen", "admin.token", "http.allowed_origins", "body_limit_bytes", "database.url", "log.format"]
+        {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }
         assert_eq!(errors.0.len(), 6, "{text}");

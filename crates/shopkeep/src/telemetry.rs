@@ -20,13 +20,7 @@ pub fn init_logging(config: &LogConfig) {
     let result = if config.format == "human" {
         builder.compact().with_target(true).try_init()
     } else {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_target(true)
-            .try_init()
+        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).with_target(true).try_init()
     };
     // Already installed (a second app in one test process): keep the first.
     let _ = result;

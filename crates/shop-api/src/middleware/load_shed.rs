@@ -22,7 +22,13 @@ impl LoadShed {
     }
 }
 
+/// Health checks are never shed: an orchestrator that saw an overloaded instance fail its
+/// liveness check would restart it, turning overload into an outage.
 pub async fn shed_load(State(shed): State<LoadShed>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/health/") || path.starts_with("/api/v1/health/") {
+        return next.run(request).await;
+    }
     let Ok(_permit) = Arc::clone(&shed.permits).try_acquire_owned() else {
         metrics::counter!("http_requests_shed_total").increment(1);
         return ApiError::Unavailable { detail: "the server is overloaded; try again shortly", retry_after_seconds: 1 }

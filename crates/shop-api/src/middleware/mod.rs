@@ -66,12 +66,7 @@ fn cors(allowed_origins: &[String], max_age: std::time::Duration) -> CorsLayer {
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static("x-request-id"),
         ])
-        .expose_headers([
-            header::ETAG,
-            header::LOCATION,
-            header::RETRY_AFTER,
-            HeaderName::from_static("x-request-id"),
-        ])
+        .expose_headers([header::ETAG, header::LOCATION, header::RETRY_AFTER, HeaderName::from_static("x-request-id")])
         .allow_credentials(true)
         .max_age(max_age)
 }

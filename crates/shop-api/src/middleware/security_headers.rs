@@ -7,7 +7,10 @@ use axum::response::Response;
 
 const HEADERS: [(HeaderName, &str); 5] = [
     // Nothing here should ever load or frame anything.
-    (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (header::X_FRAME_OPTIONS, "DENY"),
     (header::REFERRER_POLICY, "no-referrer"),
@@ -24,7 +27,8 @@ pub async fn security_headers(State(https): State<bool>, request: Request, next:
         }
     }
     if https && !headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
-        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+        headers
+            .insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
     }
     response
 }

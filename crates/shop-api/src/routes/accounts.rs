@@ -73,7 +73,11 @@ pub async fn log_in(
     let previous = previous.map(|axum::Extension(PresentedSession(token))| token);
     let result = state
         .accounts()
-        .log_in(body.email.as_deref().unwrap_or_default(), body.password.as_deref().unwrap_or_default(), previous.as_ref())
+        .log_in(
+            body.email.as_deref().unwrap_or_default(),
+            body.password.as_deref().unwrap_or_default(),
+            previous.as_ref(),
+        )
         .await;
     let outcome = if result.is_ok() { "ok" } else { "failed" };
     metrics::counter!("accounts_logins_total", "outcome" => outcome).increment(1);
@@ -90,7 +94,10 @@ pub async fn log_in(
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         CommonErrors
     ))]
-pub async fn log_out(State(state): State<AppState>, Authenticated(caller): Authenticated) -> Result<Response, ApiError> {
+pub async fn log_out(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Response, ApiError> {
     state.accounts().log_out(&caller).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Ok(cookie) = HeaderValue::from_str(&session_cookie(&state, "", 0)) {
@@ -131,12 +138,12 @@ pub async fn update_me(
         (current, new) => {
             let current = errors.check(
                 "currentPassword",
-                current.ok_or_else(|| "is required to change the password".to_owned()).and_then(PasswordPlain::parse_offered),
+                current
+                    .ok_or_else(|| "is required to change the password".to_owned())
+                    .and_then(PasswordPlain::parse_offered),
             );
-            let new = errors.check(
-                "newPassword",
-                new.ok_or_else(|| "is required".to_owned()).and_then(PasswordPlain::parse_new),
-            );
+            let new = errors
+                .check("newPassword", new.ok_or_else(|| "is required".to_owned()).and_then(PasswordPlain::parse_new));
             current.zip(new)
         }
     };
@@ -187,13 +194,7 @@ pub async fn list_users(
         errors.add("email", "must be at most 254 characters");
     }
     errors.into_result()?;
-    let query = UserQuery {
-        page,
-        role,
-        email_contains,
-        disabled,
-        sort_order: sort_order.unwrap_or_default(),
-    };
+    let query = UserQuery { page, role, email_contains, disabled, sort_order: sort_order.unwrap_or_default() };
     let page = state.accounts().list_users(&query).await?;
     Ok(private_json(StatusCode::OK, &Paged::from_page(page, UserBody::from)))
 }
@@ -259,9 +260,12 @@ pub async fn create_api_token(
     Json(body): Json<CreateApiTokenRequest>,
 ) -> Result<Response, ApiError> {
     let mut errors = ValidationErrors::new();
-    let name = errors.check("name", shop::catalog::Text::name(body.name.as_deref().unwrap_or_default()).and_then(|n| {
-        if n.as_str().chars().count() > 100 { Err("must be at most 100 characters".to_owned()) } else { Ok(n) }
-    }));
+    let name = errors.check(
+        "name",
+        shop::catalog::Text::name(body.name.as_deref().unwrap_or_default()).and_then(|n| {
+            if n.as_str().chars().count() > 100 { Err("must be at most 100 characters".to_owned()) } else { Ok(n) }
+        }),
+    );
     let expires_in = match body.expires_in_days {
         None => None,
         Some(days) if (1..=365).contains(&days) => Some(time::Duration::days(days)),
@@ -347,7 +351,10 @@ pub fn parse_page(errors: &mut ValidationErrors, page: Option<&str>, limit: Opti
     });
     let limit = limit.and_then(|raw| {
         let parsed = raw.parse::<u32>().ok().filter(|l| (1..=shop::pagination::MAX_PAGE_SIZE).contains(l));
-        errors.check("limit", parsed.ok_or(format!("must be a whole number from 1 to {}", shop::pagination::MAX_PAGE_SIZE)))
+        errors.check(
+            "limit",
+            parsed.ok_or(format!("must be a whole number from 1 to {}", shop::pagination::MAX_PAGE_SIZE)),
+        )
     });
     PageRequest::new(page, limit).unwrap_or_default()
 }

@@ -4,13 +4,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use shop::SortOrder;
 use shop::ValidationErrors;
 use shop::accounts::Role;
 use shop::catalog::{
     CategoryChanges, CategorySort, Currency, IdOrSlug, Money, NewProductInput, Product, ProductChanges, ProductQuery,
     ProductSort, ProductStatus, Slug, Stock, Text, parse_amount,
 };
-use shop::SortOrder;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
@@ -201,9 +201,10 @@ pub async fn list_products(
     let page = parse_page(&mut errors, query.page.as_deref(), query.limit.as_deref());
     let sort_by = query.sort_by.as_deref().and_then(|raw| errors.check("sortBy", ProductSort::parse(raw)));
     let sort_order = query.sort_order.as_deref().and_then(|raw| errors.check("sortOrder", SortOrder::parse(raw)));
-    let category = query.category.as_deref().and_then(|raw| {
-        errors.check("category", IdOrSlug::parse(raw).ok_or("must be a category id or slug"))
-    });
+    let category = query
+        .category
+        .as_deref()
+        .and_then(|raw| errors.check("category", IdOrSlug::parse(raw).ok_or("must be a category id or slug")));
     let min_price = query.min_price.as_deref().and_then(|raw| errors.check("minPrice", parse_amount(raw)));
     let max_price = query.max_price.as_deref().and_then(|raw| errors.check("maxPrice", parse_amount(raw)));
     if let (Some(min), Some(max)) = (min_price, max_price)
@@ -271,18 +272,23 @@ pub async fn create_product(
         (None, None) => None,
     };
     let description = errors.check("description", Text::description(body.description.as_deref().unwrap_or_default()));
-    let amount = errors.check("price", body.price.as_deref().ok_or_else(|| "is required".to_owned()).and_then(parse_amount));
-    let currency =
-        errors.check("currency", body.currency.as_deref().ok_or_else(|| "is required".to_owned()).and_then(Currency::parse));
+    let amount =
+        errors.check("price", body.price.as_deref().ok_or_else(|| "is required".to_owned()).and_then(parse_amount));
+    let currency = errors
+        .check("currency", body.currency.as_deref().ok_or_else(|| "is required".to_owned()).and_then(Currency::parse));
     let stock = errors.check("stock", body.stock.ok_or_else(|| "is required".to_owned()).and_then(Stock::new));
     let category_id = errors.check(
         "categoryId",
-        body.category_id.as_deref().ok_or("is required").and_then(|raw| Uuid::parse_str(raw).map_err(|_| "must be a category id")),
+        body.category_id
+            .as_deref()
+            .ok_or("is required")
+            .and_then(|raw| Uuid::parse_str(raw).map_err(|_| "must be a category id")),
     );
     if body.status.is_some() {
         errors.add("status", "new products are active; archive them with POST /products/{id}/archive");
     }
-    let price = amount.zip(currency).and_then(|(amount, currency)| errors.check("price", Money::from_minor(amount, currency)));
+    let price =
+        amount.zip(currency).and_then(|(amount, currency)| errors.check("price", Money::from_minor(amount, currency)));
     let (Some(name), Some(slug), Some(description), Some(price), Some(stock), Some(category_id)) =
         (name, slug, description, price, stock, category_id)
     else {

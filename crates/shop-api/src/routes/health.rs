@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::error::CommonErrors;
 use crate::routes::caching::private_json;
 use crate::state::AppState;
 use crate::wire::HealthBody;
@@ -15,7 +16,7 @@ const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether the process is alive (answers as long as it can serve HTTP at all).
 #[utoipa::path(get, path = "/health/live", tag = "operations", security(()),
-    responses((status = 200, description = "The process is alive", body = HealthBody)))]
+    responses((status = 200, description = "The process is alive", body = HealthBody), CommonErrors))]
 pub async fn live() -> Response {
     private_json(StatusCode::OK, &HealthBody { status: "ok".into(), database: None })
 }
@@ -24,7 +25,8 @@ pub async fn live() -> Response {
 #[utoipa::path(get, path = "/health/ready", tag = "operations", security(()),
     responses(
         (status = 200, description = "Ready for traffic", body = HealthBody),
-        (status = 503, description = "Draining for shutdown, or the database is unreachable", body = HealthBody)
+        (status = 503, description = "Draining for shutdown, or the database is unreachable", body = HealthBody),
+        (status = 500, description = "Unexpected failure", body = crate::error::Problem, content_type = "application/problem+json")
     ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     readiness(&state).await
@@ -32,7 +34,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 
 /// [`live`] at the root, where orchestrators look by default.
 #[utoipa::path(get, path = "/health/live", tag = "operations", security(()),
-    responses((status = 200, description = "The process is alive", body = HealthBody)))]
+    responses((status = 200, description = "The process is alive", body = HealthBody), CommonErrors))]
 pub async fn live_root() -> Response {
     live().await
 }
@@ -41,7 +43,8 @@ pub async fn live_root() -> Response {
 #[utoipa::path(get, path = "/health/ready", tag = "operations", security(()),
     responses(
         (status = 200, description = "Ready for traffic", body = HealthBody),
-        (status = 503, description = "Draining for shutdown, or the database is unreachable", body = HealthBody)
+        (status = 503, description = "Draining for shutdown, or the database is unreachable", body = HealthBody),
+        (status = 500, description = "Unexpected failure", body = crate::error::Problem, content_type = "application/problem+json")
     ))]
 pub async fn ready_root(State(state): State<AppState>) -> Response {
     readiness(&state).await

@@ -91,7 +91,8 @@ pub fn api_routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
-    responses((status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json")))]
+    responses((status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json"),
+        crate::error::CommonErrors))]
 async fn openapi_document(State(_state): State<AppState>) -> impl IntoResponse {
     match DOCUMENT.get() {
         Some(document) => axum::Json(document.as_ref().clone()).into_response(),

@@ -1,0 +1,296 @@
+//! `spawn_app()`: a real server on port 0 against a fresh database, and typed helpers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use shop::SystemClock;
+use shop::accounts::{Email, PasswordPlain, PersonName, Role};
+use shopkeep::Application;
+use shopkeep::config::{Config, Secret};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A password that passes the rules, used for every test account.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates, for each named `async fn(&TestApp)`, a module with one test per backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let app = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await;
+                    super::$name(&app).await;
+                    app.stop().await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let app = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await;
+                    super::$name(&app).await;
+                    app.stop().await;
+                }
+            }
+        )*
+    };
+}
+
+/// Removes the test's database when the test ends.
+enum DatabaseGuard {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Drop for DatabaseGuard {
+    fn drop(&mut self) {
+        if let Self::Postgres(url) = self {
+            let url = std::mem::take(url);
+            // Drop runs inside the test's runtime, which cannot block on itself: use a thread.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                runtime.block_on(store_postgres::provisioning::drop_database(&url)).ok()
+            })
+            .join();
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub admin_address: SocketAddr,
+    pub config: Config,
+    pub backend: Backend,
+    /// A client without cookies; use [`TestApp::client`] for a signed-in one.
+    pub http: Client,
+    shutdown: CancellationToken,
+    server: JoinHandle<anyhow::Result<()>>,
+    _database: DatabaseGuard,
+}
+
+pub fn postgres_server_url() -> String {
+    std::env::var("SHOPKEEP_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A URL for a new database on the test PostgreSQL server.
+pub fn fresh_postgres_url() -> String {
+    let server = postgres_server_url();
+    let base = server.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(server);
+    format!("{base}/shopkeep_test_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The test configuration: port 0, quiet logs, and the given database.
+pub fn test_config(database_url: &str) -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".into();
+    config.server.admin_listen = "127.0.0.1:0".into();
+    config.server.shutdown_timeout_secs = 5;
+    config.database.url = Secret::new(database_url);
+    config.database.migrate_on_start = Some(true);
+    config.database.max_connections = 5;
+    config.log.level = std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into());
+    config
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Spawns an app after `customise` has adjusted its configuration.
+pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Config)) -> TestApp {
+    let (url, guard) = match backend {
+        Backend::Sqlite => {
+            let directory = tempfile::tempdir().expect("temporary directory");
+            let url = format!("sqlite://{}", directory.path().join("shop.db").display());
+            (url, DatabaseGuard::Sqlite(directory))
+        }
+        Backend::Postgres => {
+            let url = fresh_postgres_url();
+            store_postgres::provisioning::create_database_if_missing(&url)
+                .await
+                .expect("PostgreSQL must be reachable for the postgres tests (see README: Tests)");
+            (url.clone(), DatabaseGuard::Postgres(url))
+        }
+    };
+    let mut config = test_config(&url);
+    customise(&mut config);
+    shopkeep::telemetry::init_logging(&config.log);
+    let application = Application::build(config.clone()).await.expect("the application starts");
+    let address = application.address();
+    let admin_address = application.admin_address();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(application.run_until_stopped(shutdown.clone()));
+    let http = Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    TestApp { address, admin_address, config, backend, http, shutdown, server, _database: guard }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_address)
+    }
+
+    /// A request to `/api/v1{path}` with the cookie-less client.
+    pub fn api(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, self.url(&format!("/api/v1{path}")))
+    }
+
+    /// A client with its own cookie jar.
+    pub fn new_client(&self) -> Client {
+        Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().expect("client")
+    }
+
+    /// Creates an account with a role directly through the account service (like
+    /// `shopkeep admin create-user`).
+    pub async fn create_user(&self, email: &str, role: Role) -> shop::accounts::User {
+        let store = shopkeep::app::open_store(&self.config, false).await.expect("store");
+        let accounts = shopkeep::app::account_service(&self.config, Arc::clone(&store), Arc::new(SystemClock));
+        let user = accounts
+            .create_user(
+                Email::parse(email).expect("email"),
+                PasswordPlain::parse_new(PASSWORD).expect("password"),
+                PersonName::parse("Test User").expect("name"),
+                role,
+            )
+            .await
+            .expect("user created");
+        store.close().await;
+        user
+    }
+
+    /// A client signed in (session cookie) as a new user with `role`.
+    pub async fn signed_in(&self, email: &str, role: Role) -> Client {
+        self.create_user(email, role).await;
+        let client = self.new_client();
+        let response = client
+            .post(self.url("/api/v1/sessions"))
+            .json(&json!({ "email": email, "password": PASSWORD }))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(response.status(), StatusCode::CREATED, "login of {email}");
+        client
+    }
+
+    /// Creates a category as `staff` and returns its JSON.
+    pub async fn add_category(&self, staff: &Client, slug: &str) -> Value {
+        let response = staff
+            .post(self.url("/api/v1/categories"))
+            .json(&json!({ "name": format!("Category {slug}"), "slug": slug }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("json")
+    }
+
+    /// Creates a product as `staff` and returns its JSON.
+    pub async fn add_product(&self, staff: &Client, category_id: &str, slug: &str, price: &str, stock: i64) -> Value {
+        let response = staff
+            .post(self.url("/api/v1/products"))
+            .json(&json!({
+                "name": format!("Product {slug}"), "slug": slug, "description": "Test product",
+                "price": price, "currency": "EUR", "stock": stock, "categoryId": category_id
+            }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::CREATED, "{:?}", response.text().await);
+        response.json().await.expect("json")
+    }
+
+    /// Stops the server as a SIGTERM would and waits for a clean exit.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let result = self.server.await.expect("server task");
+        result.expect("clean shutdown");
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub async fn wait_stopped(self) -> anyhow::Result<()> {
+        self.server.await.expect("server task")
+    }
+}
+
+/// Reads a JSON problem and checks its shape.
+pub async fn problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let request_id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let body: Value = response.json().await.expect("problem json");
+    assert_eq!(body["status"], status.as_u16());
+    assert_eq!(body["requestId"], request_id.as_str());
+    assert!(body["type"].as_str().is_some_and(|t| t.starts_with("urn:shopkeep:problem:")));
+    assert!(body["title"].is_string() && body["detail"].is_string() && body["instance"].is_string());
+    body
+}
+
+/// The field names of a 400 problem's errors.
+pub fn error_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| errors.iter().filter_map(|e| e["field"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// A request whose body is only partly sent: it stays in flight until [`PartialRequest::finish`].
+pub struct PartialRequest {
+    stream: tokio::net::TcpStream,
+    rest: Vec<u8>,
+}
+
+impl PartialRequest {
+    /// Sends the headers and the first half of a JSON body to `path`.
+    pub async fn start(address: SocketAddr, method: &str, path: &str, body: &Value) -> Self {
+        use tokio::io::AsyncWriteExt as _;
+        let body = serde_json::to_vec(body).expect("json");
+        let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("write head");
+        let half = body.len() / 2;
+        stream.write_all(&body[..half]).await.expect("write half");
+        stream.flush().await.expect("flush");
+        Self { stream, rest: body[half..].to_vec() }
+    }
+
+    /// Sends the rest of the body and returns the status and the raw response.
+    pub async fn finish(mut self) -> (u16, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        // The server may already have answered (e.g. 503): a failed write is not a failure here.
+        let _ = self.stream.write_all(&self.rest).await;
+        let mut response = Vec::new();
+        let _ = self.stream.read_to_end(&mut response).await;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+        (status, text)
+    }
+
+    /// Reads whatever the server answers without sending the rest of the body.
+    pub async fn read_response(mut self) -> (u16, String) {
+        use tokio::io::AsyncReadExt as _;
+        let mut response = Vec::new();
+        let _ = self.stream.read_to_end(&mut response).await;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+        (status, text)
+    }
+}

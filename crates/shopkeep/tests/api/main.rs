@@ -1,0 +1,10 @@
+//! API tests: the real HTTP surface, each test against a fresh SQLite and a fresh PostgreSQL database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod accounts;
+mod catalog;
+mod health;
+mod stack;
