@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize, Serializer};
 
 /// The whole configuration. Field docs are the reference; the README repeats them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -160,19 +160,6 @@ impl Default for AccountsConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self { level: "info".into(), format: "json".into() }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            http: HttpConfig::default(),
-            database: DatabaseConfig::default(),
-            accounts: AccountsConfig::default(),
-            log: LogConfig::default(),
-            admin: AdminConfig::default(),
-        }
     }
 }
 

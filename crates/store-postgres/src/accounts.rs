@@ -169,9 +169,9 @@ impl SessionRepository for PostgresStore {
         .bind(session.id)
         .bind(session.token_hash.as_bytes())
         .bind(session.user_id)
-        .bind(&created_at)
-        .bind(&created_at)
-        .bind(&created_at)
+        .bind(created_at)
+        .bind(created_at)
+        .bind(created_at)
         .bind(session.expires_at)
         .execute(&mut *conn)
         .await
@@ -286,8 +286,8 @@ impl ApiTokenRepository for PostgresStore {
         .bind(token.user_id)
         .bind(&token.name)
         .bind(token.token_hash.as_bytes())
-        .bind(&created_at)
-        .bind(&created_at)
+        .bind(created_at)
+        .bind(created_at)
         .bind(token.expires_at)
         .fetch_one(&mut *conn)
         .await

@@ -101,8 +101,8 @@ impl CategoryRepository for PostgresStore {
         .bind(category.name.as_str())
         .bind(category.slug.as_str())
         .bind(category.description.as_str())
-        .bind(&created_at)
-        .bind(&created_at)
+        .bind(created_at)
+        .bind(created_at)
         .fetch_one(&mut *conn)
         .await
         .map_err(error("failed to insert category"))?;
@@ -197,8 +197,8 @@ impl ProductRepository for PostgresStore {
         .bind(product.price.currency().as_str())
         .bind(product.stock.units())
         .bind(product.category_id)
-        .bind(&created_at)
-        .bind(&created_at)
+        .bind(created_at)
+        .bind(created_at)
         .fetch_one(&mut *conn)
         .await
         .map_err(error("failed to insert product"))?;

@@ -27,7 +27,7 @@ impl PasswordPlain {
     /// Applies the rules for a new password: 12–128 characters and not a well-known password.
     pub fn parse_new(raw: &str) -> Result<Self, String> {
         let chars = raw.chars().count();
-        if chars < MIN_CHARS || chars > MAX_CHARS {
+        if !(MIN_CHARS..=MAX_CHARS).contains(&chars) {
             return Err(format!("must be between {MIN_CHARS} and {MAX_CHARS} characters"));
         }
         if COMMON_PASSWORDS.contains(raw.to_lowercase().as_str()) {
