@@ -130,8 +130,8 @@ impl Application {
     /// stop → database pool closed.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self { config, public, admin, state, accounts, store, readiness, started } = self;
-        let public_address = public.local_addr().ok();
-        let admin_address = admin.local_addr().ok();
+        let public_address = public.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let admin_address = admin.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let background = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
 
@@ -165,8 +165,8 @@ impl Application {
                 .into_future(),
         );
         tracing::info!(
-            listen = ?public_address,
-            adminListen = ?admin_address,
+            listen = %public_address,
+            adminListen = %admin_address,
             backend = store.backend(),
             startupMs = started.elapsed().as_secs_f64() * 1000.0,
             "shopkeep is ready"

@@ -77,3 +77,42 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> HttpResponse<Stri
     let (parts, _) = response.into_parts();
     HttpResponse::from_parts(parts, String::new())
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::get;
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    use tower_http::catch_panic::CatchPanicLayer;
+
+    use super::*;
+
+    async fn explode() -> &'static str {
+        panic!("the handler broke")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_a_generic_500_problem() {
+        let router = Router::new()
+            .route("/explode", get(explode))
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(axum::middleware::from_fn(render_problems))
+            .layer(axum::middleware::from_fn(super::super::observe::observe));
+        let response = router
+            .oneshot(Request::builder().uri("/explode").body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+        let request_id = response.headers()["x-request-id"].to_str().expect("id").to_owned();
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        let problem: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(problem["status"], 500);
+        assert_eq!(problem["requestId"], request_id.as_str());
+        assert_eq!(problem["instance"], "/explode");
+        assert!(!problem.to_string().contains("the handler broke"), "panic details stay in the log");
+    }
+}

@@ -1,0 +1,363 @@
+//! The real binary as an operator runs it: signals, exit codes, logs, and the CLI commands.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn shopkeep() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shopkeep"));
+    command.env_remove("DATABASE_URL").env_remove("RUST_LOG").env_remove("SHOPKEEP_ADMIN_PASSWORD");
+    command.kill_on_drop(true);
+    command
+}
+
+async fn output(command: &mut Command) -> (i32, String, String) {
+    let output = command.stdin(Stdio::null()).output().await.unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn sqlite_url(directory: &Path) -> String {
+    format!("sqlite://{}", directory.join("shop.db").display())
+}
+
+/// A running `shopkeep serve` and the lines it has logged so far.
+struct Server {
+    child: Child,
+    address: String,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    logged: Vec<String>,
+}
+
+impl Server {
+    async fn start(database_url: &str) -> Self {
+        let mut child = shopkeep()
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", database_url)
+            .env("SHOPKEEP_LOG__FORMAT", "json")
+            .env("SHOPKEEP_LOG__LEVEL", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut logged = Vec::new();
+        let address = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let line = lines.recv().await.expect("the server logs until it is ready");
+                logged.push(line.clone());
+                let entry: Value = serde_json::from_str(&line).unwrap_or_default();
+                if entry["message"] == "shopkeep is ready" {
+                    return entry["listen"].as_str().unwrap().to_owned();
+                }
+            }
+        })
+        .await
+        .expect("ready within 30 s");
+        Self { child, address, lines, logged }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit and returns its code and every line logged.
+    async fn wait(mut self) -> (i32, Vec<String>) {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.unwrap().unwrap();
+        while let Some(line) = self.lines.recv().await {
+            self.logged.push(line);
+        }
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            pipe.read_to_string(&mut stderr).await.unwrap();
+        }
+        self.logged.extend(stderr.lines().map(str::to_owned));
+        (status.code().unwrap_or(-1), self.logged)
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_zero_and_logs_keep_secrets() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Server::start(&sqlite_url(directory.path())).await;
+    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+
+    let signup = client
+        .post(server.url("/api/v1/users"))
+        .json(&json!({ "email": "ada.lovelace@example.com", "password": PASSWORD, "name": "Ada" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), 201);
+    let session = signup.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split('=')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let user: Value = signup.json().await.unwrap();
+    let token: Value = client
+        .post(server.url("/api/v1/api-tokens"))
+        .json(&json!({ "name": "logs test" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = token["tokenSecret"].as_str().unwrap().to_owned();
+    let me = reqwest::Client::new().get(server.url("/api/v1/users/me")).bearer_auth(&secret).send().await.unwrap();
+    assert_eq!(me.status(), 200);
+    let failed = reqwest::Client::new()
+        .post(server.url("/api/v1/sessions"))
+        .json(&json!({ "email": "ada.lovelace@example.com", "password": "a wrong password!" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 401);
+
+    // A request in flight when SIGTERM arrives still completes.
+    let address: std::net::SocketAddr = server.address.parse().unwrap();
+    let body =
+        serde_json::to_vec(&json!({ "email": "grace@example.com", "password": PASSWORD, "name": "Grace" })).unwrap();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    use tokio::io::AsyncWriteExt as _;
+    let head = format!(
+        "POST /api/v1/users HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(&body[10..]).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+
+    let (code, lines) = server.wait().await;
+    assert_eq!(code, 0, "{lines:#?}");
+    let all = lines.join("\n");
+    for secret_text in [PASSWORD, "a wrong password!", session.as_str(), secret.as_str(), "ada.lovelace@example.com"] {
+        assert!(!all.contains(secret_text), "the log contains {secret_text:?}");
+    }
+    let access: Vec<Value> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|entry| entry["target"] == "access")
+        .collect();
+    assert!(access.len() >= 5, "{all}");
+    for entry in &access {
+        for field in ["requestId", "method", "route", "status", "latencyMs", "userId"] {
+            assert!(!entry[field].is_null(), "{field} missing in {entry}");
+        }
+    }
+    let me_line = access.iter().find(|entry| entry["route"] == "/api/v1/users/me").unwrap();
+    assert_eq!(me_line["userId"], user["id"]);
+    assert!(all.contains("shutdown complete"));
+}
+
+#[tokio::test]
+async fn sigint_also_shuts_down_cleanly() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Server::start(&sqlite_url(directory.path())).await;
+    server.signal("INT");
+    let (code, lines) = server.wait().await;
+    assert_eq!(code, 0, "{lines:#?}");
+}
+
+#[tokio::test]
+async fn config_check_redacts_secrets_and_reports_every_problem() {
+    let directory = tempfile::tempdir().unwrap();
+    let token_file = directory.path().join("admin-token");
+    std::fs::write(&token_file, "a-long-admin-token-from-a-file\n").unwrap();
+    let (code, stdout, stderr) = output(
+        shopkeep()
+            .args(["config", "check"])
+            .env("DATABASE_URL", "postgres://shop:s3cret-passw0rd@db.internal:5432/shop")
+            .env("SHOPKEEP_ADMIN__TOKEN_FILE", &token_file)
+            .env("SHOPKEEP_HTTP__MAX_IN_FLIGHT", "64"),
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("s3cret-passw0rd") && !stdout.contains("a-long-admin-token"), "{stdout}");
+    assert!(stdout.contains("db.internal"), "{stdout}");
+    assert!(stdout.contains("max_in_flight = 64"), "environment overrides defaults:\n{stdout}");
+    assert!(stdout.contains("[redacted]") || stdout.contains("%5Bredacted%5D"), "{stdout}");
+
+    let (code, _, stderr) = output(
+        shopkeep()
+            .args(["config", "check"])
+            .env("SHOPKEEP_SERVER__LISTEN", "not-an-address")
+            .env("SHOPKEEP_LOG__FORMAT", "xml")
+            .env("DATABASE_URL", "mysql://nope"),
+    )
+    .await;
+    assert_eq!(code, 78, "{stderr}");
+    for expected in ["server.listen", "log.format", "database.url", "3 problems"] {
+        assert!(stderr.contains(expected), "{expected} missing:\n{stderr}");
+    }
+
+    let file = directory.path().join("shopkeep.toml");
+    std::fs::write(&file, "[http]\nmax_in_flight = 7\n[log]\nlevel = \"debug\"\n").unwrap();
+    let (code, stdout, stderr) = output(
+        shopkeep().args(["--config", file.to_str().unwrap(), "config", "check"]).env("SHOPKEEP_LOG__LEVEL", "warn"),
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("max_in_flight = 7"), "the file overrides defaults:\n{stdout}");
+    assert!(stdout.contains("level = \"warn\""), "the environment overrides the file:\n{stdout}");
+    let (code, _, stderr) = output(shopkeep().args(["--config", "/nonexistent.toml", "config", "check"])).await;
+    assert_eq!(code, 78);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_refuses_an_open_admin_listener_without_a_token() {
+    let directory = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = output(
+        shopkeep()
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"])
+            .env("DATABASE_URL", sqlite_url(directory.path())),
+    )
+    .await;
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("admin.token"), "{stderr}");
+}
+
+#[tokio::test]
+async fn admin_create_user_bootstraps_an_administrator() {
+    let directory = tempfile::tempdir().unwrap();
+    let url = sqlite_url(directory.path());
+    let password_file = directory.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let create = |email: &'static str| {
+        let mut command = shopkeep();
+        command.args(["admin", "create-user", "--email", email, "--role", "admin"]).env("DATABASE_URL", &url);
+        command
+    };
+    let (code, stdout, stderr) = output(create("Root@Example.com").arg("--password-file").arg(&password_file)).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("created admin"), "{stdout}");
+    let (code, _, stderr) = output(create("root@example.com").arg("--password-file").arg(&password_file)).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("already exists"), "{stderr}");
+    let (code, _, stderr) = output(&mut create("nopassword@example.com")).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("SHOPKEEP_ADMIN_PASSWORD"), "{stderr}");
+    let (code, _, stderr) = output(create("weak@example.com").env("SHOPKEEP_ADMIN_PASSWORD", "short")).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("password"), "{stderr}");
+    let (code, _, stderr) = output(create("env@example.com").env("SHOPKEEP_ADMIN_PASSWORD", PASSWORD)).await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = output(
+        shopkeep()
+            .args(["admin", "create-user", "--email", "x@example.com", "--role", "king"])
+            .env("DATABASE_URL", &url)
+            .env("SHOPKEEP_ADMIN_PASSWORD", PASSWORD),
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--role"), "{stderr}");
+
+    let server = Server::start(&url).await;
+    let login = reqwest::Client::new()
+        .post(server.url("/api/v1/sessions"))
+        .json(&json!({ "email": "root@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 201);
+    assert_eq!(login.json::<Value>().await.unwrap()["role"], "admin");
+    server.signal("TERM");
+    assert_eq!(server.wait().await.0, 0);
+}
+
+async fn migrate_round_trip(url: &str) {
+    let migrate = |action: &'static str| {
+        let mut command = shopkeep();
+        command.args(["migrate", action]).env("DATABASE_URL", url);
+        command
+    };
+    let (code, stdout, stderr) = output(&mut migrate("up")).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("applied") && !stdout.contains("pending"), "{stdout}");
+    let (code, stdout, _) = output(&mut migrate("status")).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("applied"), "{stdout}");
+    let (code, stdout, stderr) = output(&mut migrate("down")).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("reverted migration"), "{stdout}");
+    assert!(stdout.contains("pending"), "{stdout}");
+    let (code, stdout, _) = output(&mut migrate("down")).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("no migration to revert"), "{stdout}");
+    let (code, _, _) = output(&mut migrate("up")).await;
+    assert_eq!(code, 0);
+}
+
+#[tokio::test]
+async fn migrate_up_down_status_on_sqlite() {
+    let directory = tempfile::tempdir().unwrap();
+    migrate_round_trip(&sqlite_url(directory.path())).await;
+}
+
+#[tokio::test]
+async fn migrate_up_down_status_on_postgres_creating_the_database() {
+    let server = std::env::var("SHOPKEEP_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let base = server.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap();
+    let url = format!("{base}/shopkeep_migrate_cli_{}", uuid::Uuid::new_v4().simple());
+    migrate_round_trip(&url).await;
+    store_postgres::provisioning::drop_database(&url).await.unwrap();
+}
+
+#[tokio::test]
+async fn every_command_has_help_and_bad_usage_exits_2() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["admin", "create-user", "--help"],
+        vec!["config", "check", "--help"],
+    ] {
+        let (code, stdout, _) = output(shopkeep().args(&args)).await;
+        assert_eq!(code, 0, "{args:?}");
+        assert!(stdout.contains("Usage"), "{args:?}: {stdout}");
+    }
+    let (code, _, _) = output(shopkeep().args(["migrate", "sideways"])).await;
+    assert_eq!(code, 2);
+    let (code, _, _) = output(shopkeep().args(["serve", "--listen", "nowhere"])).await;
+    assert_eq!(code, 2);
+}
