@@ -36,7 +36,7 @@ impl MigrationTarget {
         }
     }
 
-    async fn status(&self) -> anyhow::Result<Vec<(i64, String, bool)>> {
+    async fn status(&self) -> anyhow::Result<Vec<store_sqlite::MigrationState>> {
         match self {
             Self::Sqlite(store) => store.migration_status().await,
             Self::Postgres(store) => store.migration_status().await,
@@ -88,8 +88,9 @@ pub async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<(
         },
         MigrateAction::Status => {}
     }
-    for (version, description, applied) in target.status().await? {
-        println!("{version} {:<9} {description}", if applied { "applied" } else { "pending" });
+    for migration in target.status().await? {
+        let state = if migration.applied { "applied" } else { "pending" };
+        println!("{} {state:<9} {}", migration.version, migration.description);
     }
     Ok(())
 }

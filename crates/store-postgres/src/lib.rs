@@ -9,18 +9,18 @@ mod codec;
 pub mod provisioning;
 
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
 use shop::StoreError;
 use shop::ports::{PoolStats, StoreHealth};
-use sqlx::migrate::{Migrate, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
+pub use store_sqlx::MigrationState;
+use store_sqlx::PoolWaiters;
 
 /// The schema migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -45,7 +45,7 @@ pub struct PostgresSettings {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    waiting: Arc<AtomicU32>,
+    waiting: PoolWaiters,
 }
 
 impl PostgresStore {
@@ -65,52 +65,27 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .context("failed to connect to PostgreSQL")?;
-        Ok(Self { pool, waiting: Arc::default() })
+        Ok(Self { pool, waiting: PoolWaiters::default() })
     }
 
-    /// Applies every pending migration (under PostgreSQL's advisory lock, so concurrent
-    /// instances starting together migrate once).
+    /// Applies every pending migration.
     pub async fn migrate_up(&self) -> anyhow::Result<()> {
-        MIGRATOR.run(&self.pool).await.context("failed to apply migrations")
+        store_sqlx::migrate_up(&self.pool, &MIGRATOR).await
     }
 
     /// Reverts the most recently applied migration; returns its version, or `None` if none was applied.
     pub async fn migrate_down(&self) -> anyhow::Result<Option<i64>> {
-        let applied = self.applied_versions().await?;
-        let Some(&latest) = applied.last() else { return Ok(None) };
-        let target = applied.iter().rev().nth(1).copied().unwrap_or(0);
-        MIGRATOR.undo(&self.pool, target).await.context("failed to revert the migration")?;
-        Ok(Some(latest))
+        store_sqlx::migrate_down(&self.pool, &MIGRATOR).await
     }
 
     /// Every known migration and whether it is applied.
-    pub async fn migration_status(&self) -> anyhow::Result<Vec<(i64, String, bool)>> {
-        let applied = self.applied_versions().await?;
-        Ok(MIGRATOR
-            .iter()
-            .filter(|m| m.migration_type.is_up_migration())
-            .map(|m| (m.version, m.description.to_string(), applied.contains(&m.version)))
-            .collect())
-    }
-
-    async fn applied_versions(&self) -> anyhow::Result<Vec<i64>> {
-        let mut conn = self.pool.acquire().await.context("failed to acquire a database connection")?;
-        conn.ensure_migrations_table(&MIGRATOR.table_name).await.context("failed to create the migrations table")?;
-        let mut versions: Vec<i64> = conn
-            .list_applied_migrations(&MIGRATOR.table_name)
-            .await
-            .context("failed to list applied migrations")?
-            .into_iter()
-            .map(|m| m.version)
-            .collect();
-        versions.sort_unstable();
-        Ok(versions)
+    pub async fn migration_status(&self) -> anyhow::Result<Vec<MigrationState>> {
+        store_sqlx::migration_status(&self.pool, &MIGRATOR).await
     }
 
     /// A pooled connection, counted as "waiting" until the pool hands it over.
     async fn connection(&self) -> Result<PoolConnection<Postgres>, StoreError> {
-        let _waiting = WaitingGuard::enter(&self.waiting);
-        self.pool.acquire().await.context("failed to acquire a database connection").map_err(StoreError::other)
+        self.waiting.acquire(&self.pool).await
     }
 
     /// Runs one statement; returns the rows affected.
@@ -128,22 +103,6 @@ impl PostgresStore {
 /// The query type the write helper hands to its binder.
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
-/// Counts a task as waiting for a connection for as long as it lives (also when cancelled).
-struct WaitingGuard<'a>(&'a AtomicU32);
-
-impl<'a> WaitingGuard<'a> {
-    fn enter(counter: &'a AtomicU32) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter)
-    }
-}
-
-impl Drop for WaitingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 #[async_trait]
 impl StoreHealth for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -155,7 +114,7 @@ impl StoreHealth for PostgresStore {
         PoolStats {
             size: self.pool.size(),
             idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-            waiting: self.waiting.load(Ordering::Relaxed),
+            waiting: self.waiting.count(),
             max_size: self.pool.options().get_max_connections(),
         }
     }

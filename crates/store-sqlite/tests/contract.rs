@@ -33,9 +33,9 @@ async fn migrations_go_down_and_up_again() {
     let directory = tempfile::tempdir().unwrap();
     let store = SqliteStore::connect(&settings(&directory)).await.unwrap();
     store.migrate_up().await.unwrap();
-    assert!(store.migration_status().await.unwrap().iter().all(|(_, _, applied)| *applied));
+    assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied));
     assert!(store.migrate_down().await.unwrap().is_some());
-    assert!(store.migration_status().await.unwrap().iter().all(|(_, _, applied)| !*applied));
+    assert!(store.migration_status().await.unwrap().iter().all(|m| !m.applied));
     assert_eq!(store.migrate_down().await.unwrap(), None);
     store.migrate_up().await.unwrap();
     store.close().await;

@@ -16,6 +16,7 @@ use crate::auth::{Authenticated, PresentedSession, SECURE_SESSION_COOKIE, SESSIO
 use crate::error::{ApiError, CommonErrors, Problem};
 use crate::extract::{Json, Query};
 use crate::routes::caching::private_json;
+use crate::routes::with_location;
 use crate::state::AppState;
 use crate::wire::{
     AdminUpdateUserRequest, ApiTokenBody, CreateApiTokenRequest, CreatedApiTokenBody, LogInRequest, Paged,
@@ -42,11 +43,7 @@ pub async fn sign_up(State(state): State<AppState>, Json(body): Json<SignUpReque
     let signed_in = state.accounts().sign_up(email, password, name).await?;
     metrics::counter!("accounts_signups_total").increment(1);
     let location = format!("/api/v1/users/{}", signed_in.user.id);
-    let mut response = session_response(&state, StatusCode::CREATED, signed_in);
-    if let Ok(location) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    Ok(with_location(session_response(&state, StatusCode::CREATED, signed_in), &location))
 }
 
 /// Signs in with email and password. Every failure gives the same answer.
@@ -282,11 +279,7 @@ pub async fn create_api_token(
         token: ApiTokenBody::from(created.token),
         token_secret: created.secret.expose().to_owned(),
     };
-    let mut response = private_json(StatusCode::CREATED, &body);
-    if let Ok(location) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    Ok(with_location(private_json(StatusCode::CREATED, &body), &location))
 }
 
 /// The caller's API tokens (without secrets).

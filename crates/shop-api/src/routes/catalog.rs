@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::accounts::{parse_bool, parse_page};
 use super::caching::{matches, public_json, representation};
+use super::with_location;
 use crate::auth::MaybeAuthenticated;
 use crate::error::{ApiError, CommonErrors, Problem};
 use crate::extract::{Json, Query};
@@ -75,12 +76,7 @@ pub async fn create_category(
 ) -> Result<Response, ApiError> {
     let mut errors = ValidationErrors::new();
     let name = errors.check("name", Text::name(body.name.as_deref().unwrap_or_default()));
-    let slug = match (body.slug.as_deref(), body.name.as_deref()) {
-        (Some(slug), _) => errors.check("slug", Slug::parse(slug)),
-        (None, Some(name)) if name.trim().is_empty() => None,
-        (None, Some(name)) => errors.check("slug", Slug::from_name(name)),
-        (None, None) => None,
-    };
+    let slug = slug_or_derived(&mut errors, body.slug.as_deref(), body.name.as_deref());
     let description = errors.check("description", Text::description(body.description.as_deref().unwrap_or_default()));
     let (Some(name), Some(slug), Some(description)) = (name, slug, description) else {
         return Err(ApiError::Invalid(errors));
@@ -265,12 +261,7 @@ pub async fn create_product(
 ) -> Result<Response, ApiError> {
     let mut errors = ValidationErrors::new();
     let name = errors.check("name", Text::name(body.name.as_deref().unwrap_or_default()));
-    let slug = match (body.slug.as_deref(), body.name.as_deref()) {
-        (Some(slug), _) => errors.check("slug", Slug::parse(slug)),
-        (None, Some(name)) if name.trim().is_empty() => None,
-        (None, Some(name)) => errors.check("slug", Slug::from_name(name)),
-        (None, None) => None,
-    };
+    let slug = slug_or_derived(&mut errors, body.slug.as_deref(), body.name.as_deref());
     let description = errors.check("description", Text::description(body.description.as_deref().unwrap_or_default()));
     let amount =
         errors.check("price", body.price.as_deref().ok_or_else(|| "is required".to_owned()).and_then(parse_amount));
@@ -451,12 +442,17 @@ async fn product_id(state: &AppState, id_or_slug: &str) -> Result<Uuid, ApiError
     Ok(state.catalog().get_product(&key, true).await?.id)
 }
 
-fn created<T: serde::Serialize>(location: &str, body: &T) -> Response {
-    let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
-    if let Ok(location) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, location);
+/// The given slug, or one derived from the name (a missing name is reported under `name`).
+fn slug_or_derived(errors: &mut ValidationErrors, slug: Option<&str>, name: Option<&str>) -> Option<Slug> {
+    match (slug, name) {
+        (Some(slug), _) => errors.check("slug", Slug::parse(slug)),
+        (None, Some(name)) if !name.trim().is_empty() => errors.check("slug", Slug::from_name(name)),
+        (None, _) => None,
     }
-    response
+}
+
+fn created<T: serde::Serialize>(location: &str, body: &T) -> Response {
+    with_location((StatusCode::CREATED, axum::Json(body)).into_response(), location)
 }
 
 fn max_age(state: &AppState) -> u64 {

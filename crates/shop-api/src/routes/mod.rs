@@ -89,6 +89,14 @@ pub fn api_routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     (router, openapi)
 }
 
+/// Adds a `Location` header (for 201 responses).
+pub(crate) fn with_location(mut response: axum::response::Response, location: &str) -> axum::response::Response {
+    if let Ok(value) = axum::http::HeaderValue::from_str(location) {
+        response.headers_mut().insert(axum::http::header::LOCATION, value);
+    }
+    response
+}
+
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
     responses((status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json"),
