@@ -2,7 +2,7 @@
 //! Everything but health needs `Authorization: Bearer <admin token>` when a token is configured.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::error::ApiError;
 use crate::middleware::{observe, problems};
+use crate::routes::health::{DatabaseCheck, check_database};
 use crate::state::AppState;
 
 /// Renders the Prometheus text exposition of every metric.
@@ -99,13 +100,10 @@ struct DatabaseHealth {
 /// Readiness with details: database round-trip latency, pool figures, version, uptime.
 async fn ready(State(state): State<AdminState>) -> Response {
     let store = &state.app.inner.store;
-    let started = Instant::now();
-    let check = tokio::time::timeout(Duration::from_secs(2), store.ping()).await;
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let (database_status, latency_ms) = match check {
-        Ok(Ok(())) => ("ok".to_owned(), Some(latency_ms)),
-        Ok(Err(error)) => (format!("unreachable: {error}"), None),
-        Err(_) => ("timed out".to_owned(), None),
+    let (database_status, latency_ms) = match check_database(store.as_ref()).await {
+        DatabaseCheck::Ok { latency } => ("ok".to_owned(), Some(latency.as_secs_f64() * 1000.0)),
+        DatabaseCheck::Unreachable(error) => (format!("unreachable: {error}"), None),
+        DatabaseCheck::TimedOut => ("timed out".to_owned(), None),
     };
     let draining = state.app.inner.readiness.is_draining();
     let healthy = latency_ms.is_some() && !draining;

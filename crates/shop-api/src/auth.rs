@@ -13,7 +13,7 @@ use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use shop::accounts::{Caller, Role};
 use shop::secrets::SecretToken;
 
@@ -49,7 +49,8 @@ pub async fn authenticate(
         let caller = state.accounts().authenticate_api_token(&token).await?;
         Some(caller.ok_or(ApiError::Unauthenticated("the bearer token is not valid"))?)
     } else if let Some(raw) = session {
-        if is_unsafe(request.method()) && !origin_allowed(request.headers(), &settings.allowed_origins) {
+        if is_unsafe(request.method()) && !origin_allowed(request.headers(), &settings.allowed_origins, settings.https)
+        {
             return Err(ApiError::Forbidden("cross-origin request refused: the Origin is not allowed"));
         }
         match SecretToken::from_presented(&raw) {
@@ -92,9 +93,10 @@ fn is_unsafe(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
 
-/// A cookie-authenticated write is allowed when its `Origin` is this very host or an allowed
-/// origin. Without `Origin` (not a browser, or an old one), `Sec-Fetch-Site: cross-site` is refused.
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+/// A cookie-authenticated write is allowed when its `Origin` is this very site (scheme and host)
+/// or an allowed origin. Without `Origin` (not a browser, or an old one),
+/// `Sec-Fetch-Site: cross-site` is refused.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String], https: bool) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()) else {
         let fetch_site = headers.get("sec-fetch-site").and_then(|value| value.to_str().ok());
         return fetch_site != Some("cross-site");
@@ -102,9 +104,9 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     if allowed.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin)) {
         return true;
     }
+    let scheme = if https { "https" } else { "http" };
     let host = headers.get(header::HOST).and_then(|value| value.to_str().ok());
-    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-    matches!((host, origin_host), (Some(host), Some(origin_host)) if host.eq_ignore_ascii_case(origin_host))
+    host.is_some_and(|host| origin.eq_ignore_ascii_case(&format!("{scheme}://{host}")))
 }
 
 /// Who may call one route.
@@ -117,25 +119,28 @@ pub enum Access {
 /// The access rule of every documented operation, keyed by method and path template; `None`
 /// for an operation that declares no `security` (refused to everyone).
 #[derive(Debug, Default)]
-pub struct Policies(HashMap<(Method, String), Option<Access>>);
+pub struct Policies {
+    operations: HashMap<(Method, String), Option<Access>>,
+    /// The documented methods of each path, for `Allow` on 405 answers.
+    methods: HashMap<String, Vec<Method>>,
+}
 
 /// What the policies say about one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Declared(Access),
     /// The operation exists but declares no access: refused.
     Undeclared,
-    /// The path is documented but not for this method (axum answers 405 after this layer).
-    NoOperation,
+    /// The path is documented, but not for this method: 405 with these methods in `Allow`.
+    MethodNotAllowed(Vec<Method>),
 }
 
 impl Policies {
     /// Reads each operation's `security` from the OpenAPI document. An empty requirement
     /// (`security(())`) means anyone; otherwise the scopes name the minimum role.
-    pub fn from_openapi(document: &utoipa::openapi::OpenApi) -> Result<Self, String> {
-        let json = serde_json::to_value(document).map_err(|error| error.to_string())?;
-        let mut policies = HashMap::new();
-        let paths = json.get("paths").and_then(|paths| paths.as_object()).cloned().unwrap_or_default();
+    pub fn from_document(document: &serde_json::Value) -> Result<Self, String> {
+        let mut policies = Self::default();
+        let paths = document.get("paths").and_then(|paths| paths.as_object()).cloned().unwrap_or_default();
         for (path, item) in paths {
             let Some(operations) = item.as_object() else { continue };
             for (method, operation) in operations {
@@ -146,40 +151,47 @@ impl Policies {
                     }
                     None => None,
                 };
-                policies.insert((method, path.clone()), access);
+                policies.methods.entry(path.clone()).or_default().push(method.clone());
+                policies.operations.insert((method, path.clone()), access);
             }
         }
-        Ok(Self(policies))
+        Ok(policies)
     }
 
     pub fn decide(&self, method: &Method, path: &str) -> Decision {
         // HEAD is answered by GET handlers and follows their rule.
         let method = if method == Method::HEAD { &Method::GET } else { method };
-        match self.0.get(&(method.clone(), path.to_owned())) {
+        match self.operations.get(&(method.clone(), path.to_owned())) {
             Some(Some(access)) => Decision::Declared(*access),
             Some(None) => Decision::Undeclared,
-            // A documented path without this method: let the router answer 405.
-            None if self.0.keys().any(|(_, known)| known == path) => Decision::NoOperation,
-            // A route the document does not know at all: refused.
-            None => Decision::Undeclared,
+            // Undocumented methods never reach a handler, even one added without documentation.
+            None => match self.methods.get(path) {
+                Some(methods) => Decision::MethodNotAllowed(methods.clone()),
+                None => Decision::Undeclared,
+            },
         }
     }
 }
 
+/// Every scheme of an operation must name the same single role: the rule does not depend on
+/// how the caller authenticated.
 fn access_of(requirements: &[serde_json::Value]) -> Result<Access, String> {
     if requirements.iter().any(|requirement| requirement.as_object().is_some_and(|r| r.is_empty())) {
         return Ok(Access::Anyone);
     }
-    let mut minimum: Option<Role> = None;
+    let mut role: Option<Role> = None;
     for requirement in requirements {
         for scopes in requirement.as_object().into_iter().flat_map(|r| r.values()) {
-            for scope in scopes.as_array().into_iter().flatten() {
-                let role = scope.as_str().map(Role::parse).transpose()?.ok_or("a scope is not a string")?;
-                minimum = Some(minimum.map_or(role, |current| current.min(role)));
+            let scopes = scopes.as_array().map(Vec::as_slice).unwrap_or_default();
+            let [scope] = scopes else { return Err("each scheme must name exactly one role".into()) };
+            let named = scope.as_str().map(Role::parse).transpose()?.ok_or("a scope is not a string")?;
+            if role.is_some_and(|role| role != named) {
+                return Err("every scheme must name the same role".into());
             }
+            role = Some(named);
         }
     }
-    minimum.map(Access::AtLeast).ok_or_else(|| "security names no role".to_owned())
+    role.map(Access::AtLeast).ok_or_else(|| "security names no role".to_owned())
 }
 
 /// Refuses the request unless the matched route's declared access admits the caller.
@@ -192,7 +204,18 @@ pub async fn authorize(
     let path = matched.as_ref().map(MatchedPath::as_str).unwrap_or_default();
     let caller = request.extensions().get::<CurrentCaller>().and_then(|current| current.0.as_ref());
     match policies.decide(request.method(), path) {
-        Decision::Declared(Access::Anyone) | Decision::NoOperation => {}
+        Decision::Declared(Access::Anyone) => {}
+        Decision::MethodNotAllowed(mut methods) => {
+            if methods.contains(&Method::GET) {
+                methods.push(Method::HEAD);
+            }
+            let allow: Vec<&str> = methods.iter().map(Method::as_str).collect();
+            let mut response = axum::http::StatusCode::METHOD_NOT_ALLOWED.into_response();
+            if let Ok(value) = axum::http::HeaderValue::from_str(&allow.join(",")) {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+            return Ok(response);
+        }
         Decision::Declared(Access::AtLeast(role)) => match caller {
             None => return Err(ApiError::Unauthenticated("sign in, or send an API token")),
             Some(caller) if !caller.has_role(role) => {
@@ -251,11 +274,19 @@ mod tests {
     #[test]
     fn origin_check() {
         let allowed = vec!["https://shop.example".to_owned()];
-        assert!(origin_allowed(&headers(&[("origin", "https://shop.example")]), &allowed));
-        assert!(origin_allowed(&headers(&[("origin", "http://localhost:8080"), ("host", "localhost:8080")]), &allowed));
-        assert!(!origin_allowed(&headers(&[("origin", "https://evil.example"), ("host", "localhost:8080")]), &allowed));
-        assert!(origin_allowed(&headers(&[]), &allowed), "non-browser clients send no Origin");
-        assert!(!origin_allowed(&headers(&[("sec-fetch-site", "cross-site")]), &allowed));
+        assert!(origin_allowed(&headers(&[("origin", "https://shop.example")]), &allowed, false));
+        let same_site = headers(&[("origin", "http://localhost:8080"), ("host", "localhost:8080")]);
+        assert!(origin_allowed(&same_site, &allowed, false));
+        assert!(!origin_allowed(&same_site, &allowed, true), "plain http origin on an https shop");
+        let https_site = headers(&[("origin", "https://shop.test"), ("host", "shop.test")]);
+        assert!(origin_allowed(&https_site, &allowed, true));
+        assert!(!origin_allowed(
+            &headers(&[("origin", "https://evil.example"), ("host", "localhost:8080")]),
+            &allowed,
+            false
+        ));
+        assert!(origin_allowed(&headers(&[]), &allowed, false), "non-browser clients send no Origin");
+        assert!(!origin_allowed(&headers(&[("sec-fetch-site", "cross-site")]), &allowed, false));
     }
 
     #[test]
@@ -277,5 +308,7 @@ mod tests {
             Ok(Access::AtLeast(Role::Staff))
         );
         assert!(access_of(&[serde_json::json!({"session": ["root"]})]).is_err());
+        let mixed = serde_json::json!([{"session": ["admin"]}, {"apiToken": ["staff"]}]);
+        assert!(access_of(mixed.as_array().map(Vec::as_slice).unwrap_or_default()).is_err());
     }
 }

@@ -21,8 +21,9 @@ pub use state::{AppState, HttpSettings, Readiness};
 
 use axum::Router;
 
-/// The public API router with its whole middleware stack, ready to serve.
-pub fn public_router(state: AppState) -> Router {
-    let (routes, openapi) = routes::api_routes(state.clone());
-    middleware::stack(routes, openapi, state)
+/// The public API router with its whole middleware stack, ready to serve. Fails when a route's
+/// access declaration is malformed.
+pub fn public_router(state: AppState) -> Result<Router, String> {
+    let (routes, document) = routes::api_routes(state.clone())?;
+    middleware::stack(routes, &document, state)
 }

@@ -50,7 +50,12 @@ impl From<StoreError> for Error {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::NotFound => Self::NotFound,
-            StoreError::Conflict { constraint } => Self::Conflict(constraint),
+            StoreError::Conflict { constraint } => {
+                // Services map the conflicts they expect; an unexpected one is logged, and the
+                // client hears no table or constraint names.
+                tracing::warn!(constraint, "unmapped storage conflict");
+                Self::Conflict("the request conflicts with existing data".into())
+            }
             StoreError::Other(source) => Self::Internal(source),
         }
     }

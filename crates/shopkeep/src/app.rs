@@ -19,11 +19,15 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Backend, Config};
 use crate::telemetry;
 
+/// How long closing the database pool may wait for connections still in use.
+const DATABASE_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A built, bound, not yet serving instance.
 pub struct Application {
     config: Config,
     public: TcpListener,
     admin: TcpListener,
+    public_router: axum::Router,
     state: AppState,
     accounts: AccountService,
     store: Arc<dyn Store>,
@@ -100,13 +104,14 @@ impl Application {
             catalog_max_age: Duration::from_secs(http.catalog_max_age_secs),
         };
         let state = AppState::new(accounts.clone(), catalog, Arc::clone(&store), Arc::clone(&readiness), settings);
+        let public_router = shop_api::public_router(state.clone()).map_err(|problem| anyhow::anyhow!(problem))?;
         let public = TcpListener::bind(config.listen())
             .await
             .with_context(|| format!("failed to listen on {}", config.listen()))?;
         let admin = TcpListener::bind(config.admin_listen())
             .await
             .with_context(|| format!("failed to listen on {} (admin)", config.admin_listen()))?;
-        Ok(Self { config, public, admin, state, accounts, store, readiness, started })
+        Ok(Self { config, public, admin, public_router, state, accounts, store, readiness, started })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -129,7 +134,7 @@ impl Application {
     /// accepting → in-flight requests finish (up to the shutdown timeout) → background tasks
     /// stop → database pool closed.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { config, public, admin, state, accounts, store, readiness, started } = self;
+        let Self { config, public, admin, public_router, state, accounts, store, readiness, started } = self;
         let public_address = public.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let admin_address = admin.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let background = CancellationToken::new();
@@ -143,23 +148,29 @@ impl Application {
             None => Arc::new(|| "# metrics recorder unavailable\n".to_owned()),
         };
         tasks.spawn(purge_sessions(
-            accounts,
+            accounts.clone(),
             Duration::from_secs(config.accounts.session_purge_interval_secs),
             background.clone(),
         ));
 
+        // Done off the request path, so the first login with an unknown email is not slower.
+        let warm_accounts = accounts.clone();
+        tasks.spawn(async move {
+            if let Err(error) = warm_accounts.warm_up().await {
+                tracing::warn!(%error, "password hasher warm-up failed");
+            }
+        });
         let stop_accepting = CancellationToken::new();
-        let public_router = shop_api::public_router(state.clone());
         let admin_router = shop_api::admin_router(
             state,
             AdminSettings { token: config.admin.token.as_ref().map(|t| t.expose().to_owned()), metrics },
         );
-        let public_server = tokio::spawn(
+        let mut public_server = tokio::spawn(
             axum::serve(public, public_router.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
                 .into_future(),
         );
-        let admin_server = tokio::spawn(
+        let mut admin_server = tokio::spawn(
             axum::serve(admin, admin_router)
                 .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
                 .into_future(),
@@ -181,7 +192,7 @@ impl Application {
         }
         stop_accepting.cancel();
         let servers = async {
-            let (public, admin) = tokio::join!(public_server, admin_server);
+            let (public, admin) = tokio::join!(&mut public_server, &mut admin_server);
             for (name, result) in [("public", public), ("admin", admin)] {
                 match result {
                     Ok(Ok(())) => {}
@@ -190,18 +201,25 @@ impl Application {
                 }
             }
         };
-        if tokio::time::timeout(config.shutdown_timeout(), servers).await.is_err() {
+        let drained = tokio::time::timeout(config.shutdown_timeout(), servers).await.is_ok();
+        if drained {
+            tracing::info!("listeners closed, in-flight requests finished");
+        } else {
+            // Stop waiting: the requests still running are cut off when the process exits.
+            public_server.abort();
+            admin_server.abort();
             tracing::warn!(
                 timeoutSecs = config.server.shutdown_timeout_secs,
-                "in-flight requests did not finish in time; closing them"
+                "in-flight requests did not finish in time; abandoning them"
             );
-        } else {
-            tracing::info!("listeners closed, in-flight requests finished");
         }
         // Release in reverse order of acquisition: background tasks, then the database.
         background.cancel();
         while tasks.join_next().await.is_some() {}
-        store.close().await;
+        // Closing waits for connections in use; after an abandoned drain some may never return.
+        if tokio::time::timeout(DATABASE_CLOSE_TIMEOUT, store.close()).await.is_err() {
+            tracing::warn!("database connections still in use; closing without them");
+        }
         tracing::info!("database closed; shutdown complete");
         Ok(())
     }

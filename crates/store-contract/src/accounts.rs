@@ -1,6 +1,8 @@
 //! Contract cases for users, sessions and API tokens.
 
-use shop::accounts::{Email, NewApiTokenRecord, NewSession, NewUser, PersonName, Role, UserChanges, UserQuery};
+use shop::accounts::{
+    Email, NewApiTokenRecord, NewSession, NewUser, PersonName, Role, UserChanges, UserQuery, UserSort,
+};
 use shop::secrets::SecretToken;
 use shop::{PageRequest, StoreError};
 use uuid::Uuid;
@@ -94,6 +96,10 @@ pub async fn list_users_filters_and_pages(store: SharedStore) {
         store.list_users(&UserQuery { email_contains: Some("SHOP.".into()), ..UserQuery::default() }).await.unwrap();
     assert_eq!(shop_domain.items.len(), 1);
     assert_eq!(shop_domain.items[0].email.as_str(), "c@shop.example");
+    let by_email = UserQuery { sort_by: UserSort::Email, sort_order: shop::SortOrder::Asc, ..UserQuery::default() };
+    let sorted = store.list_users(&by_email).await.unwrap();
+    let emails: Vec<&str> = sorted.items.iter().map(|u| u.email.as_str()).collect();
+    assert_eq!(emails, ["a@example.com", "b@example.com", "c@shop.example", "d@example.com"]);
     let second_page = store
         .list_users(&UserQuery { page: PageRequest::new(Some(2), Some(3)).unwrap(), ..UserQuery::default() })
         .await

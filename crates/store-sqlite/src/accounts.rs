@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use shop::accounts::{
     ApiToken, Email, NewApiTokenRecord, NewSession, NewUser, PersonName, Role, Session, User, UserChanges, UserQuery,
-    UserWithPassword,
+    UserSort, UserWithPassword,
 };
 use shop::ports::{ApiTokenRepository, SessionRepository, UserRepository};
 use shop::secrets::SecretHash;
@@ -128,8 +128,12 @@ impl UserRepository for SqliteStore {
             count_query.build_query_scalar().fetch_one(&mut *conn).await.map_err(error("failed to count users"))?;
         let mut select = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!("select ", user_columns!()));
         push_user_filters(&mut select, query);
+        let column = match query.sort_by {
+            UserSort::CreatedAt => "created_at",
+            UserSort::Email => "email",
+        };
         let order = query.sort_order.sql();
-        select.push(format!(" order by created_at {order}, id {order} limit "));
+        select.push(format_args!(" order by {column} {order}, id {order} limit "));
         select.push_bind(i64::from(query.page.limit())).push(" offset ").push_bind(offset(query.page));
         let rows: Vec<UserRow> =
             select.build_query_as().fetch_all(&mut *conn).await.map_err(error("failed to list users"))?;

@@ -23,24 +23,20 @@ use crate::state::AppState;
 /// observe (request id, span, access log, metrics) → problem rendering → catch panic →
 /// security headers → CORS → gzip → body limit → timeout → load shed → authentication →
 /// routing → authorization → handler.
-pub fn stack(routes: Router, openapi: utoipa::openapi::OpenApi, state: AppState) -> Router {
+///
+/// Fails when a route's access declaration is malformed: better not to start than to guess.
+pub fn stack(routes: Router, document: &serde_json::Value, state: AppState) -> Result<Router, String> {
     let settings = state.settings().clone();
-    let policies = match Policies::from_openapi(&openapi) {
-        Ok(policies) => Arc::new(policies),
-        Err(error) => {
-            // A malformed declaration must not open anything: with no policies, every route is refused.
-            tracing::error!(%error, "invalid access declaration in the OpenAPI document; refusing every route");
-            Arc::new(Policies::default())
-        }
-    };
+    let policies = Arc::new(Policies::from_document(document)?);
     let routes = routes
         .route_layer(axum::middleware::from_fn_with_state(policies, auth::authorize))
         .route_layer(axum::middleware::from_fn(observe::record_route))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
+        // The body limit is `RequestBodyLimitLayer`'s alone (it also limits chunked bodies).
+        .layer(DefaultBodyLimit::disable());
     let shed = load_shed::LoadShed::new(settings.max_in_flight);
     // `Router::layer` wraps what is already there, so the innermost layer comes first.
-    routes
+    Ok(routes
         .layer(axum::middleware::from_fn_with_state(shed, load_shed::shed_load))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, settings.request_timeout))
         .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
@@ -49,7 +45,7 @@ pub fn stack(routes: Router, openapi: utoipa::openapi::OpenApi, state: AppState)
         .layer(axum::middleware::from_fn_with_state(settings.https, security_headers::security_headers))
         .layer(CatchPanicLayer::custom(problems::panic_response))
         .layer(axum::middleware::from_fn(problems::render_problems))
-        .layer(axum::middleware::from_fn(observe::observe))
+        .layer(axum::middleware::from_fn(observe::observe)))
 }
 
 fn cors(allowed_origins: &[String], max_age: std::time::Duration) -> CorsLayer {

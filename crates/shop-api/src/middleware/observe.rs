@@ -63,10 +63,9 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(Arc::clone(&context));
     let method = request.method().clone();
     let span = tracing::info_span!("request", requestId = %request_id);
-    let in_flight = metrics::gauge!("http_requests_in_flight");
-    in_flight.increment(1.0);
+    let in_flight = InFlight::enter();
     let mut response = next.run(request).instrument(span.clone()).await;
-    in_flight.decrement(1.0);
+    drop(in_flight);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID.clone(), value);
     }
@@ -91,6 +90,24 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         );
     });
     response
+}
+
+/// Counts a request in `http_requests_in_flight` while it lives, including when the client
+/// goes away and the request's future is dropped half-way.
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn enter() -> Self {
+        let gauge = metrics::gauge!("http_requests_in_flight");
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// Runs after routing (as a route layer) to note the matched route template.

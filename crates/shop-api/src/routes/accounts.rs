@@ -5,10 +5,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use shop::ValidationErrors;
-use shop::accounts::{Email, PasswordPlain, PersonName, Role, SignedIn, UserQuery};
+use shop::accounts::{Email, PasswordPlain, PersonName, Role, SignedIn, UserQuery, UserSort};
 use shop::{PageRequest, SortOrder};
 
-use time::OffsetDateTime;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
@@ -158,7 +157,9 @@ pub struct UserListQuery {
     page: Option<String>,
     /// Page size, 1–100 (default 20).
     limit: Option<String>,
-    /// `asc` or `desc` by creation time (default `desc`).
+    /// `createdAt` (default) or `email`.
+    sort_by: Option<String>,
+    /// `asc` or `desc` (default `desc`).
     sort_order: Option<String>,
     /// `customer`, `staff` or `admin`.
     role: Option<String>,
@@ -183,6 +184,7 @@ pub async fn list_users(
 ) -> Result<Response, ApiError> {
     let mut errors = ValidationErrors::new();
     let page = parse_page(&mut errors, query.page.as_deref(), query.limit.as_deref());
+    let sort_by = query.sort_by.as_deref().and_then(|raw| errors.check("sortBy", UserSort::parse(raw)));
     let sort_order = query.sort_order.as_deref().and_then(|raw| errors.check("sortOrder", SortOrder::parse(raw)));
     let role = query.role.as_deref().and_then(|raw| errors.check("role", Role::parse(raw)));
     let disabled = query.disabled.as_deref().and_then(|raw| errors.check("disabled", parse_bool(raw)));
@@ -191,7 +193,14 @@ pub async fn list_users(
         errors.add("email", "must be at most 254 characters");
     }
     errors.into_result()?;
-    let query = UserQuery { page, role, email_contains, disabled, sort_order: sort_order.unwrap_or_default() };
+    let query = UserQuery {
+        page,
+        sort_by: sort_by.unwrap_or_default(),
+        role,
+        email_contains,
+        disabled,
+        sort_order: sort_order.unwrap_or_default(),
+    };
     let page = state.accounts().list_users(&query).await?;
     Ok(private_json(StatusCode::OK, &Paged::from_page(page, UserBody::from)))
 }
@@ -320,8 +329,7 @@ pub async fn revoke_api_token(
 
 /// The response of a successful sign-up or login: the user, and the session cookie.
 fn session_response(state: &AppState, status: StatusCode, signed_in: SignedIn) -> Response {
-    let max_age = (signed_in.expires_at - OffsetDateTime::now_utc()).whole_seconds().max(0);
-    let cookie = session_cookie(state, signed_in.session_token.expose(), max_age);
+    let cookie = session_cookie(state, signed_in.session_token.expose(), signed_in.lifetime.whole_seconds().max(0));
     let mut response = private_json(status, &UserBody::from(signed_in.user));
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);

@@ -24,11 +24,21 @@ pub fn representation<T: Serialize>(value: &T) -> Result<(Vec<u8>, String), ApiE
     Ok((body, etag))
 }
 
-/// Whether an `If-None-Match` / `If-Match` header value lists `etag` (or is `*`).
-/// Weak validators compare by their opaque part, as RFC 9110 says for `If-None-Match`.
-pub fn matches(header_value: Option<&HeaderValue>, etag: &str) -> bool {
+/// Whether an `If-None-Match` header value lists `etag` (or is `*`). Weak comparison, as
+/// RFC 9110 §13.1.2 says: `W/"x"` matches `"x"`.
+pub fn none_match(header_value: Option<&HeaderValue>, etag: &str) -> bool {
+    list_matches(header_value, |candidate| candidate.trim_start_matches("W/") == etag)
+}
+
+/// Whether an `If-Match` header value lists `etag` (or is `*`). Strong comparison, as RFC 9110
+/// §13.1.1 says: a weak validator never matches.
+pub fn if_match(header_value: Option<&HeaderValue>, etag: &str) -> bool {
+    list_matches(header_value, |candidate| candidate == etag)
+}
+
+fn list_matches(header_value: Option<&HeaderValue>, matches: impl Fn(&str) -> bool) -> bool {
     let Some(value) = header_value.and_then(|v| v.to_str().ok()) else { return false };
-    value.split(',').map(str::trim).any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
+    value.split(',').map(str::trim).any(|candidate| candidate == "*" || matches(candidate))
 }
 
 /// A cacheable public read: 304 when the client's copy is current, else 200 with the body.
@@ -38,13 +48,10 @@ pub fn public_json<T: Serialize>(request_headers: &HeaderMap, value: &T, max_age
         Err(error) => return error.into_response(),
     };
     let cache_control = format!("public, max-age={max_age_seconds}");
-    let not_modified = matches(request_headers.get(header::IF_NONE_MATCH), &etag);
+    let not_modified = none_match(request_headers.get(header::IF_NONE_MATCH), &etag);
     let status = if not_modified { StatusCode::NOT_MODIFIED } else { StatusCode::OK };
-    let mut builder = Response::builder()
-        .status(status)
-        .header(header::ETAG, &etag)
-        .header(header::CACHE_CONTROL, cache_control)
-        .header(header::VARY, "Accept-Encoding, Cookie, Authorization");
+    let mut builder =
+        Response::builder().status(status).header(header::ETAG, &etag).header(header::CACHE_CONTROL, cache_control);
     if !not_modified {
         builder = builder.header(header::CONTENT_TYPE, "application/json");
     }
@@ -66,11 +73,14 @@ mod tests {
     #[test]
     fn etag_matching() {
         let etag = etag_of(b"{}");
-        assert!(matches(Some(&HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static(""))), &etag));
-        assert!(matches(Some(&HeaderValue::from_static("*")), &etag));
+        let exact = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static(""));
+        assert!(none_match(Some(&exact), &etag) && if_match(Some(&exact), &etag));
+        assert!(none_match(Some(&HeaderValue::from_static("*")), &etag));
+        assert!(if_match(Some(&HeaderValue::from_static("*")), &etag));
         let list = HeaderValue::from_str(&format!("\"other\", W/{etag}")).unwrap_or(HeaderValue::from_static(""));
-        assert!(matches(Some(&list), &etag));
-        assert!(!matches(Some(&HeaderValue::from_static("\"other\"")), &etag));
-        assert!(!matches(None, &etag));
+        assert!(none_match(Some(&list), &etag), "weak comparison for If-None-Match");
+        assert!(!if_match(Some(&list), &etag), "strong comparison for If-Match");
+        assert!(!none_match(Some(&HeaderValue::from_static("\"other\"")), &etag));
+        assert!(!none_match(None, &etag) && !if_match(None, &etag));
     }
 }

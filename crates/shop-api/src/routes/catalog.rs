@@ -15,7 +15,7 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::accounts::{parse_bool, parse_page};
-use super::caching::{matches, public_json, representation};
+use super::caching::{if_match, public_json, representation};
 use super::with_location;
 use crate::auth::MaybeAuthenticated;
 use crate::error::{ApiError, CommonErrors, Problem};
@@ -184,6 +184,7 @@ pub struct ProductListQuery {
     responses(
         (status = 200, description = "One page of products (ETag, cacheable)", body = Paged<ProductBody>),
         (status = 304, description = "Not modified since the ETag in If-None-Match"),
+        (status = 401, description = "`status` other than active asked for anonymously", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`status` other than active asked for by someone not staff", body = Problem, content_type = "application/problem+json"),
         CommonErrors
     ))]
@@ -222,7 +223,10 @@ pub async fn list_products(
     let status = status.flatten();
     let is_staff = caller.as_ref().is_some_and(|caller| caller.has_role(Role::Staff));
     if status != Some(ProductStatus::Active) && !is_staff {
-        return Err(ApiError::Forbidden("only staff may list archived products"));
+        return Err(match caller {
+            None => ApiError::Unauthenticated("sign in as staff to list archived products"),
+            Some(_) => ApiError::Forbidden("only staff may list archived products"),
+        });
     }
     let query = ProductQuery {
         page,
@@ -342,18 +346,27 @@ pub async fn update_product(
     let key = IdOrSlug::parse(&id_or_slug).ok_or(ApiError::NotFound)?;
     let current = state.catalog().get_product(&key, true).await?;
     let id = current.id;
-    let expected_version = match headers.get(header::IF_MATCH) {
-        Some(if_match) => {
+    let conditional = match headers.get(header::IF_MATCH) {
+        Some(header_value) => {
             let (_, etag) = representation(&ProductBody::from(current.clone()))?;
-            if !matches(Some(if_match), &etag) {
+            if !if_match(Some(header_value), &etag) {
                 return Err(ApiError::PreconditionFailed);
             }
-            Some(current.version)
+            true
         }
-        None => None,
+        None => false,
     };
     let changes = product_changes(&body, &current)?;
-    let product = state.catalog().update_product(id, &changes, expected_version).await?;
+    // A price given without its currency (or the reverse) is completed from the product as read:
+    // the update then only applies to that version, so a concurrent change is never half-overwritten.
+    let merged = body.price.is_some() != body.currency.is_some();
+    let expected_version = (conditional || merged).then_some(current.version);
+    let product = match state.catalog().update_product(id, &changes, expected_version).await {
+        Err(shop::Error::PreconditionFailed) if !conditional => {
+            return Err(ApiError::Conflict("the product changed while it was being updated; try again".into()));
+        }
+        result => result?,
+    };
     let (bytes, etag) = representation(&ProductBody::from(product))?;
     Response::builder()
         .status(StatusCode::OK)

@@ -50,24 +50,43 @@ pub async fn ready_root(State(state): State<AppState>) -> Response {
     readiness(&state).await
 }
 
+/// The outcome of one database round trip, as both listeners' readiness checks report it.
+pub(crate) enum DatabaseCheck {
+    Ok { latency: Duration },
+    Unreachable(String),
+    TimedOut,
+}
+
+/// Pings the database, bounded by [`DATABASE_CHECK_TIMEOUT`]; failures are logged.
+pub(crate) async fn check_database(store: &dyn shop::Store) -> DatabaseCheck {
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, store.ping()).await {
+        Ok(Ok(())) => DatabaseCheck::Ok { latency: started.elapsed() },
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness: database check failed");
+            DatabaseCheck::Unreachable(error.to_string())
+        }
+        Err(_) => {
+            tracing::warn!("readiness: database check timed out");
+            DatabaseCheck::TimedOut
+        }
+    }
+}
+
 async fn readiness(state: &AppState) -> Response {
     if state.inner.readiness.is_draining() {
         let body = HealthBody { status: "draining".into(), database: None };
         return with_retry_after(private_json(StatusCode::SERVICE_UNAVAILABLE, &body));
     }
-    match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.inner.store.ping()).await {
-        Ok(Ok(())) => private_json(StatusCode::OK, &HealthBody { status: "ok".into(), database: Some("ok".into()) }),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "readiness: database check failed");
-            let body = HealthBody { status: "unavailable".into(), database: Some("unreachable".into()) };
-            with_retry_after(private_json(StatusCode::SERVICE_UNAVAILABLE, &body))
+    let database = match check_database(state.inner.store.as_ref()).await {
+        DatabaseCheck::Ok { .. } => {
+            return private_json(StatusCode::OK, &HealthBody { status: "ok".into(), database: Some("ok".into()) });
         }
-        Err(_) => {
-            tracing::warn!("readiness: database check timed out");
-            let body = HealthBody { status: "unavailable".into(), database: Some("timed out".into()) };
-            with_retry_after(private_json(StatusCode::SERVICE_UNAVAILABLE, &body))
-        }
-    }
+        DatabaseCheck::Unreachable(_) => "unreachable",
+        DatabaseCheck::TimedOut => "timed out",
+    };
+    let body = HealthBody { status: "unavailable".into(), database: Some(database.into()) };
+    with_retry_after(private_json(StatusCode::SERVICE_UNAVAILABLE, &body))
 }
 
 fn with_retry_after(mut response: Response) -> Response {

@@ -3,9 +3,11 @@
 mod accounts;
 mod caching;
 mod catalog;
-mod health;
+pub(crate) mod health;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
+
+use axum::body::Bytes;
 
 use axum::Router;
 use axum::extract::State;
@@ -54,11 +56,11 @@ impl utoipa::Modify for SecuritySchemes {
     }
 }
 
-/// The document served at `/api/v1/openapi.json`, set once the routes are assembled.
-static DOCUMENT: OnceLock<Arc<serde_json::Value>> = OnceLock::new();
+/// The document served at `/api/v1/openapi.json`, serialised once when the routes are assembled.
+static DOCUMENT: OnceLock<Bytes> = OnceLock::new();
 
-/// All routes with their OpenAPI document.
-pub fn api_routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+/// All routes with their OpenAPI document (as JSON).
+pub fn api_routes(state: AppState) -> Result<(Router, serde_json::Value), String> {
     let v1 = OpenApiRouter::new()
         .routes(routes!(accounts::sign_up))
         .routes(routes!(accounts::list_users))
@@ -83,10 +85,12 @@ pub fn api_routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .with_state(state)
         .split_for_parts();
     openapi.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    if let Ok(json) = serde_json::to_value(&openapi) {
-        let _ = DOCUMENT.set(Arc::new(json));
-    }
-    (router, openapi)
+    let document =
+        serde_json::to_value(&openapi).map_err(|error| format!("cannot render the OpenAPI document: {error}"))?;
+    let bytes =
+        serde_json::to_vec(&document).map_err(|error| format!("cannot render the OpenAPI document: {error}"))?;
+    let _ = DOCUMENT.set(Bytes::from(bytes));
+    Ok((router, document))
 }
 
 /// Adds a `Location` header (for 201 responses).
@@ -103,7 +107,7 @@ pub(crate) fn with_location(mut response: axum::response::Response, location: &s
         crate::error::CommonErrors))]
 async fn openapi_document(State(_state): State<AppState>) -> impl IntoResponse {
     match DOCUMENT.get() {
-        Some(document) => axum::Json(document.as_ref().clone()).into_response(),
+        Some(document) => ([(axum::http::header::CONTENT_TYPE, "application/json")], document.clone()).into_response(),
         None => crate::error::ApiError::NotFound.into_response(),
     }
 }

@@ -12,5 +12,5 @@ pub use role::Role;
 pub use service::{AccountService, AccountSettings, NewApiToken, SignedIn};
 pub use user::{
     ApiToken, AuthMethod, Caller, NewApiTokenRecord, NewSession, NewUser, PersonName, Session, User, UserChanges,
-    UserQuery, UserWithPassword,
+    UserQuery, UserSort, UserWithPassword,
 };

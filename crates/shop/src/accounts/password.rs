@@ -88,17 +88,26 @@ impl PasswordHasher {
             .await
     }
 
-    /// Spends the same effort as a real verification, for logins with an unknown email, so that
-    /// response time does not reveal whether an account exists.
-    pub async fn verify_dummy(&self, password: &PasswordPlain) -> Result<(), HashError> {
-        let dummy = self
-            .dummy_hash
+    /// Computes the dummy hash now, so that even the first login with an unknown email costs
+    /// exactly one verification.
+    pub async fn warm_up(&self) -> Result<(), HashError> {
+        self.dummy().await.map(|_| ())
+    }
+
+    async fn dummy(&self) -> Result<String, HashError> {
+        self.dummy_hash
             .get_or_try_init(|| async {
                 let filler = PasswordPlain("dummy password for timing equalisation".into());
                 self.hash(&filler).await
             })
-            .await?
-            .clone();
+            .await
+            .cloned()
+    }
+
+    /// Spends the same effort as a real verification, for logins with an unknown email, so that
+    /// response time does not reveal whether an account exists.
+    pub async fn verify_dummy(&self, password: &PasswordPlain) -> Result<(), HashError> {
+        let dummy = self.dummy().await?;
         self.verify(password, &dummy).await.map(|_| ())
     }
 
@@ -106,8 +115,16 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self.permits.acquire().await.map_err(HashError::new)?;
-        tokio::task::spawn_blocking(work).await.map_err(HashError::new)?
+        // The permit moves into the blocking task: if the caller gives up (timeout, client gone),
+        // the hash still runs to completion and keeps its slot until then.
+        let permit = Arc::clone(&self.permits).acquire_owned().await.map_err(HashError::new)?;
+        tokio::task::spawn_blocking(move || {
+            let result = work();
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(HashError::new)?
     }
 }
 

@@ -42,6 +42,8 @@ pub struct SignedIn {
     pub user: User,
     pub session_token: SecretToken,
     pub expires_at: OffsetDateTime,
+    /// How long the session lives from now (for the cookie's `Max-Age`).
+    pub lifetime: Duration,
 }
 
 /// A freshly created API token with its secret, which is never retrievable again.
@@ -136,7 +138,7 @@ impl AccountService {
             expires_at,
         };
         self.store.insert_session(&session).await?;
-        Ok(SignedIn { user, session_token, expires_at })
+        Ok(SignedIn { user, session_token, expires_at, lifetime: self.settings.session_absolute_ttl })
     }
 
     /// The caller behind a session secret, or `None` when it is unknown, expired or its user disabled.
@@ -274,6 +276,11 @@ impl AccountService {
     }
 
     /// Deletes sessions past their absolute or idle expiry; returns how many went.
+    /// Prepares the password hasher (see [`PasswordHasher::warm_up`]).
+    pub async fn warm_up(&self) -> Result<(), Error> {
+        Ok(self.hasher.warm_up().await?)
+    }
+
     pub async fn purge_expired_sessions(&self) -> Result<u64, Error> {
         let now = self.clock.now();
         Ok(self.store.delete_expired_sessions(now, now - self.settings.session_idle_ttl).await?)

@@ -70,10 +70,29 @@ pub struct UserChanges {
     pub password_hash: Option<String>,
 }
 
+/// Sort keys of the user list; the adapters map each to a fixed column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UserSort {
+    #[default]
+    CreatedAt,
+    Email,
+}
+
+impl UserSort {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw {
+            "createdAt" => Ok(Self::CreatedAt),
+            "email" => Ok(Self::Email),
+            _ => Err("must be one of createdAt, email".into()),
+        }
+    }
+}
+
 /// Filters for the admin's user list.
 #[derive(Debug, Clone, Default)]
 pub struct UserQuery {
     pub page: PageRequest,
+    pub sort_by: UserSort,
     pub role: Option<Role>,
     /// Case-insensitive substring of the email address.
     pub email_contains: Option<String>,

@@ -319,12 +319,22 @@ async fn admin_lists_users(app: &TestApp) {
     let by_email: Value =
         admin.get(app.url("/api/v1/users?email=customer1")).send().await.unwrap().json().await.unwrap();
     assert_eq!(by_email["total"], 1);
+    let by_email: Value = admin
+        .get(app.url("/api/v1/users?sortBy=email&sortOrder=asc&limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_email["data"][0]["email"], "clerk@shop.example");
     let empty: Value = admin.get(app.url("/api/v1/users?page=9")).send().await.unwrap().json().await.unwrap();
     assert_eq!(empty["data"], json!([]));
 
-    let invalid = admin.get(app.url("/api/v1/users?limit=500&role=king&sortOrder=up")).send().await.unwrap();
+    let invalid =
+        admin.get(app.url("/api/v1/users?limit=500&role=king&sortOrder=up&sortBy=password")).send().await.unwrap();
     let body = problem(invalid, StatusCode::BAD_REQUEST).await;
-    assert_eq!(error_fields(&body), ["limit", "sortOrder", "role"]);
+    assert_eq!(error_fields(&body), ["limit", "sortBy", "sortOrder", "role"]);
     let unknown_parameter = admin.get(app.url("/api/v1/users?password=x")).send().await.unwrap();
     problem(unknown_parameter, StatusCode::BAD_REQUEST).await;
 

@@ -251,6 +251,9 @@ async fn archived_products_leave_the_storefront(app: &TestApp) {
     let all: Value = staff.get(app.url("/api/v1/products?status=all")).send().await.unwrap().json().await.unwrap();
     assert_eq!(all["total"], 2);
     let peek = app.http.get(app.url("/api/v1/products?status=archived")).send().await.unwrap();
+    problem(peek, StatusCode::UNAUTHORIZED).await;
+    let customer = app.signed_in("ada@example.com", Role::Customer).await;
+    let peek = customer.get(app.url("/api/v1/products?status=all")).send().await.unwrap();
     problem(peek, StatusCode::FORBIDDEN).await;
 
     let restored =
@@ -311,6 +314,14 @@ async fn if_match_guards_product_updates(app: &TestApp) {
     problem(lost_update, StatusCode::PRECONDITION_FAILED).await;
     let current: Value = app.http.get(app.url("/api/v1/products/dune")).send().await.unwrap().json().await.unwrap();
     assert_eq!(current["stock"], 4);
+    let weak = staff
+        .patch(app.url("/api/v1/products/dune"))
+        .header("if-match", format!("W/{new_etag}"))
+        .json(&json!({ "stock": 6 }))
+        .send()
+        .await
+        .unwrap();
+    problem(weak, StatusCode::PRECONDITION_FAILED).await;
     let with_new = staff
         .patch(app.url("/api/v1/products/dune"))
         .header("if-match", &new_etag)
