@@ -83,7 +83,7 @@ create table products (
     constraint products_category_id_fkey foreign key (category_id) references categories (id) on delete restrict
 );
 create index products_category_id_idx on products (category_id);
-create index products_status_created_at_idx on products (status, created_at);
+create index products_status_created_at_idx on products (status, created_at, id);
 create index products_status_price_idx on products (status, price_minor);
 
 create trigger users_updated_at before update on users for each row execute function set_updated_at();

@@ -70,7 +70,7 @@ create table products (
 ) strict;
 create unique index products_slug_key on products (slug);
 create index products_category_id_idx on products (category_id);
-create index products_status_created_at_idx on products (status, created_at);
+create index products_status_created_at_idx on products (status, created_at, id);
 create index products_status_price_idx on products (status, price_minor);
 
 -- Keep updated_at true even for writes that forget it: when an update leaves updated_at
