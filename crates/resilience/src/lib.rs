@@ -1,0 +1,15 @@
+//! Stability patterns from *Release It!*, knowing nothing about the shop: each is a plain type
+//! usable directly, plus a tower layer. Time comes from an injected [`Clock`], so every state
+//! change is testable without sleeping.
+
+#![forbid(unsafe_code)]
+
+pub mod bulkhead;
+pub mod circuit_breaker;
+pub mod clock;
+
+pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadFull};
+pub use circuit_breaker::{
+    BreakerState, CallOutcome, CircuitBreaker, CircuitBreakerConfig, OpenWait, Rejected, SlidingWindow,
+};
+pub use clock::{Clock, ManualClock, MonotonicClock};
