@@ -7,9 +7,11 @@
 pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod clock;
+pub mod retry;
 
 pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadFull};
 pub use circuit_breaker::{
     BreakerState, CallOutcome, CircuitBreaker, CircuitBreakerConfig, OpenWait, Rejected, SlidingWindow,
 };
 pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use retry::{Idempotency, Retry, RetryConfig, Verdict};
