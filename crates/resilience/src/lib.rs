@@ -7,6 +7,7 @@
 pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod clock;
+pub mod rate_limit;
 pub mod retry;
 
 pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadFull};
@@ -14,4 +15,5 @@ pub use circuit_breaker::{
     BreakerState, CallOutcome, CircuitBreaker, CircuitBreakerConfig, OpenWait, Rejected, SlidingWindow,
 };
 pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use rate_limit::{Decision, KeyedLimiter, Quota, SlidingWindowCounter};
 pub use retry::{Idempotency, Retry, RetryConfig, Verdict};
