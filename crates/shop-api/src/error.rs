@@ -106,6 +106,9 @@ pub enum ApiError {
     /// 415: the body is not `application/json`.
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    /// 429: a rate limit was reached; `Retry-After`, `RateLimit-Policy` and `RateLimit` say more.
+    #[error("rate limited: {detail}")]
+    RateLimited { detail: &'static str, retry_after: std::time::Duration, limit: u32, policy: String },
     /// 503: a dependency is down or the server is overloaded; try again after `retry_after_seconds`.
     #[error("unavailable: {detail}")]
     Unavailable { detail: &'static str, retry_after_seconds: u32 },
@@ -158,6 +161,7 @@ impl IntoResponse for ApiError {
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "the request body must be application/json".to_owned())
             }
+            Self::RateLimited { detail, .. } => (StatusCode::TOO_MANY_REQUESTS, (*detail).to_owned()),
             Self::Unavailable { detail, .. } => (StatusCode::SERVICE_UNAVAILABLE, (*detail).to_owned()),
             Self::Internal(source) => {
                 tracing::error!(error = %error_chain(source.as_ref()), "request failed with an internal error");
@@ -179,6 +183,19 @@ impl IntoResponse for ApiError {
         match &self {
             Self::Unavailable { retry_after_seconds, .. } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+            }
+            Self::RateLimited { retry_after, limit, policy, .. } => {
+                // Whole seconds, rounded up: a client that waits this long will be admitted.
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let seconds = seconds.max(1);
+                let headers = response.headers_mut();
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                if let Ok(value) = HeaderValue::from_str(policy) {
+                    headers.insert("ratelimit-policy", value);
+                }
+                if let Ok(value) = HeaderValue::from_str(&format!("limit={limit}, remaining=0, reset={seconds}")) {
+                    headers.insert("ratelimit", value);
+                }
             }
             Self::Unauthenticated(_) => {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -209,6 +226,9 @@ pub(crate) enum CommonErrors {
     /// Invalid input: every invalid field is listed in `errors`.
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(Problem),
+    /// A rate limit was reached; see `Retry-After`, `RateLimit-Policy` and `RateLimit`.
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
     /// Too many requests in flight, a request that ran past its deadline, or a dependency down.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),

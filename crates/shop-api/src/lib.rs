@@ -11,12 +11,14 @@ mod auth;
 pub mod error;
 mod extract;
 mod middleware;
+pub mod rate_limits;
 mod routes;
 mod state;
 mod wire;
 
 pub use admin::{AdminSettings, MetricsRenderer, admin_router};
 pub use middleware::observe::RequestContext;
+pub use rate_limits::{RateLimitSettings, RateLimiters};
 pub use state::{AppState, HttpSettings, Readiness};
 
 use axum::Router;

@@ -65,6 +65,7 @@ pub struct AppState {
 }
 
 pub(crate) struct Inner {
+    pub rate_limits: Arc<crate::rate_limits::RateLimiters>,
     pub accounts: AccountService,
     pub catalog: CatalogService,
     pub store: Arc<dyn Store>,
@@ -79,8 +80,9 @@ impl AppState {
         store: Arc<dyn Store>,
         readiness: Arc<Readiness>,
         settings: HttpSettings,
+        rate_limits: Arc<crate::rate_limits::RateLimiters>,
     ) -> Self {
-        Self { inner: Arc::new(Inner { accounts, catalog, store, readiness, settings }) }
+        Self { inner: Arc::new(Inner { rate_limits, accounts, catalog, store, readiness, settings }) }
     }
 
     pub(crate) fn accounts(&self) -> &AccountService {

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rand::Rng as _;
+use resilience::Quota;
 use shop::accounts::{AccountService, AccountSettings, PasswordHasher};
 use shop::catalog::CatalogService;
 use shop::{Clock, Store, SystemClock};
-use shop_api::{AdminSettings, AppState, HttpSettings, MetricsRenderer, Readiness};
+use shop_api::{AdminSettings, AppState, HttpSettings, MetricsRenderer, RateLimitSettings, RateLimiters, Readiness};
 use store_postgres::{PostgresSettings, PostgresStore};
 use store_sqlite::{SqliteSettings, SqliteStore};
 use tokio::net::TcpListener;
@@ -30,6 +31,7 @@ pub struct Application {
     public_router: axum::Router,
     state: AppState,
     accounts: AccountService,
+    rate_limits: Arc<RateLimiters>,
     store: Arc<dyn Store>,
     readiness: Arc<Readiness>,
     started: Instant,
@@ -87,6 +89,11 @@ pub fn account_service(config: &Config, store: Arc<dyn Store>, clock: Arc<dyn Cl
 impl Application {
     /// Connects to the database (migrating when configured) and binds both listeners.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(resilience::MonotonicClock)).await
+    }
+
+    /// [`Application::build`] with the clock the rate limiters read (tests pass a manual one).
+    pub async fn build_with_clock(config: Config, limiter_clock: Arc<dyn resilience::Clock>) -> anyhow::Result<Self> {
         let started = Instant::now();
         let store = open_store(&config, config.migrate_on_start()).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -103,7 +110,18 @@ impl Application {
             https: http.https,
             catalog_max_age: Duration::from_secs(http.catalog_max_age_secs),
         };
-        let state = AppState::new(accounts.clone(), catalog, Arc::clone(&store), Arc::clone(&readiness), settings);
+        let rate_limits = Arc::new(RateLimiters::new(rate_limit_settings(&config)?, limiter_clock));
+        if !config.rate_limits.enabled {
+            tracing::warn!("rate limits are OFF (rate_limits.enabled = false): only for load tests");
+        }
+        let state = AppState::new(
+            accounts.clone(),
+            catalog,
+            Arc::clone(&store),
+            Arc::clone(&readiness),
+            settings,
+            Arc::clone(&rate_limits),
+        );
         let public_router = shop_api::public_router(state.clone()).map_err(|problem| anyhow::anyhow!(problem))?;
         let public = TcpListener::bind(config.listen())
             .await
@@ -111,7 +129,7 @@ impl Application {
         let admin = TcpListener::bind(config.admin_listen())
             .await
             .with_context(|| format!("failed to listen on {} (admin)", config.admin_listen()))?;
-        Ok(Self { config, public, admin, public_router, state, accounts, store, readiness, started })
+        Ok(Self { config, public, admin, public_router, state, accounts, rate_limits, store, readiness, started })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -134,7 +152,8 @@ impl Application {
     /// accepting → in-flight requests finish (up to the shutdown timeout) → background tasks
     /// stop → database pool closed.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { config, public, admin, public_router, state, accounts, store, readiness, started } = self;
+        let Self { config, public, admin, public_router, state, accounts, rate_limits, store, readiness, started } =
+            self;
         let public_address = public.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let admin_address = admin.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let background = CancellationToken::new();
@@ -153,6 +172,11 @@ impl Application {
             background.clone(),
         ));
 
+        tasks.spawn(purge_rate_limits(
+            rate_limits,
+            Duration::from_secs(config.rate_limits.purge_interval_secs),
+            background.clone(),
+        ));
         // Done off the request path, so the first login with an unknown email is not slower.
         let warm_accounts = accounts.clone();
         tasks.spawn(async move {
@@ -222,6 +246,41 @@ impl Application {
         }
         tracing::info!("database closed; shutdown complete");
         Ok(())
+    }
+}
+
+/// The configured limits for `shop-api`.
+fn rate_limit_settings(config: &Config) -> anyhow::Result<RateLimitSettings> {
+    let limits = &config.rate_limits;
+    let quota = |quota: crate::config::QuotaConfig| Quota::new(quota.count, Duration::from_secs(quota.period_secs));
+    Ok(RateLimitSettings {
+        enabled: limits.enabled,
+        trusted_proxies: limits.trusted_proxy_nets().map_err(|problem| anyhow::anyhow!(problem))?,
+        per_ip: quota(limits.per_ip),
+        anonymous: quota(limits.anonymous),
+        customer: quota(limits.customer),
+        staff: quota(limits.staff),
+        api_token: quota(limits.api_token),
+        login_per_ip: quota(limits.login_per_ip),
+        signup_per_ip: quota(limits.signup_per_ip),
+        lockout_failures: limits.lockout_failures,
+        lockout_window: Duration::from_secs(limits.lockout_window_secs),
+        lockout_duration: Duration::from_secs(limits.lockout_secs),
+        failed_login_alert_per_minute: limits.failed_login_alert_per_minute,
+    })
+}
+
+/// Forgets idle limiter keys periodically, so memory follows the active clients (steady state).
+async fn purge_rate_limits(limits: Arc<RateLimiters>, every: Duration, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                let keys = limits.purge_idle();
+                metrics::gauge!("rate_limiter_keys").set(keys as f64);
+            }
+            () = stop.cancelled() => return,
+        }
     }
 }
 

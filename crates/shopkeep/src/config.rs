@@ -20,6 +20,7 @@ pub struct Config {
     pub accounts: AccountsConfig,
     pub log: LogConfig,
     pub admin: AdminConfig,
+    pub rate_limits: RateLimitsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +95,121 @@ pub struct LogConfig {
     pub level: String,
     /// `json` (one object per line) or `human`.
     pub format: String,
+}
+
+/// `count` requests per `period_secs`, with bursts up to `count`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub count: u32,
+    pub period_secs: u64,
+}
+
+impl QuotaConfig {
+    const fn new(count: u32, period_secs: u64) -> Self {
+        Self { count, period_secs }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Off only for load tests (`SHOPKEEP_RATE_LIMITS__ENABLED=false`); a warning is logged.
+    pub enabled: bool,
+    /// Addresses or CIDR ranges of proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// Every request from one client address.
+    pub per_ip: QuotaConfig,
+    /// Requests without a signed-in user, per client address.
+    pub anonymous: QuotaConfig,
+    /// Requests per signed-in customer.
+    pub customer: QuotaConfig,
+    /// Requests per signed-in staff member or admin.
+    pub staff: QuotaConfig,
+    /// Requests per API token.
+    pub api_token: QuotaConfig,
+    /// Login attempts per client address.
+    pub login_per_ip: QuotaConfig,
+    /// Sign-ups per client address.
+    pub signup_per_ip: QuotaConfig,
+    /// Failed logins within `lockout_window_secs` that lock the account.
+    pub lockout_failures: u32,
+    pub lockout_window_secs: u64,
+    /// How long a locked account refuses logins.
+    pub lockout_secs: u64,
+    /// Failed logins per minute (all accounts) that raise `accounts_failed_login_alert`.
+    pub failed_login_alert_per_minute: u32,
+    /// How often idle limiter keys are forgotten.
+    pub purge_interval_secs: u64,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            trusted_proxies: Vec::new(),
+            per_ip: QuotaConfig::new(600, 60),
+            anonymous: QuotaConfig::new(300, 60),
+            customer: QuotaConfig::new(600, 60),
+            staff: QuotaConfig::new(1_200, 60),
+            api_token: QuotaConfig::new(1_200, 60),
+            login_per_ip: QuotaConfig::new(10, 60),
+            signup_per_ip: QuotaConfig::new(20, 3_600),
+            lockout_failures: 5,
+            lockout_window_secs: 900,
+            lockout_secs: 900,
+            failed_login_alert_per_minute: 100,
+            purge_interval_secs: 60,
+        }
+    }
+}
+
+impl RateLimitsConfig {
+    /// The trusted proxy ranges (plain addresses become single-address ranges).
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|raw| {
+                raw.parse::<ipnet::IpNet>()
+                    .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{raw:?} is not an address or CIDR range"))
+            })
+            .collect()
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        if let Err(problem) = self.trusted_proxy_nets() {
+            problems.push(format!("rate_limits.trusted_proxies: {problem}"));
+        }
+        for (name, quota) in [
+            ("per_ip", self.per_ip),
+            ("anonymous", self.anonymous),
+            ("customer", self.customer),
+            ("staff", self.staff),
+            ("api_token", self.api_token),
+            ("login_per_ip", self.login_per_ip),
+            ("signup_per_ip", self.signup_per_ip),
+        ] {
+            if !(1..=10_000_000).contains(&quota.count) || !(1..=86_400).contains(&quota.period_secs) {
+                problems.push(format!("rate_limits.{name}: count must be 1-10000000 and period_secs 1-86400"));
+            }
+        }
+        for (name, value, range) in [
+            ("rate_limits.lockout_failures", u64::from(self.lockout_failures), 1..=1_000),
+            ("rate_limits.lockout_window_secs", self.lockout_window_secs, 1..=86_400),
+            ("rate_limits.lockout_secs", self.lockout_secs, 1..=86_400),
+            (
+                "rate_limits.failed_login_alert_per_minute",
+                u64::from(self.failed_login_alert_per_minute),
+                1..=10_000_000,
+            ),
+            ("rate_limits.purge_interval_secs", self.purge_interval_secs, 1..=86_400),
+        ] {
+            if !range.contains(&value) {
+                problems.push(format!("{name}: must be between {} and {}", range.start(), range.end()));
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -348,6 +464,7 @@ impl Config {
         if self.accounts.session_idle_ttl_hours > self.accounts.session_absolute_ttl_hours {
             problems.push("accounts.session_idle_ttl_hours: must not exceed session_absolute_ttl_hours".into());
         }
+        self.rate_limits.validate(problems);
         if !matches!(self.log.format.as_str(), "json" | "human") {
             problems.push(format!("log.format: {:?} must be json or human", self.log.format));
         }

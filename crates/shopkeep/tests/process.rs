@@ -42,7 +42,15 @@ struct Server {
 
 impl Server {
     async fn start(database_url: &str) -> Self {
-        let mut child = shopkeep()
+        Self::start_with(database_url, &[]).await
+    }
+
+    async fn start_with(database_url: &str, env: &[(&str, &str)]) -> Self {
+        let mut command = shopkeep();
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .env("DATABASE_URL", database_url)
             .env("SHOPKEEP_LOG__FORMAT", "json")
@@ -186,6 +194,17 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero_and_logs_keep_secrets(
     let me_line = access.iter().find(|entry| entry["route"] == "/api/v1/users/me").unwrap();
     assert_eq!(me_line["userId"], user["id"]);
     assert!(all.contains("shutdown complete"));
+}
+
+#[tokio::test]
+async fn switching_rate_limits_off_is_loud() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&sqlite_url(directory.path()), &[("SHOPKEEP_RATE_LIMITS__ENABLED", "false")]).await;
+    server.signal("TERM");
+    let (code, lines) = server.wait().await;
+    assert_eq!(code, 0);
+    let warning = lines.iter().find(|line| line.contains("rate limits are OFF")).expect("a startup warning");
+    assert!(warning.contains("WARN"), "{warning}");
 }
 
 #[tokio::test]

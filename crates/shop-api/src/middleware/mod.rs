@@ -21,8 +21,8 @@ use crate::state::AppState;
 
 /// Wraps the routes: outermost first, each request passes
 /// observe (request id, span, access log, metrics) → problem rendering → catch panic →
-/// security headers → CORS → gzip → body limit → timeout → load shed → authentication →
-/// routing → authorization → handler.
+/// security headers → CORS → gzip → body limit → timeout → load shed → per-IP rate limit →
+/// authentication → per-principal rate limit → routing → authorization → handler.
 ///
 /// Fails when a route's access declaration is malformed: better not to start than to guess.
 pub fn stack(routes: Router, document: &serde_json::Value, state: AppState) -> Result<Router, String> {
@@ -31,7 +31,9 @@ pub fn stack(routes: Router, document: &serde_json::Value, state: AppState) -> R
     let routes = routes
         .route_layer(axum::middleware::from_fn_with_state(policies, auth::authorize))
         .route_layer(axum::middleware::from_fn(observe::record_route))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::rate_limits::limit_by_principal))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::rate_limits::limit_by_ip))
         // The body limit is `RequestBodyLimitLayer`'s alone (it also limits chunked bodies).
         .layer(DefaultBodyLimit::disable());
     let shed = load_shed::LoadShed::new(settings.max_in_flight);

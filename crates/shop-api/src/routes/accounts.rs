@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::auth::{Authenticated, PresentedSession, SECURE_SESSION_COOKIE, SESSION_COOKIE};
 use crate::error::{ApiError, CommonErrors, Problem};
 use crate::extract::{Json, Query};
+use crate::rate_limits::ClientIp;
 use crate::routes::caching::private_json;
 use crate::routes::with_location;
 use crate::state::AppState;
@@ -31,7 +32,12 @@ use crate::wire::{
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         CommonErrors
     ))]
-pub async fn sign_up(State(state): State<AppState>, Json(body): Json<SignUpRequest>) -> Result<Response, ApiError> {
+pub async fn sign_up(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<ClientIp>>,
+    Json(body): Json<SignUpRequest>,
+) -> Result<Response, ApiError> {
+    state.inner.rate_limits.before_signup(client_ip(client))?;
     let mut errors = ValidationErrors::new();
     let email = errors.check("email", Email::parse(body.email.as_deref().unwrap_or_default()));
     let password = errors.check("password", PasswordPlain::parse_new(body.password.as_deref().unwrap_or_default()));
@@ -56,6 +62,7 @@ pub async fn sign_up(State(state): State<AppState>, Json(body): Json<SignUpReque
 pub async fn log_in(
     State(state): State<AppState>,
     previous: Option<axum::Extension<PresentedSession>>,
+    client: Option<axum::Extension<ClientIp>>,
     Json(body): Json<LogInRequest>,
 ) -> Result<Response, ApiError> {
     let mut errors = ValidationErrors::new();
@@ -66,15 +73,14 @@ pub async fn log_in(
         errors.add("password", "is required");
     }
     errors.into_result()?;
+    let email = body.email.as_deref().unwrap_or_default();
+    let limits = &state.inner.rate_limits;
+    limits.before_login(client_ip(client), email)?;
     let previous = previous.map(|axum::Extension(PresentedSession(token))| token);
-    let result = state
-        .accounts()
-        .log_in(
-            body.email.as_deref().unwrap_or_default(),
-            body.password.as_deref().unwrap_or_default(),
-            previous.as_ref(),
-        )
-        .await;
+    let result = state.accounts().log_in(email, body.password.as_deref().unwrap_or_default(), previous.as_ref()).await;
+    if !matches!(result, Err(shop::Error::Internal(_))) {
+        limits.after_login(email, result.is_ok());
+    }
     let outcome = if result.is_ok() { "ok" } else { "failed" };
     metrics::counter!("accounts_logins_total", "outcome" => outcome).increment(1);
     let signed_in = result?;
@@ -343,6 +349,10 @@ fn session_cookie(state: &AppState, value: &str, max_age_seconds: i64) -> String
     let name = if https { SECURE_SESSION_COOKIE } else { SESSION_COOKIE };
     let secure = if https { "; Secure" } else { "" };
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}{secure}")
+}
+
+fn client_ip(client: Option<axum::Extension<ClientIp>>) -> std::net::IpAddr {
+    client.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |axum::Extension(ClientIp(ip))| ip)
 }
 
 /// Parses the `page` and `limit` query parameters, recording problems under their names.

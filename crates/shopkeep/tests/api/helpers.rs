@@ -72,6 +72,8 @@ pub struct TestApp {
     pub backend: Backend,
     /// A client without cookies; use [`TestApp::client`] for a signed-in one.
     pub http: Client,
+    /// The clock the rate limiters read; it moves only when a test advances it.
+    pub limiter_clock: Arc<resilience::ManualClock>,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
     _database: DatabaseGuard,
@@ -124,13 +126,15 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Config
     let mut config = test_config(&url);
     customise(&mut config);
     shopkeep::telemetry::init_logging(&config.log);
-    let application = Application::build(config.clone()).await.expect("the application starts");
+    let limiter_clock = Arc::new(resilience::ManualClock::default());
+    let application =
+        Application::build_with_clock(config.clone(), limiter_clock.clone()).await.expect("the application starts");
     let address = application.address();
     let admin_address = application.admin_address();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(application.run_until_stopped(shutdown.clone()));
     let http = Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    TestApp { address, admin_address, config, backend, http, shutdown, server, _database: guard }
+    TestApp { address, admin_address, config, backend, http, limiter_clock, shutdown, server, _database: guard }
 }
 
 impl TestApp {

@@ -7,4 +7,5 @@ mod helpers;
 mod accounts;
 mod catalog;
 mod health;
+mod limits;
 mod stack;

@@ -1,0 +1,355 @@
+//! Rate limits on every interface (seed 001 "Rate Limiting", seed 004 §3): per client IP on
+//! every public route, per principal (user or API token, by tier) after authentication, and
+//! layered login protection: per IP, per account (failures lock it for a while), and a global
+//! failed-login rate exported for alerting. Sign-up is limited per IP.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use ipnet::IpNet;
+use resilience::{Clock, Decision, KeyedLimiter, Quota, SlidingWindowCounter};
+use shop::accounts::{AuthMethod, Caller, Role};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Limits as configured.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Off only for load tests; a warning is logged at startup.
+    pub enabled: bool,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers, the gateway).
+    pub trusted_proxies: Vec<IpNet>,
+    pub per_ip: Quota,
+    pub anonymous: Quota,
+    pub customer: Quota,
+    pub staff: Quota,
+    pub api_token: Quota,
+    pub login_per_ip: Quota,
+    pub signup_per_ip: Quota,
+    /// Failed logins for one account within `lockout_window` that lock it.
+    pub lockout_failures: u32,
+    pub lockout_window: Duration,
+    /// How long a locked account refuses logins, even with the right password.
+    pub lockout_duration: Duration,
+    /// Failed logins per minute, all accounts together, above which the alert gauge is raised.
+    pub failed_login_alert_per_minute: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        let minute = Duration::from_secs(60);
+        Self {
+            enabled: true,
+            trusted_proxies: Vec::new(),
+            per_ip: Quota::new(600, minute),
+            anonymous: Quota::new(300, minute),
+            customer: Quota::new(600, minute),
+            staff: Quota::new(1_200, minute),
+            api_token: Quota::new(1_200, minute),
+            login_per_ip: Quota::new(10, minute),
+            signup_per_ip: Quota::new(20, Duration::from_secs(3_600)),
+            lockout_failures: 5,
+            lockout_window: Duration::from_secs(900),
+            lockout_duration: Duration::from_secs(900),
+            failed_login_alert_per_minute: 100,
+        }
+    }
+}
+
+/// Who a principal limit applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Principal {
+    User(Uuid),
+    Token(Uuid),
+}
+
+/// The limiters of one instance.
+pub struct RateLimiters {
+    settings: RateLimitSettings,
+    clock: Arc<dyn Clock>,
+    per_ip: KeyedLimiter<IpAddr>,
+    anonymous: KeyedLimiter<IpAddr>,
+    customer: KeyedLimiter<Principal>,
+    staff: KeyedLimiter<Principal>,
+    api_token: KeyedLimiter<Principal>,
+    login_per_ip: KeyedLimiter<IpAddr>,
+    signup_per_ip: KeyedLimiter<IpAddr>,
+    login_failures: SlidingWindowCounter<String>,
+    /// Accounts locked until the given instant, keyed by normalised email.
+    locked: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    failed_logins: SlidingWindowCounter<()>,
+}
+
+impl RateLimiters {
+    pub fn new(settings: RateLimitSettings, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            per_ip: KeyedLimiter::new(settings.per_ip, Arc::clone(&clock)),
+            anonymous: KeyedLimiter::new(settings.anonymous, Arc::clone(&clock)),
+            customer: KeyedLimiter::new(settings.customer, Arc::clone(&clock)),
+            staff: KeyedLimiter::new(settings.staff, Arc::clone(&clock)),
+            api_token: KeyedLimiter::new(settings.api_token, Arc::clone(&clock)),
+            login_per_ip: KeyedLimiter::new(settings.login_per_ip, Arc::clone(&clock)),
+            signup_per_ip: KeyedLimiter::new(settings.signup_per_ip, Arc::clone(&clock)),
+            login_failures: SlidingWindowCounter::new(
+                settings.lockout_failures,
+                settings.lockout_window,
+                Arc::clone(&clock),
+            ),
+            locked: std::sync::Mutex::default(),
+            failed_logins: SlidingWindowCounter::new(
+                settings.failed_login_alert_per_minute,
+                Duration::from_secs(60),
+                Arc::clone(&clock),
+            ),
+            clock,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &RateLimitSettings {
+        &self.settings
+    }
+
+    /// Forgets idle keys everywhere (steady state); returns the keys still tracked.
+    pub fn purge_idle(&self) -> usize {
+        let now = self.clock.now();
+        let mut locked = self.locked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        locked.retain(|_, until| *until > now);
+        locked.shrink_to_fit();
+        locked.len()
+            + self.per_ip.purge_idle()
+            + self.anonymous.purge_idle()
+            + self.customer.purge_idle()
+            + self.staff.purge_idle()
+            + self.api_token.purge_idle()
+            + self.login_per_ip.purge_idle()
+            + self.signup_per_ip.purge_idle()
+            + self.login_failures.purge_idle()
+            + self.failed_logins.purge_idle()
+    }
+
+    fn verdict(&self, scope: &'static str, limiter_quota: Quota, decision: Decision) -> Result<(), ApiError> {
+        match decision {
+            Decision::Allowed { .. } => Ok(()),
+            Decision::Limited { retry_after, limit } => {
+                metrics::counter!("http_requests_rate_limited_total", "scope" => scope).increment(1);
+                Err(ApiError::RateLimited {
+                    detail: "too many requests; slow down",
+                    retry_after,
+                    limit,
+                    policy: limiter_quota.policy_header(),
+                })
+            }
+        }
+    }
+
+    fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.verdict("ip", self.settings.per_ip, self.per_ip.check(&ip))
+    }
+
+    /// The principal limit by tier; anonymous requests are counted per IP.
+    fn check_principal(&self, caller: Option<&Caller>, ip: IpAddr) -> Result<(), ApiError> {
+        match caller {
+            None => self.verdict("anonymous", self.settings.anonymous, self.anonymous.check(&ip)),
+            Some(caller) => match caller.method {
+                AuthMethod::ApiToken { token_id } => self.verdict(
+                    "api_token",
+                    self.settings.api_token,
+                    self.api_token.check(&Principal::Token(token_id)),
+                ),
+                AuthMethod::Session { .. } if caller.user.role.includes(Role::Staff) => {
+                    self.verdict("staff", self.settings.staff, self.staff.check(&Principal::User(caller.user.id)))
+                }
+                AuthMethod::Session { .. } => self.verdict(
+                    "customer",
+                    self.settings.customer,
+                    self.customer.check(&Principal::User(caller.user.id)),
+                ),
+            },
+        }
+    }
+
+    /// Before verifying a login: the per-IP login limit and the account lock.
+    pub fn before_login(&self, ip: IpAddr, email: &str) -> Result<(), ApiError> {
+        if !self.settings.enabled {
+            return Ok(());
+        }
+        self.verdict("login_ip", self.settings.login_per_ip, self.login_per_ip.check(&ip))?;
+        let key = account_key(email);
+        let now = self.clock.now();
+        let locked_until = self.locked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key).copied();
+        if let Some(until) = locked_until.filter(|until| *until > now) {
+            metrics::counter!("http_requests_rate_limited_total", "scope" => "account_lock").increment(1);
+            return Err(ApiError::RateLimited {
+                detail: "too many failed logins for this account; try again later",
+                retry_after: until.saturating_duration_since(now),
+                limit: self.settings.lockout_failures,
+                policy: Quota::new(self.settings.lockout_failures, self.settings.lockout_window).policy_header(),
+            });
+        }
+        Ok(())
+    }
+
+    /// After a login attempt: failures count towards the account lock and the global alert.
+    /// The account key is the email as typed (normalised), whether or not an account exists,
+    /// so a lock reveals nothing about which addresses are registered.
+    pub fn after_login(&self, email: &str, succeeded: bool) {
+        if !self.settings.enabled {
+            return;
+        }
+        let key = account_key(email);
+        if succeeded {
+            self.login_failures.clear(&key);
+            return;
+        }
+        self.login_failures.record(&key);
+        if self.login_failures.is_over(&key) {
+            let until = self.clock.now() + self.settings.lockout_duration;
+            self.locked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key.clone(), until);
+            self.login_failures.clear(&key);
+            metrics::counter!("accounts_lockouts_total").increment(1);
+            tracing::warn!(
+                lockoutSecs = self.settings.lockout_duration.as_secs(),
+                "account locked after repeated failed logins"
+            );
+        }
+        let global = self.failed_logins.record(&());
+        let alarming = global >= f64::from(self.settings.failed_login_alert_per_minute);
+        metrics::gauge!("accounts_failed_logins_per_minute").set(global);
+        metrics::gauge!("accounts_failed_login_alert").set(if alarming { 1.0 } else { 0.0 });
+        if alarming {
+            tracing::warn!(
+                failedLoginsPerMinute = global,
+                "failed logins across all accounts above the alert threshold"
+            );
+        }
+    }
+
+    /// Before creating an account: the per-IP sign-up limit.
+    pub fn before_signup(&self, ip: IpAddr) -> Result<(), ApiError> {
+        if !self.settings.enabled {
+            return Ok(());
+        }
+        self.verdict("signup_ip", self.settings.signup_per_ip, self.signup_per_ip.check(&ip))
+    }
+
+    /// The client's address: the peer, or — only when the peer is a trusted proxy — the
+    /// right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        for hop in forwarded.iter().rev() {
+            match hop.parse::<IpAddr>() {
+                Ok(ip) if self.is_trusted(ip) => continue,
+                Ok(ip) => return ip,
+                // A malformed hop cannot be trusted further back: stop at the last good address.
+                Err(_) => return peer,
+            }
+        }
+        peer
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.settings.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+}
+
+fn account_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// The client address of a request, as established by [`limit_by_ip`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+/// Per-IP limit on every route but health checks; records the client address for later layers.
+pub async fn limit_by_ip(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let limits = &state.inner.rate_limits;
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let ip = limits.client_ip(peer, request.headers());
+    request.extensions_mut().insert(ClientIp(ip));
+    let path = request.uri().path();
+    let exempt = path.starts_with("/health/") || path.starts_with("/api/v1/health/");
+    if limits.settings.enabled && !exempt {
+        limits.check_ip(ip)?;
+    }
+    Ok(next.run(request).await)
+}
+
+/// Per-principal limit, after authentication: users by role tier, API tokens by their tier,
+/// anonymous callers per IP.
+pub async fn limit_by_principal(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let limits = &state.inner.rate_limits;
+    let path = request.uri().path();
+    let exempt = path.starts_with("/health/") || path.starts_with("/api/v1/health/");
+    if limits.settings.enabled && !exempt {
+        let ip = request.extensions().get::<ClientIp>().map_or(IpAddr::from([127, 0, 0, 1]), |client| client.0);
+        let caller = request.extensions().get::<crate::auth::CurrentCaller>().and_then(|current| current.0.as_ref());
+        limits.check_principal(caller, ip)?;
+    }
+    Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn limiters(trusted: &[&str]) -> RateLimiters {
+        let settings = RateLimitSettings {
+            trusted_proxies: trusted.iter().map(|net| net.parse().unwrap_or_else(|e| panic!("{e}"))).collect(),
+            ..RateLimitSettings::default()
+        };
+        RateLimiters::new(settings, Arc::new(resilience::ManualClock::default()))
+    }
+
+    fn forwarded(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or_else(|e| panic!("{e}"));
+        let untrusting = limiters(&[]);
+        assert_eq!(untrusting.client_ip(ip("10.0.0.5"), &forwarded("203.0.113.9")), ip("10.0.0.5"));
+        let trusting = limiters(&["10.0.0.0/8"]);
+        assert_eq!(trusting.client_ip(ip("10.0.0.5"), &forwarded("203.0.113.9")), ip("203.0.113.9"));
+        assert_eq!(
+            trusting.client_ip(ip("10.0.0.5"), &forwarded("198.51.100.1, 203.0.113.9, 10.1.1.1")),
+            ip("203.0.113.9"),
+            "the right-most untrusted hop; the client cannot spoof past it"
+        );
+        assert_eq!(trusting.client_ip(ip("10.0.0.5"), &forwarded("not-an-ip")), ip("10.0.0.5"));
+        assert_eq!(trusting.client_ip(ip("192.0.2.1"), &forwarded("203.0.113.9")), ip("192.0.2.1"));
+    }
+}
