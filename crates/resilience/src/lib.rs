@@ -9,6 +9,7 @@ pub mod circuit_breaker;
 pub mod clock;
 pub mod rate_limit;
 pub mod retry;
+pub mod shared_limit;
 
 pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadFull};
 pub use circuit_breaker::{
@@ -17,3 +18,4 @@ pub use circuit_breaker::{
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use rate_limit::{Decision, KeyedLimiter, Quota, SlidingWindowCounter};
 pub use retry::{Idempotency, Retry, RetryConfig, Verdict};
+pub use shared_limit::{FailureMode, SharedLimitError, SharedLimiter};

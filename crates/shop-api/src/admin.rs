@@ -83,6 +83,17 @@ struct ReadyBody {
     version: &'static str,
     uptime_seconds: u64,
     database: DatabaseHealth,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_limits: Option<RateLimitHealth>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RateLimitHealth {
+    backend: &'static str,
+    status: String,
+    /// `open` (requests allowed while the store is down) or `closed` (refused).
+    on_failure: &'static str,
 }
 
 #[derive(Serialize)]
@@ -105,8 +116,18 @@ async fn ready(State(state): State<AdminState>) -> Response {
         DatabaseCheck::Unreachable(error) => (format!("unreachable: {error}"), None),
         DatabaseCheck::TimedOut => ("timed out".to_owned(), None),
     };
+    let shared = state.app.inner.rate_limits.shared_status().await;
+    let limits_block = shared.as_ref().is_some_and(|s| !s.healthy && s.on_failure == resilience::FailureMode::Closed);
+    let rate_limits = shared.map(|status| RateLimitHealth {
+        backend: status.backend,
+        status: status.error.map_or_else(|| "ok".to_owned(), |error| format!("unreachable: {error}")),
+        on_failure: match status.on_failure {
+            resilience::FailureMode::Open => "open",
+            resilience::FailureMode::Closed => "closed",
+        },
+    });
     let draining = state.app.inner.readiness.is_draining();
-    let healthy = latency_ms.is_some() && !draining;
+    let healthy = latency_ms.is_some() && !draining && !limits_block;
     let pool = store.pool_stats();
     let body = ReadyBody {
         status: if draining {
@@ -127,6 +148,7 @@ async fn ready(State(state): State<AdminState>) -> Response {
             pool_waiting: pool.waiting,
             pool_max: pool.max_size,
         },
+        rate_limits,
     };
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let mut response = (status, axum::Json(body)).into_response();

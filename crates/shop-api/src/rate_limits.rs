@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 use ipnet::IpNet;
-use resilience::{Clock, Decision, KeyedLimiter, Quota, SlidingWindowCounter};
+use resilience::{Clock, Decision, FailureMode, KeyedLimiter, Quota, SharedLimiter, SlidingWindowCounter};
 use shop::accounts::{AuthMethod, Caller, Role};
 use uuid::Uuid;
 
@@ -70,10 +70,40 @@ pub enum Principal {
     Token(Uuid),
 }
 
-/// The limiters of one instance.
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::User(id) => write!(f, "user:{id}"),
+            Self::Token(id) => write!(f, "token:{id}"),
+        }
+    }
+}
+
+/// The shared limiter store's health, for readiness.
+#[derive(Debug, Clone)]
+pub struct SharedStatus {
+    pub backend: &'static str,
+    pub healthy: bool,
+    pub error: Option<String>,
+    pub on_failure: FailureMode,
+}
+
+/// A limiter store shared by every instance, and what to do when it cannot answer.
+#[derive(Clone)]
+pub struct SharedLimits {
+    pub limiter: Arc<dyn SharedLimiter>,
+    pub on_failure: FailureMode,
+}
+
+/// The limiters of one instance. GCRA limits go to the shared store when there is one; the
+/// account lockout and the failed-login gauge are per instance.
 pub struct RateLimiters {
     settings: RateLimitSettings,
     clock: Arc<dyn Clock>,
+    shared: Option<SharedLimits>,
+    started: std::time::Instant,
+    /// When a shared-store failure was last logged (seconds since start), to log at most every 10 s.
+    last_failure_logged: std::sync::atomic::AtomicU64,
     per_ip: KeyedLimiter<IpAddr>,
     anonymous: KeyedLimiter<IpAddr>,
     customer: KeyedLimiter<Principal>,
@@ -88,8 +118,11 @@ pub struct RateLimiters {
 }
 
 impl RateLimiters {
-    pub fn new(settings: RateLimitSettings, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(settings: RateLimitSettings, clock: Arc<dyn Clock>, shared: Option<SharedLimits>) -> Self {
         Self {
+            started: clock.now(),
+            shared,
+            last_failure_logged: std::sync::atomic::AtomicU64::new(0),
             per_ip: KeyedLimiter::new(settings.per_ip, Arc::clone(&clock)),
             anonymous: KeyedLimiter::new(settings.anonymous, Arc::clone(&clock)),
             customer: KeyedLimiter::new(settings.customer, Arc::clone(&clock)),
@@ -150,38 +183,88 @@ impl RateLimiters {
         }
     }
 
-    fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
-        self.verdict("ip", self.settings.per_ip, self.per_ip.check(&ip))
+    /// One GCRA decision: in the shared store when configured (with its failure mode), else here.
+    async fn gcra<K: std::hash::Hash + Eq + Clone + std::fmt::Display>(
+        &self,
+        scope: &'static str,
+        quota: Quota,
+        local: &KeyedLimiter<K>,
+        key: &K,
+    ) -> Result<(), ApiError> {
+        let Some(shared) = &self.shared else {
+            return self.verdict(scope, quota, local.check(key));
+        };
+        match shared.limiter.check(scope, &key.to_string(), quota).await {
+            Ok(decision) => self.verdict(scope, quota, decision),
+            Err(error) => {
+                metrics::counter!("rate_limiter_backend_errors_total", "backend" => shared.limiter.backend())
+                    .increment(1);
+                self.log_failure(&error, shared.on_failure);
+                match shared.on_failure {
+                    FailureMode::Open => Ok(()),
+                    FailureMode::Closed => Err(ApiError::Unavailable {
+                        detail: "rate limiting is unavailable; try again shortly",
+                        retry_after_seconds: 5,
+                    }),
+                }
+            }
+        }
+    }
+
+    fn log_failure(&self, error: &resilience::SharedLimitError, mode: FailureMode) {
+        use std::sync::atomic::Ordering;
+        let now = self.clock.now().saturating_duration_since(self.started).as_secs() + 10;
+        let last = self.last_failure_logged.load(Ordering::Relaxed);
+        if now >= last + 10
+            && self.last_failure_logged.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            let failing =
+                if mode == FailureMode::Open { "open (requests allowed)" } else { "closed (requests refused)" };
+            tracing::warn!(%error, failing, "the shared rate limiter is unavailable");
+        }
+    }
+
+    /// The shared store's health for readiness: `None` without one.
+    pub async fn shared_status(&self) -> Option<SharedStatus> {
+        let shared = self.shared.as_ref()?;
+        let health = shared.limiter.ping().await;
+        Some(SharedStatus {
+            backend: shared.limiter.backend(),
+            healthy: health.is_ok(),
+            error: health.err().map(|error| error.to_string()),
+            on_failure: shared.on_failure,
+        })
+    }
+
+    async fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.gcra("ip", self.settings.per_ip, &self.per_ip, &ip).await
     }
 
     /// The principal limit by tier; anonymous requests are counted per IP.
-    fn check_principal(&self, caller: Option<&Caller>, ip: IpAddr) -> Result<(), ApiError> {
+    async fn check_principal(&self, caller: Option<&Caller>, ip: IpAddr) -> Result<(), ApiError> {
+        let settings = &self.settings;
         match caller {
-            None => self.verdict("anonymous", self.settings.anonymous, self.anonymous.check(&ip)),
+            None => self.gcra("anonymous", settings.anonymous, &self.anonymous, &ip).await,
             Some(caller) => match caller.method {
-                AuthMethod::ApiToken { token_id } => self.verdict(
-                    "api_token",
-                    self.settings.api_token,
-                    self.api_token.check(&Principal::Token(token_id)),
-                ),
-                AuthMethod::Session { .. } if caller.user.role.includes(Role::Staff) => {
-                    self.verdict("staff", self.settings.staff, self.staff.check(&Principal::User(caller.user.id)))
+                AuthMethod::ApiToken { token_id } => {
+                    self.gcra("api_token", settings.api_token, &self.api_token, &Principal::Token(token_id)).await
                 }
-                AuthMethod::Session { .. } => self.verdict(
-                    "customer",
-                    self.settings.customer,
-                    self.customer.check(&Principal::User(caller.user.id)),
-                ),
+                AuthMethod::Session { .. } if caller.user.role.includes(Role::Staff) => {
+                    self.gcra("staff", settings.staff, &self.staff, &Principal::User(caller.user.id)).await
+                }
+                AuthMethod::Session { .. } => {
+                    self.gcra("customer", settings.customer, &self.customer, &Principal::User(caller.user.id)).await
+                }
             },
         }
     }
 
     /// Before verifying a login: the per-IP login limit and the account lock.
-    pub fn before_login(&self, ip: IpAddr, email: &str) -> Result<(), ApiError> {
+    pub async fn before_login(&self, ip: IpAddr, email: &str) -> Result<(), ApiError> {
         if !self.settings.enabled {
             return Ok(());
         }
-        self.verdict("login_ip", self.settings.login_per_ip, self.login_per_ip.check(&ip))?;
+        self.gcra("login_ip", self.settings.login_per_ip, &self.login_per_ip, &ip).await?;
         let key = account_key(email);
         let now = self.clock.now();
         let locked_until = self.locked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key).copied();
@@ -233,11 +316,11 @@ impl RateLimiters {
     }
 
     /// Before creating an account: the per-IP sign-up limit.
-    pub fn before_signup(&self, ip: IpAddr) -> Result<(), ApiError> {
+    pub async fn before_signup(&self, ip: IpAddr) -> Result<(), ApiError> {
         if !self.settings.enabled {
             return Ok(());
         }
-        self.verdict("signup_ip", self.settings.signup_per_ip, self.signup_per_ip.check(&ip))
+        self.gcra("signup_ip", self.settings.signup_per_ip, &self.signup_per_ip, &ip).await
     }
 
     /// The client's address: the peer, or — only when the peer is a trusted proxy — the
@@ -294,7 +377,7 @@ pub async fn limit_by_ip(
     let path = request.uri().path();
     let exempt = path.starts_with("/health/") || path.starts_with("/api/v1/health/");
     if limits.settings.enabled && !exempt {
-        limits.check_ip(ip)?;
+        limits.check_ip(ip).await?;
     }
     Ok(next.run(request).await)
 }
@@ -312,7 +395,7 @@ pub async fn limit_by_principal(
     if limits.settings.enabled && !exempt {
         let ip = request.extensions().get::<ClientIp>().map_or(IpAddr::from([127, 0, 0, 1]), |client| client.0);
         let caller = request.extensions().get::<crate::auth::CurrentCaller>().and_then(|current| current.0.as_ref());
-        limits.check_principal(caller, ip)?;
+        limits.check_principal(caller, ip).await?;
     }
     Ok(next.run(request).await)
 }
@@ -328,7 +411,7 @@ mod tests {
             trusted_proxies: trusted.iter().map(|net| net.parse().unwrap_or_else(|e| panic!("{e}"))).collect(),
             ..RateLimitSettings::default()
         };
-        RateLimiters::new(settings, Arc::new(resilience::ManualClock::default()))
+        RateLimiters::new(settings, Arc::new(resilience::ManualClock::default()), None)
     }
 
     fn forwarded(value: &'static str) -> HeaderMap {

@@ -275,4 +275,8 @@ pub struct HealthBody {
     /// Per dependency: `ok` or what is wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// The shared rate-limit store, when one is configured: `ok`, or what is wrong and whether
+    /// requests are let through (failing open) or refused (failing closed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<String>,
 }

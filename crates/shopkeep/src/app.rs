@@ -11,7 +11,9 @@ use resilience::Quota;
 use shop::accounts::{AccountService, AccountSettings, PasswordHasher};
 use shop::catalog::CatalogService;
 use shop::{Clock, Store, SystemClock};
-use shop_api::{AdminSettings, AppState, HttpSettings, MetricsRenderer, RateLimitSettings, RateLimiters, Readiness};
+use shop_api::{
+    AdminSettings, AppState, HttpSettings, MetricsRenderer, RateLimitSettings, RateLimiters, Readiness, SharedLimits,
+};
 use store_postgres::{PostgresSettings, PostgresStore};
 use store_sqlite::{SqliteSettings, SqliteStore};
 use tokio::net::TcpListener;
@@ -110,7 +112,27 @@ impl Application {
             https: http.https,
             catalog_max_age: Duration::from_secs(http.catalog_max_age_secs),
         };
-        let rate_limits = Arc::new(RateLimiters::new(rate_limit_settings(&config)?, limiter_clock));
+        let shared_limits = match &config.redis.url {
+            None => None,
+            Some(url) => {
+                let limiter = store_redis::RedisRateLimiter::new(&store_redis::RedisSettings {
+                    url: url.expose().to_owned(),
+                    timeout: Duration::from_millis(config.redis.timeout_ms),
+                    key_prefix: config.redis.key_prefix.clone(),
+                })
+                .map_err(|error| anyhow::anyhow!("redis.url: {error}"))?;
+                let on_failure = if config.rate_limits.on_redis_failure == "closed" {
+                    resilience::FailureMode::Closed
+                } else {
+                    resilience::FailureMode::Open
+                };
+                if let Err(error) = resilience::SharedLimiter::ping(&limiter).await {
+                    tracing::warn!(%error, onFailure = %config.rate_limits.on_redis_failure, "Redis is unreachable at startup; rate limits fail {} until it answers", config.rate_limits.on_redis_failure);
+                }
+                Some(SharedLimits { limiter: Arc::new(limiter), on_failure })
+            }
+        };
+        let rate_limits = Arc::new(RateLimiters::new(rate_limit_settings(&config)?, limiter_clock, shared_limits));
         if !config.rate_limits.enabled {
             tracing::warn!("rate limits are OFF (rate_limits.enabled = false): only for load tests");
         }

@@ -21,6 +21,33 @@ pub struct Config {
     pub log: LogConfig,
     pub admin: AdminConfig,
     pub rate_limits: RateLimitsConfig,
+    pub redis: RedisConfig,
+}
+
+/// Redis, when shops run several instances: shared rate limits (more to come).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; unset (the embedded default) keeps everything in process. Secret.
+    #[serde(serialize_with = "serialize_optional_redacted_url")]
+    pub url: Option<Secret>,
+    /// Each Redis command must answer within this.
+    pub timeout_ms: u64,
+    /// Prefix of every key, so several shops can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: None, timeout_ms: 200, key_prefix: "shopkeep".into() }
+    }
+}
+
+fn serialize_optional_redacted_url<S: Serializer>(url: &Option<Secret>, serializer: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => serializer.serialize_str(&redacted_url(url.expose())),
+        None => serializer.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,6 +168,9 @@ pub struct RateLimitsConfig {
     pub failed_login_alert_per_minute: u32,
     /// How often idle limiter keys are forgotten.
     pub purge_interval_secs: u64,
+    /// With Redis: `open` lets requests through while Redis is down, `closed` refuses them
+    /// (503) and makes the instance unready.
+    pub on_redis_failure: String,
 }
 
 impl Default for RateLimitsConfig {
@@ -160,6 +190,7 @@ impl Default for RateLimitsConfig {
             lockout_secs: 900,
             failed_login_alert_per_minute: 100,
             purge_interval_secs: 60,
+            on_redis_failure: "open".into(),
         }
     }
 }
@@ -178,6 +209,9 @@ impl RateLimitsConfig {
     }
 
     fn validate(&self, problems: &mut Vec<String>) {
+        if !matches!(self.on_redis_failure.as_str(), "open" | "closed") {
+            problems.push(format!("rate_limits.on_redis_failure: {:?} must be open or closed", self.on_redis_failure));
+        }
         if let Err(problem) = self.trusted_proxy_nets() {
             problems.push(format!("rate_limits.trusted_proxies: {problem}"));
         }
@@ -358,6 +392,7 @@ impl Config {
         given = given
             .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
             .merge(Env::raw().only(&["DATABASE_URL_FILE"]).map(|_| "database.url_file".into()))
+            .merge(Env::raw().only(&["REDIS_URL"]).map(|_| "redis.url".into()))
             // Only keys with a section (`SHOPKEEP_LOG__LEVEL`), so that other SHOPKEEP_ variables
             // (SHOPKEEP_ADMIN_PASSWORD, test settings) are not mistaken for configuration.
             .merge(Env::prefixed("SHOPKEEP_").filter(|key| key.as_str().contains("__")).split("__"));
@@ -465,6 +500,14 @@ impl Config {
             problems.push("accounts.session_idle_ttl_hours: must not exceed session_absolute_ttl_hours".into());
         }
         self.rate_limits.validate(problems);
+        if let Some(url) = &self.redis.url
+            && !(url.expose().starts_with("redis://") || url.expose().starts_with("redis+unix://"))
+        {
+            problems.push(format!("redis.url: {} must start with redis://", redacted_url(url.expose())));
+        }
+        if !(1..=60_000).contains(&self.redis.timeout_ms) {
+            problems.push("redis.timeout_ms: must be between 1 and 60000".into());
+        }
         if !matches!(self.log.format.as_str(), "json" | "human") {
             problems.push(format!("log.format: {:?} must be json or human", self.log.format));
         }

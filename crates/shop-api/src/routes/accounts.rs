@@ -37,7 +37,7 @@ pub async fn sign_up(
     client: Option<axum::Extension<ClientIp>>,
     Json(body): Json<SignUpRequest>,
 ) -> Result<Response, ApiError> {
-    state.inner.rate_limits.before_signup(client_ip(client))?;
+    state.inner.rate_limits.before_signup(client_ip(client)).await?;
     let mut errors = ValidationErrors::new();
     let email = errors.check("email", Email::parse(body.email.as_deref().unwrap_or_default()));
     let password = errors.check("password", PasswordPlain::parse_new(body.password.as_deref().unwrap_or_default()));
@@ -75,7 +75,7 @@ pub async fn log_in(
     errors.into_result()?;
     let email = body.email.as_deref().unwrap_or_default();
     let limits = &state.inner.rate_limits;
-    limits.before_login(client_ip(client), email)?;
+    limits.before_login(client_ip(client), email).await?;
     let previous = previous.map(|axum::Extension(PresentedSession(token))| token);
     let result = state.accounts().log_in(email, body.password.as_deref().unwrap_or_default(), previous.as_ref()).await;
     if !matches!(result, Err(shop::Error::Internal(_))) {

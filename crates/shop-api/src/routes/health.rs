@@ -18,7 +18,7 @@ const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 #[utoipa::path(get, path = "/health/live", tag = "operations", security(()),
     responses((status = 200, description = "The process is alive", body = HealthBody), CommonErrors))]
 pub async fn live() -> Response {
-    private_json(StatusCode::OK, &HealthBody { status: "ok".into(), database: None })
+    private_json(StatusCode::OK, &HealthBody { status: "ok".into(), database: None, rate_limits: None })
 }
 
 /// Whether this instance should receive traffic: not draining, and the database answers.
@@ -75,18 +75,35 @@ pub(crate) async fn check_database(store: &dyn shop::Store) -> DatabaseCheck {
 
 async fn readiness(state: &AppState) -> Response {
     if state.inner.readiness.is_draining() {
-        let body = HealthBody { status: "draining".into(), database: None };
+        let body = HealthBody { status: "draining".into(), database: None, rate_limits: None };
         return with_retry_after(private_json(StatusCode::SERVICE_UNAVAILABLE, &body));
     }
-    let database = match check_database(state.inner.store.as_ref()).await {
-        DatabaseCheck::Ok { .. } => {
-            return private_json(StatusCode::OK, &HealthBody { status: "ok".into(), database: Some("ok".into()) });
-        }
-        DatabaseCheck::Unreachable(_) => "unreachable",
-        DatabaseCheck::TimedOut => "timed out",
+    let (database_ok, database) = match check_database(state.inner.store.as_ref()).await {
+        DatabaseCheck::Ok { .. } => (true, "ok"),
+        DatabaseCheck::Unreachable(_) => (false, "unreachable"),
+        DatabaseCheck::TimedOut => (false, "timed out"),
     };
-    let body = HealthBody { status: "unavailable".into(), database: Some(database.into()) };
-    with_retry_after(private_json(StatusCode::SERVICE_UNAVAILABLE, &body))
+    // A shared limiter that is down makes the instance unready only when it fails closed
+    // (then every request would be refused); failing open, it serves and says so.
+    let (limits_ok, rate_limits) = match state.inner.rate_limits.shared_status().await {
+        None => (true, None),
+        Some(status) if status.healthy => (true, Some("ok".to_owned())),
+        Some(status) => match status.on_failure {
+            resilience::FailureMode::Open => (true, Some(format!("{} unreachable; failing open", status.backend))),
+            resilience::FailureMode::Closed => (false, Some(format!("{} unreachable; failing closed", status.backend))),
+        },
+    };
+    let ready = database_ok && limits_ok;
+    let body = HealthBody {
+        status: if ready { "ok" } else { "unavailable" }.into(),
+        database: Some(database.into()),
+        rate_limits,
+    };
+    if ready {
+        private_json(StatusCode::OK, &body)
+    } else {
+        with_retry_after(private_json(StatusCode::SERVICE_UNAVAILABLE, &body))
+    }
 }
 
 fn with_retry_after(mut response: Response) -> Response {

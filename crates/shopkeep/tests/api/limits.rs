@@ -180,3 +180,64 @@ async fn limits_can_be_switched_off_for_load_tests() {
     assert_eq!(login(&app, "ada@example.com", PASSWORD).await.status(), StatusCode::CREATED);
     app.stop().await;
 }
+
+fn redis_url() -> String {
+    std::env::var("SHOPKEEP_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[tokio::test]
+async fn two_instances_sharing_redis_enforce_one_limit() {
+    let prefix = format!("shopkeep-test-{}", uuid::Uuid::new_v4().simple());
+    let configure = |config: &mut shopkeep::config::Config| {
+        config.redis.url = Some(shopkeep::config::Secret::new(redis_url()));
+        config.redis.key_prefix = prefix.clone();
+        config.rate_limits.per_ip = QuotaConfig { count: 4, period_secs: 3_600 };
+    };
+    let first = spawn_app_with(Backend::Sqlite, configure).await;
+    let second = spawn_app_with(Backend::Sqlite, configure).await;
+    let mut statuses = Vec::new();
+    for index in 0..6 {
+        let app = if index % 2 == 0 { &first } else { &second };
+        statuses.push(app.api(Method::GET, "/products").send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429], "one budget of 4 across both instances");
+    let ready: serde_json::Value =
+        first.http.get(first.url("/health/ready")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["rateLimits"], "ok");
+    let admin: serde_json::Value =
+        first.http.get(first.admin_url("/health/ready")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(admin["rateLimits"]["backend"], "redis");
+    assert_eq!(admin["rateLimits"]["onFailure"], "open");
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn without_redis_limits_fail_open_or_closed_as_configured() {
+    // Nothing listens on port 1: Redis is "down".
+    let open = spawn_app_with(Backend::Sqlite, |config| {
+        config.redis.url = Some(shopkeep::config::Secret::new("redis://127.0.0.1:1"));
+    })
+    .await;
+    assert_eq!(open.api(Method::GET, "/products").send().await.unwrap().status(), StatusCode::OK);
+    let ready = open.http.get(open.url("/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "failing open keeps serving");
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["rateLimits"], "redis unreachable; failing open");
+    open.stop().await;
+
+    let closed = spawn_app_with(Backend::Sqlite, |config| {
+        config.redis.url = Some(shopkeep::config::Secret::new("redis://127.0.0.1:1"));
+        config.rate_limits.on_redis_failure = "closed".into();
+    })
+    .await;
+    let refused = closed.api(Method::GET, "/products").send().await.unwrap();
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let body = problem(refused, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(body["detail"].as_str().unwrap().contains("rate limiting is unavailable"));
+    let ready = closed.http.get(closed.url("/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE, "failing closed takes the instance out");
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["rateLimits"], "redis unreachable; failing closed");
+    closed.stop().await;
+}
