@@ -19,8 +19,8 @@ pub struct HttpSettings {
     pub body_limit_bytes: usize,
     /// A request still running after this gets 503.
     pub request_timeout: Duration,
-    /// Requests served at once; beyond this, new ones get 503 + `Retry-After` at once.
-    pub max_in_flight: usize,
+    /// Requests served at once, fixed or adaptive; beyond it, 503 + `Retry-After` at once.
+    pub concurrency: resilience::ConcurrencyLimit,
     /// The shop is reached over HTTPS (TLS here or at a proxy): `Secure` + `__Host-` cookies and HSTS.
     pub https: bool,
     /// `Cache-Control: max-age` of public catalog reads.
@@ -34,7 +34,7 @@ impl Default for HttpSettings {
             cors_max_age: Duration::from_secs(86_400),
             body_limit_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(15),
-            max_in_flight: 512,
+            concurrency: resilience::ConcurrencyLimit::Fixed(512),
             https: false,
             catalog_max_age: Duration::from_secs(60),
         }

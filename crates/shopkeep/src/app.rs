@@ -108,7 +108,15 @@ impl Application {
             cors_max_age: Duration::from_secs(http.cors_max_age_secs),
             body_limit_bytes: http.body_limit_bytes,
             request_timeout: Duration::from_secs(http.request_timeout_secs),
-            max_in_flight: http.max_in_flight,
+            concurrency: if http.adaptive_concurrency {
+                resilience::ConcurrencyLimit::Adaptive {
+                    initial: (http.max_in_flight / 2).max(http.min_in_flight),
+                    min: http.min_in_flight,
+                    max: http.max_in_flight,
+                }
+            } else {
+                resilience::ConcurrencyLimit::Fixed(http.max_in_flight)
+            },
             https: http.https,
             catalog_max_age: Duration::from_secs(http.catalog_max_age_secs),
         };

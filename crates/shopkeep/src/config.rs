@@ -72,8 +72,14 @@ pub struct HttpConfig {
     pub cors_max_age_secs: u64,
     pub body_limit_bytes: usize,
     pub request_timeout_secs: u64,
-    /// Requests served at once; beyond this, 503 + `Retry-After`.
+    /// Requests served at once; beyond this, 503 + `Retry-After`. With `adaptive_concurrency`,
+    /// the upper bound of the adaptive limit.
     pub max_in_flight: usize,
+    /// Let the in-flight limit follow latency (gradient style) between `min_in_flight` and
+    /// `max_in_flight`, instead of staying at `max_in_flight`.
+    pub adaptive_concurrency: bool,
+    /// The lower bound of the adaptive limit.
+    pub min_in_flight: usize,
     /// Served over HTTPS (TLS terminated here or by a proxy): Secure `__Host-` cookie, HSTS.
     pub https: bool,
     /// `Cache-Control: max-age` of public catalog reads.
@@ -274,6 +280,8 @@ impl Default for HttpConfig {
             body_limit_bytes: 64 * 1024,
             request_timeout_secs: 15,
             max_in_flight: 512,
+            adaptive_concurrency: false,
+            min_in_flight: 8,
             https: false,
             catalog_max_age_secs: 60,
         }
@@ -470,11 +478,15 @@ impl Config {
         if !(1_024..=64 * 1024 * 1024).contains(&self.http.body_limit_bytes) {
             problems.push("http.body_limit_bytes: must be between 1024 and 67108864".into());
         }
+        if self.http.adaptive_concurrency && self.http.min_in_flight > self.http.max_in_flight {
+            problems.push("http.min_in_flight: must not exceed http.max_in_flight".into());
+        }
         if self.http.request_timeout_secs == 0 || self.http.request_timeout_secs > 600 {
             problems.push("http.request_timeout_secs: must be between 1 and 600".into());
         }
         for (name, value, range) in [
             ("http.max_in_flight", self.http.max_in_flight as u64, 1..=1_000_000),
+            ("http.min_in_flight", self.http.min_in_flight as u64, 1..=1_000_000),
             ("http.cors_max_age_secs", self.http.cors_max_age_secs, 0..=86_400),
             ("http.catalog_max_age_secs", self.http.catalog_max_age_secs, 0..=31_536_000),
             ("database.max_connections", u64::from(self.database.max_connections), 1..=1_000),

@@ -239,3 +239,21 @@ async fn requests_running_past_the_timeout_get_503() {
     assert!(response.to_ascii_lowercase().contains("retry-after"), "{response}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_adaptive_in_flight_limit_serves_and_reports_its_limit() {
+    let app = spawn_app_with(Backend::Sqlite, |config| {
+        config.http.adaptive_concurrency = true;
+        config.http.min_in_flight = 2;
+        config.http.max_in_flight = 64;
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(app.api(Method::GET, "/products").send().await.unwrap().status(), StatusCode::OK);
+    }
+    let metrics = app.http.get(app.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let limit_line = metrics.lines().find(|line| line.starts_with("load_shed_limit ")).expect("the limit is exported");
+    let limit: f64 = limit_line.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!((2.0..=64.0).contains(&limit), "{limit_line}");
+    app.stop().await;
+}
