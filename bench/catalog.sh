@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Catalog read benchmark (issue 2): seeds PRODUCTS products, then measures with wrk
+# Catalog read benchmark (issues 2 and 3): seeds PRODUCTS products, then measures with wrk
 #   GET /api/v1/products?limit=20   and, in the same run as a ceiling,   GET /health/live
-# on a release build, for SQLite and PostgreSQL. Also reports the time from process start
-# to ready and the idle RSS. Prints a table; never asserts.
+# on a release build, for SQLite and PostgreSQL, with the stability stack on (rate limits
+# deciding every request, with quotas too large to refuse any) and, for the products list,
+# again with rate limits off — the cost of protection. Also reports the time from process
+# start to ready and the idle RSS. Prints a table; never asserts.
 #
 #   bench/catalog.sh                      # both backends, 64 connections, 20 s each
 #   BACKENDS=sqlite DURATION=10s bench/catalog.sh
@@ -38,6 +40,10 @@ for backend in $BACKENDS; do
         *) echo "unknown backend $backend" >&2; exit 1 ;;
     esac
     export DATABASE_URL=$url SHOPKEEP_LOG__LEVEL=warn
+    # Limits on, but never refusing: the benchmark measures their cost, not their effect.
+    for scope in PER_IP ANONYMOUS CUSTOMER STAFF API_TOKEN; do
+        export SHOPKEEP_RATE_LIMITS__${scope}__COUNT=10000000
+    done
     "$binary" migrate up >/dev/null
     SHOPKEEP_ADMIN_PASSWORD=$PASSWORD "$binary" admin create-user --email bench@example.com --role staff >/dev/null
 
@@ -78,7 +84,14 @@ for backend in $BACKENDS; do
     products=$(parse "$(run_wrk 'http://127.0.0.1:18080/api/v1/products?limit=20')")
     live=$(parse "$(run_wrk 'http://127.0.0.1:18080/health/live')")
     kill -TERM $pid; wait $pid || true
+    SHOPKEEP_RATE_LIMITS__ENABLED=false taskset -c $server_cpu "$binary" serve --listen 127.0.0.1:18080 \
+        --admin-listen 127.0.0.1:19090 >>"$work/$backend.log" 2>&1 &
+    pid=$!
+    until curl -fs -o /dev/null http://127.0.0.1:18080/health/ready; do sleep 0.005; done
+    unlimited=$(parse "$(run_wrk 'http://127.0.0.1:18080/api/v1/products?limit=20')")
+    kill -TERM $pid; wait $pid || true
     results+=("$backend products?limit=20 $products $ready_ms $rss_kib $seed_s")
+    results+=("$backend products,limits-off $unlimited $ready_ms $rss_kib $seed_s")
     results+=("$backend health/live $live $ready_ms $rss_kib $seed_s")
     if [ "$backend" = postgres ]; then
         psql "$POSTGRES_SERVER" -qc "drop database if exists shopkeep_bench_$$ with (force)" >/dev/null
@@ -88,10 +101,10 @@ done
 
 printf '\nwrk -t1 -c%s -d%s, %s products, release build, server on cpu %s, wrk on cpu %s\n\n' \
     "$CONNECTIONS" "$DURATION" "$PRODUCTS" "$server_cpu" "$client_cpu"
-printf '| %-8s | %-17s | %10s | %9s | %9s | %8s | %14s | %13s |\n' backend endpoint "req/s" p50 p99 non-2xx "start→ready ms" "idle RSS MiB"
-printf '|%s|\n' "----------|-------------------|------------|-----------|-----------|----------|----------------|---------------"
+printf '| %-8s | %-20s | %10s | %9s | %9s | %8s | %14s | %13s |\n' backend endpoint "req/s" p50 p99 non-2xx "start→ready ms" "idle RSS MiB"
+printf '|%s|\n' "----------|----------------------|------------|-----------|-----------|----------|----------------|---------------"
 for row in "${results[@]}"; do
     read -r backend endpoint rps p50 p99 errors ready rss seed <<<"$row"
-    printf '| %-8s | %-17s | %10s | %9s | %9s | %8s | %14s | %13s |\n' \
+    printf '| %-8s | %-20s | %10s | %9s | %9s | %8s | %14s | %13s |\n' \
         "$backend" "$endpoint" "$rps" "$p50" "$p99" "$errors" "$ready" "$(( rss / 1024 ))"
 done
