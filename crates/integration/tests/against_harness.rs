@@ -1,0 +1,142 @@
+//! The integration client against the devious harness: every failure mode ends within the
+//! total timeout, retries happen only for idempotent calls, and the breaker opens, half-opens
+//! and closes as the dependency fails and recovers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use harness::{Harness, Mode};
+use integration::{IntegrationClient, IntegrationConfig, IntegrationError, OutboundRequest};
+use resilience::{BreakerState, CircuitBreakerConfig, Idempotency, ManualClock, OpenWait, RetryConfig, SlidingWindow};
+
+const TOTAL: Duration = Duration::from_millis(1_200);
+
+fn config(base_url: &str) -> IntegrationConfig {
+    IntegrationConfig {
+        connect_timeout: Duration::from_millis(300),
+        attempt_timeout: Duration::from_millis(400),
+        total_timeout: TOTAL,
+        breaker: CircuitBreakerConfig {
+            window: SlidingWindow::Count(4),
+            minimum_calls: 4,
+            failure_rate_threshold: 50.0,
+            open_wait: OpenWait::Fixed(Duration::from_secs(30)),
+            half_open_calls: 1,
+            ..CircuitBreakerConfig::new("sandbox")
+        },
+        retry: RetryConfig {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(20),
+            budget_minimum: 1_000,
+            ..RetryConfig::new("sandbox")
+        },
+        ..IntegrationConfig::new("sandbox", base_url)
+    }
+}
+
+async fn harness(mode: Mode) -> Harness {
+    Harness::start("127.0.0.1:0".parse().unwrap(), mode).await.unwrap()
+}
+
+fn client(base_url: &str) -> (Arc<ManualClock>, IntegrationClient) {
+    let clock = Arc::new(ManualClock::default());
+    (clock.clone(), IntegrationClient::new(config(base_url), clock).unwrap())
+}
+
+#[tokio::test]
+async fn every_failure_mode_ends_within_the_total_timeout() {
+    let modes = [
+        Mode::Slow { delay: Duration::from_secs(5) },
+        Mode::AcceptNeverRead,
+        Mode::NeverRespond,
+        Mode::HeadersNoBody,
+        Mode::Trickle { interval: Duration::from_millis(300) },
+        Mode::ResetMidResponse,
+        Mode::WrongContentLength,
+        Mode::Garbage,
+        Mode::Status(500),
+        Mode::Status(503),
+        Mode::TooManyRequests { retry_after_secs: 0 },
+    ];
+    for mode in modes {
+        let harness = harness(mode.clone()).await;
+        let (_, client) = client(&harness.url(""));
+        let started = Instant::now();
+        let result = client.send(OutboundRequest::get("/v1/ping")).await;
+        let elapsed = started.elapsed();
+        assert!(result.is_err(), "{mode:?} must fail, got {result:?}");
+        assert!(elapsed <= TOTAL + Duration::from_millis(300), "{mode:?} took {elapsed:?}");
+    }
+    let refused = Harness::refusing_address().await.unwrap();
+    let (_, client) = client(&format!("http://{refused}"));
+    let error = client.send(OutboundRequest::get("/")).await.unwrap_err();
+    assert!(matches!(error, IntegrationError::Connect { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn html_where_json_was_promised_is_an_invalid_body() {
+    let harness = harness(Mode::Html).await;
+    let (_, client) = client(&harness.url(""));
+    let response = client.send(OutboundRequest::get("/")).await.unwrap();
+    let parsed: Result<serde_json::Value, _> = response.json();
+    assert!(matches!(parsed, Err(IntegrationError::InvalidBody(_))));
+    let healthy = {
+        harness.set_mode(Mode::Ok);
+        client.send(OutboundRequest::get("/")).await.unwrap()
+    };
+    assert_eq!(healthy.json::<serde_json::Value>().unwrap()["status"], "ok");
+}
+
+#[tokio::test]
+async fn only_idempotent_calls_are_retried() {
+    let harness = harness(Mode::Status(503)).await;
+    let (_, client) = client(&harness.url(""));
+    let before = harness.connections();
+    assert!(client.send(OutboundRequest::get("/")).await.is_err());
+    assert_eq!(harness.connections() - before, 2, "a GET is tried twice");
+    let before = harness.connections();
+    let charge =
+        OutboundRequest::post_json("/v1/charges", &serde_json::json!({"amount": 100}), Idempotency::NotIdempotent);
+    let error = client.send(charge).await.unwrap_err();
+    assert!(matches!(error, IntegrationError::Status { status, .. } if status == 503), "{error:?}");
+    assert_eq!(harness.connections() - before, 1, "a non-idempotent POST is tried once");
+}
+
+#[tokio::test]
+async fn the_breaker_opens_half_opens_and_closes_as_the_dependency_recovers() {
+    let harness = harness(Mode::Status(503)).await;
+    let (clock, client) = client(&harness.url(""));
+    let once = || OutboundRequest { idempotency: Idempotency::NotIdempotent, ..OutboundRequest::get("/") };
+    for _ in 0..4 {
+        assert!(matches!(client.send(once()).await, Err(IntegrationError::Status { .. })));
+    }
+    assert_eq!(client.breaker().state(), BreakerState::Open);
+    let before = harness.connections();
+    let started = Instant::now();
+    let error = client.send(once()).await.unwrap_err();
+    let IntegrationError::BreakerOpen(rejected) = error else { panic!("expected a fast refusal, got {error:?}") };
+    assert_eq!(rejected.retry_after, Some(Duration::from_secs(30)));
+    assert!(started.elapsed() < Duration::from_millis(100), "fail fast");
+    assert_eq!(harness.connections(), before, "an open breaker does not call");
+
+    harness.set_mode(Mode::Ok);
+    clock.advance(Duration::from_secs(30));
+    let probe = client.send(once()).await.unwrap();
+    assert_eq!(probe.status, 200);
+    assert_eq!(client.breaker().state(), BreakerState::Closed, "one good probe closes it");
+    assert!(client.send(once()).await.is_ok());
+}
+
+#[tokio::test]
+async fn client_errors_are_returned_and_do_not_trip_the_breaker() {
+    let harness = harness(Mode::Status(404)).await;
+    let (_, client) = client(&harness.url(""));
+    for _ in 0..6 {
+        let response = client.send(OutboundRequest::get("/missing")).await.unwrap();
+        assert_eq!(response.status, 404);
+    }
+    assert_eq!(client.breaker().state(), BreakerState::Closed);
+}
