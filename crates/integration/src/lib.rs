@@ -4,6 +4,10 @@
 //! `traceparent`; latency and outcomes are exported per dependency
 //! (`integration_requests_total{dependency,outcome}`, `integration_request_duration_seconds`),
 //! and breaker state by the breaker itself.
+//!
+//! This build speaks plain HTTP only: reqwest's TLS features either pull aws-lc or require a
+//! process-wide crypto provider that every other reqwest user in the workspace would then
+//! need; HTTPS to providers arrives with the first real provider adapter.
 
 #![forbid(unsafe_code)]
 
@@ -153,8 +157,6 @@ pub struct IntegrationClient {
 
 impl IntegrationClient {
     pub fn new(config: IntegrationConfig, clock: Arc<dyn Clock>) -> Result<Self, IntegrationError> {
-        // reqwest is built without a bundled crypto provider: use ring (never aws-lc).
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.attempt_timeout)
