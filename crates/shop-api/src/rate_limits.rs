@@ -17,6 +17,7 @@ use shop::accounts::{AuthMethod, Caller, Role};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::middleware::is_health_check;
 use crate::state::AppState;
 
 /// Limits as configured.
@@ -213,6 +214,8 @@ impl RateLimiters {
 
     fn log_failure(&self, error: &resilience::SharedLimitError, mode: FailureMode) {
         use std::sync::atomic::Ordering;
+        // Seconds since start, shifted by the interval so that the very first failure (with
+        // `last_failure_logged` still 0) is logged at once.
         let now = self.clock.now().saturating_duration_since(self.started).as_secs() + 10;
         let last = self.last_failure_logged.load(Ordering::Relaxed);
         if now >= last + 10
@@ -356,6 +359,9 @@ fn account_key(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
+/// The address used when a request carries no peer address (only in-process test requests).
+pub(crate) const UNKNOWN_CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 /// The client address of a request, as established by [`limit_by_ip`].
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
@@ -371,12 +377,10 @@ pub async fn limit_by_ip(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| address.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        .unwrap_or(UNKNOWN_CLIENT);
     let ip = limits.client_ip(peer, request.headers());
     request.extensions_mut().insert(ClientIp(ip));
-    let path = request.uri().path();
-    let exempt = path.starts_with("/health/") || path.starts_with("/api/v1/health/");
-    if limits.settings.enabled && !exempt {
+    if limits.settings.enabled && !is_health_check(request.uri().path()) {
         limits.check_ip(ip).await?;
     }
     Ok(next.run(request).await)
@@ -390,10 +394,8 @@ pub async fn limit_by_principal(
     next: Next,
 ) -> Result<Response, ApiError> {
     let limits = &state.inner.rate_limits;
-    let path = request.uri().path();
-    let exempt = path.starts_with("/health/") || path.starts_with("/api/v1/health/");
-    if limits.settings.enabled && !exempt {
-        let ip = request.extensions().get::<ClientIp>().map_or(IpAddr::from([127, 0, 0, 1]), |client| client.0);
+    if limits.settings.enabled && !is_health_check(request.uri().path()) {
+        let ip = request.extensions().get::<ClientIp>().map_or(UNKNOWN_CLIENT, |client| client.0);
         let caller = request.extensions().get::<crate::auth::CurrentCaller>().and_then(|current| current.0.as_ref());
         limits.check_principal(caller, ip).await?;
     }

@@ -9,11 +9,9 @@ use resilience::LoadShedder;
 
 use crate::error::ApiError;
 
-/// Health checks are never shed: an orchestrator that saw an overloaded instance fail its
-/// liveness check would restart it, turning overload into an outage.
+/// Sheds every request beyond the limit, health checks excepted.
 pub async fn shed_load(State(shedder): State<LoadShedder>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if path.starts_with("/health/") || path.starts_with("/api/v1/health/") {
+    if super::is_health_check(request.uri().path()) {
         return next.run(request).await;
     }
     let Ok(_permit) = shedder.try_acquire() else {

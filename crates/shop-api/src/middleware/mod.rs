@@ -17,6 +17,12 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::{self, Policies};
+
+/// Health checks skip load shedding and rate limits: an orchestrator that saw a busy instance
+/// fail its probes would restart it, turning overload into an outage.
+pub(crate) fn is_health_check(path: &str) -> bool {
+    path.starts_with("/health/") || path.starts_with("/api/v1/health/")
+}
 use crate::state::AppState;
 
 /// Wraps the routes: outermost first, each request passes

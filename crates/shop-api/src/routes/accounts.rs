@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::auth::{Authenticated, PresentedSession, SECURE_SESSION_COOKIE, SESSION_COOKIE};
 use crate::error::{ApiError, CommonErrors, Problem};
 use crate::extract::{Json, Query};
-use crate::rate_limits::ClientIp;
+use crate::rate_limits::{ClientIp, UNKNOWN_CLIENT};
 use crate::routes::caching::private_json;
 use crate::routes::with_location;
 use crate::state::AppState;
@@ -352,7 +352,7 @@ fn session_cookie(state: &AppState, value: &str, max_age_seconds: i64) -> String
 }
 
 fn client_ip(client: Option<axum::Extension<ClientIp>>) -> std::net::IpAddr {
-    client.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |axum::Extension(ClientIp(ip))| ip)
+    client.map_or(UNKNOWN_CLIENT, |axum::Extension(ClientIp(ip))| ip)
 }
 
 /// Parses the `page` and `limit` query parameters, recording problems under their names.
