@@ -9,15 +9,17 @@ pub mod circuit_breaker;
 pub mod clock;
 pub mod load_shed;
 pub mod rate_limit;
+pub mod registry;
 pub mod retry;
 pub mod shared_limit;
 
 pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadFull};
 pub use circuit_breaker::{
-    BreakerState, CallOutcome, CircuitBreaker, CircuitBreakerConfig, OpenWait, Rejected, SlidingWindow,
+    BreakerSnapshot, BreakerState, CallOutcome, CircuitBreaker, CircuitBreakerConfig, OpenWait, Rejected, SlidingWindow,
 };
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use load_shed::{ConcurrencyLimit, LoadShedder, Overloaded, ShedPermit};
 pub use rate_limit::{Decision, KeyedLimiter, Quota, SlidingWindowCounter};
+pub use registry::{BreakerRegistry, DuplicateBreaker};
 pub use retry::{Idempotency, Retry, RetryConfig, Verdict};
 pub use shared_limit::{FailureMode, SharedLimitError, SharedLimiter};
