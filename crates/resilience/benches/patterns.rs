@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use resilience::{
-    CallOutcome, CircuitBreaker, CircuitBreakerConfig, ConcurrencyLimit, KeyedLimiter, LoadShedder, MonotonicClock,
-    Quota, SlidingWindowCounter,
+    ActionGovernor, ActionGovernorConfig, CallOutcome, CircuitBreaker, CircuitBreakerConfig, ConcurrencyLimit,
+    KeyedLimiter, LoadShedder, MonotonicClock, Quota, SlidingWindowCounter,
 };
 
 fn limiters(c: &mut Criterion) {
@@ -41,5 +41,25 @@ fn breaker_and_shedder(c: &mut Criterion) {
     c.bench_function("load shed acquire + release (adaptive)", |b| b.iter(|| drop(black_box(adaptive.try_acquire()))));
 }
 
-criterion_group!(benches, limiters, breaker_and_shedder);
+fn action_governor(c: &mut Criterion) {
+    let clock = Arc::new(MonotonicClock);
+    let config = ActionGovernorConfig { name: "bench".into(), max_actions: 1_000, period: Duration::from_secs(3600) };
+    let open = ActionGovernor::new(config.clone(), clock.clone());
+    c.bench_function("action governor request + release", |b| {
+        b.iter(|| {
+            let grant = open.request(black_box(1));
+            open.release(grant.granted);
+        })
+    });
+    // A spent allowance with a full log: the refusal path, which logs and counts every time.
+    let spent = ActionGovernor::new(config, clock);
+    for _ in 0..1_000 {
+        spent.request(1);
+    }
+    c.bench_function("action governor refusal, 1000 actions in the log", |b| {
+        b.iter(|| black_box(spent.request(black_box(1))))
+    });
+}
+
+criterion_group!(benches, limiters, breaker_and_shedder, action_governor);
 criterion_main!(benches);
