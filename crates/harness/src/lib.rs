@@ -2,9 +2,14 @@
 //! ways real integration points fail — refusing, hanging, trickling, resetting, lying about
 //! lengths, answering garbage, HTML or 5xx — so clients can be tested against each failure.
 //! One mode for every request, or one per path; modes change while it runs, so a test can make
-//! a dependency sick and then healthy again. Everything it does is logged.
+//! a dependency sick and then healthy again. It serves plain HTTP or, with a self-signed
+//! certificate made at start, HTTPS; it keeps the heads of the last requests so a test can see
+//! what reached it. Everything it does is logged.
 
 #![forbid(unsafe_code)]
+
+mod requests;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,8 +19,14 @@ use std::time::Duration;
 
 use rand::RngCore as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+pub use requests::{KEPT_REQUESTS, RecordedRequest};
+
+use requests::Recorder;
+use tls::Connection;
 
 /// How the harness answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,26 +105,55 @@ struct Modes {
     by_path: HashMap<String, Mode>,
 }
 
+/// What the accept loop and every connection share with the `Harness` handle.
+#[derive(Debug, Default)]
+struct Shared {
+    modes: RwLock<Modes>,
+    connections: AtomicU64,
+    requests: Recorder,
+}
+
 /// A running harness. Dropping it stops accepting.
 #[derive(Debug)]
 pub struct Harness {
     address: SocketAddr,
-    modes: Arc<RwLock<Modes>>,
-    connections: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    /// The self-signed certificate, when serving TLS.
+    certificate_pem: Option<String>,
     stop: watch::Sender<bool>,
 }
 
 impl Harness {
-    /// Listens on `address` (port 0 for any) answering every request in `mode`.
+    /// Listens on `address` (port 0 for any) answering every request in `mode`, over plain HTTP.
     pub async fn start(address: SocketAddr, mode: Mode) -> std::io::Result<Self> {
+        Self::listen(address, mode, false).await
+    }
+
+    /// Like [`Harness::start`], over TLS with a self-signed certificate made now for `localhost`,
+    /// `127.0.0.1`, `::1` and `address`; a client trusts it through [`Harness::certificate_pem`].
+    /// Accept-never-read holds the connection before the handshake; every other mode is played
+    /// inside TLS.
+    pub async fn start_tls(address: SocketAddr, mode: Mode) -> std::io::Result<Self> {
+        Self::listen(address, mode, true).await
+    }
+
+    async fn listen(address: SocketAddr, mode: Mode, with_tls: bool) -> std::io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
-        let modes = Arc::new(RwLock::new(Modes { default: Some(mode), by_path: HashMap::new() }));
-        let connections = Arc::new(AtomicU64::new(0));
+        let (acceptor, certificate_pem) = if with_tls {
+            let self_signed = tls::self_signed(address)?;
+            (Some(self_signed.acceptor), Some(self_signed.certificate_pem))
+        } else {
+            (None, None)
+        };
+        let shared = Arc::new(Shared {
+            modes: RwLock::new(Modes { default: Some(mode), by_path: HashMap::new() }),
+            ..Shared::default()
+        });
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(accept_loop(listener, Arc::clone(&modes), Arc::clone(&connections), stopped));
-        tracing::info!(%address, "harness listening");
-        Ok(Self { address, modes, connections, stop })
+        tokio::spawn(accept_loop(listener, acceptor, Arc::clone(&shared), stopped));
+        tracing::info!(%address, tls = with_tls, "harness listening");
+        Ok(Self { address, shared, certificate_pem, stop })
     }
 
     /// An address where nothing listens: connecting is refused.
@@ -128,25 +168,42 @@ impl Harness {
         self.address
     }
 
+    /// `http://ADDRESS{path}`, or `https://` when serving TLS.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        let scheme = if self.certificate_pem.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.address)
+    }
+
+    /// The PEM of the self-signed certificate when serving TLS, for clients to trust.
+    pub fn certificate_pem(&self) -> Option<&str> {
+        self.certificate_pem.as_deref()
     }
 
     /// Changes how every request without a path-specific mode is answered.
     pub fn set_mode(&self, mode: Mode) {
         tracing::info!(?mode, "harness mode changed");
-        self.modes.write().unwrap_or_else(|poisoned| poisoned.into_inner()).default = Some(mode);
+        self.shared.modes.write().unwrap_or_else(|poisoned| poisoned.into_inner()).default = Some(mode);
     }
 
     /// Answers requests for exactly `path` in `mode`.
     pub fn set_path_mode(&self, path: &str, mode: Mode) {
         tracing::info!(path, ?mode, "harness path mode changed");
-        self.modes.write().unwrap_or_else(|poisoned| poisoned.into_inner()).by_path.insert(path.to_owned(), mode);
+        self.shared
+            .modes
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .by_path
+            .insert(path.to_owned(), mode);
     }
 
-    /// Connections accepted so far.
+    /// Connections accepted so far (TCP: a failed TLS handshake counts too).
     pub fn connections(&self) -> u64 {
-        self.connections.load(Ordering::SeqCst)
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// The last [`KEPT_REQUESTS`] requests whose head was read, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.requests.snapshot()
     }
 }
 
@@ -158,21 +215,16 @@ impl Drop for Harness {
 
 async fn accept_loop(
     listener: TcpListener,
-    modes: Arc<RwLock<Modes>>,
-    connections: Arc<AtomicU64>,
+    acceptor: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.fetch_add(1, Ordering::SeqCst);
-                    let modes = Arc::clone(&modes);
-                    tokio::spawn(async move {
-                        if let Err(error) = serve(stream, peer, modes).await {
-                            tracing::debug!(%peer, %error, "harness connection ended");
-                        }
-                    });
+                    shared.connections.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(connection(stream, peer, acceptor.clone(), Arc::clone(&shared)));
                 }
                 Err(error) => tracing::warn!(%error, "harness accept failed"),
             },
@@ -181,13 +233,38 @@ async fn accept_loop(
     }
 }
 
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
+    if current_mode(&shared.modes, None) == Mode::AcceptNeverRead {
+        tracing::info!(%peer, "accept-never-read: holding the connection without reading");
+        std::future::pending::<()>().await;
+    }
+    let result = match acceptor {
+        None => serve(stream, peer, &shared).await,
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(stream) => serve(stream, peer, &shared).await,
+            Err(error) => {
+                tracing::info!(%peer, %error, "harness TLS handshake failed");
+                return;
+            }
+        },
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "harness connection ended");
+    }
+}
+
 fn current_mode(modes: &RwLock<Modes>, path: Option<&str>) -> Mode {
     let modes = modes.read().unwrap_or_else(|poisoned| poisoned.into_inner());
     path.and_then(|path| modes.by_path.get(path).cloned()).or_else(|| modes.default.clone()).unwrap_or(Mode::Ok)
 }
 
-/// Reads one request's head (and its body, if it has a Content-Length); returns the path.
-async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+/// Reads one request's head (and its body, if it has a Content-Length).
+async fn read_request(stream: &mut impl Connection) -> std::io::Result<Option<RecordedRequest>> {
     let mut buffer = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let head_end = loop {
@@ -203,15 +280,9 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<String>>
             return Ok(None);
         }
     };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-    let path = head.split_whitespace().nth(1).map(|target| target.split('?').next().unwrap_or(target).to_owned());
-    let length: usize = head
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, value)| value.trim().parse().ok())
-        .unwrap_or(0);
-    let mut remaining = length.saturating_sub(buffer.len() - head_end);
+    let head = String::from_utf8_lossy(&buffer[..head_end]);
+    let Some(request) = RecordedRequest::parse_head(&head) else { return Ok(None) };
+    let mut remaining = request.content_length().saturating_sub(buffer.len() - head_end);
     while remaining > 0 {
         let read = stream.read(&mut chunk).await?;
         if read == 0 {
@@ -219,7 +290,7 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<String>>
         }
         remaining = remaining.saturating_sub(read);
     }
-    Ok(path)
+    Ok(Some(request))
 }
 
 fn response(status: u16, reason: &str, content_type: &str, body: &str, extra: &str) -> String {
@@ -231,14 +302,12 @@ fn response(status: u16, reason: &str, content_type: &str, body: &str, extra: &s
 
 const OK_BODY: &str = r#"{"status":"ok","source":"harness"}"#;
 
-async fn serve(mut stream: TcpStream, peer: SocketAddr, modes: Arc<RwLock<Modes>>) -> std::io::Result<()> {
-    if current_mode(&modes, None) == Mode::AcceptNeverRead {
-        tracing::info!(%peer, "accept-never-read: holding the connection without reading");
-        std::future::pending::<()>().await;
-    }
-    let Some(path) = read_request(&mut stream).await? else { return Ok(()) };
-    let mode = current_mode(&modes, Some(&path));
-    tracing::info!(%peer, path, ?mode, "harness answering");
+async fn serve(mut stream: impl Connection, peer: SocketAddr, shared: &Shared) -> std::io::Result<()> {
+    let Some(request) = read_request(&mut stream).await? else { return Ok(()) };
+    let mode = current_mode(&shared.modes, Some(&request.path));
+    let (method, path, headers) = (request.method.as_str(), request.path.as_str(), request.headers.len());
+    tracing::info!(%peer, method, path, headers, ?mode, "harness answering");
+    shared.requests.record(request);
     match mode {
         Mode::Ok => stream.write_all(response(200, "OK", "application/json", OK_BODY, "").as_bytes()).await?,
         Mode::Slow { delay } => {
@@ -263,7 +332,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, modes: Arc<RwLock<Modes>
             stream.write_all(head.as_bytes()).await?;
             stream.flush().await?;
             // Linger 0: closing sends RST instead of FIN.
-            stream.set_zero_linger()?;
+            stream.tcp().set_zero_linger()?;
             drop(stream);
         }
         Mode::WrongContentLength => {

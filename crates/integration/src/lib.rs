@@ -5,9 +5,12 @@
 //! (`integration_requests_total{dependency,outcome}`, `integration_request_duration_seconds`),
 //! and breaker state by the breaker itself.
 //!
-//! This build speaks plain HTTP only: reqwest's TLS features either pull aws-lc or require a
-//! process-wide crypto provider that every other reqwest user in the workspace would then
-//! need; HTTPS to providers arrives with the first real provider adapter.
+//! It speaks HTTP and HTTPS. TLS is rustls with the ring provider, configured here rather than by
+//! reqwest and handed to reqwest whole: it trusts the webpki roots plus the dependency's
+//! `extra_root_certificates` (a private CA, a sandbox's self-signed certificate), and nothing
+//! else. Redirects are never followed. Because Cargo unifies features, turning on reqwest's
+//! rustls support here changes every other reqwest client in the same binary: see
+//! [`install_crypto_provider`].
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +25,8 @@ use resilience::{
     Bulkhead, BulkheadConfig, BulkheadFull, CallOutcome, CircuitBreaker, CircuitBreakerConfig, Clock, Idempotency,
     Rejected, Retry, RetryConfig, Verdict,
 };
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 
 /// Settings of one dependency.
 #[derive(Debug, Clone)]
@@ -40,6 +45,9 @@ pub struct IntegrationConfig {
     pub max_wait: Duration,
     pub breaker: CircuitBreakerConfig,
     pub retry: RetryConfig,
+    /// PEM certificates trusted as roots in addition to the webpki roots; each entry holds at
+    /// least one `CERTIFICATE` block. Empty by default.
+    pub extra_root_certificates: Vec<String>,
 }
 
 impl IntegrationConfig {
@@ -54,6 +62,7 @@ impl IntegrationConfig {
             max_wait: Duration::from_millis(100),
             breaker: CircuitBreakerConfig::new(name),
             retry: RetryConfig::new(name),
+            extra_root_certificates: Vec::new(),
         }
     }
 }
@@ -121,6 +130,8 @@ pub enum IntegrationError {
     BulkheadFull(#[from] BulkheadFull),
     #[error("{dependency} did not answer within {after:?}")]
     Timeout { dependency: String, after: Duration },
+    /// Refused, unreachable, or the TLS handshake failed (an untrusted certificate, a name
+    /// mismatch); `detail` carries the cause.
     #[error("could not connect to {dependency}: {detail}")]
     Connect { dependency: String, detail: String },
     #[error("{dependency} broke the protocol: {detail}")]
@@ -129,6 +140,10 @@ pub enum IntegrationError {
     Status { dependency: String, status: StatusCode, retry_after: Option<Duration> },
     #[error("the response body is not what was promised: {0}")]
     InvalidBody(String),
+    /// From `IntegrationClient::new` only: the configuration cannot make a client (an extra
+    /// root certificate that is not a PEM certificate).
+    #[error("{dependency} is misconfigured: {detail}")]
+    Config { dependency: String, detail: String },
 }
 
 impl IntegrationError {
@@ -141,6 +156,7 @@ impl IntegrationError {
             Self::Protocol { .. } => "protocol_error",
             Self::Status { .. } => "error_status",
             Self::InvalidBody(_) => "invalid_body",
+            Self::Config { .. } => "config_error",
         }
     }
 }
@@ -156,17 +172,18 @@ pub struct IntegrationClient {
 }
 
 impl IntegrationClient {
+    /// Builds the client; fails with [`IntegrationError::Config`] when an extra root certificate
+    /// is not a PEM certificate. Needs no process-wide crypto provider.
     pub fn new(config: IntegrationConfig, clock: Arc<dyn Clock>) -> Result<Self, IntegrationError> {
+        let tls = tls_config(&config)?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .connect_timeout(config.connect_timeout)
             .timeout(config.attempt_timeout)
             // Providers' redirects are never followed: a redirect is an answer to inspect.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|error| IntegrationError::Connect {
-                dependency: config.name.clone(),
-                detail: error.to_string(),
-            })?;
+            .map_err(|error| IntegrationError::Config { dependency: config.name.clone(), detail: error.to_string() })?;
         let breaker = Arc::new(CircuitBreaker::new(config.breaker.clone(), Arc::clone(&clock)));
         let bulkhead = Arc::new(Bulkhead::new(BulkheadConfig {
             name: config.name.clone(),
@@ -230,7 +247,11 @@ impl IntegrationClient {
                     {
                         Verdict::Retry { after: *retry_after }
                     }
-                    Err(IntegrationError::Status { .. } | IntegrationError::BulkheadFull(_)) => Verdict::Done,
+                    Err(
+                        IntegrationError::Status { .. }
+                        | IntegrationError::BulkheadFull(_)
+                        | IntegrationError::Config { .. },
+                    ) => Verdict::Done,
                     Err(
                         IntegrationError::Timeout { .. }
                         | IntegrationError::Connect { .. }
@@ -291,21 +312,71 @@ impl IntegrationClient {
     }
 }
 
+/// Installs ring as the process-wide rustls crypto provider. Idempotent: a provider already
+/// installed is kept.
+///
+/// `IntegrationClient` does not need it: it hands reqwest a complete ring-backed TLS
+/// configuration. It exists because this crate turns on reqwest's `rustls-no-provider` feature,
+/// and Cargo unifies features across a build: every other `reqwest::Client` in the same binary or
+/// test binary (`Client::new()`, `Client::builder().build()`) then sets up rustls itself, and
+/// reqwest panics while building it unless a process-wide provider is installed. Call this once
+/// at startup, and in every test that builds a plain reqwest client, before building it. Ring,
+/// because aws-lc is kept out of the build.
+pub fn install_crypto_provider() {
+    // An error only says that a provider is already installed, which is all this promises.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The rustls configuration of one dependency: ring, safe default protocol versions, the webpki
+/// roots plus the configured extra roots.
+fn tls_config(config: &IntegrationConfig) -> Result<rustls::ClientConfig, IntegrationError> {
+    let invalid = |detail: String| IntegrationError::Config { dependency: config.name.clone(), detail };
+    let mut roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for (index, pem) in config.extra_root_certificates.iter().enumerate() {
+        let mut added = 0;
+        for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let certificate = certificate
+                .map_err(|error| invalid(format!("extra root certificate {index} is not valid PEM: {error}")))?;
+            roots
+                .add(certificate)
+                .map_err(|error| invalid(format!("extra root certificate {index} was refused: {error}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(invalid(format!("extra root certificate {index} holds no CERTIFICATE block")));
+        }
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| invalid(format!("no usable TLS protocol version: {error}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // reqwest uses a preconfigured configuration as it is, so offer what its own would.
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
 fn classify(error: &reqwest::Error, dependency: String, attempt_timeout: Duration) -> IntegrationError {
     if error.is_timeout() {
         IntegrationError::Timeout { dependency, after: attempt_timeout }
     } else if error.is_connect() {
-        IntegrationError::Connect { dependency, detail: error.to_string() }
+        // The chain, because the top error only names the URL: the cause (refused, unknown
+        // certificate issuer, name mismatch) is underneath.
+        IntegrationError::Connect { dependency, detail: error_chain(error) }
     } else {
-        let mut detail = error.to_string();
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            detail.push_str(": ");
-            detail.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        IntegrationError::Protocol { dependency, detail }
+        IntegrationError::Protocol { dependency, detail: error_chain(error) }
     }
+}
+
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut detail = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        detail.push_str(": ");
+        detail.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    detail
 }
 
 fn random_hex(bytes: usize) -> String {

@@ -1,6 +1,10 @@
 //! The integration client against the devious harness: every failure mode ends within the
 //! total timeout, retries happen only for idempotent calls, and the breaker opens, half-opens
-//! and closes as the dependency fails and recovers.
+//! and closes as the dependency fails and recovers. Over TLS it trusts what it is configured to
+//! trust and refuses the rest, and the `traceparent` it sends reaches the upstream.
+//!
+//! Nothing in this test binary installs a process-wide rustls provider: the TLS tests also prove
+//! that `IntegrationClient` needs none.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -39,6 +43,22 @@ fn config(base_url: &str) -> IntegrationConfig {
 
 async fn harness(mode: Mode) -> Harness {
     Harness::start("127.0.0.1:0".parse().unwrap(), mode).await.unwrap()
+}
+
+async fn tls_harness(mode: Mode) -> Harness {
+    Harness::start_tls("127.0.0.1:0".parse().unwrap(), mode).await.unwrap()
+}
+
+/// `00-{32 hex trace id}-{16 hex parent id}-01`, split into the two ids.
+fn traceparent_ids(traceparent: &str) -> (String, String) {
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!((parts[0], parts[3]), ("00", "01"), "{traceparent}");
+    let is_hex = |part: &str, length: usize| {
+        part.len() == length && part.chars().all(|character| matches!(character, '0'..='9' | 'a'..='f'))
+    };
+    assert!(is_hex(parts[1], 32) && is_hex(parts[2], 16), "{traceparent}");
+    (parts[1].to_owned(), parts[2].to_owned())
 }
 
 fn client(base_url: &str) -> (Arc<ManualClock>, IntegrationClient) {
@@ -139,4 +159,93 @@ async fn client_errors_are_returned_and_do_not_trip_the_breaker() {
         assert_eq!(response.status, 404);
     }
     assert_eq!(client.breaker().state(), BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn https_works_with_the_configured_extra_root_certificate() {
+    assert!(rustls::crypto::CryptoProvider::get_default().is_none(), "this binary installs no provider");
+    let harness = tls_harness(Mode::Ok).await;
+    let clock = Arc::new(ManualClock::default());
+    let config = IntegrationConfig {
+        extra_root_certificates: vec![harness.certificate_pem().unwrap().to_owned()],
+        ..config(&harness.url(""))
+    };
+    assert!(config.base_url.starts_with("https://"));
+    let client = IntegrationClient::new(config, clock).unwrap();
+    let response = client.send(OutboundRequest::get("/v1/ping")).await.unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json::<serde_json::Value>().unwrap()["status"], "ok");
+    let received = harness.requests();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].path, "/v1/ping");
+    traceparent_ids(received[0].header("traceparent").expect("the traceparent crossed TLS"));
+}
+
+#[tokio::test]
+async fn a_server_with_an_untrusted_certificate_is_refused() {
+    let trusted = tls_harness(Mode::Ok).await;
+    let untrusted = tls_harness(Mode::Ok).await;
+    let clock = Arc::new(ManualClock::default());
+    let trusting_another = IntegrationConfig {
+        extra_root_certificates: vec![trusted.certificate_pem().unwrap().to_owned()],
+        ..config(&untrusted.url(""))
+    };
+    let trusting_the_webpki_roots_only = config(&untrusted.url(""));
+    for config in [trusting_another, trusting_the_webpki_roots_only] {
+        let client = IntegrationClient::new(config, clock.clone()).unwrap();
+        let once = || OutboundRequest { idempotency: Idempotency::NotIdempotent, ..OutboundRequest::get("/") };
+        for _ in 0..4 {
+            let error = client.send(once()).await.unwrap_err();
+            let IntegrationError::Connect { detail, .. } = &error else { panic!("expected a refusal, got {error:?}") };
+            assert!(detail.contains("certificate"), "the cause is in the detail: {detail}");
+        }
+        assert_eq!(client.breaker().state(), BreakerState::Open, "each refusal counts as a failure");
+        assert!(matches!(client.send(once()).await, Err(IntegrationError::BreakerOpen(_))));
+    }
+    assert!(untrusted.connections() >= 8, "the calls reached the server's TCP listener");
+    assert!(untrusted.requests().is_empty(), "but no request was ever sent");
+    assert!(trusted.requests().is_empty());
+}
+
+#[tokio::test]
+async fn an_extra_root_certificate_that_is_not_a_pem_certificate_is_a_configuration_error() {
+    let clock: Arc<ManualClock> = Arc::new(ManualClock::default());
+    for broken in ["", "not a certificate", "-----BEGIN CERTIFICATE-----\nbm90IGRlcg==\n-----END CERTIFICATE-----\n"] {
+        let config =
+            IntegrationConfig { extra_root_certificates: vec![broken.to_owned()], ..config("https://127.0.0.1:1") };
+        let error = IntegrationClient::new(config, clock.clone()).unwrap_err();
+        assert!(
+            matches!(&error, IntegrationError::Config { detail, .. } if detail.contains("extra root certificate 0")),
+            "{broken:?}: {error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_traceparent_reaches_the_upstream() {
+    let harness = harness(Mode::Ok).await;
+    let (_, client) = client(&harness.url(""));
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let child = OutboundRequest { trace_id: Some(trace_id.to_owned()), ..OutboundRequest::get("/v1/child") };
+    client.send(child).await.unwrap();
+    client.send(OutboundRequest::get("/v1/root")).await.unwrap();
+    let received = harness.requests();
+    assert_eq!(received.len(), 2);
+    let (child_trace, _) = traceparent_ids(received[0].header("traceparent").unwrap());
+    assert_eq!(child_trace, trace_id, "the call continues the caller's trace");
+    let (root_trace, _) = traceparent_ids(received[1].header("traceparent").unwrap());
+    assert_ne!(root_trace, trace_id, "without a caller's trace, a new one starts");
+}
+
+#[tokio::test]
+async fn retried_attempts_share_the_trace_and_differ_in_span() {
+    let harness = harness(Mode::Status(503)).await;
+    let (_, client) = client(&harness.url(""));
+    assert!(client.send(OutboundRequest::get("/")).await.is_err());
+    let received = harness.requests();
+    assert_eq!(received.len(), 2, "a GET is tried twice");
+    let (first_trace, first_span) = traceparent_ids(received[0].header("traceparent").unwrap());
+    let (second_trace, second_span) = traceparent_ids(received[1].header("traceparent").unwrap());
+    assert_eq!(first_trace, second_trace);
+    assert_ne!(first_span, second_span);
 }

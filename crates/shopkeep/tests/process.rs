@@ -114,7 +114,7 @@ impl Server {
 async fn sigterm_drains_in_flight_requests_and_exits_zero_and_logs_keep_secrets() {
     let directory = tempfile::tempdir().unwrap();
     let server = Server::start(&sqlite_url(directory.path())).await;
-    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let client = http_client(reqwest::Client::builder().cookie_store(true));
 
     let signup = client
         .post(server.url("/api/v1/users"))
@@ -144,9 +144,14 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero_and_logs_keep_secrets(
         .await
         .unwrap();
     let secret = token["tokenSecret"].as_str().unwrap().to_owned();
-    let me = reqwest::Client::new().get(server.url("/api/v1/users/me")).bearer_auth(&secret).send().await.unwrap();
+    let me = http_client(reqwest::Client::builder())
+        .get(server.url("/api/v1/users/me"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(me.status(), 200);
-    let failed = reqwest::Client::new()
+    let failed = http_client(reqwest::Client::builder())
         .post(server.url("/api/v1/sessions"))
         .json(&json!({ "email": "ada.lovelace@example.com", "password": "a wrong password!" }))
         .send()
@@ -311,7 +316,7 @@ async fn admin_create_user_bootstraps_an_administrator() {
     assert!(stderr.contains("--role"), "{stderr}");
 
     let server = Server::start(&url).await;
-    let login = reqwest::Client::new()
+    let login = http_client(reqwest::Client::builder())
         .post(server.url("/api/v1/sessions"))
         .json(&json!({ "email": "root@example.com", "password": PASSWORD }))
         .send()
@@ -379,4 +384,11 @@ async fn every_command_has_help_and_bad_usage_exits_2() {
     assert_eq!(code, 2);
     let (code, _, _) = output(shopkeep().args(["serve", "--listen", "nowhere"])).await;
     assert_eq!(code, 2);
+}
+
+/// A test client; reqwest's TLS backend needs the process-wide crypto provider (see
+/// `integration::install_crypto_provider`).
+fn http_client(builder: reqwest::ClientBuilder) -> reqwest::Client {
+    integration::install_crypto_provider();
+    builder.build().expect("client")
 }

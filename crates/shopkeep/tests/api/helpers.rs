@@ -133,6 +133,8 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Config
     let admin_address = application.admin_address();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(application.run_until_stopped(shutdown.clone()));
+    // reqwest's TLS backend needs the process-wide crypto provider (see the function's doc).
+    integration::install_crypto_provider();
     let http = Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     TestApp { address, admin_address, config, backend, http, limiter_clock, shutdown, server, _database: guard }
 }
