@@ -1,15 +1,17 @@
-//! The admin listener (127.0.0.1:9090 by default): health with details, and Prometheus metrics.
-//! Everything but health needs `Authorization: Bearer <admin token>` when a token is configured.
+//! The admin listener (127.0.0.1:9090 by default): health with details, Prometheus metrics, the
+//! stability status page (breakers, limits, load shedding) and breaker controls.
+//! Everything but health needs `Authorization: Bearer <admin token>` when a token is configured;
+//! actions that change state (breaker resets) need a configured token, always.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 use subtle::ConstantTimeEq as _;
 
@@ -40,8 +42,13 @@ struct AdminState {
 /// The admin router.
 pub fn admin_router(app: AppState, settings: AdminSettings) -> Router {
     let state = AdminState { app, settings, started: Instant::now() };
+    let actions = Router::new()
+        .route("/admin/v1/breakers/{name}/{action}", post(breaker_action))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_configured_token));
     let protected = Router::new()
         .route("/metrics", get(metrics))
+        .route("/admin/v1/status", get(status))
+        .merge(actions)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_admin_token));
     Router::new()
         .route("/health/live", get(live))
@@ -68,6 +75,20 @@ async fn require_admin_token(
         if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
             return Err(ApiError::Unauthenticated("the admin token is missing or wrong"));
         }
+    }
+    Ok(next.run(request).await)
+}
+
+/// State-changing admin actions refuse to run without a configured token, even on loopback.
+async fn require_configured_token(
+    State(state): State<AdminState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if state.settings.token.is_none() {
+        return Err(ApiError::Forbidden(
+            "admin actions need an admin token: set admin.token (or SHOPKEEP_ADMIN__TOKEN)",
+        ));
     }
     Ok(next.run(request).await)
 }
@@ -165,4 +186,155 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     metrics::gauge!("db_pool_max_connections").set(f64::from(pool.max_size));
     let body = (state.settings.metrics)();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BreakerStatus {
+    name: String,
+    /// `closed`, `open`, `half_open`, `forced_open` or `disabled` (as in the metrics).
+    state: &'static str,
+    calls_in_window: u32,
+    /// Percentages over the current window; absent below the minimum number of calls.
+    failure_rate: Option<f64>,
+    slow_call_rate: Option<f64>,
+    /// While open: seconds until the next probe is let through.
+    retry_after_seconds: Option<f64>,
+}
+
+impl From<resilience::BreakerSnapshot> for BreakerStatus {
+    fn from(snapshot: resilience::BreakerSnapshot) -> Self {
+        Self {
+            name: snapshot.name,
+            state: snapshot.state.as_str(),
+            calls_in_window: snapshot.calls_in_window,
+            failure_rate: snapshot.failure_rate,
+            slow_call_rate: snapshot.slow_call_rate,
+            retry_after_seconds: snapshot.retry_after.map(|wait| wait.as_secs_f64()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct QuotaStatus {
+    count: u32,
+    period_seconds: u64,
+}
+
+impl From<resilience::Quota> for QuotaStatus {
+    fn from(quota: resilience::Quota) -> Self {
+        Self { count: quota.count, period_seconds: quota.period.as_secs() }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LimitsStatus {
+    enabled: bool,
+    /// `memory` (this instance) or the shared store's name (`redis`).
+    store: &'static str,
+    /// With a shared store: `open` or `closed` while it cannot answer.
+    on_store_failure: Option<&'static str>,
+    per_ip: QuotaStatus,
+    anonymous: QuotaStatus,
+    customer: QuotaStatus,
+    staff: QuotaStatus,
+    api_token: QuotaStatus,
+    login_per_ip: QuotaStatus,
+    signup_per_ip: QuotaStatus,
+    lockout: LockoutStatus,
+    trusted_proxies: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LockoutStatus {
+    failures: u32,
+    window_seconds: u64,
+    lock_seconds: u64,
+    failed_login_alert_per_minute: u32,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SheddingStatus {
+    /// `fixed` or `adaptive`.
+    mode: &'static str,
+    limit: usize,
+    in_flight: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusBody {
+    version: &'static str,
+    uptime_seconds: u64,
+    draining: bool,
+    breakers: Vec<BreakerStatus>,
+    rate_limits: LimitsStatus,
+    load_shedding: SheddingStatus,
+}
+
+/// The stability status page: every breaker, the limits in force, and load shedding.
+async fn status(State(state): State<AdminState>) -> Response {
+    let app = &state.app.inner;
+    let limits = app.rate_limits.settings();
+    let shared = app.rate_limits.shared();
+    let body = StatusBody {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        draining: app.readiness.is_draining(),
+        breakers: app.breakers.snapshots().into_iter().map(BreakerStatus::from).collect(),
+        rate_limits: LimitsStatus {
+            enabled: limits.enabled,
+            store: shared.map_or("memory", |shared| shared.limiter.backend()),
+            on_store_failure: shared.map(|shared| match shared.on_failure {
+                resilience::FailureMode::Open => "open",
+                resilience::FailureMode::Closed => "closed",
+            }),
+            per_ip: limits.per_ip.into(),
+            anonymous: limits.anonymous.into(),
+            customer: limits.customer.into(),
+            staff: limits.staff.into(),
+            api_token: limits.api_token.into(),
+            login_per_ip: limits.login_per_ip.into(),
+            signup_per_ip: limits.signup_per_ip.into(),
+            lockout: LockoutStatus {
+                failures: limits.lockout_failures,
+                window_seconds: limits.lockout_window.as_secs(),
+                lock_seconds: limits.lockout_duration.as_secs(),
+                failed_login_alert_per_minute: limits.failed_login_alert_per_minute,
+            },
+            trusted_proxies: limits.trusted_proxies.iter().map(ToString::to_string).collect(),
+        },
+        load_shedding: SheddingStatus {
+            mode: match app.settings.concurrency {
+                resilience::ConcurrencyLimit::Fixed(_) => "fixed",
+                resilience::ConcurrencyLimit::Adaptive { .. } => "adaptive",
+            },
+            limit: app.shedder.limit(),
+            in_flight: app.shedder.in_flight(),
+        },
+    };
+    let mut response = axum::Json(body).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `reset` (closed, empty window), `force-open` (refuse every call) or `disable` (let every call
+/// through, record nothing) one breaker; answers with its new status.
+async fn breaker_action(
+    State(state): State<AdminState>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let breaker = state.app.inner.breakers.get(&name).ok_or(ApiError::NotFound)?;
+    match action.as_str() {
+        "reset" => breaker.reset(),
+        "force-open" => breaker.force_open(),
+        "disable" => breaker.disable(),
+        _ => return Err(ApiError::NotFound),
+    }
+    tracing::warn!(breaker = name.as_str(), action = action.as_str(), "circuit breaker changed by an operator");
+    Ok(axum::Json(BreakerStatus::from(breaker.snapshot())).into_response())
 }

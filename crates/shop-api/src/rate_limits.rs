@@ -2,6 +2,11 @@
 //! every public route, per principal (user or API token, by tier) after authentication, and
 //! layered login protection: per IP, per account (failures lock it for a while), and a global
 //! failed-login rate exported for alerting. Sign-up is limited per IP.
+//!
+//! With a shared store (Redis) every limit and the account lockout are shared by all instances;
+//! calls to the store go through a circuit breaker (`redis`), so an outage costs one timeout per
+//! call only until the breaker opens. While the store cannot answer, rate limits fail open or
+//! closed as configured, and the lockout falls back to this instance's own counters.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -12,7 +17,11 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 use ipnet::IpNet;
-use resilience::{Clock, Decision, FailureMode, KeyedLimiter, Quota, SharedLimiter, SlidingWindowCounter};
+use resilience::{
+    CallOutcome, CircuitBreaker, Clock, Decision, FailureMode, KeyedLimiter, LockoutRule, Quota, SharedLimitError,
+    SharedLimiter, SlidingWindowCounter,
+};
+use sha2::Digest as _;
 use shop::accounts::{AuthMethod, Caller, Role};
 use uuid::Uuid;
 
@@ -89,15 +98,31 @@ pub struct SharedStatus {
     pub on_failure: FailureMode,
 }
 
-/// A limiter store shared by every instance, and what to do when it cannot answer.
+/// A limiter store shared by every instance, the breaker guarding calls to it, and what to do
+/// when it cannot answer.
 #[derive(Clone)]
 pub struct SharedLimits {
     pub limiter: Arc<dyn SharedLimiter>,
+    pub breaker: Arc<CircuitBreaker>,
     pub on_failure: FailureMode,
 }
 
-/// The limiters of one instance. GCRA limits go to the shared store when there is one; the
-/// account lockout and the failed-login gauge are per instance.
+impl SharedLimits {
+    /// One call to the store through the breaker: refused at once while it is open.
+    async fn call<T>(
+        &self,
+        operation: impl std::future::Future<Output = Result<T, SharedLimitError>>,
+    ) -> Result<T, SharedLimitError> {
+        let permit = self.breaker.try_acquire().map_err(|rejected| SharedLimitError(rejected.to_string()))?;
+        let result = operation.await;
+        permit.record(if result.is_ok() { CallOutcome::Success } else { CallOutcome::Failure });
+        result
+    }
+}
+
+/// The limiters of one instance. GCRA limits and the account lockout go to the shared store
+/// when there is one (the local ones then serve as the lockout's fallback); the failed-login
+/// gauge is per instance (Prometheus sums instances).
 pub struct RateLimiters {
     settings: RateLimitSettings,
     clock: Arc<dyn Clock>,
@@ -151,6 +176,11 @@ impl RateLimiters {
         &self.settings
     }
 
+    /// The shared store, when limits are shared.
+    pub fn shared(&self) -> Option<&SharedLimits> {
+        self.shared.as_ref()
+    }
+
     /// Forgets idle keys everywhere (steady state); returns the keys still tracked.
     pub fn purge_idle(&self) -> usize {
         let now = self.clock.now();
@@ -195,12 +225,11 @@ impl RateLimiters {
         let Some(shared) = &self.shared else {
             return self.verdict(scope, quota, local.check(key));
         };
-        match shared.limiter.check(scope, &key.to_string(), quota).await {
+        let key = key.to_string();
+        match shared.call(shared.limiter.check(scope, &key, quota)).await {
             Ok(decision) => self.verdict(scope, quota, decision),
             Err(error) => {
-                metrics::counter!("rate_limiter_backend_errors_total", "backend" => shared.limiter.backend())
-                    .increment(1);
-                self.log_failure(&error, shared.on_failure);
+                self.shared_failed(shared, &error);
                 match shared.on_failure {
                     FailureMode::Open => Ok(()),
                     FailureMode::Closed => Err(ApiError::Unavailable {
@@ -212,7 +241,13 @@ impl RateLimiters {
         }
     }
 
-    fn log_failure(&self, error: &resilience::SharedLimitError, mode: FailureMode) {
+    /// Counts and (at most every 10 s) logs a failed call to the shared store.
+    fn shared_failed(&self, shared: &SharedLimits, error: &SharedLimitError) {
+        metrics::counter!("rate_limiter_backend_errors_total", "backend" => shared.limiter.backend()).increment(1);
+        self.log_failure(error, shared.on_failure);
+    }
+
+    fn log_failure(&self, error: &SharedLimitError, mode: FailureMode) {
         use std::sync::atomic::Ordering;
         // Seconds since start, shifted by the interval so that the very first failure (with
         // `last_failure_logged` still 0) is logged at once.
@@ -262,6 +297,14 @@ impl RateLimiters {
         }
     }
 
+    fn lockout_rule(&self) -> LockoutRule {
+        LockoutRule {
+            limit: self.settings.lockout_failures,
+            window: self.settings.lockout_window,
+            lock_for: self.settings.lockout_duration,
+        }
+    }
+
     /// Before verifying a login: the per-IP login limit and the account lock.
     pub async fn before_login(&self, ip: IpAddr, email: &str) -> Result<(), ApiError> {
         if !self.settings.enabled {
@@ -269,13 +312,23 @@ impl RateLimiters {
         }
         self.gcra("login_ip", self.settings.login_per_ip, &self.login_per_ip, &ip).await?;
         let key = account_key(email);
-        let now = self.clock.now();
-        let locked_until = self.locked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key).copied();
-        if let Some(until) = locked_until.filter(|until| *until > now) {
+        let shared_lock = match &self.shared {
+            None => None,
+            Some(shared) => match shared.call(shared.limiter.locked_for(LOCKOUT_SCOPE, &shared_key(&key))).await {
+                Ok(lock) => Some(lock),
+                Err(error) => {
+                    self.shared_failed(shared, &error);
+                    None
+                }
+            },
+        };
+        // Without an answer from the shared store, this instance's own lock still applies.
+        let locked_for = shared_lock.unwrap_or_else(|| self.local_lock(&key));
+        if let Some(left) = locked_for {
             metrics::counter!("http_requests_rate_limited_total", "scope" => "account_lock").increment(1);
             return Err(ApiError::RateLimited {
                 detail: "too many failed logins for this account; try again later",
-                retry_after: until.saturating_duration_since(now),
+                retry_after: left,
                 limit: self.settings.lockout_failures,
                 policy: Quota::new(self.settings.lockout_failures, self.settings.lockout_window).policy_header(),
             });
@@ -283,28 +336,46 @@ impl RateLimiters {
         Ok(())
     }
 
+    fn local_lock(&self, key: &str) -> Option<Duration> {
+        let now = self.clock.now();
+        let locked = self.locked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        locked.get(key).filter(|until| **until > now).map(|until| until.saturating_duration_since(now))
+    }
+
     /// After a login attempt: failures count towards the account lock and the global alert.
     /// The account key is the email as typed (normalised), whether or not an account exists,
     /// so a lock reveals nothing about which addresses are registered.
-    pub fn after_login(&self, email: &str, succeeded: bool) {
+    pub async fn after_login(&self, email: &str, succeeded: bool) {
         if !self.settings.enabled {
             return;
         }
         let key = account_key(email);
-        if succeeded {
-            self.login_failures.clear(&key);
-            return;
-        }
-        self.login_failures.record(&key);
-        if self.login_failures.is_over(&key) {
-            let until = self.clock.now() + self.settings.lockout_duration;
-            self.locked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key.clone(), until);
-            self.login_failures.clear(&key);
+        let shared = match &self.shared {
+            None => None,
+            Some(shared) => {
+                let hashed = shared_key(&key);
+                let result = if succeeded {
+                    shared.call(shared.limiter.clear_failures(LOCKOUT_SCOPE, &hashed)).await.map(|()| None)
+                } else {
+                    shared.call(shared.limiter.record_failure(LOCKOUT_SCOPE, &hashed, self.lockout_rule())).await
+                };
+                result.inspect_err(|error| self.shared_failed(shared, error)).ok()
+            }
+        };
+        let locked_now = match shared {
+            Some(locked) => locked.is_some(),
+            // No shared store, or it did not answer: count here.
+            None => self.record_locally(&key, succeeded),
+        };
+        if locked_now {
             metrics::counter!("accounts_lockouts_total").increment(1);
             tracing::warn!(
                 lockoutSecs = self.settings.lockout_duration.as_secs(),
                 "account locked after repeated failed logins"
             );
+        }
+        if succeeded {
+            return;
         }
         let global = self.failed_logins.record(&());
         let alarming = global >= f64::from(self.settings.failed_login_alert_per_minute);
@@ -316,6 +387,23 @@ impl RateLimiters {
                 "failed logins across all accounts above the alert threshold"
             );
         }
+    }
+
+    /// This instance's lockout bookkeeping; returns whether this failure locked the account.
+    fn record_locally(&self, key: &str, succeeded: bool) -> bool {
+        let key = key.to_owned();
+        if succeeded {
+            self.login_failures.clear(&key);
+            return false;
+        }
+        self.login_failures.record(&key);
+        if !self.login_failures.is_over(&key) {
+            return false;
+        }
+        let until = self.clock.now() + self.settings.lockout_duration;
+        self.locked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key.clone(), until);
+        self.login_failures.clear(&key);
+        true
     }
 
     /// Before creating an account: the per-IP sign-up limit.
@@ -357,6 +445,14 @@ impl RateLimiters {
 
 fn account_key(email: &str) -> String {
     email.trim().to_lowercase()
+}
+
+/// The scope of account lockouts in the shared store.
+const LOCKOUT_SCOPE: &str = "login_account";
+
+/// The account key as stored in the shared store: hashed, so Redis holds no email addresses.
+fn shared_key(account_key: &str) -> String {
+    hex::encode(sha2::Sha256::digest(account_key.as_bytes()))
 }
 
 /// The address used when a request carries no peer address (only in-process test requests).

@@ -1,4 +1,5 @@
-//! Shared state of the HTTP layer: the services, settings and the readiness flag.
+//! Shared state of the HTTP layer: the services, settings, readiness flag, load shedder and the
+//! process's circuit breakers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +59,18 @@ impl Readiness {
     }
 }
 
+/// What the HTTP layer is built from.
+pub struct AppParts {
+    pub accounts: AccountService,
+    pub catalog: CatalogService,
+    pub store: Arc<dyn Store>,
+    pub readiness: Arc<Readiness>,
+    pub settings: HttpSettings,
+    pub rate_limits: Arc<crate::rate_limits::RateLimiters>,
+    /// Every circuit breaker of the process, for the admin status page and resets.
+    pub breakers: resilience::BreakerRegistry,
+}
+
 /// Everything handlers and middleware share; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -71,18 +84,17 @@ pub(crate) struct Inner {
     pub store: Arc<dyn Store>,
     pub readiness: Arc<Readiness>,
     pub settings: HttpSettings,
+    pub breakers: resilience::BreakerRegistry,
+    /// The global in-flight limit of the public listener.
+    pub shedder: resilience::LoadShedder,
 }
 
 impl AppState {
-    pub fn new(
-        accounts: AccountService,
-        catalog: CatalogService,
-        store: Arc<dyn Store>,
-        readiness: Arc<Readiness>,
-        settings: HttpSettings,
-        rate_limits: Arc<crate::rate_limits::RateLimiters>,
-    ) -> Self {
-        Self { inner: Arc::new(Inner { rate_limits, accounts, catalog, store, readiness, settings }) }
+    pub fn new(parts: AppParts) -> Self {
+        let AppParts { accounts, catalog, store, readiness, settings, rate_limits, breakers } = parts;
+        let shedder = resilience::LoadShedder::new(settings.concurrency, Arc::new(resilience::MonotonicClock));
+        let inner = Inner { rate_limits, accounts, catalog, store, readiness, settings, breakers, shedder };
+        Self { inner: Arc::new(inner) }
     }
 
     pub(crate) fn accounts(&self) -> &AccountService {

@@ -35,11 +35,13 @@ pub trait SessionRepository: Send + Sync {
     async fn delete_session(&self, id: Uuid) -> Result<(), StoreError>;
     /// Deletes every session of a user except `keep`; returns how many were deleted.
     async fn delete_user_sessions(&self, user_id: Uuid, keep: Option<Uuid>) -> Result<u64, StoreError>;
-    /// Deletes sessions that expired (`expires_at <= now`) or went idle (`last_seen_at <= idle_cutoff`).
+    /// Deletes at most `limit` sessions that expired (`expires_at <= now`) or went idle
+    /// (`last_seen_at <= idle_cutoff`); returns how many went.
     async fn delete_expired_sessions(
         &self,
         now: OffsetDateTime,
         idle_cutoff: OffsetDateTime,
+        limit: u32,
     ) -> Result<u64, StoreError>;
 }
 

@@ -12,7 +12,8 @@ use shop::accounts::{AccountService, AccountSettings, PasswordHasher};
 use shop::catalog::CatalogService;
 use shop::{Clock, Store, SystemClock};
 use shop_api::{
-    AdminSettings, AppState, HttpSettings, MetricsRenderer, RateLimitSettings, RateLimiters, Readiness, SharedLimits,
+    AdminSettings, AppParts, AppState, HttpSettings, MetricsRenderer, RateLimitSettings, RateLimiters, Readiness,
+    SharedLimits,
 };
 use store_postgres::{PostgresSettings, PostgresStore};
 use store_sqlite::{SqliteSettings, SqliteStore};
@@ -120,6 +121,7 @@ impl Application {
             https: http.https,
             catalog_max_age: Duration::from_secs(http.catalog_max_age_secs),
         };
+        let breakers = resilience::BreakerRegistry::new();
         let shared_limits = match &config.redis.url {
             None => None,
             Some(url) => {
@@ -137,21 +139,28 @@ impl Application {
                 if let Err(error) = resilience::SharedLimiter::ping(&limiter).await {
                     tracing::warn!(%error, onFailure = %config.rate_limits.on_redis_failure, "Redis is unreachable at startup; rate limits fail {} until it answers", config.rate_limits.on_redis_failure);
                 }
-                Some(SharedLimits { limiter: Arc::new(limiter), on_failure })
+                let breaker = Arc::new(resilience::CircuitBreaker::new(
+                    redis_breaker_config(Duration::from_millis(config.redis.timeout_ms)),
+                    Arc::clone(&limiter_clock),
+                ));
+                breakers.register(Arc::clone(&breaker))?;
+                Some(SharedLimits { limiter: Arc::new(limiter), breaker, on_failure })
             }
         };
-        let rate_limits = Arc::new(RateLimiters::new(rate_limit_settings(&config)?, limiter_clock, shared_limits));
+        let rate_limits =
+            Arc::new(RateLimiters::new(rate_limit_settings(&config)?, Arc::clone(&limiter_clock), shared_limits));
         if !config.rate_limits.enabled {
             tracing::warn!("rate limits are OFF (rate_limits.enabled = false): only for load tests");
         }
-        let state = AppState::new(
-            accounts.clone(),
+        let state = AppState::new(AppParts {
+            accounts: accounts.clone(),
             catalog,
-            Arc::clone(&store),
-            Arc::clone(&readiness),
+            store: Arc::clone(&store),
+            readiness: Arc::clone(&readiness),
             settings,
-            Arc::clone(&rate_limits),
-        );
+            rate_limits: Arc::clone(&rate_limits),
+            breakers,
+        });
         let public_router = shop_api::public_router(state.clone()).map_err(|problem| anyhow::anyhow!(problem))?;
         let public = TcpListener::bind(config.listen())
             .await
@@ -196,8 +205,17 @@ impl Application {
             }
             None => Arc::new(|| "# metrics recorder unavailable\n".to_owned()),
         };
+        let purge_governor = resilience::ActionGovernor::new(
+            resilience::ActionGovernorConfig {
+                name: "session_purge".into(),
+                max_actions: config.accounts.session_purge_max_per_hour,
+                period: Duration::from_secs(3_600),
+            },
+            Arc::new(resilience::MonotonicClock),
+        );
         tasks.spawn(purge_sessions(
             accounts.clone(),
+            purge_governor,
             Duration::from_secs(config.accounts.session_purge_interval_secs),
             background.clone(),
         ));
@@ -279,6 +297,26 @@ impl Application {
     }
 }
 
+/// The breaker in front of Redis: after half of 10+ recent calls fail (or all are slower than
+/// the command timeout), calls stop for 1 s, doubling up to 30 s while Redis stays down, so an
+/// outage costs requests no timeouts once it is known.
+fn redis_breaker_config(timeout: Duration) -> resilience::CircuitBreakerConfig {
+    resilience::CircuitBreakerConfig {
+        window: resilience::SlidingWindow::Count(20),
+        minimum_calls: 10,
+        failure_rate_threshold: 50.0,
+        slow_call_rate_threshold: 100.0,
+        slow_call_duration: timeout,
+        open_wait: resilience::OpenWait::Exponential {
+            initial: Duration::from_secs(1),
+            multiplier: 2.0,
+            max: Duration::from_secs(30),
+        },
+        half_open_calls: 1,
+        ..resilience::CircuitBreakerConfig::new("redis")
+    }
+}
+
 /// The configured limits for `shop-api`.
 fn rate_limit_settings(config: &Config) -> anyhow::Result<RateLimitSettings> {
     let limits = &config.rate_limits;
@@ -314,8 +352,17 @@ async fn purge_rate_limits(limits: Arc<RateLimiters>, every: Duration, stop: Can
     }
 }
 
-/// Deletes expired sessions periodically (steady state), with jitter so instances spread out.
-async fn purge_sessions(accounts: AccountService, every: Duration, stop: CancellationToken) {
+/// Sessions deleted per statement, so a large purge never holds a long write lock.
+const SESSION_PURGE_BATCH: u32 = 1_000;
+
+/// Deletes expired sessions periodically (steady state), with jitter so instances spread out,
+/// at the pace its governor allows.
+async fn purge_sessions(
+    accounts: AccountService,
+    governor: resilience::ActionGovernor,
+    every: Duration,
+    stop: CancellationToken,
+) {
     loop {
         let jitter = rand::rng().random_range(0.0..0.2);
         let wait = every.mul_f64(1.0 + jitter);
@@ -323,12 +370,130 @@ async fn purge_sessions(accounts: AccountService, every: Duration, stop: Cancell
             () = tokio::time::sleep(wait) => {}
             () = stop.cancelled() => return,
         }
-        match accounts.purge_expired_sessions().await {
-            Ok(purged) => {
-                metrics::counter!("sessions_purged_total").increment(purged);
-                tracing::debug!(purged, "expired sessions purged");
+        let run = governed_purge(&governor, SESSION_PURGE_BATCH, |limit| accounts.purge_expired_sessions(limit));
+        match run.await {
+            Ok(outcome) => {
+                metrics::counter!("sessions_purged_total").increment(outcome.purged);
+                tracing::debug!(purged = outcome.purged, heldBack = outcome.held_back, "expired sessions purged");
             }
             Err(error) => tracing::warn!(%error, "purging expired sessions failed"),
         }
+    }
+}
+
+/// What one governed purge did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PurgeOutcome {
+    purged: u64,
+    /// The governor stopped the purge while rows may remain (it logged a warning).
+    held_back: bool,
+}
+
+/// Deletes in batches of at most `batch` rows while `governor` allows, until a batch comes back
+/// short (nothing left). Unused grants are given back, so only rows really deleted count.
+async fn governed_purge<F, Fut>(
+    governor: &resilience::ActionGovernor,
+    batch: u32,
+    mut delete: F,
+) -> Result<PurgeOutcome, shop::Error>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, shop::Error>>,
+{
+    let mut purged = 0;
+    loop {
+        // Ask only for what is left, so that the governor refuses (and warns) only when the
+        // allowance is spent, not whenever a batch is larger than the rest of it.
+        let allowance = governor.allowance();
+        let grant = governor.request(if allowance == 0 { batch } else { batch.min(allowance) });
+        if grant.granted == 0 {
+            return Ok(PurgeOutcome { purged, held_back: true });
+        }
+        let deleted = match delete(grant.granted).await {
+            Ok(deleted) => deleted,
+            Err(error) => {
+                governor.release(grant.granted);
+                return Err(error);
+            }
+        };
+        purged += deleted;
+        let unused = u64::from(grant.granted).saturating_sub(deleted);
+        governor.release(u32::try_from(unused).unwrap_or(grant.granted));
+        if unused > 0 {
+            return Ok(PurgeOutcome { purged, held_back: false });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A table of `rows` expired rows; each call deletes up to the limit and records it.
+    struct Rows {
+        left: Mutex<u64>,
+        calls: Mutex<Vec<u32>>,
+    }
+
+    impl Rows {
+        fn new(rows: u64) -> Self {
+            Self { left: Mutex::new(rows), calls: Mutex::default() }
+        }
+
+        async fn delete(&self, limit: u32) -> Result<u64, shop::Error> {
+            self.calls.lock().unwrap().push(limit);
+            let mut left = self.left.lock().unwrap();
+            let deleted = (*left).min(u64::from(limit));
+            *left -= deleted;
+            Ok(deleted)
+        }
+    }
+
+    fn governor(max_actions: u32, clock: &Arc<resilience::ManualClock>) -> resilience::ActionGovernor {
+        let config = resilience::ActionGovernorConfig {
+            name: "session_purge".into(),
+            max_actions,
+            period: Duration::from_secs(3_600),
+        };
+        resilience::ActionGovernor::new(config, Arc::clone(clock) as Arc<dyn resilience::Clock>)
+    }
+
+    #[tokio::test]
+    async fn a_purge_goes_in_batches_until_a_short_one() {
+        let clock = Arc::new(resilience::ManualClock::default());
+        let governor = governor(10_000, &clock);
+        let rows = Rows::new(2_500);
+        let outcome = governed_purge(&governor, 1_000, |limit| rows.delete(limit)).await.unwrap();
+        assert_eq!(outcome, PurgeOutcome { purged: 2_500, held_back: false });
+        assert_eq!(*rows.calls.lock().unwrap(), [1_000, 1_000, 1_000]);
+        assert_eq!(governor.allowance(), 7_500, "only rows really deleted count");
+    }
+
+    #[tokio::test]
+    async fn the_governor_holds_a_runaway_purge_back_until_the_period_passes() {
+        let clock = Arc::new(resilience::ManualClock::default());
+        let governor = governor(2_500, &clock);
+        // A clock bug makes every one of 10,000 sessions look expired.
+        let rows = Rows::new(10_000);
+        let first = governed_purge(&governor, 1_000, |limit| rows.delete(limit)).await.unwrap();
+        assert_eq!(first, PurgeOutcome { purged: 2_500, held_back: true });
+        assert_eq!(*rows.calls.lock().unwrap(), [1_000, 1_000, 500], "the last batch is cut to the allowance");
+        let again = governed_purge(&governor, 1_000, |limit| rows.delete(limit)).await.unwrap();
+        assert_eq!(again, PurgeOutcome { purged: 0, held_back: true }, "nothing more within the hour");
+        clock.advance(Duration::from_secs(3_600));
+        let later = governed_purge(&governor, 1_000, |limit| rows.delete(limit)).await.unwrap();
+        assert_eq!(later.purged, 2_500);
+        assert_eq!(*rows.left.lock().unwrap(), 5_000);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_gives_its_grant_back() {
+        let clock = Arc::new(resilience::ManualClock::default());
+        let governor = governor(100, &clock);
+        let failing = |_limit: u32| async { Err::<u64, _>(shop::Error::Internal("database gone".into())) };
+        assert!(governed_purge(&governor, 10, failing).await.is_err());
+        assert_eq!(governor.allowance(), 100);
     }
 }

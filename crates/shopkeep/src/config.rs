@@ -119,6 +119,9 @@ pub struct AccountsConfig {
     pub password_hash_concurrency: usize,
     /// How often expired sessions are purged.
     pub session_purge_interval_secs: u64,
+    /// The purge's governor: at most this many sessions deleted per hour, so a clock or
+    /// configuration mistake cannot sign everyone out at once.
+    pub session_purge_max_per_hour: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -311,6 +314,7 @@ impl Default for AccountsConfig {
             session_idle_ttl_hours: 24 * 7,
             password_hash_concurrency: 0,
             session_purge_interval_secs: 3_600,
+            session_purge_max_per_hour: 100_000,
         }
     }
 }
@@ -497,6 +501,11 @@ impl Config {
             ("accounts.session_idle_ttl_hours", self.accounts.session_idle_ttl_hours, 1..=8_760),
             ("accounts.password_hash_concurrency", self.accounts.password_hash_concurrency as u64, 0..=1_024),
             ("accounts.session_purge_interval_secs", self.accounts.session_purge_interval_secs, 1..=604_800),
+            (
+                "accounts.session_purge_max_per_hour",
+                u64::from(self.accounts.session_purge_max_per_hour),
+                1..=100_000_000,
+            ),
         ] {
             if !range.contains(&value) {
                 problems.push(format!("{name}: must be between {} and {}", range.start(), range.end()));

@@ -167,8 +167,9 @@ pub async fn expired_sessions_are_purged(store: SharedStore) {
     store.insert_session(&new_session(user.id, &expired, -7_200)).await.unwrap();
     store.insert_session(&new_session(user.id, &idle, -1_000)).await.unwrap();
     store.insert_session(&new_session(user.id, &fresh, 0)).await.unwrap();
-    let purged = store.delete_expired_sessions(at(0), at(-500)).await.unwrap();
-    assert_eq!(purged, 2);
+    assert_eq!(store.delete_expired_sessions(at(0), at(-500), 1).await.unwrap(), 1, "at most the limit");
+    assert_eq!(store.delete_expired_sessions(at(0), at(-500), 10).await.unwrap(), 1, "then the rest");
+    assert_eq!(store.delete_expired_sessions(at(0), at(-500), 10).await.unwrap(), 0);
     assert!(store.find_session(&fresh.hash()).await.unwrap().is_some());
     assert!(store.find_session(&idle.hash()).await.unwrap().is_none());
 }

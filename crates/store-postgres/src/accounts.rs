@@ -229,10 +229,13 @@ impl SessionRepository for PostgresStore {
         &self,
         now: OffsetDateTime,
         idle_cutoff: OffsetDateTime,
+        limit: u32,
     ) -> Result<u64, StoreError> {
-        self.execute("delete from sessions where expires_at <= $1 or last_seen_at <= $2", |q| {
-            q.bind(now).bind(idle_cutoff)
-        })
+        self.execute(
+            "delete from sessions where id in \
+             (select id from sessions where expires_at <= $1 or last_seen_at <= $2 limit $3)",
+            |q| q.bind(now).bind(idle_cutoff).bind(i64::from(limit)),
+        )
         .await
     }
 }

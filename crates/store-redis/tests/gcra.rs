@@ -74,3 +74,39 @@ async fn an_unreachable_redis_is_an_error_within_the_timeout() {
     assert!(limiter.ping().await.is_err());
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[tokio::test]
+async fn failures_lock_a_key_shared_by_two_instances_and_success_clears_them() {
+    let settings = settings(&redis_url());
+    let first = RedisRateLimiter::new(&settings).unwrap();
+    let second = RedisRateLimiter::new(&settings).unwrap();
+    let rule = resilience::LockoutRule { limit: 3, window: Duration::from_secs(60), lock_for: Duration::from_secs(30) };
+    assert_eq!(first.locked_for("login", "alice").await.unwrap(), None);
+    assert_eq!(first.record_failure("login", "alice", rule).await.unwrap(), None);
+    assert_eq!(second.record_failure("login", "alice", rule).await.unwrap(), None);
+    // A success clears the count: two more failures do not lock yet.
+    first.clear_failures("login", "alice").await.unwrap();
+    assert_eq!(second.record_failure("login", "alice", rule).await.unwrap(), None);
+    assert_eq!(first.record_failure("login", "alice", rule).await.unwrap(), None);
+    assert_eq!(second.record_failure("login", "alice", rule).await.unwrap(), Some(Duration::from_secs(30)));
+    for limiter in [&first, &second] {
+        let left = limiter.locked_for("login", "alice").await.unwrap().expect("locked on both instances");
+        assert!(left > Duration::from_secs(29) && left <= Duration::from_secs(30), "{left:?}");
+    }
+    assert_eq!(first.locked_for("login", "bob").await.unwrap(), None, "keys are independent");
+    first.clear_failures("login", "alice").await.unwrap();
+    assert!(first.locked_for("login", "alice").await.unwrap().is_some(), "clearing failures keeps the lock");
+}
+
+#[tokio::test]
+async fn failures_older_than_the_window_do_not_count() {
+    let limiter = RedisRateLimiter::new(&settings(&redis_url())).unwrap();
+    let rule =
+        resilience::LockoutRule { limit: 2, window: Duration::from_millis(300), lock_for: Duration::from_millis(200) };
+    assert_eq!(limiter.record_failure("login", "carol", rule).await.unwrap(), None);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(limiter.record_failure("login", "carol", rule).await.unwrap(), None, "the first one slid out");
+    assert!(limiter.record_failure("login", "carol", rule).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(limiter.locked_for("login", "carol").await.unwrap(), None, "locks expire");
+}

@@ -236,10 +236,13 @@ impl SessionRepository for SqliteStore {
         &self,
         now: OffsetDateTime,
         idle_cutoff: OffsetDateTime,
+        limit: u32,
     ) -> Result<u64, StoreError> {
-        self.execute_write("delete from sessions where expires_at <= ? or last_seen_at <= ?", |q| {
-            q.bind(timestamp(now)).bind(timestamp(idle_cutoff))
-        })
+        self.execute_write(
+            "delete from sessions where id in \
+             (select id from sessions where expires_at <= ? or last_seen_at <= ? limit ?)",
+            |q| q.bind(timestamp(now)).bind(timestamp(idle_cutoff)).bind(i64::from(limit)),
+        )
         .await
     }
 }

@@ -42,7 +42,7 @@ pub fn stack(routes: Router, document: &serde_json::Value, state: AppState) -> R
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::rate_limits::limit_by_ip))
         // The body limit is `RequestBodyLimitLayer`'s alone (it also limits chunked bodies).
         .layer(DefaultBodyLimit::disable());
-    let shed = resilience::LoadShedder::new(settings.concurrency, Arc::new(resilience::MonotonicClock));
+    let shed = state.inner.shedder.clone();
     // `Router::layer` wraps what is already there, so the innermost layer comes first.
     Ok(routes
         .layer(axum::middleware::from_fn_with_state(shed, load_shed::shed_load))

@@ -79,7 +79,7 @@ pub async fn log_in(
     let previous = previous.map(|axum::Extension(PresentedSession(token))| token);
     let result = state.accounts().log_in(email, body.password.as_deref().unwrap_or_default(), previous.as_ref()).await;
     if !matches!(result, Err(shop::Error::Internal(_))) {
-        limits.after_login(email, result.is_ok());
+        limits.after_login(email, result.is_ok()).await;
     }
     let outcome = if result.is_ok() { "ok" } else { "failed" };
     metrics::counter!("accounts_logins_total", "outcome" => outcome).increment(1);

@@ -275,15 +275,15 @@ impl AccountService {
         Ok(user)
     }
 
-    /// Deletes sessions past their absolute or idle expiry; returns how many went.
     /// Prepares the password hasher (see [`PasswordHasher::warm_up`]).
     pub async fn warm_up(&self) -> Result<(), Error> {
         Ok(self.hasher.warm_up().await?)
     }
 
-    pub async fn purge_expired_sessions(&self) -> Result<u64, Error> {
+    /// Deletes at most `limit` sessions past their absolute or idle expiry; returns how many went.
+    pub async fn purge_expired_sessions(&self, limit: u32) -> Result<u64, Error> {
         let now = self.clock.now();
-        Ok(self.store.delete_expired_sessions(now, now - self.settings.session_idle_ttl).await?)
+        Ok(self.store.delete_expired_sessions(now, now - self.settings.session_idle_ttl, limit).await?)
     }
 }
 

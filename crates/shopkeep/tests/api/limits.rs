@@ -213,6 +213,36 @@ async fn two_instances_sharing_redis_enforce_one_limit() {
 }
 
 #[tokio::test]
+async fn two_instances_sharing_redis_share_the_account_lockout() {
+    let prefix = format!("shopkeep-test-{}", uuid::Uuid::new_v4().simple());
+    let configure = |config: &mut shopkeep::config::Config| {
+        config.redis.url = Some(shopkeep::config::Secret::new(redis_url()));
+        config.redis.key_prefix = prefix.clone();
+    };
+    let first = spawn_app_with(Backend::Sqlite, configure).await;
+    let second = spawn_app_with(Backend::Sqlite, configure).await;
+    // One database is enough: the lock is keyed by the address typed, account or not.
+    for index in 0..5 {
+        let app = if index % 2 == 0 { &first } else { &second };
+        assert_eq!(login(app, "ada@example.com", "a wrong password").await.status(), StatusCode::UNAUTHORIZED);
+    }
+    for app in [&first, &second] {
+        let locked = login(app, "ADA@example.com", "a wrong password").await;
+        let retry_after: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((899..=900).contains(&retry_after), "{retry_after}");
+        let body = problem(locked, StatusCode::TOO_MANY_REQUESTS).await;
+        assert!(body["detail"].as_str().unwrap().contains("failed logins"));
+    }
+    assert_eq!(
+        login(&first, "bob@example.com", "a wrong password").await.status(),
+        StatusCode::UNAUTHORIZED,
+        "others unaffected"
+    );
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
 async fn without_redis_limits_fail_open_or_closed_as_configured() {
     // Nothing listens on port 1: Redis is "down".
     let open = spawn_app_with(Backend::Sqlite, |config| {

@@ -8,4 +8,5 @@ mod accounts;
 mod catalog;
 mod health;
 mod limits;
+mod stability;
 mod stack;
