@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod catalog;
 pub mod clock;
 pub mod error;
+pub mod jobs;
 pub mod pagination;
 pub mod ports;
 pub mod secrets;

@@ -22,7 +22,7 @@ pub fn new_user(email: &str, role: Role, seconds: i64) -> NewUser {
 
 pub async fn users_round_trip(store: SharedStore) {
     let new = new_user("ada@example.com", Role::Customer, 0);
-    let user = store.insert_user(&new).await.unwrap();
+    let user = store.insert_user(&new, &[]).await.unwrap();
     assert_eq!(user.id, new.id);
     assert_eq!(user.email.as_str(), "ada@example.com");
     assert_eq!(user.role, Role::Customer);
@@ -38,8 +38,8 @@ pub async fn users_round_trip(store: SharedStore) {
 }
 
 pub async fn duplicate_email_is_a_conflict(store: SharedStore) {
-    store.insert_user(&new_user("ada@example.com", Role::Customer, 0)).await.unwrap();
-    let error = store.insert_user(&new_user("ada@example.com", Role::Staff, 1)).await.unwrap_err();
+    store.insert_user(&new_user("ada@example.com", Role::Customer, 0), &[]).await.unwrap();
+    let error = store.insert_user(&new_user("ada@example.com", Role::Staff, 1), &[]).await.unwrap_err();
     assert!(
         matches!(&error, StoreError::Conflict { constraint } if constraint == "users_email_key"),
         "unexpected {error:?}"
@@ -47,7 +47,7 @@ pub async fn duplicate_email_is_a_conflict(store: SharedStore) {
 }
 
 pub async fn update_user_changes_only_given_fields(store: SharedStore) {
-    let user = store.insert_user(&new_user("ada@example.com", Role::Customer, 0)).await.unwrap();
+    let user = store.insert_user(&new_user("ada@example.com", Role::Customer, 0), &[]).await.unwrap();
     let changes = UserChanges { role: Some(Role::Staff), ..UserChanges::default() };
     let updated = store.update_user(user.id, &changes, at(60)).await.unwrap();
     assert_eq!(updated.role, Role::Staff);
@@ -84,7 +84,7 @@ pub async fn list_users_filters_and_pages(store: SharedStore) {
     .into_iter()
     .enumerate()
     {
-        store.insert_user(&new_user(email, role, index as i64)).await.unwrap();
+        store.insert_user(&new_user(email, role, index as i64), &[]).await.unwrap();
     }
     let all = store.list_users(&UserQuery::default()).await.unwrap();
     assert_eq!(all.total, 4);
@@ -120,7 +120,7 @@ fn new_session(user_id: Uuid, token: &SecretToken, seconds: i64) -> NewSession {
 }
 
 pub async fn sessions_lifecycle(store: SharedStore) {
-    let user = store.insert_user(&new_user("ada@example.com", Role::Customer, 0)).await.unwrap();
+    let user = store.insert_user(&new_user("ada@example.com", Role::Customer, 0), &[]).await.unwrap();
     let token = SecretToken::generate("");
     let new = new_session(user.id, &token, 10);
     store.insert_session(&new).await.unwrap();
@@ -140,8 +140,8 @@ pub async fn sessions_lifecycle(store: SharedStore) {
 }
 
 pub async fn delete_user_sessions_keeps_the_current_one(store: SharedStore) {
-    let user = store.insert_user(&new_user("ada@example.com", Role::Customer, 0)).await.unwrap();
-    let other = store.insert_user(&new_user("bob@example.com", Role::Customer, 0)).await.unwrap();
+    let user = store.insert_user(&new_user("ada@example.com", Role::Customer, 0), &[]).await.unwrap();
+    let other = store.insert_user(&new_user("bob@example.com", Role::Customer, 0), &[]).await.unwrap();
     let tokens: Vec<SecretToken> = (0..3).map(|_| SecretToken::generate("")).collect();
     let mut ids = Vec::new();
     for token in &tokens {
@@ -160,7 +160,7 @@ pub async fn delete_user_sessions_keeps_the_current_one(store: SharedStore) {
 }
 
 pub async fn expired_sessions_are_purged(store: SharedStore) {
-    let user = store.insert_user(&new_user("ada@example.com", Role::Customer, 0)).await.unwrap();
+    let user = store.insert_user(&new_user("ada@example.com", Role::Customer, 0), &[]).await.unwrap();
     let expired = SecretToken::generate("");
     let idle = SecretToken::generate("");
     let fresh = SecretToken::generate("");
@@ -186,7 +186,7 @@ fn new_token(user_id: Uuid, secret: &SecretToken, seconds: i64) -> NewApiTokenRe
 }
 
 pub async fn api_tokens_lifecycle(store: SharedStore) {
-    let user = store.insert_user(&new_user("ada@example.com", Role::Staff, 0)).await.unwrap();
+    let user = store.insert_user(&new_user("ada@example.com", Role::Staff, 0), &[]).await.unwrap();
     let secret = SecretToken::generate("skp_");
     let record = new_token(user.id, &secret, 5);
     let token = store.insert_api_token(&record).await.unwrap();
@@ -209,8 +209,8 @@ pub async fn api_tokens_lifecycle(store: SharedStore) {
 }
 
 pub async fn api_tokens_of_other_users_are_not_found(store: SharedStore) {
-    let owner = store.insert_user(&new_user("ada@example.com", Role::Staff, 0)).await.unwrap();
-    let intruder = store.insert_user(&new_user("eve@example.com", Role::Staff, 0)).await.unwrap();
+    let owner = store.insert_user(&new_user("ada@example.com", Role::Staff, 0), &[]).await.unwrap();
+    let intruder = store.insert_user(&new_user("eve@example.com", Role::Staff, 0), &[]).await.unwrap();
     let secret = SecretToken::generate("skp_");
     let token = store.insert_api_token(&new_token(owner.id, &secret, 0)).await.unwrap();
     let error = store.delete_api_token(intruder.id, token.id).await.unwrap_err();

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod catalog;
+mod jobs;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use time::OffsetDateTime;
 
 pub use accounts::*;
 pub use catalog::*;
+pub use jobs::*;
 
 /// A fixed point in time with whole microseconds, so values round-trip exactly.
 pub fn at(seconds_after_start: i64) -> OffsetDateTime {
@@ -36,7 +38,14 @@ macro_rules! contract_tests {
             api_tokens_lifecycle, api_tokens_of_other_users_are_not_found,
             categories_round_trip, duplicate_category_slug_is_a_conflict, categories_list_sorted_and_paged,
             category_in_use_cannot_be_deleted, products_round_trip, product_constraints_are_named,
-            product_list_filters, product_list_sorts_and_pages, conditional_product_update, product_delete
+            product_list_filters, product_list_sorts_and_pages, conditional_product_update, product_delete,
+            jobs_round_trip, claims_take_due_jobs_by_priority_then_run_at, concurrent_claims_take_each_job_once,
+            only_the_lease_owner_finishes_a_job, expired_leases_are_recovered, failed_jobs_wait_for_their_retry_at,
+            failing_without_a_retry_kills_the_job, jobs_die_after_their_last_attempt, released_jobs_are_due_again,
+            operators_retry_dead_and_failed_jobs, unique_keys_allow_one_live_job,
+            insert_user_enqueues_its_jobs_atomically, job_list_filters_sorts_and_pages,
+            queue_depths_count_by_queue_and_state, finished_jobs_are_purged_by_state_cutoff_and_limit,
+            schedules_advance_once_per_occurrence, concurrent_schedule_advances_have_one_winner
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -5,6 +5,7 @@ use shop::accounts::{
     ApiToken, Email, NewApiTokenRecord, NewSession, NewUser, PersonName, Role, Session, User, UserChanges, UserQuery,
     UserSort, UserWithPassword,
 };
+use shop::jobs::NewJob;
 use shop::ports::{ApiTokenRepository, SessionRepository, UserRepository};
 use shop::secrets::SecretHash;
 use shop::{Page, StoreError};
@@ -14,6 +15,7 @@ use uuid::Uuid;
 
 use crate::PostgresStore;
 use crate::codec::{corrupt, count, error, offset};
+use crate::jobs::{begin, commit, insert_job};
 
 /// The columns `UserRow` reads, as a macro so queries stay `&'static str` (sqlx's `SqlSafeStr`).
 macro_rules! user_columns {
@@ -52,8 +54,9 @@ impl UserRow {
 
 #[async_trait]
 impl UserRepository for PostgresStore {
-    async fn insert_user(&self, user: &NewUser) -> Result<User, StoreError> {
+    async fn insert_user(&self, user: &NewUser, jobs: &[NewJob]) -> Result<User, StoreError> {
         let mut conn = self.connection().await?;
+        let mut tx = begin(&mut conn).await?;
         let row: UserRow = sqlx::query_as(concat!(
             "insert into users (id, email, name, role, disabled, password_hash, created_at, updated_at) \
              values ($1, $2, $3, $4::user_role, false, $5, $6, $7) returning ",
@@ -66,9 +69,13 @@ impl UserRepository for PostgresStore {
         .bind(&user.password_hash)
         .bind(user.created_at)
         .bind(user.created_at)
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut *tx)
         .await
         .map_err(error("failed to insert user"))?;
+        for job in jobs {
+            insert_job(&mut tx, job).await?;
+        }
+        commit(tx).await?;
         Ok(row.into_user()?.user)
     }
 

@@ -6,6 +6,7 @@
 mod accounts;
 mod catalog;
 mod codec;
+mod jobs;
 pub mod provisioning;
 
 use std::str::FromStr;

@@ -72,10 +72,44 @@ async fn migrations_go_down_and_up_again() {
     let store = PostgresStore::connect(&settings).await.unwrap();
     store.migrate_up().await.unwrap();
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied));
-    assert!(store.migrate_down().await.unwrap().is_some());
+    // Each step reverts the newest applied migration, until none is left.
+    let applied = store.migration_status().await.unwrap().len();
+    for reverted in 1..=applied {
+        assert!(store.migrate_down().await.unwrap().is_some());
+        let status = store.migration_status().await.unwrap();
+        assert_eq!(status.iter().filter(|m| !m.applied).count(), reverted);
+    }
     assert!(store.migration_status().await.unwrap().iter().all(|m| !m.applied));
     assert_eq!(store.migrate_down().await.unwrap(), None);
     store.migrate_up().await.unwrap();
     store.close().await;
     provisioning::drop_database(&url).await.unwrap();
+}
+
+#[tokio::test]
+async fn job_inserts_wake_listening_workers_at_commit() {
+    let (store, database) = fresh_store().await;
+    let mut listener = sqlx::postgres::PgListener::connect(&database.0).await.unwrap();
+    listener.listen("shopkeep_jobs").await.unwrap();
+    let next_queue = async |listener: &mut sqlx::postgres::PgListener| {
+        let notification = tokio::time::timeout(Duration::from_secs(10), listener.recv()).await.unwrap().unwrap();
+        assert_eq!(notification.channel(), "shopkeep_jobs");
+        notification.payload().to_owned()
+    };
+
+    store.enqueue_job(&store_contract::new_job("mail.send", 0).queue("mail")).await.unwrap();
+    assert_eq!(next_queue(&mut listener).await, "mail");
+    let ada = store_contract::new_user("ada@example.com", shop::accounts::Role::Customer, 0);
+    store.insert_user(&ada, &[store_contract::new_job("mail.welcome", 0).queue("outbox")]).await.unwrap();
+    assert_eq!(next_queue(&mut listener).await, "outbox");
+    // A rolled-back outbox notifies nobody: the next notification is the following enqueue's.
+    let duplicate = store_contract::new_job("mail.welcome", 1).queue("rolled-back");
+    let same_email = store_contract::new_user("ada@example.com", shop::accounts::Role::Staff, 1);
+    store.insert_user(&same_email, &[duplicate]).await.unwrap_err();
+    store.enqueue_job(&store_contract::new_job("report", 2).queue("reports")).await.unwrap();
+    assert_eq!(next_queue(&mut listener).await, "reports");
+
+    drop(listener);
+    store.close().await;
+    drop(database);
 }

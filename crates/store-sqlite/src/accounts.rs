@@ -5,6 +5,7 @@ use shop::accounts::{
     ApiToken, Email, NewApiTokenRecord, NewSession, NewUser, PersonName, Role, Session, User, UserChanges, UserQuery,
     UserSort, UserWithPassword,
 };
+use shop::jobs::NewJob;
 use shop::ports::{ApiTokenRepository, SessionRepository, UserRepository};
 use shop::secrets::SecretHash;
 use shop::{Page, StoreError};
@@ -13,6 +14,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::codec::{corrupt, count, error, offset, parse_optional_timestamp, parse_timestamp, timestamp};
+use crate::jobs::insert_job;
 use crate::{SqliteStore, commit};
 
 /// The columns `UserRow` reads, as a macro so queries stay `&'static str` (sqlx's `SqlSafeStr`).
@@ -52,7 +54,7 @@ impl UserRow {
 
 #[async_trait]
 impl UserRepository for SqliteStore {
-    async fn insert_user(&self, user: &NewUser) -> Result<User, StoreError> {
+    async fn insert_user(&self, user: &NewUser, jobs: &[NewJob]) -> Result<User, StoreError> {
         let mut conn = self.connection().await?;
         let mut tx = Self::begin_write(&mut conn).await?;
         let row: UserRow = sqlx::query_as(concat!(
@@ -70,6 +72,9 @@ impl UserRepository for SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(error("failed to insert user"))?;
+        for job in jobs {
+            insert_job(&mut tx, job).await?;
+        }
         commit(tx).await?;
         Ok(row.into_user()?.user)
     }

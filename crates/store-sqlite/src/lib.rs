@@ -6,6 +6,7 @@
 mod accounts;
 mod catalog;
 mod codec;
+mod jobs;
 
 use std::str::FromStr;
 use std::time::Duration;

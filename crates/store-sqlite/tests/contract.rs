@@ -34,7 +34,13 @@ async fn migrations_go_down_and_up_again() {
     let store = SqliteStore::connect(&settings(&directory)).await.unwrap();
     store.migrate_up().await.unwrap();
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied));
-    assert!(store.migrate_down().await.unwrap().is_some());
+    // Each step reverts the newest applied migration, until none is left.
+    let applied = store.migration_status().await.unwrap().len();
+    for reverted in 1..=applied {
+        assert!(store.migrate_down().await.unwrap().is_some());
+        let status = store.migration_status().await.unwrap();
+        assert_eq!(status.iter().filter(|m| !m.applied).count(), reverted);
+    }
     assert!(store.migration_status().await.unwrap().iter().all(|m| !m.applied));
     assert_eq!(store.migrate_down().await.unwrap(), None);
     store.migrate_up().await.unwrap();

@@ -88,7 +88,7 @@ impl AccountService {
     ) -> Result<User, Error> {
         let password_hash = self.hasher.hash(&password).await?;
         let new_user = NewUser { id: crate::new_id(), email, name, role, password_hash, created_at: self.clock.now() };
-        self.store.insert_user(&new_user).await.map_err(|error| match error {
+        self.store.insert_user(&new_user, &[]).await.map_err(|error| match error {
             StoreError::Conflict { .. } => Error::Conflict("an account with this email already exists".into()),
             other => other.into(),
         })

@@ -1,0 +1,247 @@
+//! Job records, their states, and the backoff schedule between attempts.
+
+use std::time::Duration;
+
+use rand::Rng as _;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::pagination::PageRequest;
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Waiting for its `run_at`.
+    Queued,
+    /// Claimed by a worker that holds its lease.
+    Running,
+    Succeeded,
+    /// An attempt failed; it runs again at `run_at`.
+    Failed,
+    /// Its last attempt failed (or it failed permanently); only an operator's retry revives it.
+    Dead,
+}
+
+impl JobState {
+    pub const ALL: [Self; 5] = [Self::Queued, Self::Running, Self::Succeeded, Self::Failed, Self::Dead];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == raw)
+    }
+}
+
+/// A job to enqueue. Build it with [`NewJob::new`] and the setters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub id: Uuid,
+    /// Which handler runs it (`mail.send`, `sessions.purge`).
+    pub kind: String,
+    pub queue: String,
+    pub payload: serde_json::Value,
+    /// Higher runs first among jobs that are due.
+    pub priority: i32,
+    pub run_at: OffsetDateTime,
+    pub max_attempts: u32,
+    /// While a job with this key is queued, running or failed, enqueueing another is a no-op.
+    pub unique_key: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+impl NewJob {
+    /// A job of `kind` on the `default` queue, due now, with 10 attempts.
+    pub fn new(kind: &str, payload: serde_json::Value, now: OffsetDateTime) -> Self {
+        Self {
+            id: crate::new_id(),
+            kind: kind.to_owned(),
+            queue: "default".to_owned(),
+            payload,
+            priority: 0,
+            run_at: now,
+            max_attempts: 10,
+            unique_key: None,
+            created_at: now,
+        }
+    }
+
+    pub fn queue(mut self, queue: &str) -> Self {
+        queue.clone_into(&mut self.queue);
+        self
+    }
+
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    pub fn run_at(mut self, run_at: OffsetDateTime) -> Self {
+        self.run_at = run_at;
+        self
+    }
+
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self
+    }
+
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+}
+
+/// A stored job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub payload: serde_json::Value,
+    pub priority: i32,
+    pub state: JobState,
+    /// Attempts started so far (the running one included).
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub run_at: OffsetDateTime,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<OffsetDateTime>,
+    pub last_error: Option<String>,
+    pub unique_key: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// A worker's request for due jobs of one queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub queue: String,
+    /// The worker's unique name; only the lease owner may finish a job.
+    pub worker: String,
+    pub limit: u32,
+    pub now: OffsetDateTime,
+    pub lease_until: OffsetDateTime,
+}
+
+/// The end of a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFailure {
+    pub error: String,
+    /// `Some`: run again then (state `failed`); `None`: dead.
+    pub retry_at: Option<OffsetDateTime>,
+}
+
+/// Sort orders of the admin job list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobSort {
+    /// Most recently changed first.
+    #[default]
+    UpdatedAt,
+    RunAt,
+}
+
+/// Filters of the admin job list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JobQuery {
+    pub state: Option<JobState>,
+    pub queue: Option<String>,
+    pub kind: Option<String>,
+    pub sort: JobSort,
+    pub page: PageRequest,
+}
+
+/// Jobs of one queue in one state, and the oldest due one's `run_at` (for queue age).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub queue: String,
+    pub state: JobState,
+    pub count: u64,
+    /// For `queued` and `failed`: the earliest `run_at` that is already due.
+    pub oldest_due: Option<OffsetDateTime>,
+}
+
+/// When a recurring job runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// Every `period`, aligned to the Unix epoch (so every instance computes the same times).
+    Every(Duration),
+}
+
+impl Schedule {
+    /// The first occurrence strictly after `after`.
+    pub fn next_after(&self, after: OffsetDateTime) -> OffsetDateTime {
+        match self {
+            Self::Every(period) => {
+                let period_ns = i128::try_from(period.as_nanos()).unwrap_or(i128::MAX).max(1_000_000_000);
+                let now_ns = after.unix_timestamp_nanos();
+                let next = (now_ns.div_euclid(period_ns) + 1) * period_ns;
+                OffsetDateTime::from_unix_timestamp_nanos(next).unwrap_or(after)
+            }
+        }
+    }
+}
+
+/// A job enqueued on a schedule; exactly one instance enqueues each occurrence.
+#[derive(Debug, Clone)]
+pub struct RecurringJob {
+    /// Unique name; also the job's kind unless `kind` says otherwise.
+    pub name: String,
+    pub kind: String,
+    pub queue: String,
+    pub schedule: Schedule,
+    pub payload: serde_json::Value,
+}
+
+/// The wait before the next attempt after `attempts` failed ones: exponential from `base`,
+/// capped at `max`, with "equal jitter" — between half the ceiling and the ceiling — so retries
+/// of many jobs spread out (dogpile) while each still waits at least half the nominal time.
+pub fn retry_delay(attempts: u32, base: Duration, max: Duration) -> Duration {
+    let exponent = attempts.saturating_sub(1).min(31);
+    let ceiling = base.saturating_mul(2_u32.saturating_pow(exponent)).min(max);
+    let half = ceiling / 2;
+    half + half.mul_f64(rand::rng().random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for state in JobState::ALL {
+            assert_eq!(JobState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(JobState::parse("zombie"), None);
+    }
+
+    #[test]
+    fn interval_schedules_are_aligned_so_instances_agree() {
+        let schedule = Schedule::Every(Duration::from_secs(60));
+        let at = |seconds: i64| OffsetDateTime::from_unix_timestamp(seconds).unwrap();
+        assert_eq!(schedule.next_after(at(1_000_000_030)), at(1_000_000_080));
+        assert_eq!(schedule.next_after(at(1_000_000_020)), at(1_000_000_080));
+        assert_eq!(schedule.next_after(at(1_000_000_080)), at(1_000_000_140), "strictly after");
+    }
+
+    proptest! {
+        #[test]
+        fn retry_delays_double_within_their_jitter_band(attempts in 1_u32..40) {
+            let base = Duration::from_secs(30);
+            let max = Duration::from_secs(3_600);
+            let ceiling = base.saturating_mul(2_u32.saturating_pow(attempts - 1)).min(max);
+            let delay = retry_delay(attempts, base, max);
+            prop_assert!(delay >= ceiling / 2 && delay <= ceiling, "{delay:?} outside [{:?}, {ceiling:?}]", ceiling / 2);
+        }
+    }
+}

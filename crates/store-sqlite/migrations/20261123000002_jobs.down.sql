@@ -1,0 +1,2 @@
+drop table if exists job_schedules;
+drop table if exists jobs;
