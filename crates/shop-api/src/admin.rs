@@ -1,5 +1,6 @@
 //! The admin listener (127.0.0.1:9090 by default): health with details, Prometheus metrics, the
-//! stability status page (breakers, limits, load shedding) and breaker controls.
+//! stability status page (breakers, limits, load shedding), breaker controls, and the job queue
+//! (list, inspect, retry dead jobs).
 //! Everything but health needs `Authorization: Bearer <admin token>` when a token is configured;
 //! actions that change state (breaker resets) need a configured token, always.
 
@@ -44,10 +45,13 @@ pub fn admin_router(app: AppState, settings: AdminSettings) -> Router {
     let state = AdminState { app, settings, started: Instant::now() };
     let actions = Router::new()
         .route("/admin/v1/breakers/{name}/{action}", post(breaker_action))
+        .route("/admin/v1/jobs/{id}/retry", post(retry_job))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_configured_token));
     let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/v1/status", get(status))
+        .route("/admin/v1/jobs", get(list_jobs))
+        .route("/admin/v1/jobs/{id}", get(get_job))
         .merge(actions)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_admin_token));
     Router::new()
@@ -337,4 +341,125 @@ async fn breaker_action(
     }
     tracing::warn!(breaker = name.as_str(), action = action.as_str(), "circuit breaker changed by an operator");
     Ok(axum::Json(BreakerStatus::from(breaker.snapshot())).into_response())
+}
+
+/// A job as operators see it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct JobBody {
+    id: uuid::Uuid,
+    kind: String,
+    queue: String,
+    #[schema(value_type = Object)]
+    payload: serde_json::Value,
+    priority: i32,
+    /// `queued`, `running`, `succeeded`, `failed` (will run again at `runAt`) or `dead`.
+    state: &'static str,
+    attempts: u32,
+    max_attempts: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    run_at: time::OffsetDateTime,
+    lease_owner: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    lease_expires_at: Option<time::OffsetDateTime>,
+    last_error: Option<String>,
+    unique_key: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    finished_at: Option<time::OffsetDateTime>,
+}
+
+impl From<shop::jobs::Job> for JobBody {
+    fn from(job: shop::jobs::Job) -> Self {
+        Self {
+            id: job.id,
+            kind: job.kind,
+            queue: job.queue,
+            payload: job.payload,
+            priority: job.priority,
+            state: job.state.as_str(),
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            run_at: job.run_at,
+            lease_owner: job.lease_owner,
+            lease_expires_at: job.lease_expires_at,
+            last_error: job.last_error,
+            unique_key: job.unique_key,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            finished_at: job.finished_at,
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JobListQuery {
+    page: Option<String>,
+    limit: Option<String>,
+    state: Option<String>,
+    queue: Option<String>,
+    kind: Option<String>,
+    /// `updatedAt` (default, newest first) or `runAt` (soonest first).
+    sort_by: Option<String>,
+}
+
+/// `GET /admin/v1/jobs?state=dead&queue=mail&kind=…&sortBy=runAt&page=&limit=`.
+async fn list_jobs(
+    State(state): State<AdminState>,
+    crate::extract::Query(query): crate::extract::Query<JobListQuery>,
+) -> Result<Response, ApiError> {
+    let mut errors = shop::ValidationErrors::new();
+    let page = crate::routes::accounts::parse_page(&mut errors, query.page.as_deref(), query.limit.as_deref());
+    let job_state = query.state.as_deref().and_then(|raw| {
+        errors.check(
+            "state",
+            shop::jobs::JobState::parse(raw).ok_or("must be queued, running, succeeded, failed or dead"),
+        )
+    });
+    let sort = query.sort_by.as_deref().and_then(|raw| {
+        errors.check(
+            "sortBy",
+            match raw {
+                "updatedAt" => Ok(shop::jobs::JobSort::UpdatedAt),
+                "runAt" => Ok(shop::jobs::JobSort::RunAt),
+                _ => Err("must be updatedAt or runAt"),
+            },
+        )
+    });
+    for (field, value) in [("queue", &query.queue), ("kind", &query.kind)] {
+        if value.as_ref().is_some_and(|value| value.is_empty() || value.len() > 100) {
+            errors.add(field, "must be 1 to 100 characters");
+        }
+    }
+    errors.into_result()?;
+    let query = shop::jobs::JobQuery {
+        state: job_state,
+        queue: query.queue,
+        kind: query.kind,
+        sort: sort.unwrap_or_default(),
+        page,
+    };
+    let page = state.app.inner.jobs.list(&query).await?;
+    Ok(axum::Json(crate::wire::Paged::from_page(page, JobBody::from)).into_response())
+}
+
+fn parse_job_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    // An id that cannot exist is simply not found.
+    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+}
+
+/// `GET /admin/v1/jobs/{id}`.
+async fn get_job(State(state): State<AdminState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let job = state.app.inner.jobs.find(parse_job_id(&id)?).await?;
+    Ok(axum::Json(JobBody::from(job)).into_response())
+}
+
+/// `POST /admin/v1/jobs/{id}/retry`: a dead or failed job runs again with fresh attempts.
+async fn retry_job(State(state): State<AdminState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let job = state.app.inner.jobs.retry(parse_job_id(&id)?).await?;
+    Ok(axum::Json(JobBody::from(job)).into_response())
 }

@@ -69,6 +69,7 @@ pub struct AppParts {
     pub rate_limits: Arc<crate::rate_limits::RateLimiters>,
     /// Every circuit breaker of the process, for the admin status page and resets.
     pub breakers: resilience::BreakerRegistry,
+    pub jobs: shop::jobs::JobService,
 }
 
 /// Everything handlers and middleware share; cheap to clone.
@@ -85,15 +86,16 @@ pub(crate) struct Inner {
     pub readiness: Arc<Readiness>,
     pub settings: HttpSettings,
     pub breakers: resilience::BreakerRegistry,
+    pub jobs: shop::jobs::JobService,
     /// The global in-flight limit of the public listener.
     pub shedder: resilience::LoadShedder,
 }
 
 impl AppState {
     pub fn new(parts: AppParts) -> Self {
-        let AppParts { accounts, catalog, store, readiness, settings, rate_limits, breakers } = parts;
+        let AppParts { accounts, catalog, store, readiness, settings, rate_limits, breakers, jobs } = parts;
         let shedder = resilience::LoadShedder::new(settings.concurrency, Arc::new(resilience::MonotonicClock));
-        let inner = Inner { rate_limits, accounts, catalog, store, readiness, settings, breakers, shedder };
+        let inner = Inner { rate_limits, accounts, catalog, store, readiness, settings, breakers, jobs, shedder };
         Self { inner: Arc::new(inner) }
     }
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rand::Rng as _;
 use resilience::Quota;
 use shop::accounts::{AccountService, AccountSettings, PasswordHasher};
 use shop::catalog::CatalogService;
+use shop::jobs::JobService;
 use shop::{Clock, Store, SystemClock};
 use shop_api::{
     AdminSettings, AppParts, AppState, HttpSettings, MetricsRenderer, RateLimitSettings, RateLimiters, Readiness,
@@ -37,6 +37,8 @@ pub struct Application {
     rate_limits: Arc<RateLimiters>,
     store: Arc<dyn Store>,
     readiness: Arc<Readiness>,
+    /// The in-process job worker, unless `serve --no-worker` or `jobs.run_worker_in_serve = false`.
+    worker: Option<worker::Worker>,
     started: Instant,
 }
 
@@ -101,7 +103,8 @@ impl Application {
         let store = open_store(&config, config.migrate_on_start()).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let accounts = account_service(&config, Arc::clone(&store), Arc::clone(&clock));
-        let catalog = CatalogService::new(Arc::clone(&store), clock);
+        let catalog = CatalogService::new(Arc::clone(&store), Arc::clone(&clock));
+        let jobs = JobService::new(Arc::clone(&store), clock, crate::jobs::job_settings(&config));
         let readiness = Arc::new(Readiness::default());
         let http = &config.http;
         let settings = HttpSettings {
@@ -160,6 +163,7 @@ impl Application {
             settings,
             rate_limits: Arc::clone(&rate_limits),
             breakers,
+            jobs: jobs.clone(),
         });
         let public_router = shop_api::public_router(state.clone()).map_err(|problem| anyhow::anyhow!(problem))?;
         let public = TcpListener::bind(config.listen())
@@ -168,7 +172,23 @@ impl Application {
         let admin = TcpListener::bind(config.admin_listen())
             .await
             .with_context(|| format!("failed to listen on {} (admin)", config.admin_listen()))?;
-        Ok(Self { config, public, admin, public_router, state, accounts, rate_limits, store, readiness, started })
+        let worker = config
+            .jobs
+            .run_worker_in_serve
+            .then(|| crate::jobs::build_worker(&config, Arc::clone(&store), jobs.clone(), accounts.clone()));
+        Ok(Self {
+            config,
+            public,
+            admin,
+            public_router,
+            state,
+            accounts,
+            rate_limits,
+            store,
+            readiness,
+            worker,
+            started,
+        })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -191,8 +211,19 @@ impl Application {
     /// accepting → in-flight requests finish (up to the shutdown timeout) → background tasks
     /// stop → database pool closed.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { config, public, admin, public_router, state, accounts, rate_limits, store, readiness, started } =
-            self;
+        let Self {
+            config,
+            public,
+            admin,
+            public_router,
+            state,
+            accounts,
+            rate_limits,
+            store,
+            readiness,
+            worker,
+            started,
+        } = self;
         let public_address = public.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let admin_address = admin.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let background = CancellationToken::new();
@@ -205,21 +236,9 @@ impl Application {
             }
             None => Arc::new(|| "# metrics recorder unavailable\n".to_owned()),
         };
-        let purge_governor = resilience::ActionGovernor::new(
-            resilience::ActionGovernorConfig {
-                name: "session_purge".into(),
-                max_actions: config.accounts.session_purge_max_per_hour,
-                period: Duration::from_secs(3_600),
-            },
-            Arc::new(resilience::MonotonicClock),
-        );
-        tasks.spawn(purge_sessions(
-            accounts.clone(),
-            purge_governor,
-            Duration::from_secs(config.accounts.session_purge_interval_secs),
-            background.clone(),
-        ));
-
+        // The worker stops with the listeners (it drains on its own timeout), before the pool.
+        let stop_worker = CancellationToken::new();
+        let worker = worker.map(|worker| tokio::spawn(worker.run(stop_worker.clone())));
         tasks.spawn(purge_rate_limits(
             rate_limits,
             Duration::from_secs(config.rate_limits.purge_interval_secs),
@@ -263,6 +282,7 @@ impl Application {
             tokio::time::sleep(drain_delay).await;
         }
         stop_accepting.cancel();
+        stop_worker.cancel();
         let servers = async {
             let (public, admin) = tokio::join!(&mut public_server, &mut admin_server);
             for (name, result) in [("public", public), ("admin", admin)] {
@@ -284,6 +304,11 @@ impl Application {
                 timeoutSecs = config.server.shutdown_timeout_secs,
                 "in-flight requests did not finish in time; abandoning them"
             );
+        }
+        if let Some(worker) = worker
+            && let Err(error) = worker.await
+        {
+            tracing::error!(%error, "the job worker task failed");
         }
         // Release in reverse order of acquisition: background tasks, then the database.
         background.cancel();
@@ -349,151 +374,5 @@ async fn purge_rate_limits(limits: Arc<RateLimiters>, every: Duration, stop: Can
             }
             () = stop.cancelled() => return,
         }
-    }
-}
-
-/// Sessions deleted per statement, so a large purge never holds a long write lock.
-const SESSION_PURGE_BATCH: u32 = 1_000;
-
-/// Deletes expired sessions periodically (steady state), with jitter so instances spread out,
-/// at the pace its governor allows.
-async fn purge_sessions(
-    accounts: AccountService,
-    governor: resilience::ActionGovernor,
-    every: Duration,
-    stop: CancellationToken,
-) {
-    loop {
-        let jitter = rand::rng().random_range(0.0..0.2);
-        let wait = every.mul_f64(1.0 + jitter);
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = stop.cancelled() => return,
-        }
-        let run = governed_purge(&governor, SESSION_PURGE_BATCH, |limit| accounts.purge_expired_sessions(limit));
-        match run.await {
-            Ok(outcome) => {
-                metrics::counter!("sessions_purged_total").increment(outcome.purged);
-                tracing::debug!(purged = outcome.purged, heldBack = outcome.held_back, "expired sessions purged");
-            }
-            Err(error) => tracing::warn!(%error, "purging expired sessions failed"),
-        }
-    }
-}
-
-/// What one governed purge did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PurgeOutcome {
-    purged: u64,
-    /// The governor stopped the purge while rows may remain (it logged a warning).
-    held_back: bool,
-}
-
-/// Deletes in batches of at most `batch` rows while `governor` allows, until a batch comes back
-/// short (nothing left). Unused grants are given back, so only rows really deleted count.
-async fn governed_purge<F, Fut>(
-    governor: &resilience::ActionGovernor,
-    batch: u32,
-    mut delete: F,
-) -> Result<PurgeOutcome, shop::Error>
-where
-    F: FnMut(u32) -> Fut,
-    Fut: std::future::Future<Output = Result<u64, shop::Error>>,
-{
-    let mut purged = 0;
-    loop {
-        // Ask only for what is left, so that the governor refuses (and warns) only when the
-        // allowance is spent, not whenever a batch is larger than the rest of it.
-        let allowance = governor.allowance();
-        let grant = governor.request(if allowance == 0 { batch } else { batch.min(allowance) });
-        if grant.granted == 0 {
-            return Ok(PurgeOutcome { purged, held_back: true });
-        }
-        let deleted = match delete(grant.granted).await {
-            Ok(deleted) => deleted,
-            Err(error) => {
-                governor.release(grant.granted);
-                return Err(error);
-            }
-        };
-        purged += deleted;
-        let unused = u64::from(grant.granted).saturating_sub(deleted);
-        governor.release(u32::try_from(unused).unwrap_or(grant.granted));
-        if unused > 0 {
-            return Ok(PurgeOutcome { purged, held_back: false });
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use super::*;
-
-    /// A table of `rows` expired rows; each call deletes up to the limit and records it.
-    struct Rows {
-        left: Mutex<u64>,
-        calls: Mutex<Vec<u32>>,
-    }
-
-    impl Rows {
-        fn new(rows: u64) -> Self {
-            Self { left: Mutex::new(rows), calls: Mutex::default() }
-        }
-
-        async fn delete(&self, limit: u32) -> Result<u64, shop::Error> {
-            self.calls.lock().unwrap().push(limit);
-            let mut left = self.left.lock().unwrap();
-            let deleted = (*left).min(u64::from(limit));
-            *left -= deleted;
-            Ok(deleted)
-        }
-    }
-
-    fn governor(max_actions: u32, clock: &Arc<resilience::ManualClock>) -> resilience::ActionGovernor {
-        let config = resilience::ActionGovernorConfig {
-            name: "session_purge".into(),
-            max_actions,
-            period: Duration::from_secs(3_600),
-        };
-        resilience::ActionGovernor::new(config, Arc::clone(clock) as Arc<dyn resilience::Clock>)
-    }
-
-    #[tokio::test]
-    async fn a_purge_goes_in_batches_until_a_short_one() {
-        let clock = Arc::new(resilience::ManualClock::default());
-        let governor = governor(10_000, &clock);
-        let rows = Rows::new(2_500);
-        let outcome = governed_purge(&governor, 1_000, |limit| rows.delete(limit)).await.unwrap();
-        assert_eq!(outcome, PurgeOutcome { purged: 2_500, held_back: false });
-        assert_eq!(*rows.calls.lock().unwrap(), [1_000, 1_000, 1_000]);
-        assert_eq!(governor.allowance(), 7_500, "only rows really deleted count");
-    }
-
-    #[tokio::test]
-    async fn the_governor_holds_a_runaway_purge_back_until_the_period_passes() {
-        let clock = Arc::new(resilience::ManualClock::default());
-        let governor = governor(2_500, &clock);
-        // A clock bug makes every one of 10,000 sessions look expired.
-        let rows = Rows::new(10_000);
-        let first = governed_purge(&governor, 1_000, |limit| rows.delete(limit)).await.unwrap();
-        assert_eq!(first, PurgeOutcome { purged: 2_500, held_back: true });
-        assert_eq!(*rows.calls.lock().unwrap(), [1_000, 1_000, 500], "the last batch is cut to the allowance");
-        let again = governed_purge(&governor, 1_000, |limit| rows.delete(limit)).await.unwrap();
-        assert_eq!(again, PurgeOutcome { purged: 0, held_back: true }, "nothing more within the hour");
-        clock.advance(Duration::from_secs(3_600));
-        let later = governed_purge(&governor, 1_000, |limit| rows.delete(limit)).await.unwrap();
-        assert_eq!(later.purged, 2_500);
-        assert_eq!(*rows.left.lock().unwrap(), 5_000);
-    }
-
-    #[tokio::test]
-    async fn a_failed_batch_gives_its_grant_back() {
-        let clock = Arc::new(resilience::ManualClock::default());
-        let governor = governor(100, &clock);
-        let failing = |_limit: u32| async { Err::<u64, _>(shop::Error::Internal("database gone".into())) };
-        assert!(governed_purge(&governor, 10, failing).await.is_err());
-        assert_eq!(governor.allowance(), 100);
     }
 }

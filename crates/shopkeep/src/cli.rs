@@ -1,4 +1,4 @@
-//! The command line: `shopkeep serve | migrate | admin create-user | config check`.
+//! The command line: `shopkeep serve | worker | migrate | admin … | config check`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,7 +26,12 @@ pub enum Command {
         /// Admin listener address, overriding server.admin_listen.
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<SocketAddr>,
+        /// Do not run the job worker in this process (run `shopkeep worker` elsewhere).
+        #[arg(long)]
+        no_worker: bool,
     },
+    /// Run only the job worker until SIGTERM or Ctrl-C (scale it apart from `serve`).
+    Worker,
     /// Apply, revert or list schema migrations.
     Migrate {
         #[arg(value_enum)]
@@ -71,6 +76,28 @@ pub enum AdminCommand {
         #[arg(long, value_name = "PATH")]
         password_file: Option<PathBuf>,
     },
+    /// Inspect and retry background jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, most recently changed first.
+    List {
+        /// queued, running, succeeded, failed or dead.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        queue: Option<String>,
+        /// At most this many (1–100).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Queue a dead or failed job again, with its attempts reset.
+    Retry { id: uuid::Uuid },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,4 +1,4 @@
-//! The subcommands other than `serve`: migrations, admin bootstrap, configuration check.
+//! The subcommands other than `serve` and `worker`: migrations, admin bootstrap, jobs.
 
 use std::io::IsTerminal as _;
 use std::path::Path;
@@ -143,4 +143,59 @@ fn read_password(password_file: Option<&Path>) -> anyhow::Result<String> {
         bail!("the passwords do not match");
     }
     Ok(first)
+}
+
+fn job_service(config: &Config, store: &Arc<dyn shop::Store>) -> shop::jobs::JobService {
+    shop::jobs::JobService::new(Arc::clone(store), Arc::new(SystemClock), crate::jobs::job_settings(config))
+}
+
+/// `shopkeep admin jobs list`: one line per job, most recently changed first.
+pub async fn list_jobs(config: &Config, state: Option<&str>, queue: Option<String>, limit: u32) -> anyhow::Result<()> {
+    let state = state
+        .map(|raw| {
+            shop::jobs::JobState::parse(raw)
+                .ok_or_else(|| anyhow::anyhow!("--state {raw:?}: must be queued, running, succeeded, failed or dead"))
+        })
+        .transpose()?;
+    let page = shop::PageRequest::new(None, Some(limit)).map_err(|problem| anyhow::anyhow!("--limit {problem}"))?;
+    let store = open_store(config, false).await?;
+    let query = shop::jobs::JobQuery { state, queue, page, ..shop::jobs::JobQuery::default() };
+    let result = job_service(config, &store).list(&query).await;
+    store.close().await;
+    let page = result.context("failed to list jobs")?;
+    println!(
+        "{} job(s){}",
+        page.total,
+        if page.total > u64::from(limit) { format!(", first {limit} shown") } else { String::new() }
+    );
+    for job in page.items {
+        let error = job.last_error.as_deref().map(|e| format!(" error={e:?}")).unwrap_or_default();
+        println!(
+            "{} {} queue={} kind={} attempts={}/{} run_at={}{error}",
+            job.id,
+            job.state.as_str(),
+            job.queue,
+            job.kind,
+            job.attempts,
+            job.max_attempts,
+            job.run_at
+        );
+    }
+    Ok(())
+}
+
+/// `shopkeep admin jobs retry ID`.
+pub async fn retry_job(config: &Config, id: uuid::Uuid) -> anyhow::Result<()> {
+    let store = open_store(config, false).await?;
+    let result = job_service(config, &store).retry(id).await;
+    store.close().await;
+    match result {
+        Ok(job) => {
+            println!("queued {} ({}) again", job.id, job.kind);
+            Ok(())
+        }
+        Err(shop::Error::NotFound) => bail!("no job {id}"),
+        Err(shop::Error::Conflict(detail)) => bail!("{detail}"),
+        Err(error) => Err(anyhow::Error::new(error).context("failed to retry the job")),
+    }
 }

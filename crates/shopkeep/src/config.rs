@@ -22,6 +22,53 @@ pub struct Config {
     pub admin: AdminConfig,
     pub rate_limits: RateLimitsConfig,
     pub redis: RedisConfig,
+    pub jobs: JobsConfig,
+}
+
+/// The job queue and its worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// `serve` runs a worker in-process (`serve --no-worker` overrides it).
+    pub run_worker_in_serve: bool,
+    /// Queues served and how many jobs of each run at once (a bulkhead per queue).
+    pub queues: std::collections::BTreeMap<String, usize>,
+    /// Most jobs taken by one claim.
+    pub batch_size: u32,
+    /// How often an idle queue is polled.
+    pub poll_interval_ms: u64,
+    /// How long a claimed job is leased; a heartbeat renews it while the job runs.
+    pub lease_secs: u64,
+    /// One attempt running longer fails.
+    pub job_timeout_secs: u64,
+    /// Backoff between attempts: from this, doubling, jittered…
+    pub retry_base_secs: u64,
+    /// …up to this.
+    pub retry_max_secs: u64,
+    /// On shutdown, running jobs get this long to finish; the rest are given back.
+    pub shutdown_timeout_secs: u64,
+    /// Succeeded jobs are deleted this long after finishing (steady state).
+    pub succeeded_retention_hours: u64,
+    /// Dead jobs are kept this long for operators.
+    pub dead_retention_days: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            run_worker_in_serve: true,
+            queues: [("default".to_owned(), 8), ("mail".to_owned(), 4)].into_iter().collect(),
+            batch_size: 16,
+            poll_interval_ms: 1_000,
+            lease_secs: 60,
+            job_timeout_secs: 300,
+            retry_base_secs: 30,
+            retry_max_secs: 3_600,
+            shutdown_timeout_secs: 30,
+            succeeded_retention_hours: 24,
+            dead_retention_days: 30,
+        }
+    }
 }
 
 /// Redis, when shops run several instances: shared rate limits (more to come).
@@ -506,10 +553,30 @@ impl Config {
                 u64::from(self.accounts.session_purge_max_per_hour),
                 1..=100_000_000,
             ),
+            ("jobs.batch_size", u64::from(self.jobs.batch_size), 1..=1_000),
+            ("jobs.poll_interval_ms", self.jobs.poll_interval_ms, 10..=600_000),
+            ("jobs.lease_secs", self.jobs.lease_secs, 3..=86_400),
+            ("jobs.job_timeout_secs", self.jobs.job_timeout_secs, 1..=86_400),
+            ("jobs.retry_base_secs", self.jobs.retry_base_secs, 1..=86_400),
+            ("jobs.retry_max_secs", self.jobs.retry_max_secs, 1..=604_800),
+            ("jobs.shutdown_timeout_secs", self.jobs.shutdown_timeout_secs, 1..=3_600),
+            ("jobs.succeeded_retention_hours", self.jobs.succeeded_retention_hours, 1..=87_600),
+            ("jobs.dead_retention_days", self.jobs.dead_retention_days, 1..=3_650),
         ] {
             if !range.contains(&value) {
                 problems.push(format!("{name}: must be between {} and {}", range.start(), range.end()));
             }
+        }
+        if self.jobs.queues.is_empty() {
+            problems.push("jobs.queues: at least one queue is needed".into());
+        }
+        for (queue, concurrency) in &self.jobs.queues {
+            if !(1..=1_024).contains(concurrency) {
+                problems.push(format!("jobs.queues.{queue}: concurrency must be between 1 and 1024"));
+            }
+        }
+        if self.jobs.retry_base_secs > self.jobs.retry_max_secs {
+            problems.push("jobs.retry_base_secs: must not exceed jobs.retry_max_secs".into());
         }
         if let Err(problem) = self.backend() {
             problems.push(format!("database.url: {problem}"));

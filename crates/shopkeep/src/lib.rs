@@ -7,12 +7,14 @@ pub mod app;
 pub mod cli;
 mod commands;
 pub mod config;
+pub mod jobs;
 pub mod telemetry;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 pub use app::Application;
-use cli::{AdminCommand, Cli, Command, ConfigCommand};
+use cli::{AdminCommand, Cli, Command, ConfigCommand, JobsCommand};
 use config::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +39,10 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
     telemetry::init_logging(&config.log);
     let result = match cli.command {
-        Command::Serve { listen, admin_listen } => {
+        Command::Serve { listen, admin_listen, no_worker } => {
+            if no_worker {
+                config.jobs.run_worker_in_serve = false;
+            }
             if let Some(listen) = listen {
                 config.server.listen = listen.to_string();
             }
@@ -50,7 +55,14 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             serve(config).await
         }
+        Command::Worker => run_worker(config).await,
         Command::Migrate { action } => commands::migrate(&config, action).await,
+        Command::Admin { command: AdminCommand::Jobs { command: JobsCommand::List { state, queue, limit } } } => {
+            commands::list_jobs(&config, state.as_deref(), queue, limit).await
+        }
+        Command::Admin { command: AdminCommand::Jobs { command: JobsCommand::Retry { id } } } => {
+            commands::retry_job(&config, id).await
+        }
         Command::Admin { command: AdminCommand::CreateUser { email, role, name, password_file } } => {
             commands::create_user(&config, &email, &role, name.as_deref(), password_file.as_deref()).await
         }
@@ -71,6 +83,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
     application.run_until_stopped(shutdown).await
+}
+
+/// `shopkeep worker`: the job worker alone, until a signal; then it drains and exits.
+async fn run_worker(config: Config) -> anyhow::Result<()> {
+    let store = app::open_store(&config, config.migrate_on_start()).await?;
+    let clock: Arc<dyn shop::Clock> = Arc::new(shop::SystemClock);
+    let accounts = app::account_service(&config, Arc::clone(&store), Arc::clone(&clock));
+    let jobs = shop::jobs::JobService::new(Arc::clone(&store), clock, jobs::job_settings(&config));
+    let worker = jobs::build_worker(&config, Arc::clone(&store), jobs, accounts);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    worker.run(shutdown).await;
+    store.close().await;
+    Ok(())
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT (Ctrl-C).

@@ -344,9 +344,19 @@ async fn migrate_round_trip(url: &str) {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("reverted migration"), "{stdout}");
     assert!(stdout.contains("pending"), "{stdout}");
-    let (code, stdout, _) = output(&mut migrate("down")).await;
-    assert_eq!(code, 0);
-    assert!(stdout.contains("no migration to revert"), "{stdout}");
+    // One migration at a time, until none is left.
+    let mut reverted = 1;
+    loop {
+        let (code, stdout, _) = output(&mut migrate("down")).await;
+        assert_eq!(code, 0);
+        if stdout.contains("no migration to revert") {
+            break;
+        }
+        assert!(stdout.contains("reverted migration"), "{stdout}");
+        reverted += 1;
+        assert!(reverted < 100, "migrate down never ran out");
+    }
+    assert!(reverted >= 2, "every migration was reverted one by one");
     let (code, _, _) = output(&mut migrate("up")).await;
     assert_eq!(code, 0);
 }
@@ -373,6 +383,8 @@ async fn every_command_has_help_and_bad_usage_exits_2() {
         vec!["--help"],
         vec!["serve", "--help"],
         vec!["migrate", "--help"],
+        vec!["worker", "--help"],
+        vec!["admin", "jobs", "--help"],
         vec!["admin", "create-user", "--help"],
         vec!["config", "check", "--help"],
     ] {
@@ -391,4 +403,88 @@ async fn every_command_has_help_and_bad_usage_exits_2() {
 fn http_client(builder: reqwest::ClientBuilder) -> reqwest::Client {
     integration::install_crypto_provider();
     builder.build().expect("client")
+}
+
+#[tokio::test]
+async fn the_worker_command_runs_jobs_and_operators_retry_dead_ones_from_the_cli() {
+    let directory = tempfile::tempdir().unwrap();
+    let url = sqlite_url(directory.path());
+    let mut worker = shopkeep()
+        .arg("worker")
+        .env("DATABASE_URL", &url)
+        .env("SHOPKEEP_JOBS__POLL_INTERVAL_MS", "50")
+        .env("SHOPKEEP_LOG__FORMAT", "json")
+        .env("SHOPKEEP_LOG__LEVEL", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(worker.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("job worker started") {
+                return;
+            }
+        }
+        panic!("the worker exited before starting");
+    })
+    .await
+    .expect("the worker starts within 30 s");
+
+    // A job nobody handles: the worker dead-letters it.
+    let store = store_sqlite::SqliteStore::connect(&store_sqlite::SqliteSettings {
+        url: url.clone(),
+        max_connections: 1,
+        acquire_timeout: Duration::from_secs(5),
+        busy_timeout: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let job = shop::jobs::NewJob::new("no.such.handler", json!({}), time::OffsetDateTime::now_utc());
+    assert!(shop::ports::JobRepository::enqueue_job(&store, &job).await.unwrap());
+    let list = |state: &'static str| {
+        let mut command = shopkeep();
+        command.args(["admin", "jobs", "list", "--state", state]).env("DATABASE_URL", &url);
+        command
+    };
+    let mut listed = String::new();
+    for _ in 0..200 {
+        let (code, stdout, stderr) = output(&mut list("dead")).await;
+        assert_eq!(code, 0, "{stderr}");
+        if stdout.contains(&job.id.to_string()) {
+            listed = stdout;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(listed.starts_with("1 job(s)"), "{listed}");
+    assert!(listed.contains("kind=no.such.handler") && listed.contains("no handler"), "{listed}");
+
+    let retry = |id: String| {
+        let mut command = shopkeep();
+        command.args(["admin", "jobs", "retry", &id]).env("DATABASE_URL", &url);
+        command
+    };
+    let (code, stdout, stderr) = output(&mut retry(job.id.to_string())).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("again"), "{stdout}");
+    let (code, _, stderr) = output(&mut retry(uuid::Uuid::new_v4().to_string())).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no job"), "{stderr}");
+    let (code, _, stderr) = output(&mut retry("not-a-uuid".into())).await;
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, stderr) = output(&mut list("zombie")).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--state"), "{stderr}");
+    shop::ports::StoreHealth::close(&store).await;
+
+    let pid = worker.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut rest = String::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        rest.push_str(&line);
+    }
+    assert!(rest.contains("job worker stopped"), "{rest}");
 }

@@ -1,6 +1,6 @@
 //! The routes of API.md, each documented with `#[utoipa::path]` (including who may call it).
 
-mod accounts;
+pub(crate) mod accounts;
 mod caching;
 mod catalog;
 pub(crate) mod health;

@@ -100,6 +100,10 @@ pub fn test_config(database_url: &str) -> Config {
     config.database.migrate_on_start = Some(true);
     config.database.max_connections = 5;
     config.log.level = std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into());
+    // A quick worker, so job tests do not wait long.
+    config.jobs.poll_interval_ms = 50;
+    config.jobs.retry_base_secs = 1;
+    config.jobs.shutdown_timeout_secs = 5;
     config
 }
 
@@ -218,6 +222,18 @@ impl TestApp {
     }
 
     /// Stops the server as a SIGTERM would and waits for a clean exit.
+    /// Enqueues a job in the app's database, as a state change in the shop would.
+    pub async fn enqueue(&self, job: shop::jobs::NewJob) {
+        let store = shopkeep::app::open_store(&self.config, false).await.expect("store");
+        let jobs = shop::jobs::JobService::new(
+            Arc::clone(&store),
+            Arc::new(SystemClock),
+            shopkeep::jobs::job_settings(&self.config),
+        );
+        assert!(jobs.enqueue(&job).await.expect("enqueued"));
+        store.close().await;
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         let result = self.server.await.expect("server task");

@@ -7,6 +7,7 @@ mod helpers;
 mod accounts;
 mod catalog;
 mod health;
+mod jobs;
 mod limits;
 mod stability;
 mod stack;

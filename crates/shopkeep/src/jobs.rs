@@ -1,0 +1,209 @@
+//! The shop's job handlers and recurring jobs, and the worker built from the configuration.
+//! Every handler is idempotent: a job can run more than once (after a crash or a lost lease).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shop::Store;
+use shop::accounts::AccountService;
+use shop::jobs::{Job, JobService, RecurringJob, Schedule};
+use worker::{HandlerError, Handlers, JobHandler, QueueSettings, Worker, WorkerSettings};
+
+use crate::config::Config;
+
+/// Job kinds.
+pub const PURGE_SESSIONS: &str = "sessions.purge";
+
+/// The worker as configured, with every handler and recurring job of the shop.
+pub fn build_worker(config: &Config, store: Arc<dyn Store>, jobs: JobService, accounts: AccountService) -> Worker {
+    let mut handlers = Handlers::new();
+    let governor = resilience::ActionGovernor::new(
+        resilience::ActionGovernorConfig {
+            name: "session_purge".into(),
+            max_actions: config.accounts.session_purge_max_per_hour,
+            period: Duration::from_secs(3_600),
+        },
+        Arc::new(resilience::MonotonicClock),
+    );
+    handlers.register(PURGE_SESSIONS, PurgeSessions { accounts, governor });
+    let settings = worker_settings(config);
+    Worker::new(store, jobs, handlers, settings).schedule(RecurringJob {
+        name: PURGE_SESSIONS.into(),
+        kind: PURGE_SESSIONS.into(),
+        queue: "default".into(),
+        schedule: Schedule::Every(Duration::from_secs(config.accounts.session_purge_interval_secs)),
+        payload: serde_json::json!({}),
+    })
+}
+
+/// The retention of finished jobs.
+pub fn job_settings(config: &Config) -> shop::jobs::JobSettings {
+    shop::jobs::JobSettings {
+        succeeded_retention: Duration::from_secs(config.jobs.succeeded_retention_hours * 3_600),
+        dead_retention: Duration::from_secs(config.jobs.dead_retention_days * 86_400),
+    }
+}
+
+fn worker_settings(config: &Config) -> WorkerSettings {
+    let jobs = &config.jobs;
+    let worker_id = format!(
+        "{}-{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "shopkeep".into()),
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    WorkerSettings {
+        queues: jobs
+            .queues
+            .iter()
+            .map(|(name, concurrency)| QueueSettings { name: name.clone(), concurrency: *concurrency })
+            .collect(),
+        batch_size: jobs.batch_size,
+        poll_interval: Duration::from_millis(jobs.poll_interval_ms),
+        lease: Duration::from_secs(jobs.lease_secs),
+        job_timeout: Duration::from_secs(jobs.job_timeout_secs),
+        retry_base: Duration::from_secs(jobs.retry_base_secs),
+        retry_max: Duration::from_secs(jobs.retry_max_secs),
+        shutdown_timeout: Duration::from_secs(jobs.shutdown_timeout_secs),
+        ..WorkerSettings::new(worker_id)
+    }
+}
+
+/// Sessions deleted per statement, so a large purge never holds a long write lock.
+const SESSION_PURGE_BATCH: u32 = 1_000;
+
+/// `sessions.purge`: deletes expired sessions (steady state) at the pace its governor allows.
+/// Idempotent: deleting what is already gone deletes nothing.
+pub struct PurgeSessions {
+    accounts: AccountService,
+    governor: resilience::ActionGovernor,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for PurgeSessions {
+    async fn run(&self, _job: &Job) -> Result<(), HandlerError> {
+        let run =
+            governed_purge(&self.governor, SESSION_PURGE_BATCH, |limit| self.accounts.purge_expired_sessions(limit));
+        let outcome = run.await.map_err(|error| HandlerError::Transient(error.to_string()))?;
+        metrics::counter!("sessions_purged_total").increment(outcome.purged);
+        tracing::debug!(purged = outcome.purged, heldBack = outcome.held_back, "expired sessions purged");
+        Ok(())
+    }
+}
+
+/// What one governed purge did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PurgeOutcome {
+    purged: u64,
+    /// The governor stopped the purge while rows may remain (it logged a warning).
+    held_back: bool,
+}
+
+/// Deletes in batches of at most `batch` rows while `governor` allows, until a batch comes back
+/// short (nothing left). Unused grants are given back, so only rows really deleted count.
+async fn governed_purge<F, Fut>(
+    governor: &resilience::ActionGovernor,
+    batch: u32,
+    mut delete: F,
+) -> Result<PurgeOutcome, shop::Error>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, shop::Error>>,
+{
+    let mut purged = 0;
+    loop {
+        // Ask only for what is left, so that the governor refuses (and warns) only when the
+        // allowance is spent, not whenever a batch is larger than the rest of it.
+        let allowance = governor.allowance();
+        let grant = governor.request(if allowance == 0 { batch } else { batch.min(allowance) });
+        if grant.granted == 0 {
+            return Ok(PurgeOutcome { purged, held_back: true });
+        }
+        let deleted = match delete(grant.granted).await {
+            Ok(deleted) => deleted,
+            Err(error) => {
+                governor.release(grant.granted);
+                return Err(error);
+            }
+        };
+        purged += deleted;
+        let unused = u64::from(grant.granted).saturating_sub(deleted);
+        governor.release(u32::try_from(unused).unwrap_or(grant.granted));
+        if unused > 0 {
+            return Ok(PurgeOutcome { purged, held_back: false });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A table of `rows` expired rows; each call deletes up to the limit and records it.
+    struct Rows {
+        left: Mutex<u64>,
+        calls: Mutex<Vec<u32>>,
+    }
+
+    impl Rows {
+        fn new(rows: u64) -> Self {
+            Self { left: Mutex::new(rows), calls: Mutex::default() }
+        }
+
+        async fn delete(&self, limit: u32) -> Result<u64, shop::Error> {
+            self.calls.lock().unwrap().push(limit);
+            let mut left = self.left.lock().unwrap();
+            let deleted = (*left).min(u64::from(limit));
+            *left -= deleted;
+            Ok(deleted)
+        }
+    }
+
+    fn governor(max_actions: u32, clock: &Arc<resilience::ManualClock>) -> resilience::ActionGovernor {
+        let config = resilience::ActionGovernorConfig {
+            name: "session_purge".into(),
+            max_actions,
+            period: Duration::from_secs(3_600),
+        };
+        resilience::ActionGovernor::new(config, Arc::clone(clock) as Arc<dyn resilience::Clock>)
+    }
+
+    #[tokio::test]
+    async fn a_purge_goes_in_batches_until_a_short_one() {
+        let clock = Arc::new(resilience::ManualClock::default());
+        let governor = governor(10_000, &clock);
+        let rows = Rows::new(2_500);
+        let outcome = governed_purge(&governor, 1_000, |limit| rows.delete(limit)).await.unwrap();
+        assert_eq!(outcome, PurgeOutcome { purged: 2_500, held_back: false });
+        assert_eq!(*rows.calls.lock().unwrap(), [1_000, 1_000, 1_000]);
+        assert_eq!(governor.allowance(), 7_500, "only rows really deleted count");
+    }
+
+    #[tokio::test]
+    async fn the_governor_holds_a_runaway_purge_back_until_the_period_passes() {
+        let clock = Arc::new(resilience::ManualClock::default());
+        let governor = governor(2_500, &clock);
+        // A clock bug makes every one of 10,000 sessions look expired.
+        let rows = Rows::new(10_000);
+        let first = governed_purge(&governor, 1_000, |limit| rows.delete(limit)).await.unwrap();
+        assert_eq!(first, PurgeOutcome { purged: 2_500, held_back: true });
+        assert_eq!(*rows.calls.lock().unwrap(), [1_000, 1_000, 500], "the last batch is cut to the allowance");
+        let again = governed_purge(&governor, 1_000, |limit| rows.delete(limit)).await.unwrap();
+        assert_eq!(again, PurgeOutcome { purged: 0, held_back: true }, "nothing more within the hour");
+        clock.advance(Duration::from_secs(3_600));
+        let later = governed_purge(&governor, 1_000, |limit| rows.delete(limit)).await.unwrap();
+        assert_eq!(later.purged, 2_500);
+        assert_eq!(*rows.left.lock().unwrap(), 5_000);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_gives_its_grant_back() {
+        let clock = Arc::new(resilience::ManualClock::default());
+        let governor = governor(100, &clock);
+        let failing = |_limit: u32| async { Err::<u64, _>(shop::Error::Internal("database gone".into())) };
+        assert!(governed_purge(&governor, 10, failing).await.is_err());
+        assert_eq!(governor.allowance(), 100);
+    }
+}
