@@ -238,7 +238,12 @@ impl Application {
         };
         // The worker stops with the listeners (it drains on its own timeout), before the pool.
         let stop_worker = CancellationToken::new();
-        let worker = worker.map(|worker| tokio::spawn(worker.run(stop_worker.clone())));
+        let worker = worker.map(|worker| {
+            if let Some(listener) = crate::jobs::job_listener(&config, worker.wakers(), background.clone()) {
+                tasks.spawn(listener);
+            }
+            tokio::spawn(worker.run(stop_worker.clone()))
+        });
         tasks.spawn(purge_rate_limits(
             rate_limits,
             Duration::from_secs(config.rate_limits.purge_interval_secs),

@@ -36,6 +36,23 @@ pub fn build_worker(config: &Config, store: Arc<dyn Store>, jobs: JobService, ac
     })
 }
 
+/// On PostgreSQL (not behind PgBouncer), a task that wakes the worker's queues when jobs are
+/// enqueued anywhere (LISTEN/NOTIFY); elsewhere `None`, and workers poll.
+pub fn job_listener(
+    config: &Config,
+    wakers: worker::Wakers,
+    stop: tokio_util::sync::CancellationToken,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    if config.backend() != Ok(crate::config::Backend::Postgres) || config.database.pgbouncer {
+        return None;
+    }
+    let on_job = move |queue: Option<&str>| match queue {
+        Some(queue) => wakers.wake(queue),
+        None => wakers.wake_all(),
+    };
+    Some(store_postgres::listen_for_jobs(config.database.url.expose().to_owned(), on_job, stop))
+}
+
 /// The retention of finished jobs.
 pub fn job_settings(config: &Config) -> shop::jobs::JobSettings {
     shop::jobs::JobSettings {

@@ -94,7 +94,13 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     let worker = jobs::build_worker(&config, Arc::clone(&store), jobs, accounts);
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
+    let listening = CancellationToken::new();
+    let listener = jobs::job_listener(&config, worker.wakers(), listening.clone()).map(tokio::spawn);
     worker.run(shutdown).await;
+    listening.cancel();
+    if let Some(listener) = listener {
+        let _ = listener.await;
+    }
     store.close().await;
     Ok(())
 }

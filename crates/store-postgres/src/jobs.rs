@@ -16,7 +16,7 @@ use crate::PostgresStore;
 use crate::codec::{corrupt, count, error, offset};
 
 /// The notification channel a worker listens on; the payload is the queue's name.
-const JOBS_CHANNEL: &str = "shopkeep_jobs";
+pub(crate) const JOBS_CHANNEL: &str = "shopkeep_jobs";
 
 /// The error recorded on a job whose worker stopped without finishing it.
 const LEASE_EXPIRED: &str = "lease expired: the worker stopped without finishing the job";

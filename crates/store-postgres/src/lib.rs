@@ -7,7 +7,10 @@ mod accounts;
 mod catalog;
 mod codec;
 mod jobs;
+mod notifications;
 pub mod provisioning;
+
+pub use notifications::listen_for_jobs;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -16,4 +16,4 @@ mod handler;
 mod run;
 
 pub use handler::{HandlerError, Handlers, JobHandler};
-pub use run::{QueueSettings, Worker, WorkerSettings};
+pub use run::{QueueSettings, Wakers, Worker, WorkerSettings};

@@ -74,6 +74,39 @@ impl WorkerSettings {
 /// Jobs this worker is running: id → queue.
 type InFlight = Arc<Mutex<HashMap<Uuid, String>>>;
 
+/// Wakes a worker's idle queue loops when jobs are enqueued (in this process, or announced by
+/// the database); cheap to clone. A wake-up for a busy loop is kept until it next waits, so
+/// none is lost; polling remains the fallback.
+#[derive(Clone, Debug, Default)]
+pub struct Wakers {
+    by_queue: Arc<HashMap<String, Arc<Notify>>>,
+}
+
+impl Wakers {
+    fn new(queues: &[QueueSettings]) -> Self {
+        let by_queue = queues.iter().map(|queue| (queue.name.clone(), Arc::new(Notify::new()))).collect();
+        Self { by_queue: Arc::new(by_queue) }
+    }
+
+    /// Wakes the loop of `queue`, if this worker serves it.
+    pub fn wake(&self, queue: &str) {
+        if let Some(notify) = self.by_queue.get(queue) {
+            notify.notify_one();
+        }
+    }
+
+    /// Wakes every queue loop (notifications may have been missed).
+    pub fn wake_all(&self) {
+        for notify in self.by_queue.values() {
+            notify.notify_one();
+        }
+    }
+
+    fn get(&self, queue: &str) -> Arc<Notify> {
+        self.by_queue.get(queue).cloned().unwrap_or_default()
+    }
+}
+
 /// Everything the loops share.
 struct Shared {
     store: Arc<dyn Store>,
@@ -81,7 +114,7 @@ struct Shared {
     handlers: Handlers,
     settings: WorkerSettings,
     in_flight: InFlight,
-    wake: Arc<Notify>,
+    wakers: Wakers,
 }
 
 impl Shared {
@@ -102,8 +135,8 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(store: Arc<dyn Store>, jobs: JobService, handlers: Handlers, settings: WorkerSettings) -> Self {
-        let shared =
-            Shared { store, jobs, handlers, settings, in_flight: Arc::default(), wake: Arc::new(Notify::new()) };
+        let wakers = Wakers::new(&settings.queues);
+        let shared = Shared { store, jobs, handlers, settings, in_flight: Arc::default(), wakers };
         Self { shared: Arc::new(shared), recurring: Vec::new() }
     }
 
@@ -114,8 +147,8 @@ impl Worker {
     }
 
     /// Wakes idle queue loops at once (after an enqueue, or a database notification).
-    pub fn waker(&self) -> Arc<Notify> {
-        Arc::clone(&self.shared.wake)
+    pub fn wakers(&self) -> Wakers {
+        self.shared.wakers.clone()
     }
 
     /// Runs until `stop` is cancelled, then shuts down as described in the crate docs.
@@ -150,6 +183,7 @@ impl Worker {
 /// Claims and runs the jobs of one queue until `stop`; then drains.
 async fn serve_queue(shared: Arc<Shared>, queue: QueueSettings, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(queue.concurrency.max(1)));
+    let wake = shared.wakers.get(&queue.name);
     let mut running = JoinSet::new();
     loop {
         while running.try_join_next().is_some() {}
@@ -194,7 +228,7 @@ async fn serve_queue(shared: Arc<Shared>, queue: QueueSettings, stop: Cancellati
         }
         tokio::select! {
             () = tokio::time::sleep(shared.settings.poll_interval) => {}
-            () = shared.wake.notified() => {}
+            () = wake.notified() => {}
             Some(_) = running.join_next() => {}
             () = stop.cancelled() => break,
         }
@@ -422,7 +456,7 @@ async fn schedule_once(shared: &Shared, recurring: &RecurringJob) -> Result<(), 
                 .unique_key(format!("schedule:{}:{}", recurring.name, due.unix_timestamp()));
             if shared.store.advance_schedule(&recurring.name, Some(due), next, Some(&job)).await? {
                 tracing::debug!(schedule = recurring.name.as_str(), occurrence = %due, "recurring job enqueued");
-                shared.wake.notify_waiters();
+                shared.wakers.wake(&recurring.queue);
             }
         }
         Some(_) => {}

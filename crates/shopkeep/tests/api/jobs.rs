@@ -122,3 +122,20 @@ async fn job_routes_need_the_admin_token_and_retries_need_one_configured() {
     problem(retry.send().await.unwrap(), StatusCode::FORBIDDEN).await;
     open.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_an_idle_worker_wakes_on_notify_not_on_its_poll() {
+    // The worker polls only every 10 minutes: only LISTEN/NOTIFY can start this job quickly.
+    let app = spawn_app_with(Backend::Postgres, |config| {
+        configure(config);
+        config.jobs.poll_interval_ms = 600_000;
+    })
+    .await;
+    // Let the worker finish its first (empty) claim and go idle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let job = NewJob::new("no.such.handler", json!({}), time::OffsetDateTime::now_utc());
+    app.enqueue(job.clone()).await;
+    let dead = until(&app, job.id, |job| job["state"] == "dead").await;
+    assert_eq!(dead["attempts"], 1, "ran within seconds of its commit, long before the next poll");
+    app.stop().await;
+}
