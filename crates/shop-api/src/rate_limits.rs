@@ -344,10 +344,11 @@ impl RateLimiters {
 
     /// After a login attempt: failures count towards the account lock and the global alert.
     /// The account key is the email as typed (normalised), whether or not an account exists,
-    /// so a lock reveals nothing about which addresses are registered.
-    pub async fn after_login(&self, email: &str, succeeded: bool) {
+    /// so a lock reveals nothing about which addresses are registered. Returns how long the
+    /// account is locked when this very failure locked it (so its owner can be told once).
+    pub async fn after_login(&self, email: &str, succeeded: bool) -> Option<Duration> {
         if !self.settings.enabled {
-            return;
+            return None;
         }
         let key = account_key(email);
         let shared = match &self.shared {
@@ -363,11 +364,11 @@ impl RateLimiters {
             }
         };
         let locked_now = match shared {
-            Some(locked) => locked.is_some(),
+            Some(locked) => locked,
             // No shared store, or it did not answer: count here.
-            None => self.record_locally(&key, succeeded),
+            None => self.record_locally(&key, succeeded).then_some(self.settings.lockout_duration),
         };
-        if locked_now {
+        if locked_now.is_some() {
             metrics::counter!("accounts_lockouts_total").increment(1);
             tracing::warn!(
                 lockoutSecs = self.settings.lockout_duration.as_secs(),
@@ -375,7 +376,7 @@ impl RateLimiters {
             );
         }
         if succeeded {
-            return;
+            return None;
         }
         let global = self.failed_logins.record(&());
         let alarming = global >= f64::from(self.settings.failed_login_alert_per_minute);
@@ -387,6 +388,7 @@ impl RateLimiters {
                 "failed logins across all accounts above the alert threshold"
             );
         }
+        locked_now
     }
 
     /// This instance's lockout bookkeeping; returns whether this failure locked the account.

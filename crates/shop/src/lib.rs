@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod clock;
 pub mod error;
 pub mod jobs;
+pub mod mail;
 pub mod pagination;
 pub mod ports;
 pub mod secrets;

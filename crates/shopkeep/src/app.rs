@@ -87,6 +87,7 @@ pub fn account_service(config: &Config, store: Arc<dyn Store>, clock: Arc<dyn Cl
     let settings = AccountSettings {
         session_absolute_ttl: time::Duration::hours(config.accounts.session_absolute_ttl_hours as i64),
         session_idle_ttl: time::Duration::hours(config.accounts.session_idle_ttl_hours as i64),
+        shop_name: config.mail.shop_name.clone(),
     };
     AccountService::new(store, PasswordHasher::new(concurrency), clock, settings)
 }
@@ -155,6 +156,14 @@ impl Application {
         if !config.rate_limits.enabled {
             tracing::warn!("rate limits are OFF (rate_limits.enabled = false): only for load tests");
         }
+        // Only the worker sends mail; a process without one needs no mailer (nor its breaker).
+        let mailer = match config.jobs.run_worker_in_serve {
+            true => {
+                let clock = Arc::clone(&limiter_clock);
+                Some(crate::jobs::build_mailer(&config, Arc::clone(&store), &breakers, clock)?)
+            }
+            false => None,
+        };
         let state = AppState::new(AppParts {
             accounts: accounts.clone(),
             catalog,
@@ -172,10 +181,9 @@ impl Application {
         let admin = TcpListener::bind(config.admin_listen())
             .await
             .with_context(|| format!("failed to listen on {} (admin)", config.admin_listen()))?;
-        let worker = config
-            .jobs
-            .run_worker_in_serve
-            .then(|| crate::jobs::build_worker(&config, Arc::clone(&store), jobs.clone(), accounts.clone()));
+        let worker = mailer.map(|mailer| {
+            crate::jobs::build_worker(&config, Arc::clone(&store), jobs.clone(), accounts.clone(), mailer)
+        });
         Ok(Self {
             config,
             public,

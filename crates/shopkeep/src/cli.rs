@@ -81,6 +81,21 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Read the mail outbox (mail kept, not delivered, when no SMTP server is configured).
+    Mail {
+        #[command(subcommand)]
+        command: MailCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// The most recent outbox messages with their text, newest first.
+    List {
+        /// At most this many (1–100).
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -199,3 +199,22 @@ pub async fn retry_job(config: &Config, id: uuid::Uuid) -> anyhow::Result<()> {
         Err(error) => Err(anyhow::Error::new(error).context("failed to retry the job")),
     }
 }
+
+/// `shopkeep admin mail list`: outbox messages (never delivered), newest first, with their text.
+pub async fn list_outbox_mail(config: &Config, limit: u32) -> anyhow::Result<()> {
+    let page = shop::PageRequest::new(None, Some(limit)).map_err(|problem| anyhow::anyhow!("--limit {problem}"))?;
+    let store = open_store(config, false).await?;
+    let result = store.list_outbox_mail(&page).await;
+    store.close().await;
+    let page = result.context("failed to read the mail outbox")?;
+    if config.mail.smtp_url.is_some() {
+        println!("(SMTP is configured: new mail is delivered, not kept here)");
+    }
+    println!("{} message(s) in the outbox — NOT delivered", page.total);
+    for message in page.items {
+        println!("\n--- {} at {}", message.id, message.created_at);
+        println!("To: {}\nSubject: {}\n", message.mail.to, message.mail.subject);
+        println!("{}", message.mail.text.trim_end());
+    }
+    Ok(())
+}

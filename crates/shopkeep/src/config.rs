@@ -23,6 +23,40 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub redis: RedisConfig,
     pub jobs: JobsConfig,
+    pub mail: MailConfig,
+}
+
+/// Outgoing mail. Without an SMTP URL (the embedded default) mail is kept in the outbox table,
+/// clearly not delivered, and listed by `shopkeep admin mail list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    /// `smtp://user:pass@host:587?starttls=required` or `smtps://…:465` (also `SMTP_URL`). Secret.
+    #[serde(serialize_with = "serialize_optional_redacted_url")]
+    pub smtp_url: Option<Secret>,
+    /// A file holding the SMTP URL (also `SMTP_URL_FILE`).
+    pub smtp_url_file: Option<PathBuf>,
+    /// The sender: `Shop Name <shop@example.com>`.
+    pub from: String,
+    /// The shop's name in subjects and greetings.
+    pub shop_name: String,
+    /// One send, connection included, must finish within this.
+    pub timeout_secs: u64,
+    /// Outbox mail is deleted after this many days (steady state).
+    pub outbox_retention_days: u64,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            smtp_url_file: None,
+            from: "Shopkeep <shop@localhost>".into(),
+            shop_name: "Shopkeep".into(),
+            timeout_secs: 10,
+            outbox_retention_days: 30,
+        }
+    }
 }
 
 /// The job queue and its worker.
@@ -452,12 +486,18 @@ impl Config {
             .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
             .merge(Env::raw().only(&["DATABASE_URL_FILE"]).map(|_| "database.url_file".into()))
             .merge(Env::raw().only(&["REDIS_URL"]).map(|_| "redis.url".into()))
+            .merge(Env::raw().only(&["SMTP_URL"]).map(|_| "mail.smtp_url".into()))
+            .merge(Env::raw().only(&["SMTP_URL_FILE"]).map(|_| "mail.smtp_url_file".into()))
             // Only keys with a section (`SHOPKEEP_LOG__LEVEL`), so that other SHOPKEEP_ variables
             // (SHOPKEEP_ADMIN_PASSWORD, test settings) are not mistaken for configuration.
             .merge(Env::prefixed("SHOPKEEP_").filter(|key| key.as_str().contains("__")).split("__"));
         let mut problems = Vec::new();
         // A secret and its file from any two sources would leave the winner to precedence: refuse.
-        for (value, file) in [("database.url", "database.url_file"), ("admin.token", "admin.token_file")] {
+        for (value, file) in [
+            ("database.url", "database.url_file"),
+            ("admin.token", "admin.token_file"),
+            ("mail.smtp_url", "mail.smtp_url_file"),
+        ] {
             if given.contains(value) && given.contains(file) {
                 problems.push(format!("{file}: give either {value} or {file}, not both"));
             }
@@ -476,6 +516,12 @@ impl Config {
             match read_secret(path) {
                 Ok(value) => self.database.url = Secret(value),
                 Err(problem) => problems.push(format!("database.url_file: {problem}")),
+            }
+        }
+        if let Some(path) = &self.mail.smtp_url_file {
+            match read_secret(path) {
+                Ok(value) => self.mail.smtp_url = Some(Secret(value)),
+                Err(problem) => problems.push(format!("mail.smtp_url_file: {problem}")),
             }
         }
         if let Some(path) = &self.admin.token_file {
@@ -566,6 +612,37 @@ impl Config {
             if !range.contains(&value) {
                 problems.push(format!("{name}: must be between {} and {}", range.start(), range.end()));
             }
+        }
+        if let Some(url) = &self.mail.smtp_url
+            && !(url.expose().starts_with("smtp://") || url.expose().starts_with("smtps://"))
+        {
+            problems.push(format!("mail.smtp_url: {} must start with smtp:// or smtps://", redacted_url(url.expose())));
+        }
+        let address = self
+            .mail
+            .from
+            .rsplit_once('<')
+            .map_or(self.mail.from.as_str(), |(_, rest)| rest.strip_suffix('>').unwrap_or(rest));
+        if !address.contains('@') || address.trim() != address || address.is_empty() {
+            problems.push(format!(
+                "mail.from: {:?} must be an address, optionally with a name: Shop <shop@example.com>",
+                self.mail.from
+            ));
+        }
+        if self.mail.shop_name.trim().is_empty() || self.mail.shop_name.len() > 100 {
+            problems.push("mail.shop_name: must be 1 to 100 characters".into());
+        }
+        for (name, value, range) in [
+            ("mail.timeout_secs", self.mail.timeout_secs, 1..=300),
+            ("mail.outbox_retention_days", self.mail.outbox_retention_days, 1..=3_650),
+        ] {
+            if !range.contains(&value) {
+                problems.push(format!("{name}: must be between {} and {}", range.start(), range.end()));
+            }
+        }
+        if !self.jobs.queues.contains_key(shop::mail::MAIL_QUEUE) {
+            problems
+                .push(format!("jobs.queues: the {:?} queue is needed (mail is sent from it)", shop::mail::MAIL_QUEUE));
         }
         if self.jobs.queues.is_empty() {
             problems.push("jobs.queues: at least one queue is needed".into());

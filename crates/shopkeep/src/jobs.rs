@@ -7,16 +7,75 @@ use std::time::Duration;
 use shop::Store;
 use shop::accounts::AccountService;
 use shop::jobs::{Job, JobService, RecurringJob, Schedule};
+use shop::mail::{Mail, MailError};
+use shop::ports::Mailer;
 use worker::{HandlerError, Handlers, JobHandler, QueueSettings, Worker, WorkerSettings};
 
 use crate::config::Config;
 
-/// Job kinds.
+/// Job kinds (besides `shop::mail::SEND_MAIL`).
 pub const PURGE_SESSIONS: &str = "sessions.purge";
+pub const PURGE_MAIL_OUTBOX: &str = "mail.purge_outbox";
+
+/// `mail.send`: hands the rendered message to the mailer, with the job id as its message id.
+/// Idempotent as far as mail can be: the outbox stores a job's message once; over SMTP a
+/// message sent twice (crash between send and acknowledgement) carries the same Message-ID.
+pub struct SendMail {
+    mailer: Arc<dyn Mailer>,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for SendMail {
+    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
+        let mail = Mail::from_payload(&job.payload).map_err(HandlerError::Permanent)?;
+        self.mailer.send(&mail, job.id).await.map_err(|error| match error {
+            MailError::Transient(detail) => HandlerError::Transient(detail),
+            MailError::Permanent(detail) => HandlerError::Permanent(detail),
+        })
+    }
+}
+
+/// `mail.purge_outbox`: deletes outbox mail past its retention, in batches. Idempotent.
+pub struct PurgeMailOutbox {
+    store: Arc<dyn Store>,
+    retention: Duration,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for PurgeMailOutbox {
+    async fn run(&self, _job: &Job) -> Result<(), HandlerError> {
+        let before = time::OffsetDateTime::now_utc() - self.retention;
+        loop {
+            let purged = self
+                .store
+                .purge_outbox_mail(before, 1_000)
+                .await
+                .map_err(|error| HandlerError::Transient(error.to_string()))?;
+            metrics::counter!("mail_outbox_purged_total").increment(purged);
+            if purged < 1_000 {
+                return Ok(());
+            }
+        }
+    }
+}
 
 /// The worker as configured, with every handler and recurring job of the shop.
-pub fn build_worker(config: &Config, store: Arc<dyn Store>, jobs: JobService, accounts: AccountService) -> Worker {
+pub fn build_worker(
+    config: &Config,
+    store: Arc<dyn Store>,
+    jobs: JobService,
+    accounts: AccountService,
+    mailer: Arc<dyn Mailer>,
+) -> Worker {
     let mut handlers = Handlers::new();
+    handlers.register(shop::mail::SEND_MAIL, SendMail { mailer });
+    handlers.register(
+        PURGE_MAIL_OUTBOX,
+        PurgeMailOutbox {
+            store: Arc::clone(&store),
+            retention: Duration::from_secs(config.mail.outbox_retention_days * 86_400),
+        },
+    );
     let governor = resilience::ActionGovernor::new(
         resilience::ActionGovernorConfig {
             name: "session_purge".into(),
@@ -27,13 +86,42 @@ pub fn build_worker(config: &Config, store: Arc<dyn Store>, jobs: JobService, ac
     );
     handlers.register(PURGE_SESSIONS, PurgeSessions { accounts, governor });
     let settings = worker_settings(config);
-    Worker::new(store, jobs, handlers, settings).schedule(RecurringJob {
-        name: PURGE_SESSIONS.into(),
-        kind: PURGE_SESSIONS.into(),
-        queue: "default".into(),
-        schedule: Schedule::Every(Duration::from_secs(config.accounts.session_purge_interval_secs)),
-        payload: serde_json::json!({}),
-    })
+    Worker::new(store, jobs, handlers, settings)
+        .schedule(RecurringJob {
+            name: PURGE_SESSIONS.into(),
+            kind: PURGE_SESSIONS.into(),
+            queue: "default".into(),
+            schedule: Schedule::Every(Duration::from_secs(config.accounts.session_purge_interval_secs)),
+            payload: serde_json::json!({}),
+        })
+        .schedule(RecurringJob {
+            name: PURGE_MAIL_OUTBOX.into(),
+            kind: PURGE_MAIL_OUTBOX.into(),
+            queue: "default".into(),
+            schedule: Schedule::Every(Duration::from_secs(86_400)),
+            payload: serde_json::json!({}),
+        })
+}
+
+/// The mailer as configured: SMTP (its breaker registered as `smtp`) when `mail.smtp_url` is
+/// set, else the outbox table. Must be called inside the Tokio runtime (lettre's pool).
+pub fn build_mailer(
+    config: &Config,
+    store: Arc<dyn Store>,
+    breakers: &resilience::BreakerRegistry,
+    breaker_clock: Arc<dyn resilience::Clock>,
+) -> anyhow::Result<Arc<dyn Mailer>> {
+    let Some(url) = &config.mail.smtp_url else {
+        tracing::info!("no SMTP_URL: mail is kept in the outbox table, not delivered (shopkeep admin mail list)");
+        return Ok(Arc::new(::mailer::OutboxMailer::new(store, Arc::new(shop::SystemClock))));
+    };
+    let mut settings = ::mailer::SmtpConfig::new(url.expose(), config.mail.from.clone());
+    settings.send_timeout = Duration::from_secs(config.mail.timeout_secs);
+    settings.command_timeout = settings.command_timeout.min(settings.send_timeout);
+    let smtp = ::mailer::SmtpMailer::new(settings, breaker_clock)
+        .map_err(|error| anyhow::anyhow!("mail.smtp_url: {error}"))?;
+    breakers.register(Arc::clone(smtp.breaker()))?;
+    Ok(Arc::new(smtp))
 }
 
 /// On PostgreSQL (not behind PgBouncer), a task that wakes the worker's queues when jobs are

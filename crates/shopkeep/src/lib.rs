@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 pub use app::Application;
-use cli::{AdminCommand, Cli, Command, ConfigCommand, JobsCommand};
+use cli::{AdminCommand, Cli, Command, ConfigCommand, JobsCommand, MailCommand};
 use config::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +63,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Admin { command: AdminCommand::Jobs { command: JobsCommand::Retry { id } } } => {
             commands::retry_job(&config, id).await
         }
+        Command::Admin { command: AdminCommand::Mail { command: MailCommand::List { limit } } } => {
+            commands::list_outbox_mail(&config, limit).await
+        }
         Command::Admin { command: AdminCommand::CreateUser { email, role, name, password_file } } => {
             commands::create_user(&config, &email, &role, name.as_deref(), password_file.as_deref()).await
         }
@@ -91,7 +94,9 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     let clock: Arc<dyn shop::Clock> = Arc::new(shop::SystemClock);
     let accounts = app::account_service(&config, Arc::clone(&store), Arc::clone(&clock));
     let jobs = shop::jobs::JobService::new(Arc::clone(&store), clock, jobs::job_settings(&config));
-    let worker = jobs::build_worker(&config, Arc::clone(&store), jobs, accounts);
+    let breakers = resilience::BreakerRegistry::new();
+    let mailer = jobs::build_mailer(&config, Arc::clone(&store), &breakers, Arc::new(resilience::MonotonicClock))?;
+    let worker = jobs::build_worker(&config, Arc::clone(&store), jobs, accounts, mailer);
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
     let listening = CancellationToken::new();

@@ -8,6 +8,7 @@
 mod accounts;
 mod catalog;
 mod jobs;
+mod mail;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use time::OffsetDateTime;
 pub use accounts::*;
 pub use catalog::*;
 pub use jobs::*;
+pub use mail::*;
 
 /// A fixed point in time with whole microseconds, so values round-trip exactly.
 pub fn at(seconds_after_start: i64) -> OffsetDateTime {
@@ -45,7 +47,9 @@ macro_rules! contract_tests {
             operators_retry_dead_and_failed_jobs, unique_keys_allow_one_live_job,
             insert_user_enqueues_its_jobs_atomically, job_list_filters_sorts_and_pages,
             queue_depths_count_by_queue_and_state, finished_jobs_are_purged_by_state_cutoff_and_limit,
-            schedules_advance_once_per_occurrence, concurrent_schedule_advances_have_one_winner
+            schedules_advance_once_per_occurrence, concurrent_schedule_advances_have_one_winner,
+            outbox_mail_round_trip, duplicate_outbox_mail_keeps_the_first,
+            outbox_mail_lists_most_recent_first_and_pages, outbox_mail_is_purged_by_cutoff_and_limit
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

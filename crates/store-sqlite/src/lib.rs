@@ -7,6 +7,7 @@ mod accounts;
 mod catalog;
 mod codec;
 mod jobs;
+mod mail;
 
 use std::str::FromStr;
 use std::time::Duration;

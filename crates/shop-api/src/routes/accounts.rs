@@ -78,8 +78,14 @@ pub async fn log_in(
     limits.before_login(client_ip(client), email).await?;
     let previous = previous.map(|axum::Extension(PresentedSession(token))| token);
     let result = state.accounts().log_in(email, body.password.as_deref().unwrap_or_default(), previous.as_ref()).await;
-    if !matches!(result, Err(shop::Error::Internal(_))) {
-        limits.after_login(email, result.is_ok()).await;
+    if !matches!(result, Err(shop::Error::Internal(_)))
+        && let Some(lock) = limits.after_login(email, result.is_ok()).await
+    {
+        // Tell the owner (by a queued mail); the login's answer does not wait on it or fail by it.
+        let until = time::OffsetDateTime::now_utc() + lock;
+        if let Err(error) = state.accounts().notify_account_locked(email, until).await {
+            tracing::warn!(%error, "queueing the account lock notification failed");
+        }
     }
     let outcome = if result.is_ok() { "ok" } else { "failed" };
     metrics::counter!("accounts_logins_total", "outcome" => outcome).increment(1);

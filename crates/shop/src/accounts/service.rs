@@ -22,17 +22,23 @@ const TOUCH_INTERVAL: Duration = Duration::minutes(1);
 pub const API_TOKEN_PREFIX: &str = "skp_";
 
 /// Session lifetimes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AccountSettings {
     /// A session ends this long after login, however active.
     pub session_absolute_ttl: Duration,
     /// A session ends after this long without a request.
     pub session_idle_ttl: Duration,
+    /// The shop's name in the mail it sends.
+    pub shop_name: String,
 }
 
 impl Default for AccountSettings {
     fn default() -> Self {
-        Self { session_absolute_ttl: Duration::days(30), session_idle_ttl: Duration::days(7) }
+        Self {
+            session_absolute_ttl: Duration::days(30),
+            session_idle_ttl: Duration::days(7),
+            shop_name: "Shopkeep".into(),
+        }
     }
 }
 
@@ -273,6 +279,27 @@ impl AccountService {
             self.store.delete_user_sessions(user.id, None).await?;
         }
         Ok(user)
+    }
+
+    /// Tells the owner of `email` (if there is such an account) that it was locked after failed
+    /// logins, by enqueueing a mail. One mail per account per lock: the job's unique key names
+    /// the account and the lock's end, so instances noticing the same lock do not both mail.
+    /// Returns whether a mail was enqueued.
+    pub async fn notify_account_locked(&self, email: &str, locked_until: OffsetDateTime) -> Result<bool, Error> {
+        let Ok(email) = Email::parse(email) else { return Ok(false) };
+        let Some(found) = self.store.find_user_by_email(&email).await? else { return Ok(false) };
+        let user = found.user;
+        if user.disabled {
+            return Ok(false);
+        }
+        let mail = crate::mail::account_locked(&user.email, user.name.as_str(), locked_until, &self.settings.shop_name);
+        let key = format!("account-locked:{}:{}", user.id, locked_until.unix_timestamp() / 60);
+        let job = crate::mail::send_mail_job(&mail, Some(key), self.clock.now());
+        let enqueued = self.store.enqueue_job(&job).await?;
+        if enqueued {
+            tracing::info!(userId = %user.id, "account lock notification queued");
+        }
+        Ok(enqueued)
     }
 
     /// Prepares the password hasher (see [`PasswordHasher::warm_up`]).

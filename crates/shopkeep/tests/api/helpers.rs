@@ -234,6 +234,27 @@ impl TestApp {
         store.close().await;
     }
 
+    /// The mail outbox (mail kept, not delivered, without SMTP), newest first.
+    pub async fn outbox(&self) -> Vec<shop::mail::OutboxMail> {
+        let store = shopkeep::app::open_store(&self.config, false).await.expect("store");
+        let page = shop::PageRequest::new(None, Some(100)).expect("page");
+        let mail = store.list_outbox_mail(&page).await.expect("outbox");
+        store.close().await;
+        mail.items
+    }
+
+    /// Waits (up to 10 s) for the outbox to hold `count` messages.
+    pub async fn outbox_with(&self, count: usize) -> Vec<shop::mail::OutboxMail> {
+        for _ in 0..200 {
+            let mail = self.outbox().await;
+            if mail.len() >= count {
+                return mail;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the outbox never held {count} message(s): {:?}", self.outbox().await);
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         let result = self.server.await.expect("server task");

@@ -69,6 +69,40 @@ async fn five_failures_lock_the_account_even_against_the_right_password() {
 }
 
 #[tokio::test]
+async fn the_owner_of_a_locked_account_is_told_by_mail_once() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let app = spawn_app_with(backend, |_| {}).await;
+        app.create_user("ada@example.com", Role::Customer).await;
+        for _ in 0..5 {
+            assert_eq!(login(&app, "ada@example.com", "a wrong password").await.status(), StatusCode::UNAUTHORIZED);
+        }
+        // Locked: more attempts during the lock send nothing more.
+        for _ in 0..3 {
+            problem(login(&app, "ada@example.com", "a wrong password").await, StatusCode::TOO_MANY_REQUESTS).await;
+        }
+        let outbox = app.outbox_with(1).await;
+        assert_eq!(outbox.len(), 1, "{outbox:?}");
+        let mail = &outbox[0].mail;
+        assert_eq!(mail.to, "ada@example.com");
+        assert!(mail.subject.contains("locked"), "{}", mail.subject);
+        assert!(mail.text.contains("Hello Test User"), "{}", mail.text);
+        assert!(mail.html.contains("<strong>"), "{}", mail.html);
+        // An address without an account locks too, but nobody is mailed. (A minute later, so
+        // the per-address login limit has room again.)
+        app.limiter_clock.advance(Duration::from_secs(60));
+        for _ in 0..5 {
+            login(&app, "ghost@example.com", "a wrong password").await;
+        }
+        problem(login(&app, "ghost@example.com", "a wrong password").await, StatusCode::TOO_MANY_REQUESTS).await;
+        // The notification is queued within the login request, so by now it would exist.
+        let jobs: serde_json::Value =
+            app.http.get(app.admin_url("/admin/v1/jobs?kind=mail.send")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(jobs["total"], 1, "{jobs}");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn unknown_addresses_lock_too_so_locks_reveal_nothing() {
     let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
     for _ in 0..5 {

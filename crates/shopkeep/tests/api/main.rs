@@ -3,11 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+/// The real SMTP server (aiosmtpd) and `.eml` reader of the mailer crate's tests, shared.
+#[path = "../../../mailer/tests/support/mod.rs"]
+mod smtp_support;
 
 mod accounts;
 mod catalog;
 mod health;
 mod jobs;
 mod limits;
+mod mail;
 mod stability;
 mod stack;

@@ -1,0 +1,12 @@
+//! Outgoing mail: the message, the templates that write it (text and HTML), and the job that
+//! sends it. Mail is never sent from a request: a state change enqueues a `mail.send` job
+//! carrying the rendered message, and the worker hands it to the configured [`Mailer`]
+//! (SMTP, or the outbox table when no SMTP server is configured).
+//!
+//! [`Mailer`]: crate::ports::Mailer
+
+mod message;
+mod templates;
+
+pub use message::{MAIL_QUEUE, Mail, MailError, OutboxMail, SEND_MAIL, send_mail_job};
+pub use templates::{HtmlEscaped, account_locked};

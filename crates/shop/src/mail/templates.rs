@@ -1,0 +1,86 @@
+//! The text and HTML of each mail the shop sends. Every value put into HTML is escaped.
+
+use std::fmt;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc2822;
+
+use super::message::Mail;
+use crate::accounts::Email;
+
+/// Displays a value with the five HTML-significant characters escaped.
+pub struct HtmlEscaped<'a>(pub &'a str);
+
+impl fmt::Display for HtmlEscaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '&' => f.write_str("&amp;")?,
+                '<' => f.write_str("&lt;")?,
+                '>' => f.write_str("&gt;")?,
+                '"' => f.write_str("&quot;")?,
+                '\'' => f.write_str("&#x27;")?,
+                c => write!(f, "{c}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Wraps a body in the common HTML frame.
+fn html_page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{}</title></head>\n\
+         <body style=\"font-family: sans-serif; line-height: 1.5\">\n{body}\n</body></html>\n",
+        HtmlEscaped(title)
+    )
+}
+
+/// To the owner of an account that was just locked after repeated failed logins.
+pub fn account_locked(to: &Email, name: &str, locked_until: OffsetDateTime, shop_name: &str) -> Mail {
+    let until = locked_until.format(&Rfc2822).unwrap_or_else(|_| locked_until.to_string());
+    let subject = format!("{shop_name}: your account was locked after failed sign-in attempts");
+    let text = format!(
+        "Hello {name},\n\n\
+         Someone tried to sign in to your {shop_name} account with a wrong password several times, \
+         so sign-ins are paused until {until} (UTC).\n\n\
+         If this was you, wait until then and try again. If it was not, nobody got in — but \
+         consider changing your password once you can sign in.\n"
+    );
+    let html = html_page(
+        &subject,
+        &format!(
+            "<p>Hello {},</p>\n<p>Someone tried to sign in to your {} account with a wrong password \
+             several times, so sign-ins are paused until <strong>{} (UTC)</strong>.</p>\n\
+             <p>If this was you, wait until then and try again. If it was not, nobody got in — but \
+             consider changing your password once you can sign in.</p>",
+            HtmlEscaped(name),
+            HtmlEscaped(shop_name),
+            HtmlEscaped(&until)
+        ),
+    );
+    Mail::new(to, subject, text, html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_values_are_escaped_and_text_is_plain() {
+        let to = Email::parse("ada@example.com").unwrap();
+        let until = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let mail = account_locked(&to, "<script>alert('x')</script> & co", until, "Shop \"One\"");
+        assert_eq!(mail.to, "ada@example.com");
+        assert!(mail.html.contains("&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; co"));
+        assert!(mail.html.contains("Shop &quot;One&quot;"));
+        assert!(!mail.html.contains("<script>"));
+        assert!(mail.text.contains("Hello <script>alert('x')</script> & co,"), "text is not HTML");
+        assert!(mail.text.contains("Fri, 15 Jan 2027 08:00:00 +0000"), "{}", mail.text);
+        assert!(mail.subject.starts_with("Shop \"One\": your account was locked"));
+        assert_eq!(Mail::from_payload(&mail.to_payload()), Ok(mail));
+        assert!(Mail::from_payload(&serde_json::json!({ "to": "ada@example.com" })).is_err());
+        let bad = serde_json::json!({ "to": "nobody", "subject": "s", "text": "t", "html": "h" });
+        assert!(Mail::from_payload(&bad).unwrap_err().contains("recipient"));
+    }
+}

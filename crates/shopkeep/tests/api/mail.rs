@@ -1,0 +1,77 @@
+//! Mail end to end through a real SMTP server (aiosmtpd, started by the test): a state change
+//! queues a `mail.send` job, the in-process worker sends it, the server receives it.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shop::accounts::Role;
+
+use crate::helpers::{Backend, PASSWORD, spawn_app_with};
+use crate::smtp_support::SmtpSink;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_account_owner_gets_a_real_mail_and_the_smtp_breaker_is_on_the_status_page() {
+    let sink = SmtpSink::start();
+    let app = spawn_app_with(Backend::Sqlite, |config| {
+        config.mail.smtp_url = Some(shopkeep::config::Secret::new(sink.url()));
+        config.mail.from = "Corner Shop <shop@corner.example>".into();
+        config.mail.shop_name = "Corner Shop".into();
+    })
+    .await;
+    app.create_user("ada@example.com", Role::Customer).await;
+    for _ in 0..5 {
+        let response = app
+            .http
+            .post(app.url("/api/v1/sessions"))
+            .json(&json!({ "email": "ada@example.com", "password": "a wrong password" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let mut messages = Vec::new();
+    for _ in 0..200 {
+        messages = sink.messages();
+        if !messages.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(messages.len(), 1, "one mail for one lock");
+    let mail = &messages[0];
+    assert_eq!(mail.header("To").as_deref(), Some("ada@example.com"));
+    assert_eq!(mail.header("From").as_deref(), Some("\"Corner Shop\" <shop@corner.example>"));
+    let subject = mail.header("Subject").unwrap();
+    assert!(subject.starts_with("Corner Shop: your account was locked"), "{subject}");
+    let parts = mail.parts();
+    assert!(
+        parts
+            .iter()
+            .any(|part| part.content_type.starts_with("text/plain") && part.content.contains("Hello Test User"))
+    );
+    assert!(parts.iter().any(|part| part.content_type.starts_with("text/html") && part.content.contains("<strong>")));
+    // The Message-ID is the job's id: the job that sent it says so.
+    let jobs: Value =
+        app.http.get(app.admin_url("/admin/v1/jobs?kind=mail.send")).send().await.unwrap().json().await.unwrap();
+    let job_id = jobs["data"][0]["id"].as_str().unwrap();
+    assert_eq!(mail.header("Message-ID"), Some(format!("<{job_id}@corner.example>")));
+    assert_eq!(jobs["data"][0]["state"], "succeeded");
+    assert!(app.outbox().await.is_empty(), "delivered, so nothing kept in the outbox");
+
+    let status: Value = app.http.get(app.admin_url("/admin/v1/status")).send().await.unwrap().json().await.unwrap();
+    let breakers: Vec<&str> =
+        status["breakers"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(breakers, ["smtp"]);
+    // Ada can still sign in once the lock is over.
+    app.limiter_clock.advance(Duration::from_secs(900));
+    let login = app
+        .http
+        .post(app.url("/api/v1/sessions"))
+        .json(&json!({ "email": "ada@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::CREATED);
+    app.stop().await;
+}
