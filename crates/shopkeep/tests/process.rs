@@ -385,6 +385,7 @@ async fn every_command_has_help_and_bad_usage_exits_2() {
         vec!["migrate", "--help"],
         vec!["worker", "--help"],
         vec!["admin", "jobs", "--help"],
+        vec!["admin", "mail", "list", "--help"],
         vec!["admin", "create-user", "--help"],
         vec!["config", "check", "--help"],
     ] {
@@ -487,4 +488,33 @@ async fn the_worker_command_runs_jobs_and_operators_retry_dead_ones_from_the_cli
         rest.push_str(&line);
     }
     assert!(rest.contains("job worker stopped"), "{rest}");
+}
+
+#[tokio::test]
+async fn admin_mail_list_shows_the_outbox_marked_as_not_delivered() {
+    let directory = tempfile::tempdir().unwrap();
+    let url = sqlite_url(directory.path());
+    let (code, _, stderr) = output(shopkeep().args(["migrate", "up"]).env("DATABASE_URL", &url)).await;
+    assert_eq!(code, 0, "{stderr}");
+    let store = store_sqlite::SqliteStore::connect(&store_sqlite::SqliteSettings {
+        url: url.clone(),
+        max_connections: 1,
+        acquire_timeout: Duration::from_secs(5),
+        busy_timeout: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let to = shop::accounts::Email::parse("ada@example.com").unwrap();
+    let mail = shop::mail::Mail::new(&to, "Your code", "Use 123456 to continue.\n", "<p>Use 123456</p>");
+    let stored = shop::mail::OutboxMail { id: uuid::Uuid::new_v4(), mail, created_at: time::OffsetDateTime::now_utc() };
+    assert!(shop::ports::MailOutboxRepository::insert_outbox_mail(&store, &stored).await.unwrap());
+    shop::ports::StoreHealth::close(&store).await;
+    let (code, stdout, stderr) = output(shopkeep().args(["admin", "mail", "list"]).env("DATABASE_URL", &url)).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("1 message(s) in the outbox — NOT delivered"), "{stdout}");
+    assert!(stdout.contains("To: ada@example.com") && stdout.contains("Subject: Your code"), "{stdout}");
+    assert!(stdout.contains("Use 123456 to continue."), "{stdout}");
+    let (code, _, _) =
+        output(shopkeep().args(["admin", "mail", "list", "--limit", "0"]).env("DATABASE_URL", &url)).await;
+    assert_eq!(code, 1);
 }
