@@ -247,6 +247,9 @@ struct LimitsStatus {
     api_token: QuotaStatus,
     login_per_ip: QuotaStatus,
     signup_per_ip: QuotaStatus,
+    mail_per_ip: QuotaStatus,
+    mail_per_account: QuotaStatus,
+    token_per_ip: QuotaStatus,
     lockout: LockoutStatus,
     trusted_proxies: Vec<String>,
 }
@@ -304,6 +307,9 @@ async fn status(State(state): State<AdminState>) -> Response {
             api_token: limits.api_token.into(),
             login_per_ip: limits.login_per_ip.into(),
             signup_per_ip: limits.signup_per_ip.into(),
+            mail_per_ip: limits.mail_per_ip.into(),
+            mail_per_account: limits.mail_per_account.into(),
+            token_per_ip: limits.token_per_ip.into(),
             lockout: LockoutStatus {
                 failures: limits.lockout_failures,
                 window_seconds: limits.lockout_window.as_secs(),

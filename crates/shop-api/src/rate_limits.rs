@@ -43,6 +43,11 @@ pub struct RateLimitSettings {
     pub api_token: Quota,
     pub login_per_ip: Quota,
     pub signup_per_ip: Quota,
+    /// Requests that send mail, per client address and per address mailed.
+    pub mail_per_ip: Quota,
+    pub mail_per_account: Quota,
+    /// Uses of mailed tokens per client address (guessing tokens is like guessing passwords).
+    pub token_per_ip: Quota,
     /// Failed logins for one account within `lockout_window` that lock it.
     pub lockout_failures: u32,
     pub lockout_window: Duration,
@@ -65,6 +70,9 @@ impl Default for RateLimitSettings {
             api_token: Quota::new(1_200, minute),
             login_per_ip: Quota::new(10, minute),
             signup_per_ip: Quota::new(20, Duration::from_secs(3_600)),
+            mail_per_ip: Quota::new(10, Duration::from_secs(3_600)),
+            mail_per_account: Quota::new(3, Duration::from_secs(3_600)),
+            token_per_ip: Quota::new(10, minute),
             lockout_failures: 5,
             lockout_window: Duration::from_secs(900),
             lockout_duration: Duration::from_secs(900),
@@ -137,6 +145,10 @@ pub struct RateLimiters {
     api_token: KeyedLimiter<Principal>,
     login_per_ip: KeyedLimiter<IpAddr>,
     signup_per_ip: KeyedLimiter<IpAddr>,
+    mail_per_ip: KeyedLimiter<IpAddr>,
+    /// Keyed by the SHA-256 of the normalised address, like the shared lockout.
+    mail_per_account: KeyedLimiter<String>,
+    token_per_ip: KeyedLimiter<IpAddr>,
     login_failures: SlidingWindowCounter<String>,
     /// Accounts locked until the given instant, keyed by normalised email.
     locked: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -156,6 +168,9 @@ impl RateLimiters {
             api_token: KeyedLimiter::new(settings.api_token, Arc::clone(&clock)),
             login_per_ip: KeyedLimiter::new(settings.login_per_ip, Arc::clone(&clock)),
             signup_per_ip: KeyedLimiter::new(settings.signup_per_ip, Arc::clone(&clock)),
+            mail_per_ip: KeyedLimiter::new(settings.mail_per_ip, Arc::clone(&clock)),
+            mail_per_account: KeyedLimiter::new(settings.mail_per_account, Arc::clone(&clock)),
+            token_per_ip: KeyedLimiter::new(settings.token_per_ip, Arc::clone(&clock)),
             login_failures: SlidingWindowCounter::new(
                 settings.lockout_failures,
                 settings.lockout_window,
@@ -195,6 +210,9 @@ impl RateLimiters {
             + self.api_token.purge_idle()
             + self.login_per_ip.purge_idle()
             + self.signup_per_ip.purge_idle()
+            + self.mail_per_ip.purge_idle()
+            + self.mail_per_account.purge_idle()
+            + self.token_per_ip.purge_idle()
             + self.login_failures.purge_idle()
             + self.failed_logins.purge_idle()
     }
@@ -406,6 +424,25 @@ impl RateLimiters {
         self.locked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key.clone(), until);
         self.login_failures.clear(&key);
         true
+    }
+
+    /// Before a request that sends mail: per client address, then per address mailed (whether
+    /// or not it has an account, so the limit reveals nothing).
+    pub async fn before_mail(&self, ip: IpAddr, email: &str) -> Result<(), ApiError> {
+        if !self.settings.enabled {
+            return Ok(());
+        }
+        self.gcra("mail_ip", self.settings.mail_per_ip, &self.mail_per_ip, &ip).await?;
+        let account = shared_key(&account_key(email));
+        self.gcra("mail_account", self.settings.mail_per_account, &self.mail_per_account, &account).await
+    }
+
+    /// Before using a mailed token (reset, verification): per client address.
+    pub async fn before_token_use(&self, ip: IpAddr) -> Result<(), ApiError> {
+        if !self.settings.enabled {
+            return Ok(());
+        }
+        self.gcra("token_ip", self.settings.token_per_ip, &self.token_per_ip, &ip).await
     }
 
     /// Before creating an account: the per-IP sign-up limit.

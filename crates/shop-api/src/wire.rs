@@ -45,6 +45,8 @@ pub struct UserBody {
     /// `customer`, `staff` or `admin`.
     pub role: String,
     pub disabled: bool,
+    /// Whether the owner has confirmed the address (the link mailed at sign-up).
+    pub email_verified: bool,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
@@ -61,6 +63,7 @@ impl From<User> for UserBody {
             name: user.name.as_str().to_owned(),
             role: user.role.as_str().to_owned(),
             disabled: user.disabled,
+            email_verified: user.email_verified_at.is_some(),
             created_at: user.created_at,
             updated_at: user.updated_at,
         }
@@ -77,6 +80,30 @@ pub struct SignUpRequest {
     pub password: Option<String>,
     /// 1–100 characters.
     pub name: Option<String>,
+}
+
+/// Asks for a password reset link.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PasswordResetRequest {
+    pub email: Option<String>,
+}
+
+/// Sets a new password with the token of a reset link.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PasswordResetConfirmation {
+    /// The `token` of the link in the mail.
+    pub token: Option<String>,
+    /// 12–128 characters, not a well-known password.
+    pub new_password: Option<String>,
+}
+
+/// Confirms an email address with the token of the verification link.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EmailVerificationConfirmation {
+    pub token: Option<String>,
 }
 
 /// Login.

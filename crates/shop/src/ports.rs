@@ -5,7 +5,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::accounts::{
-    ApiToken, Email, NewApiTokenRecord, NewSession, NewUser, Session, User, UserChanges, UserQuery, UserWithPassword,
+    ApiToken, Email, NewAccountToken, NewApiTokenRecord, NewSession, NewUser, Session, User, UserChanges, UserQuery,
+    UserWithPassword,
 };
 use crate::catalog::{
     Category, CategoryChanges, CategorySort, IdOrSlug, NewCategory, NewProduct, Product, ProductChanges, ProductQuery,
@@ -183,6 +184,33 @@ pub trait JobRepository: Send + Sync {
     async fn scheduled_at(&self, name: &str) -> Result<Option<OffsetDateTime>, StoreError>;
 }
 
+/// One-time tokens sent by mail (email verification, password reset); stored only hashed.
+/// A token is usable when its purpose matches, it was never used and `now < expires_at`; using
+/// it is atomic, so of two concurrent uses exactly one succeeds.
+#[async_trait]
+pub trait AccountTokenRepository: Send + Sync {
+    /// Stores a token, deleting the user's earlier tokens of the same purpose in the same
+    /// transaction: only the newest link works.
+    async fn replace_account_token(&self, token: &NewAccountToken) -> Result<(), StoreError>;
+    /// In one transaction: uses a usable password-reset token, sets the user's password hash,
+    /// and deletes every session of the user. The user id, or `None` when the token is not usable.
+    async fn reset_password_with_token(
+        &self,
+        token_hash: &SecretHash,
+        password_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<Uuid>, StoreError>;
+    /// In one transaction: uses a usable email-verification token and sets the user's
+    /// `email_verified_at` to `now` (kept if already set). The user id, or `None`.
+    async fn verify_email_with_token(
+        &self,
+        token_hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Result<Option<Uuid>, StoreError>;
+    /// Deletes at most `limit` tokens that expired, or were used, before `before`.
+    async fn purge_account_tokens(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
+}
+
 /// Mail kept in the database because no SMTP server is configured (the embedded default):
 /// clearly not delivered, listed by `shopkeep admin mail list`.
 #[async_trait]
@@ -214,6 +242,7 @@ pub trait Store:
     + ProductRepository
     + JobRepository
     + MailOutboxRepository
+    + AccountTokenRepository
     + StoreHealth
 {
 }
@@ -226,6 +255,7 @@ impl<T> Store for T where
         + ProductRepository
         + JobRepository
         + MailOutboxRepository
+        + AccountTokenRepository
         + StoreHealth
 {
 }

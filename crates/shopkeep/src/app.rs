@@ -88,6 +88,9 @@ pub fn account_service(config: &Config, store: Arc<dyn Store>, clock: Arc<dyn Cl
         session_absolute_ttl: time::Duration::hours(config.accounts.session_absolute_ttl_hours as i64),
         session_idle_ttl: time::Duration::hours(config.accounts.session_idle_ttl_hours as i64),
         shop_name: config.mail.shop_name.clone(),
+        link_base_url: config.accounts.link_base_url.clone(),
+        verification_ttl: time::Duration::hours(config.accounts.verification_ttl_hours as i64),
+        password_reset_ttl: time::Duration::minutes(config.accounts.password_reset_ttl_minutes as i64),
     };
     AccountService::new(store, PasswordHasher::new(concurrency), clock, settings)
 }
@@ -369,6 +372,9 @@ fn rate_limit_settings(config: &Config) -> anyhow::Result<RateLimitSettings> {
         api_token: quota(limits.api_token),
         login_per_ip: quota(limits.login_per_ip),
         signup_per_ip: quota(limits.signup_per_ip),
+        mail_per_ip: quota(limits.mail_per_ip),
+        mail_per_account: quota(limits.mail_per_account),
+        token_per_ip: quota(limits.token_per_ip),
         lockout_failures: limits.lockout_failures,
         lockout_window: Duration::from_secs(limits.lockout_window_secs),
         lockout_duration: Duration::from_secs(limits.lockout_secs),

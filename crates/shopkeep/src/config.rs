@@ -203,6 +203,13 @@ pub struct AccountsConfig {
     /// The purge's governor: at most this many sessions deleted per hour, so a clock or
     /// configuration mistake cannot sign everyone out at once.
     pub session_purge_max_per_hour: u32,
+    /// Where links in mail point (the storefront): `{base}/verify-email?token=…`,
+    /// `{base}/reset-password?token=…`.
+    pub link_base_url: String,
+    /// How long an email verification link works.
+    pub verification_ttl_hours: u64,
+    /// How long a password reset link works.
+    pub password_reset_ttl_minutes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -249,6 +256,12 @@ pub struct RateLimitsConfig {
     pub login_per_ip: QuotaConfig,
     /// Sign-ups per client address.
     pub signup_per_ip: QuotaConfig,
+    /// Requests that send mail (password reset links) per client address…
+    pub mail_per_ip: QuotaConfig,
+    /// …and per address they mail to.
+    pub mail_per_account: QuotaConfig,
+    /// Uses of mailed tokens (reset and verification links) per client address.
+    pub token_per_ip: QuotaConfig,
     /// Failed logins within `lockout_window_secs` that lock the account.
     pub lockout_failures: u32,
     pub lockout_window_secs: u64,
@@ -275,6 +288,9 @@ impl Default for RateLimitsConfig {
             api_token: QuotaConfig::new(1_200, 60),
             login_per_ip: QuotaConfig::new(10, 60),
             signup_per_ip: QuotaConfig::new(20, 3_600),
+            mail_per_ip: QuotaConfig::new(10, 3_600),
+            mail_per_account: QuotaConfig::new(3, 3_600),
+            token_per_ip: QuotaConfig::new(10, 60),
             lockout_failures: 5,
             lockout_window_secs: 900,
             lockout_secs: 900,
@@ -313,6 +329,9 @@ impl RateLimitsConfig {
             ("api_token", self.api_token),
             ("login_per_ip", self.login_per_ip),
             ("signup_per_ip", self.signup_per_ip),
+            ("mail_per_ip", self.mail_per_ip),
+            ("mail_per_account", self.mail_per_account),
+            ("token_per_ip", self.token_per_ip),
         ] {
             if !(1..=10_000_000).contains(&quota.count) || !(1..=86_400).contains(&quota.period_secs) {
                 problems.push(format!("rate_limits.{name}: count must be 1-10000000 and period_secs 1-86400"));
@@ -396,6 +415,9 @@ impl Default for AccountsConfig {
             password_hash_concurrency: 0,
             session_purge_interval_secs: 3_600,
             session_purge_max_per_hour: 100_000,
+            link_base_url: "http://localhost:8080".into(),
+            verification_ttl_hours: 48,
+            password_reset_ttl_minutes: 30,
         }
     }
 }
@@ -599,6 +621,8 @@ impl Config {
                 u64::from(self.accounts.session_purge_max_per_hour),
                 1..=100_000_000,
             ),
+            ("accounts.verification_ttl_hours", self.accounts.verification_ttl_hours, 1..=720),
+            ("accounts.password_reset_ttl_minutes", self.accounts.password_reset_ttl_minutes, 5..=1_440),
             ("jobs.batch_size", u64::from(self.jobs.batch_size), 1..=1_000),
             ("jobs.poll_interval_ms", self.jobs.poll_interval_ms, 10..=600_000),
             ("jobs.lease_secs", self.jobs.lease_secs, 3..=86_400),
@@ -643,6 +667,10 @@ impl Config {
         if !self.jobs.queues.contains_key(shop::mail::MAIL_QUEUE) {
             problems
                 .push(format!("jobs.queues: the {:?} queue is needed (mail is sent from it)", shop::mail::MAIL_QUEUE));
+        }
+        let base = self.accounts.link_base_url.as_str();
+        if !(base.starts_with("https://") || base.starts_with("http://")) || url::Url::parse(base).is_err() {
+            problems.push(format!("accounts.link_base_url: {base:?} must be an http(s) URL like https://shop.example"));
         }
         if self.jobs.queues.is_empty() {
             problems.push("jobs.queues: at least one queue is needed".into());

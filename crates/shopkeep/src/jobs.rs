@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shop::Store;
-use shop::accounts::AccountService;
+use shop::accounts::{AccountService, TokenPurpose};
 use shop::jobs::{Job, JobService, RecurringJob, Schedule};
 use shop::mail::{Mail, MailError};
 use shop::ports::Mailer;
@@ -16,6 +16,7 @@ use crate::config::Config;
 /// Job kinds (besides `shop::mail::SEND_MAIL`).
 pub const PURGE_SESSIONS: &str = "sessions.purge";
 pub const PURGE_MAIL_OUTBOX: &str = "mail.purge_outbox";
+pub const PURGE_ACCOUNT_TOKENS: &str = "accounts.purge_tokens";
 
 /// `mail.send`: hands the rendered message to the mailer, with the job id as its message id.
 /// Idempotent as far as mail can be: the outbox stores a job's message once; over SMTP a
@@ -32,6 +33,58 @@ impl JobHandler for SendMail {
             MailError::Transient(detail) => HandlerError::Transient(detail),
             MailError::Permanent(detail) => HandlerError::Permanent(detail),
         })
+    }
+}
+
+/// `accounts.send_verification` / `accounts.send_password_reset`: makes a fresh link token
+/// (replacing the user's earlier one, so a retried job leaves one working link) and mails it.
+pub struct SendLink {
+    accounts: AccountService,
+    mailer: Arc<dyn Mailer>,
+    purpose: TokenPurpose,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for SendLink {
+    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
+        let user_id = job.payload["userId"]
+            .as_str()
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            .ok_or_else(|| HandlerError::Permanent("payload without a userId".into()))?;
+        let mail = self
+            .accounts
+            .prepare_link_mail(self.purpose, user_id)
+            .await
+            .map_err(|error| HandlerError::Transient(error.to_string()))?;
+        let Some(mail) = mail else {
+            tracing::info!(%user_id, purpose = self.purpose.as_str(), "nothing to mail any more");
+            return Ok(());
+        };
+        self.mailer.send(&mail, job.id).await.map_err(|error| match error {
+            MailError::Transient(detail) => HandlerError::Transient(detail),
+            MailError::Permanent(detail) => HandlerError::Permanent(detail),
+        })
+    }
+}
+
+/// `accounts.purge_tokens`: deletes link tokens a day after they expired or were used.
+pub struct PurgeAccountTokens {
+    accounts: AccountService,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for PurgeAccountTokens {
+    async fn run(&self, _job: &Job) -> Result<(), HandlerError> {
+        loop {
+            let purged = self
+                .accounts
+                .purge_account_tokens(1_000)
+                .await
+                .map_err(|error| HandlerError::Transient(error.to_string()))?;
+            if purged < 1_000 {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -68,7 +121,14 @@ pub fn build_worker(
     mailer: Arc<dyn Mailer>,
 ) -> Worker {
     let mut handlers = Handlers::new();
-    handlers.register(shop::mail::SEND_MAIL, SendMail { mailer });
+    handlers.register(shop::mail::SEND_MAIL, SendMail { mailer: Arc::clone(&mailer) });
+    for (kind, purpose) in [
+        (shop::accounts::SEND_VERIFICATION, TokenPurpose::EmailVerification),
+        (shop::accounts::SEND_PASSWORD_RESET, TokenPurpose::PasswordReset),
+    ] {
+        handlers.register(kind, SendLink { accounts: accounts.clone(), mailer: Arc::clone(&mailer), purpose });
+    }
+    handlers.register(PURGE_ACCOUNT_TOKENS, PurgeAccountTokens { accounts: accounts.clone() });
     handlers.register(
         PURGE_MAIL_OUTBOX,
         PurgeMailOutbox {
@@ -92,6 +152,13 @@ pub fn build_worker(
             kind: PURGE_SESSIONS.into(),
             queue: "default".into(),
             schedule: Schedule::Every(Duration::from_secs(config.accounts.session_purge_interval_secs)),
+            payload: serde_json::json!({}),
+        })
+        .schedule(RecurringJob {
+            name: PURGE_ACCOUNT_TOKENS.into(),
+            kind: PURGE_ACCOUNT_TOKENS.into(),
+            queue: "default".into(),
+            schedule: Schedule::Every(Duration::from_secs(86_400)),
             payload: serde_json::json!({}),
         })
         .schedule(RecurringJob {

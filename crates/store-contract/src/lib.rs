@@ -5,6 +5,7 @@
 // Test code: a failed expectation should stop the test with a clear message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod account_tokens;
 mod accounts;
 mod catalog;
 mod jobs;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use shop::Store;
 use time::OffsetDateTime;
 
+pub use account_tokens::*;
 pub use accounts::*;
 pub use catalog::*;
 pub use jobs::*;
@@ -49,7 +51,11 @@ macro_rules! contract_tests {
             queue_depths_count_by_queue_and_state, finished_jobs_are_purged_by_state_cutoff_and_limit,
             schedules_advance_once_per_occurrence, concurrent_schedule_advances_have_one_winner,
             outbox_mail_round_trip, duplicate_outbox_mail_keeps_the_first,
-            outbox_mail_lists_most_recent_first_and_pages, outbox_mail_is_purged_by_cutoff_and_limit
+            outbox_mail_lists_most_recent_first_and_pages, outbox_mail_is_purged_by_cutoff_and_limit,
+            email_verified_at_round_trips, replacing_an_account_token_keeps_only_the_newest,
+            password_reset_uses_the_token_once, expired_and_wrong_purpose_tokens_are_not_usable,
+            tokens_of_disabled_users_are_not_usable, email_verification_keeps_the_first_timestamp,
+            concurrent_password_resets_have_one_winner, account_tokens_are_purged_by_cutoff_and_limit
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

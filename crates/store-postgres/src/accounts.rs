@@ -21,7 +21,7 @@ use crate::jobs::{begin, commit, insert_job};
 macro_rules! user_columns {
     () => {
         "users.id, users.email, users.name, users.role::text as role, users.disabled, users.password_hash, \
-         users.created_at, users.updated_at"
+         users.email_verified_at, users.created_at, users.updated_at"
     };
 }
 
@@ -33,6 +33,7 @@ struct UserRow {
     role: String,
     disabled: bool,
     password_hash: String,
+    email_verified_at: Option<OffsetDateTime>,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
 }
@@ -45,6 +46,7 @@ impl UserRow {
             name: PersonName::parse(&self.name).map_err(|e| corrupt("name", e))?,
             role: Role::parse(&self.role).map_err(|e| corrupt("role", e))?,
             disabled: self.disabled,
+            email_verified_at: self.email_verified_at,
             created_at: self.created_at,
             updated_at: self.updated_at,
         };

@@ -21,7 +21,7 @@ use crate::{SqliteStore, commit};
 macro_rules! user_columns {
     () => {
         "users.id, users.email, users.name, users.role, users.disabled, users.password_hash, \
-         users.created_at, users.updated_at"
+         users.email_verified_at, users.created_at, users.updated_at"
     };
 }
 
@@ -33,6 +33,7 @@ struct UserRow {
     role: String,
     disabled: bool,
     password_hash: String,
+    email_verified_at: Option<String>,
     created_at: String,
     updated_at: String,
 }
@@ -45,6 +46,7 @@ impl UserRow {
             name: PersonName::parse(&self.name).map_err(|e| corrupt("name", e))?,
             role: Role::parse(&self.role).map_err(|e| corrupt("role", e))?,
             disabled: self.disabled,
+            email_verified_at: parse_optional_timestamp(self.email_verified_at.as_deref())?,
             created_at: parse_timestamp(&self.created_at)?,
             updated_at: parse_timestamp(&self.updated_at)?,
         };

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod account_tokens;
 mod accounts;
 mod catalog;
 mod codec;

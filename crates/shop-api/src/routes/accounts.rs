@@ -19,8 +19,8 @@ use crate::routes::caching::private_json;
 use crate::routes::with_location;
 use crate::state::AppState;
 use crate::wire::{
-    AdminUpdateUserRequest, ApiTokenBody, CreateApiTokenRequest, CreatedApiTokenBody, LogInRequest, Paged,
-    SignUpRequest, UpdateMeRequest, UserBody,
+    AdminUpdateUserRequest, ApiTokenBody, CreateApiTokenRequest, CreatedApiTokenBody, EmailVerificationConfirmation,
+    LogInRequest, Paged, PasswordResetConfirmation, PasswordResetRequest, SignUpRequest, UpdateMeRequest, UserBody,
 };
 
 /// Creates a customer account and signs it in (sets the session cookie).
@@ -49,6 +49,77 @@ pub async fn sign_up(
     metrics::counter!("accounts_signups_total").increment(1);
     let location = format!("/api/v1/users/{}", signed_in.user.id);
     Ok(with_location(session_response(&state, StatusCode::CREATED, signed_in), &location))
+}
+
+/// Asks for a password reset link by mail. The answer is 202 whether or not the address has an
+/// account (no enumeration); the mail is sent by a job.
+#[utoipa::path(post, path = "/password-resets", tag = "accounts", security(()), request_body = PasswordResetRequest,
+    responses(
+        (status = 202, description = "If the address has an account, a reset link is on its way"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn request_password_reset(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<ClientIp>>,
+    Json(body): Json<PasswordResetRequest>,
+) -> Result<Response, ApiError> {
+    let mut errors = ValidationErrors::new();
+    let email = errors.check("email", Email::parse(body.email.as_deref().unwrap_or_default()));
+    let Some(email) = email else { return Err(ApiError::Invalid(errors)) };
+    state.inner.rate_limits.before_mail(client_ip(client), email.as_str()).await?;
+    state.accounts().request_password_reset(&email).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Sets a new password with the token from a reset link; every session of the account ends.
+#[utoipa::path(post, path = "/password-resets/confirm", tag = "accounts", security(()),
+    request_body = PasswordResetConfirmation,
+    responses(
+        (status = 204, description = "Password changed; sign in with it"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn confirm_password_reset(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<ClientIp>>,
+    Json(body): Json<PasswordResetConfirmation>,
+) -> Result<Response, ApiError> {
+    state.inner.rate_limits.before_token_use(client_ip(client)).await?;
+    let mut errors = ValidationErrors::new();
+    let token = body.token.as_deref().unwrap_or_default();
+    if token.is_empty() {
+        errors.add("token", "is required");
+    }
+    let password =
+        errors.check("newPassword", PasswordPlain::parse_new(body.new_password.as_deref().unwrap_or_default()));
+    let Some(password) = password.filter(|_| errors.is_empty()) else { return Err(ApiError::Invalid(errors)) };
+    state.accounts().reset_password(token, password).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Confirms the account's email address with the token from the verification link.
+#[utoipa::path(post, path = "/email-verifications/confirm", tag = "accounts", security(()),
+    request_body = EmailVerificationConfirmation,
+    responses(
+        (status = 204, description = "Address confirmed"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn confirm_email_verification(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<ClientIp>>,
+    Json(body): Json<EmailVerificationConfirmation>,
+) -> Result<Response, ApiError> {
+    state.inner.rate_limits.before_token_use(client_ip(client)).await?;
+    let token = body.token.as_deref().unwrap_or_default();
+    if token.is_empty() {
+        let mut errors = ValidationErrors::new();
+        errors.add("token", "is required");
+        return Err(ApiError::Invalid(errors));
+    }
+    state.accounts().verify_email(token).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Signs in with email and password. Every failure gives the same answer.

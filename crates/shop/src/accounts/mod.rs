@@ -1,16 +1,18 @@
 //! Accounts: users, roles, passwords, sessions and personal API tokens.
 
 mod email;
+mod links;
 mod password;
 mod role;
 mod service;
 mod user;
 
 pub use email::Email;
+pub use links::{SEND_PASSWORD_RESET, SEND_VERIFICATION};
 pub use password::{PasswordHasher, PasswordPlain};
 pub use role::Role;
 pub use service::{AccountService, AccountSettings, NewApiToken, SignedIn};
 pub use user::{
-    ApiToken, AuthMethod, Caller, NewApiTokenRecord, NewSession, NewUser, PersonName, Session, User, UserChanges,
-    UserQuery, UserSort, UserWithPassword,
+    ApiToken, AuthMethod, Caller, NewAccountToken, NewApiTokenRecord, NewSession, NewUser, PersonName, Session,
+    TokenPurpose, User, UserChanges, UserQuery, UserSort, UserWithPassword,
 };

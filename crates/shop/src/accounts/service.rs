@@ -30,6 +30,13 @@ pub struct AccountSettings {
     pub session_idle_ttl: Duration,
     /// The shop's name in the mail it sends.
     pub shop_name: String,
+    /// Where links in mail point: `{link_base_url}/verify-email?token=…`,
+    /// `{link_base_url}/reset-password?token=…` (the storefront's pages, which call the API).
+    pub link_base_url: String,
+    /// How long a verification link works.
+    pub verification_ttl: Duration,
+    /// How long a password reset link works.
+    pub password_reset_ttl: Duration,
 }
 
 impl Default for AccountSettings {
@@ -38,6 +45,9 @@ impl Default for AccountSettings {
             session_absolute_ttl: Duration::days(30),
             session_idle_ttl: Duration::days(7),
             shop_name: "Shopkeep".into(),
+            link_base_url: "http://localhost:8080".into(),
+            verification_ttl: Duration::hours(48),
+            password_reset_ttl: Duration::minutes(30),
         }
     }
 }
@@ -62,10 +72,10 @@ pub struct NewApiToken {
 /// Accounts, sessions and API tokens.
 #[derive(Clone)]
 pub struct AccountService {
-    store: Arc<dyn Store>,
-    hasher: PasswordHasher,
-    clock: Arc<dyn Clock>,
-    settings: AccountSettings,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) hasher: PasswordHasher,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) settings: AccountSettings,
 }
 
 impl AccountService {
@@ -78,9 +88,12 @@ impl AccountService {
         Self { store, hasher, clock, settings }
     }
 
-    /// Creates a customer account and signs it in.
+    /// Creates a customer account and signs it in; the verification mail is queued in the same
+    /// transaction as the account.
     pub async fn sign_up(&self, email: Email, password: PasswordPlain, name: PersonName) -> Result<SignedIn, Error> {
-        let user = self.create_user(email, password, name, Role::Customer).await?;
+        let id = crate::new_id();
+        let jobs = [super::links::send_link_job(super::links::SEND_VERIFICATION, id, self.clock.now())];
+        let user = self.insert_user(id, email, password, name, Role::Customer, &jobs).await?;
         self.start_session(user).await
     }
 
@@ -92,9 +105,21 @@ impl AccountService {
         name: PersonName,
         role: Role,
     ) -> Result<User, Error> {
+        self.insert_user(crate::new_id(), email, password, name, role, &[]).await
+    }
+
+    async fn insert_user(
+        &self,
+        id: Uuid,
+        email: Email,
+        password: PasswordPlain,
+        name: PersonName,
+        role: Role,
+        jobs: &[crate::jobs::NewJob],
+    ) -> Result<User, Error> {
         let password_hash = self.hasher.hash(&password).await?;
-        let new_user = NewUser { id: crate::new_id(), email, name, role, password_hash, created_at: self.clock.now() };
-        self.store.insert_user(&new_user, &[]).await.map_err(|error| match error {
+        let new_user = NewUser { id, email, name, role, password_hash, created_at: self.clock.now() };
+        self.store.insert_user(&new_user, jobs).await.map_err(|error| match error {
             StoreError::Conflict { .. } => Error::Conflict("an account with this email already exists".into()),
             other => other.into(),
         })

@@ -39,6 +39,8 @@ pub struct User {
     pub name: PersonName,
     pub role: Role,
     pub disabled: bool,
+    /// When the owner proved the address is theirs (the verification link); `None` until then.
+    pub email_verified_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -173,4 +175,35 @@ mod tests {
         assert!(PersonName::parse(&"a".repeat(101)).is_err());
         assert!(PersonName::parse("Ada\u{0}").is_err());
     }
+}
+
+/// What a one-time account token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenPurpose {
+    EmailVerification,
+    PasswordReset,
+}
+
+impl TokenPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EmailVerification => "email_verification",
+            Self::PasswordReset => "password_reset",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::EmailVerification, Self::PasswordReset].into_iter().find(|purpose| purpose.as_str() == raw)
+    }
+}
+
+/// A one-time token sent by mail (verification and reset links). Only its hash is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccountToken {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub purpose: TokenPurpose,
+    pub token_hash: SecretHash,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
 }

@@ -62,6 +62,61 @@ pub fn account_locked(to: &Email, name: &str, locked_until: OffsetDateTime, shop
     Mail::new(to, subject, text, html)
 }
 
+/// How long, in words, for mail text: "30 minutes", "48 hours".
+fn in_words(duration: time::Duration) -> String {
+    let minutes = duration.whole_minutes();
+    if minutes % 60 == 0 && minutes >= 120 { format!("{} hours", minutes / 60) } else { format!("{minutes} minutes") }
+}
+
+/// The sign-up mail with the link that proves the address is the owner's.
+pub fn verify_email(to: &Email, name: &str, link: &str, valid_for: time::Duration, shop_name: &str) -> Mail {
+    let subject = format!("{shop_name}: please confirm your email address");
+    let valid = in_words(valid_for);
+    let text = format!(
+        "Hello {name},\n\nPlease confirm that this is your email address by opening this link \
+         within {valid}:\n\n{link}\n\nIf you did not create a {shop_name} account, ignore this mail.\n"
+    );
+    let html = html_page(
+        &subject,
+        &format!(
+            "<p>Hello {},</p>\n<p>Please confirm that this is your email address by opening this link \
+             within {}:</p>\n<p><a href=\"{}\">Confirm my email address</a></p>\n\
+             <p>If you did not create a {} account, ignore this mail.</p>",
+            HtmlEscaped(name),
+            HtmlEscaped(&valid),
+            HtmlEscaped(link),
+            HtmlEscaped(shop_name)
+        ),
+    );
+    Mail::new(to, subject, text, html)
+}
+
+/// The password reset mail with its single-use link.
+pub fn password_reset(to: &Email, name: &str, link: &str, valid_for: time::Duration, shop_name: &str) -> Mail {
+    let subject = format!("{shop_name}: reset your password");
+    let valid = in_words(valid_for);
+    let text = format!(
+        "Hello {name},\n\nSomeone (hopefully you) asked to reset the password of your {shop_name} \
+         account. Open this link within {valid} to choose a new one; it works once:\n\n{link}\n\n\
+         Choosing a new password signs you out everywhere. If you did not ask for this, ignore this \
+         mail: your password stays as it is.\n"
+    );
+    let html = html_page(
+        &subject,
+        &format!(
+            "<p>Hello {},</p>\n<p>Someone (hopefully you) asked to reset the password of your {} account. \
+             Open this link within {} to choose a new one; it works once:</p>\n\
+             <p><a href=\"{}\">Choose a new password</a></p>\n<p>Choosing a new password signs you out \
+             everywhere. If you did not ask for this, ignore this mail: your password stays as it is.</p>",
+            HtmlEscaped(name),
+            HtmlEscaped(shop_name),
+            HtmlEscaped(&valid),
+            HtmlEscaped(link)
+        ),
+    );
+    Mail::new(to, subject, text, html)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +137,17 @@ mod tests {
         assert!(Mail::from_payload(&serde_json::json!({ "to": "ada@example.com" })).is_err());
         let bad = serde_json::json!({ "to": "nobody", "subject": "s", "text": "t", "html": "h" });
         assert!(Mail::from_payload(&bad).unwrap_err().contains("recipient"));
+    }
+
+    #[test]
+    fn link_mails_carry_the_link_escaped_in_html_and_say_how_long_it_works() {
+        let to = Email::parse("ada@example.com").unwrap();
+        let link = "https://shop.example/reset-password?token=abc&x=1";
+        let reset = password_reset(&to, "Ada", link, time::Duration::minutes(30), "Shop");
+        assert!(reset.text.contains(link) && reset.text.contains("within 30 minutes"));
+        assert!(reset.html.contains("href=\"https://shop.example/reset-password?token=abc&amp;x=1\""));
+        let verify = verify_email(&to, "Ada", link, time::Duration::hours(48), "Shop");
+        assert!(verify.text.contains("within 48 hours"), "{}", verify.text);
+        assert!(verify.subject.contains("confirm your email"));
     }
 }

@@ -75,3 +75,73 @@ async fn a_locked_account_owner_gets_a_real_mail_and_the_smtp_breaker_is_on_the_
     assert_eq!(login.status(), StatusCode::CREATED);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_and_password_reset_links_arrive_over_smtp_and_work() {
+    let sink = SmtpSink::start();
+    let app = spawn_app_with(Backend::Postgres, |config| {
+        config.mail.smtp_url = Some(shopkeep::config::Secret::new(sink.url()));
+        config.accounts.link_base_url = "https://corner.example".into();
+    })
+    .await;
+    let wait_for = |count: usize| {
+        let sink = &sink;
+        async move {
+            for _ in 0..200 {
+                let messages = sink.messages();
+                if messages.len() >= count {
+                    return messages;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{count} message(s) never arrived");
+        }
+    };
+    let text_of = |mail: &crate::smtp_support::Eml| {
+        mail.parts().into_iter().find(|part| part.content_type.starts_with("text/plain")).unwrap().content
+    };
+    let token_of = |text: &str, page: &str| {
+        let prefix = format!("https://corner.example/{page}?token=");
+        let start = text.find(&prefix).unwrap_or_else(|| panic!("no {page} link in {text}")) + prefix.len();
+        text[start..].split_whitespace().next().unwrap().to_owned()
+    };
+    let signed_up = app
+        .http
+        .post(app.url("/api/v1/users"))
+        .json(&json!({ "email": "bob@example.com", "password": PASSWORD, "name": "Bob" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_up.status(), StatusCode::CREATED);
+    let verification = &wait_for(1).await[0];
+    assert_eq!(verification.header("To").as_deref(), Some("bob@example.com"));
+    let token = token_of(&text_of(verification), "verify-email");
+    let confirmed =
+        app.http.post(app.url("/api/v1/email-verifications/confirm")).json(&json!({ "token": token })).send().await;
+    assert_eq!(confirmed.unwrap().status(), StatusCode::NO_CONTENT);
+
+    let requested =
+        app.http.post(app.url("/api/v1/password-resets")).json(&json!({ "email": "bob@example.com" })).send().await;
+    assert_eq!(requested.unwrap().status(), StatusCode::ACCEPTED);
+    let reset = &wait_for(2).await[1];
+    assert!(reset.header("Subject").unwrap().contains("reset your password"));
+    let token = token_of(&text_of(reset), "reset-password");
+    let changed = app
+        .http
+        .post(app.url("/api/v1/password-resets/confirm"))
+        .json(&json!({ "token": token, "newPassword": "a brand new passphrase 42" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+    let login = app
+        .http
+        .post(app.url("/api/v1/sessions"))
+        .json(&json!({ "email": "bob@example.com", "password": "a brand new passphrase 42" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::CREATED);
+    assert!(app.outbox().await.is_empty(), "delivered, not kept");
+    app.stop().await;
+}

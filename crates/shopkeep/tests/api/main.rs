@@ -13,5 +13,6 @@ mod health;
 mod jobs;
 mod limits;
 mod mail;
+mod recovery;
 mod stability;
 mod stack;

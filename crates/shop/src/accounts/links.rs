@@ -1,0 +1,113 @@
+//! Flows that prove control of an email address with a link: verification after sign-up and
+//! password reset. The link's token is made by the job that sends the mail (so the raw token
+//! is never stored, not even in the job), kept only as a hash, works once, and expires.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::service::AccountService;
+use super::{Email, NewAccountToken, PasswordPlain, TokenPurpose};
+use crate::error::Error;
+use crate::jobs::NewJob;
+use crate::mail::{MAIL_QUEUE, Mail};
+use crate::secrets::SecretToken;
+use crate::validation::ValidationErrors;
+
+/// Job kinds: make a fresh link and mail it.
+pub const SEND_VERIFICATION: &str = "accounts.send_verification";
+pub const SEND_PASSWORD_RESET: &str = "accounts.send_password_reset";
+
+/// The job that mails a link of `kind` to the user; one pending per user and kind.
+pub(super) fn send_link_job(kind: &str, user_id: Uuid, now: OffsetDateTime) -> NewJob {
+    NewJob::new(kind, serde_json::json!({ "userId": user_id.to_string() }), now)
+        .queue(MAIL_QUEUE)
+        .max_attempts(12)
+        .unique_key(format!("{kind}:{user_id}"))
+}
+
+fn invalid_token() -> Error {
+    let mut errors = ValidationErrors::new();
+    errors.add("token", "is invalid, expired or already used");
+    Error::Invalid(errors)
+}
+
+impl AccountService {
+    /// `POST /password-resets`: queues the reset mail when the address belongs to an active
+    /// account, and says nothing either way (no enumeration).
+    pub async fn request_password_reset(&self, email: &Email) -> Result<(), Error> {
+        let Some(found) = self.store.find_user_by_email(email).await? else { return Ok(()) };
+        if found.user.disabled {
+            return Ok(());
+        }
+        let job = send_link_job(SEND_PASSWORD_RESET, found.user.id, self.clock.now());
+        if self.store.enqueue_job(&job).await? {
+            tracing::info!(userId = %found.user.id, "password reset mail queued");
+        }
+        Ok(())
+    }
+
+    /// The body of the link jobs: makes a fresh token (replacing the user's earlier one of that
+    /// purpose), and returns the mail carrying its link — `None` when there is nothing to send
+    /// (the account is gone or disabled, or the address is already verified).
+    pub async fn prepare_link_mail(&self, purpose: TokenPurpose, user_id: Uuid) -> Result<Option<Mail>, Error> {
+        let Some(user) = self.store.find_user(user_id).await? else { return Ok(None) };
+        if user.disabled || (purpose == TokenPurpose::EmailVerification && user.email_verified_at.is_some()) {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        let (ttl, page) = match purpose {
+            TokenPurpose::EmailVerification => (self.settings.verification_ttl, "verify-email"),
+            TokenPurpose::PasswordReset => (self.settings.password_reset_ttl, "reset-password"),
+        };
+        let token = SecretToken::generate("");
+        self.store
+            .replace_account_token(&NewAccountToken {
+                id: crate::new_id(),
+                user_id,
+                purpose,
+                token_hash: token.hash(),
+                created_at: now,
+                expires_at: now + ttl,
+            })
+            .await?;
+        let link = format!("{}/{page}?token={}", self.settings.link_base_url.trim_end_matches('/'), token.expose());
+        let name = user.name.as_str();
+        let shop = &self.settings.shop_name;
+        Ok(Some(match purpose {
+            TokenPurpose::EmailVerification => crate::mail::verify_email(&user.email, name, &link, ttl, shop),
+            TokenPurpose::PasswordReset => crate::mail::password_reset(&user.email, name, &link, ttl, shop),
+        }))
+    }
+
+    /// `POST /password-resets/confirm`: a usable token sets the new password and ends every
+    /// session of the account, in one transaction.
+    pub async fn reset_password(&self, token: &str, new_password: PasswordPlain) -> Result<(), Error> {
+        let token = SecretToken::from_presented(token).ok_or_else(invalid_token)?;
+        let password_hash = self.hasher.hash(&new_password).await?;
+        match self.store.reset_password_with_token(&token.hash(), &password_hash, self.clock.now()).await? {
+            Some(user_id) => {
+                tracing::info!(userId = %user_id, "password reset; every session of the account ended");
+                Ok(())
+            }
+            None => Err(invalid_token()),
+        }
+    }
+
+    /// `POST /email-verifications/confirm`.
+    pub async fn verify_email(&self, token: &str) -> Result<(), Error> {
+        let token = SecretToken::from_presented(token).ok_or_else(invalid_token)?;
+        match self.store.verify_email_with_token(&token.hash(), self.clock.now()).await? {
+            Some(user_id) => {
+                tracing::info!(userId = %user_id, "email address verified");
+                Ok(())
+            }
+            None => Err(invalid_token()),
+        }
+    }
+
+    /// Deletes at most `limit` link tokens that expired or were used over a day ago.
+    pub async fn purge_account_tokens(&self, limit: u32) -> Result<u64, Error> {
+        let before = self.clock.now() - time::Duration::days(1);
+        Ok(self.store.purge_account_tokens(before, limit).await?)
+    }
+}
