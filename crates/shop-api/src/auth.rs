@@ -23,6 +23,9 @@ use crate::state::AppState;
 
 /// The session cookie's name over plain HTTP (development).
 pub const SESSION_COOKIE: &str = "shopkeep_session";
+/// The long-lived, random id of a browser, by which sign-ins from new devices are noticed.
+pub const DEVICE_COOKIE: &str = "shopkeep_device";
+pub const SECURE_DEVICE_COOKIE: &str = "__Host-shopkeep_device";
 /// The session cookie's name over HTTPS: the `__Host-` prefix pins it to this host, path `/`, `Secure`.
 pub const SECURE_SESSION_COOKIE: &str = "__Host-shopkeep_session";
 
@@ -79,6 +82,15 @@ fn bearer_token(headers: &HeaderMap) -> Option<String> {
 
 fn session_cookie(headers: &HeaderMap, https: bool) -> Option<String> {
     let name = if https { SECURE_SESSION_COOKIE } else { SESSION_COOKIE };
+    cookie(headers, name)
+}
+
+/// The device cookie's value, if the browser sent one.
+pub(crate) fn device_cookie(headers: &HeaderMap, https: bool) -> Option<String> {
+    cookie(headers, if https { SECURE_DEVICE_COOKIE } else { DEVICE_COOKIE })
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

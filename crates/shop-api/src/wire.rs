@@ -99,6 +99,22 @@ pub struct PasswordResetConfirmation {
     pub new_password: Option<String>,
 }
 
+/// A correct login from a device new to a challenged account: nothing is signed in yet.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginChallengeBody {
+    /// Always `confirmationRequired`.
+    pub status: &'static str,
+    pub detail: &'static str,
+}
+
+/// Confirms a sign-in from a new device with the token of the mailed link.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoginChallengeConfirmation {
+    pub token: Option<String>,
+}
+
 /// Confirms an email address with the token of the verification link.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -207,8 +207,34 @@ pub trait AccountTokenRepository: Send + Sync {
         token_hash: &SecretHash,
         now: OffsetDateTime,
     ) -> Result<Option<Uuid>, StoreError>;
+    /// In one transaction: uses a usable login-challenge token and records its `device_hash`
+    /// as a known device of the user (as [`AccountTokenRepository::remember_device`] does). The
+    /// user id, or `None`.
+    async fn confirm_login_challenge(
+        &self,
+        token_hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Result<Option<Uuid>, StoreError>;
     /// Deletes at most `limit` tokens that expired, or were used, before `before`.
     async fn purge_account_tokens(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
+    /// Whether the user has signed in from this device (the hash of its device cookie) before;
+    /// when so, its `last_seen_at` becomes `now`.
+    async fn touch_known_device(
+        &self,
+        user_id: Uuid,
+        device_hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Forgets at most `limit` known devices last seen before `before` (exclusive): an old
+    /// device cookie stops being trusted.
+    async fn purge_known_devices(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
+    /// Records a device as known for the user (insert, or refresh `last_seen_at`).
+    async fn remember_device(
+        &self,
+        user_id: Uuid,
+        device_hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
 }
 
 /// Mail kept in the database because no SMTP server is configured (the embedded default):

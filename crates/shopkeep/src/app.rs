@@ -91,6 +91,13 @@ pub fn account_service(config: &Config, store: Arc<dyn Store>, clock: Arc<dyn Cl
         link_base_url: config.accounts.link_base_url.clone(),
         verification_ttl: time::Duration::hours(config.accounts.verification_ttl_hours as i64),
         password_reset_ttl: time::Duration::minutes(config.accounts.password_reset_ttl_minutes as i64),
+        login_challenge_roles: config
+            .accounts
+            .login_challenge_roles
+            .iter()
+            .filter_map(|role| shop::accounts::Role::parse(role).ok())
+            .collect(),
+        login_challenge_ttl: time::Duration::minutes(config.accounts.login_challenge_ttl_minutes as i64),
     };
     AccountService::new(store, PasswordHasher::new(concurrency), clock, settings)
 }

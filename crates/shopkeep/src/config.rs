@@ -210,6 +210,11 @@ pub struct AccountsConfig {
     pub verification_ttl_hours: u64,
     /// How long a password reset link works.
     pub password_reset_ttl_minutes: u64,
+    /// Roles whose sign-ins from a device new to the account wait for a mailed confirmation
+    /// (`[]` turns it off; add `customer` to challenge everyone).
+    pub login_challenge_roles: Vec<String>,
+    /// How long a login confirmation link works.
+    pub login_challenge_ttl_minutes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -418,6 +423,8 @@ impl Default for AccountsConfig {
             link_base_url: "http://localhost:8080".into(),
             verification_ttl_hours: 48,
             password_reset_ttl_minutes: 30,
+            login_challenge_roles: vec!["staff".into(), "admin".into()],
+            login_challenge_ttl_minutes: 15,
         }
     }
 }
@@ -623,6 +630,7 @@ impl Config {
             ),
             ("accounts.verification_ttl_hours", self.accounts.verification_ttl_hours, 1..=720),
             ("accounts.password_reset_ttl_minutes", self.accounts.password_reset_ttl_minutes, 5..=1_440),
+            ("accounts.login_challenge_ttl_minutes", self.accounts.login_challenge_ttl_minutes, 5..=1_440),
             ("jobs.batch_size", u64::from(self.jobs.batch_size), 1..=1_000),
             ("jobs.poll_interval_ms", self.jobs.poll_interval_ms, 10..=600_000),
             ("jobs.lease_secs", self.jobs.lease_secs, 3..=86_400),
@@ -667,6 +675,11 @@ impl Config {
         if !self.jobs.queues.contains_key(shop::mail::MAIL_QUEUE) {
             problems
                 .push(format!("jobs.queues: the {:?} queue is needed (mail is sent from it)", shop::mail::MAIL_QUEUE));
+        }
+        for role in &self.accounts.login_challenge_roles {
+            if shop::accounts::Role::parse(role).is_err() {
+                problems.push(format!("accounts.login_challenge_roles: {role:?} is not customer, staff or admin"));
+            }
         }
         let base = self.accounts.link_base_url.as_str();
         if !(base.starts_with("https://") || base.starts_with("http://")) || url::Url::parse(base).is_err() {

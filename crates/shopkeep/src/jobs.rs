@@ -53,7 +53,7 @@ impl JobHandler for SendLink {
             .ok_or_else(|| HandlerError::Permanent("payload without a userId".into()))?;
         let mail = self
             .accounts
-            .prepare_link_mail(self.purpose, user_id)
+            .prepare_link_mail(self.purpose, user_id, &shop::accounts::LinkContext::from_payload(&job.payload))
             .await
             .map_err(|error| HandlerError::Transient(error.to_string()))?;
         let Some(mail) = mail else {
@@ -125,6 +125,7 @@ pub fn build_worker(
     for (kind, purpose) in [
         (shop::accounts::SEND_VERIFICATION, TokenPurpose::EmailVerification),
         (shop::accounts::SEND_PASSWORD_RESET, TokenPurpose::PasswordReset),
+        (shop::accounts::SEND_LOGIN_CHALLENGE, TokenPurpose::LoginChallenge),
     ] {
         handlers.register(kind, SendLink { accounts: accounts.clone(), mailer: Arc::clone(&mailer), purpose });
     }

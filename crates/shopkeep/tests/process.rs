@@ -315,14 +315,37 @@ async fn admin_create_user_bootstraps_an_administrator() {
     assert_eq!(code, 1);
     assert!(stderr.contains("--role"), "{stderr}");
 
-    let server = Server::start(&url).await;
-    let login = http_client(reqwest::Client::builder())
-        .post(server.url("/api/v1/sessions"))
-        .json(&json!({ "email": "root@example.com", "password": PASSWORD }))
+    // By default an admin's first sign-in from a browser waits for a mailed confirmation; the
+    // mail is in the outbox (no SMTP configured), where `admin mail list` shows its link.
+    let server = Server::start_with(&url, &[("SHOPKEEP_JOBS__POLL_INTERVAL_MS", "50")]).await;
+    let browser = http_client(reqwest::Client::builder().cookie_store(true));
+    let log_in = || {
+        browser.post(server.url("/api/v1/sessions")).json(&json!({ "email": "root@example.com", "password": PASSWORD }))
+    };
+    let challenged = log_in().send().await.unwrap();
+    assert_eq!(challenged.status(), 202);
+    assert_eq!(challenged.json::<Value>().await.unwrap()["status"], "confirmationRequired");
+    let mut token = None;
+    for _ in 0..200 {
+        let (code, stdout, stderr) = output(shopkeep().args(["admin", "mail", "list"]).env("DATABASE_URL", &url)).await;
+        assert_eq!(code, 0, "{stderr}");
+        if let Some(start) = stdout.find("confirm-login?token=") {
+            let rest = &stdout[start + "confirm-login?token=".len()..];
+            token = rest.split_whitespace().next().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = token.expect("the confirmation mail reached the outbox");
+    let confirmed = http_client(reqwest::Client::builder())
+        .post(server.url("/api/v1/login-challenges/confirm"))
+        .json(&json!({ "token": token }))
         .send()
         .await
         .unwrap();
-    assert_eq!(login.status(), 201);
+    assert_eq!(confirmed.status(), 204);
+    let login = log_in().send().await.unwrap();
+    assert_eq!(login.status(), 201, "the same browser, now a known device");
     assert_eq!(login.json::<Value>().await.unwrap()["role"], "admin");
     server.signal("TERM");
     assert_eq!(server.wait().await.0, 0);

@@ -1,11 +1,12 @@
 //! Contract cases for email verification and one-time account tokens: the newest token of a
 //! purpose replaces the others, a token is used at most once (also under concurrency), expired,
 //! wrong-purpose and disabled users' tokens are refused untouched, a password reset signs every
-//! session out, and purges by cutoff and limit.
+//! session out, a login challenge records its device as known to its user only, and purges by
+//! cutoff and limit.
 
 use shop::StoreError;
 use shop::accounts::{NewAccountToken, NewSession, Role, TokenPurpose, User, UserChanges, UserQuery};
-use shop::secrets::SecretToken;
+use shop::secrets::{SecretHash, SecretToken};
 use uuid::Uuid;
 
 use crate::{SharedStore, at, new_user};
@@ -20,7 +21,19 @@ pub fn new_account_token(user_id: Uuid, purpose: TokenPurpose, secret: &SecretTo
         token_hash: secret.hash(),
         created_at: at(seconds),
         expires_at: at(seconds + 3_600),
+        device_hash: None,
     }
+}
+
+/// A login challenge for `user_id` confirming the device with hash `device_hash`, created at
+/// `at(seconds)` and valid for an hour.
+pub fn new_login_challenge(
+    user_id: Uuid,
+    secret: &SecretToken,
+    device_hash: Option<SecretHash>,
+    seconds: i64,
+) -> NewAccountToken {
+    NewAccountToken { device_hash, ..new_account_token(user_id, TokenPurpose::LoginChallenge, secret, seconds) }
 }
 
 /// Stores a fresh token of `purpose` for `user_id` created at `at(seconds)`; returns its secret.
@@ -28,6 +41,24 @@ async fn issue(store: &SharedStore, user_id: Uuid, purpose: TokenPurpose, second
     let secret = SecretToken::generate("");
     store.replace_account_token(&new_account_token(user_id, purpose, &secret, seconds)).await.unwrap();
     secret
+}
+
+/// Stores a fresh login challenge for `user_id` and `device` created at `at(seconds)`; returns
+/// its secret.
+async fn challenge(store: &SharedStore, user_id: Uuid, device: &SecretHash, seconds: i64) -> SecretToken {
+    let secret = SecretToken::generate("");
+    store.replace_account_token(&new_login_challenge(user_id, &secret, Some(*device), seconds)).await.unwrap();
+    secret
+}
+
+/// The hash of a fresh device cookie.
+fn new_device() -> SecretHash {
+    SecretToken::generate("").hash()
+}
+
+/// Whether `device` is known for `user_id`, touching it at `at(seconds)` when so.
+async fn known(store: &SharedStore, user_id: Uuid, device: &SecretHash, seconds: i64) -> bool {
+    store.touch_known_device(user_id, device, at(seconds)).await.unwrap()
 }
 
 async fn insert_user(store: &SharedStore, email: &str) -> User {
@@ -274,4 +305,137 @@ pub async fn account_tokens_are_purged_by_cutoff_and_limit(store: SharedStore) {
         Some(users[3].id),
         "an unused, unexpired token is kept"
     );
+}
+
+pub async fn login_challenges_record_their_device(store: SharedStore) {
+    let ada = insert_user(&store, "ada@example.com").await;
+    let bob = insert_user(&store, "bob@example.com").await;
+    let laptop = new_device();
+    let phone = new_device();
+    assert!(!known(&store, ada.id, &laptop, 0).await, "no device is known at first");
+
+    let secret = challenge(&store, ada.id, &laptop, 10).await;
+    assert!(!known(&store, ada.id, &laptop, 15).await, "an unconfirmed challenge records nothing");
+    assert_eq!(store.confirm_login_challenge(&secret.hash(), at(20)).await.unwrap(), Some(ada.id));
+    assert!(known(&store, ada.id, &laptop, 30).await);
+    assert!(!known(&store, bob.id, &laptop, 30).await, "known to its user only");
+    assert!(!known(&store, ada.id, &phone, 30).await, "only the challenged device");
+    assert_eq!(store.find_user(ada.id).await.unwrap().unwrap(), ada, "confirming changes no user");
+
+    // Confirming a device that is already known refreshes it instead of conflicting.
+    store.remember_device(bob.id, &phone, at(40)).await.unwrap();
+    let bobs = challenge(&store, bob.id, &phone, 50).await;
+    assert_eq!(store.confirm_login_challenge(&bobs.hash(), at(60)).await.unwrap(), Some(bob.id));
+    assert!(known(&store, bob.id, &phone, 70).await);
+    assert!(!known(&store, ada.id, &phone, 70).await);
+}
+
+pub async fn login_challenges_are_used_once(store: SharedStore) {
+    let ada = insert_user(&store, "ada@example.com").await;
+    let laptop = new_device();
+    let secret = challenge(&store, ada.id, &laptop, 10).await;
+    assert_eq!(store.confirm_login_challenge(&secret.hash(), at(20)).await.unwrap(), Some(ada.id));
+    assert_eq!(store.confirm_login_challenge(&secret.hash(), at(25)).await.unwrap(), None, "used once");
+    assert!(known(&store, ada.id, &laptop, 30).await, "the refusal forgets nothing");
+    assert_eq!(store.confirm_login_challenge(&SecretToken::generate("").hash(), at(30)).await.unwrap(), None);
+}
+
+pub async fn replacing_a_login_challenge_keeps_only_the_newest(store: SharedStore) {
+    let ada = insert_user(&store, "ada@example.com").await;
+    let laptop = new_device();
+    let phone = new_device();
+    let older = challenge(&store, ada.id, &laptop, 0).await;
+    let reset = issue(&store, ada.id, TokenPurpose::PasswordReset, 5).await;
+    let newer = challenge(&store, ada.id, &phone, 10).await;
+
+    assert_eq!(store.confirm_login_challenge(&older.hash(), at(20)).await.unwrap(), None);
+    assert!(!known(&store, ada.id, &laptop, 25).await, "the replaced challenge's device stays unknown");
+    assert_eq!(store.confirm_login_challenge(&newer.hash(), at(30)).await.unwrap(), Some(ada.id));
+    assert!(known(&store, ada.id, &phone, 35).await);
+    assert!(!known(&store, ada.id, &laptop, 35).await);
+    assert_eq!(
+        store.reset_password_with_token(&reset.hash(), "new-hash", at(40)).await.unwrap(),
+        Some(ada.id),
+        "the other purposes' tokens are left alone"
+    );
+}
+
+pub async fn unusable_login_challenges_record_nothing(store: SharedStore) {
+    let ada = insert_user(&store, "ada@example.com").await;
+    let laptop = new_device();
+
+    // A challenge that names no device confirms nothing, and stays refused.
+    let deviceless = SecretToken::generate("");
+    store.replace_account_token(&new_login_challenge(ada.id, &deviceless, None, 0)).await.unwrap();
+    assert_eq!(store.confirm_login_challenge(&deviceless.hash(), at(10)).await.unwrap(), None);
+
+    let secret = challenge(&store, ada.id, &laptop, 20).await;
+    let verification = issue(&store, ada.id, TokenPurpose::EmailVerification, 20).await;
+    assert_eq!(store.confirm_login_challenge(&secret.hash(), at(3_620)).await.unwrap(), None, "expired");
+    assert_eq!(store.confirm_login_challenge(&verification.hash(), at(30)).await.unwrap(), None, "wrong purpose");
+    assert_eq!(store.verify_email_with_token(&secret.hash(), at(30)).await.unwrap(), None, "wrong purpose");
+    assert_eq!(store.reset_password_with_token(&secret.hash(), "wrong", at(30)).await.unwrap(), None);
+    set_disabled(&store, &ada, true, 40).await;
+    assert_eq!(store.confirm_login_challenge(&secret.hash(), at(50)).await.unwrap(), None, "disabled user");
+    assert!(!known(&store, ada.id, &laptop, 60).await);
+    assert_eq!(store.find_user(ada.id).await.unwrap().unwrap().updated_at, at(40));
+
+    // The refusals left the challenge unused: once the user is enabled again, it works in time.
+    set_disabled(&store, &ada, false, 70).await;
+    assert_eq!(store.confirm_login_challenge(&secret.hash(), at(3_619)).await.unwrap(), Some(ada.id));
+    assert!(known(&store, ada.id, &laptop, 3_620).await);
+    assert_eq!(store.verify_email_with_token(&verification.hash(), at(3_619)).await.unwrap(), Some(ada.id));
+}
+
+pub async fn concurrent_login_challenge_confirmations_have_one_winner(store: SharedStore) {
+    let ada = insert_user(&store, "ada@example.com").await;
+    let laptop = new_device();
+    let secret = challenge(&store, ada.id, &laptop, 10).await;
+    let mut contenders = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        let token_hash = secret.hash();
+        contenders.spawn(async move { store.confirm_login_challenge(&token_hash, at(20)).await.unwrap() });
+    }
+    let mut winners = Vec::new();
+    while let Some(outcome) = contenders.join_next().await {
+        winners.extend(outcome.unwrap());
+    }
+    assert_eq!(winners, [ada.id], "exactly one confirmation succeeds");
+    assert!(known(&store, ada.id, &laptop, 30).await);
+}
+
+pub async fn remembered_devices_are_known_to_their_user(store: SharedStore) {
+    let ada = insert_user(&store, "ada@example.com").await;
+    let bob = insert_user(&store, "bob@example.com").await;
+    let laptop = new_device();
+    assert!(!known(&store, ada.id, &laptop, 0).await);
+
+    store.remember_device(ada.id, &laptop, at(10)).await.unwrap();
+    assert!(known(&store, ada.id, &laptop, 20).await, "remembered");
+    assert!(known(&store, ada.id, &laptop, 30).await, "touching (which refreshes last_seen_at) keeps it known");
+    assert!(!known(&store, bob.id, &laptop, 30).await, "known to its user only");
+    assert!(!known(&store, ada.id, &new_device(), 30).await);
+    store.remember_device(ada.id, &laptop, at(40)).await.unwrap();
+    assert!(known(&store, ada.id, &laptop, 50).await, "remembering twice refreshes the one device");
+
+    let unknown_user = store.remember_device(shop::new_id(), &laptop, at(60)).await.unwrap_err();
+    assert!(matches!(unknown_user, StoreError::Conflict { .. }), "unexpected {unknown_user:?}");
+    assert!(!known(&store, bob.id, &laptop, 70).await);
+}
+
+pub async fn known_devices_unseen_since_the_cutoff_are_forgotten(store: SharedStore) {
+    let ada = insert_user(&store, "ada@example.com").await;
+    let devices: Vec<SecretHash> = (0..4).map(|_| SecretToken::generate("").hash()).collect();
+    for (index, device) in devices.iter().enumerate() {
+        store.remember_device(ada.id, device, at(index as i64 * 10)).await.unwrap();
+    }
+    // Last seen at 0, 10, 20, 30: a cutoff of 25 finds three, the limit takes two.
+    assert_eq!(store.purge_known_devices(at(25), 2).await.unwrap(), 2);
+    assert_eq!(store.purge_known_devices(at(25), 10).await.unwrap(), 1);
+    assert_eq!(store.purge_known_devices(at(30), 10).await.unwrap(), 0, "the cutoff is exclusive");
+    for (index, device) in devices.iter().enumerate() {
+        let known = store.touch_known_device(ada.id, device, at(40)).await.unwrap();
+        assert_eq!(known, index == 3, "device {index}");
+    }
 }

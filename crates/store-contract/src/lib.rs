@@ -55,7 +55,11 @@ macro_rules! contract_tests {
             email_verified_at_round_trips, replacing_an_account_token_keeps_only_the_newest,
             password_reset_uses_the_token_once, expired_and_wrong_purpose_tokens_are_not_usable,
             tokens_of_disabled_users_are_not_usable, email_verification_keeps_the_first_timestamp,
-            concurrent_password_resets_have_one_winner, account_tokens_are_purged_by_cutoff_and_limit
+            concurrent_password_resets_have_one_winner, account_tokens_are_purged_by_cutoff_and_limit,
+            login_challenges_record_their_device, login_challenges_are_used_once,
+            replacing_a_login_challenge_keeps_only_the_newest, unusable_login_challenges_record_nothing,
+            concurrent_login_challenge_confirmations_have_one_winner, remembered_devices_are_known_to_their_user,
+            known_devices_unseen_since_the_cutoff_are_forgotten
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -1,7 +1,10 @@
-//! One-time account tokens (email verification, password reset) in PostgreSQL. Every operation
-//! locks the user's row before it touches the user's tokens, so replacing and using tokens of
-//! one user are serialised (no two live tokens of one purpose, no deadlock between the two), and
-//! a user cannot be disabled between the check and the use.
+//! One-time account tokens (email verification, password reset, login challenge) and the known
+//! devices a login challenge records, in PostgreSQL. Every token operation locks the user's row
+//! before it touches the user's tokens or devices, so replacing and using tokens of one user are
+//! serialised (no two live tokens of one purpose, no deadlock between the two), and a user cannot
+//! be disabled between the check and the use. Touching or remembering a device is one statement
+//! that locks the device's row (and, when it inserts, key-shares the user's row, which does not
+//! conflict with `for no key update`), so it never waits for a lock while holding one.
 
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -9,13 +12,18 @@ use shop::StoreError;
 use shop::accounts::{NewAccountToken, TokenPurpose};
 use shop::ports::AccountTokenRepository;
 use shop::secrets::SecretHash;
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{FromRow, PgConnection, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::PostgresStore;
 use crate::codec::error;
 use crate::jobs::{begin, commit};
+
+/// Records a device (`$2`) as known for a user (`$1`), seen at `$3`.
+const UPSERT_KNOWN_DEVICE: &str = "insert into known_devices (user_id, device_hash, created_at, last_seen_at) \
+     values ($1, $2, $3, $3) \
+     on conflict (user_id, device_hash) do update set last_seen_at = excluded.last_seen_at";
 
 /// Locks the row of the user who owns the token with this hash, whatever the token's state;
 /// `None` when no token has this hash.
@@ -30,19 +38,27 @@ async fn lock_token_user(conn: &mut PgConnection, token_hash: &SecretHash) -> Re
     .map_err(error("failed to lock the token's user"))
 }
 
-/// Marks a usable token of `purpose` as used at `now` and returns its user. A token of a
-/// disabled user is not usable and stays unused.
+/// What using a token returns: its user and, for a login challenge, the device it confirms.
+#[derive(FromRow)]
+struct UsedToken {
+    user_id: Uuid,
+    device_hash: Option<Vec<u8>>,
+}
+
+/// Marks a usable token of `purpose` as used at `now` and returns it. A token of a disabled
+/// user, or a login challenge without a device, is not usable and stays unused.
 async fn use_token(
     conn: &mut PgConnection,
     token_hash: &SecretHash,
     purpose: TokenPurpose,
     now: OffsetDateTime,
-) -> Result<Option<Uuid>, StoreError> {
-    sqlx::query_scalar(
+) -> Result<Option<UsedToken>, StoreError> {
+    sqlx::query_as(
         "update account_tokens set used_at = $1 \
          where token_hash = $2 and purpose = $3 and used_at is null and expires_at > $1 \
+         and (purpose <> 'login_challenge' or device_hash is not null) \
          and exists (select 1 from users where users.id = account_tokens.user_id and not users.disabled) \
-         returning user_id",
+         returning user_id, device_hash",
     )
     .bind(now)
     .bind(token_hash.as_bytes())
@@ -78,8 +94,8 @@ impl AccountTokenRepository for PostgresStore {
             .await
             .map_err(error("failed to delete earlier account tokens"))?;
         sqlx::query(
-            "insert into account_tokens (id, user_id, purpose, token_hash, created_at, expires_at) \
-             values ($1, $2, $3, $4, $5, $6)",
+            "insert into account_tokens (id, user_id, purpose, token_hash, created_at, expires_at, device_hash) \
+             values ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(token.id)
         .bind(token.user_id)
@@ -87,6 +103,7 @@ impl AccountTokenRepository for PostgresStore {
         .bind(token.token_hash.as_bytes())
         .bind(token.created_at)
         .bind(token.expires_at)
+        .bind(token.device_hash.as_ref().map(SecretHash::as_bytes))
         .execute(&mut *tx)
         .await
         .map_err(error("failed to insert account token"))?;
@@ -105,7 +122,8 @@ impl AccountTokenRepository for PostgresStore {
             roll_back(tx).await?;
             return Ok(None);
         }
-        let Some(user_id) = use_token(&mut tx, token_hash, TokenPurpose::PasswordReset, now).await? else {
+        let Some(UsedToken { user_id, .. }) = use_token(&mut tx, token_hash, TokenPurpose::PasswordReset, now).await?
+        else {
             roll_back(tx).await?;
             return Ok(None);
         };
@@ -137,7 +155,9 @@ impl AccountTokenRepository for PostgresStore {
             roll_back(tx).await?;
             return Ok(None);
         }
-        let Some(user_id) = use_token(&mut tx, token_hash, TokenPurpose::EmailVerification, now).await? else {
+        let Some(UsedToken { user_id, .. }) =
+            use_token(&mut tx, token_hash, TokenPurpose::EmailVerification, now).await?
+        else {
             roll_back(tx).await?;
             return Ok(None);
         };
@@ -153,6 +173,36 @@ impl AccountTokenRepository for PostgresStore {
         Ok(Some(user_id))
     }
 
+    async fn confirm_login_challenge(
+        &self,
+        token_hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut tx = begin(&mut conn).await?;
+        if lock_token_user(&mut tx, token_hash).await?.is_none() {
+            roll_back(tx).await?;
+            return Ok(None);
+        }
+        // use_token refuses a challenge without a device, so `device_hash` is always there; the
+        // pattern only spares an unwrap.
+        let Some(UsedToken { user_id, device_hash: Some(device_hash) }) =
+            use_token(&mut tx, token_hash, TokenPurpose::LoginChallenge, now).await?
+        else {
+            roll_back(tx).await?;
+            return Ok(None);
+        };
+        sqlx::query(UPSERT_KNOWN_DEVICE)
+            .bind(user_id)
+            .bind(device_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(error("failed to remember device"))?;
+        commit(tx).await?;
+        Ok(Some(user_id))
+    }
+
     async fn purge_account_tokens(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
         self.execute(
             "delete from account_tokens where id in \
@@ -160,5 +210,40 @@ impl AccountTokenRepository for PostgresStore {
             |q| q.bind(before).bind(i64::from(limit)),
         )
         .await
+    }
+
+    async fn purge_known_devices(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        self.execute(
+            "delete from known_devices where (user_id, device_hash) in \
+             (select user_id, device_hash from known_devices where last_seen_at < $1 limit $2)",
+            |q| q.bind(before).bind(i64::from(limit)),
+        )
+        .await
+    }
+
+    async fn touch_known_device(
+        &self,
+        user_id: Uuid,
+        device_hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let device_hash = device_hash.as_bytes().to_vec();
+        let touched = self
+            .execute("update known_devices set last_seen_at = $1 where user_id = $2 and device_hash = $3", |q| {
+                q.bind(now).bind(user_id).bind(device_hash)
+            })
+            .await?;
+        Ok(touched > 0)
+    }
+
+    async fn remember_device(
+        &self,
+        user_id: Uuid,
+        device_hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let device_hash = device_hash.as_bytes().to_vec();
+        self.execute(UPSERT_KNOWN_DEVICE, |q| q.bind(user_id).bind(device_hash).bind(now)).await?;
+        Ok(())
     }
 }

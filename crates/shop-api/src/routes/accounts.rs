@@ -5,7 +5,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use shop::ValidationErrors;
-use shop::accounts::{Email, PasswordPlain, PersonName, Role, SignedIn, UserQuery, UserSort};
+use shop::accounts::{Email, LoginOutcome, PasswordPlain, PersonName, Role, SignedIn, UserQuery, UserSort};
+use shop::secrets::SecretToken;
 use shop::{PageRequest, SortOrder};
 
 use utoipa::IntoParams;
@@ -20,7 +21,8 @@ use crate::routes::with_location;
 use crate::state::AppState;
 use crate::wire::{
     AdminUpdateUserRequest, ApiTokenBody, CreateApiTokenRequest, CreatedApiTokenBody, EmailVerificationConfirmation,
-    LogInRequest, Paged, PasswordResetConfirmation, PasswordResetRequest, SignUpRequest, UpdateMeRequest, UserBody,
+    LogInRequest, LoginChallengeBody, LoginChallengeConfirmation, Paged, PasswordResetConfirmation,
+    PasswordResetRequest, SignUpRequest, UpdateMeRequest, UserBody,
 };
 
 /// Creates a customer account and signs it in (sets the session cookie).
@@ -126,6 +128,7 @@ pub async fn confirm_email_verification(
 #[utoipa::path(post, path = "/sessions", tag = "accounts", security(()), request_body = LogInRequest,
     responses(
         (status = 201, description = "Signed in; `Set-Cookie` carries a new session", body = UserBody),
+        (status = 202, description = "Password right, but the device is new to this (staff or admin) account: a confirmation link was mailed; no session yet", body = LoginChallengeBody),
         (status = 401, description = "Invalid email or password (the same for every cause)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         CommonErrors
@@ -134,6 +137,7 @@ pub async fn log_in(
     State(state): State<AppState>,
     previous: Option<axum::Extension<PresentedSession>>,
     client: Option<axum::Extension<ClientIp>>,
+    headers: axum::http::HeaderMap,
     Json(body): Json<LogInRequest>,
 ) -> Result<Response, ApiError> {
     let mut errors = ValidationErrors::new();
@@ -146,9 +150,16 @@ pub async fn log_in(
     errors.into_result()?;
     let email = body.email.as_deref().unwrap_or_default();
     let limits = &state.inner.rate_limits;
-    limits.before_login(client_ip(client), email).await?;
+    let ip = client_ip(client);
+    limits.before_login(ip, email).await?;
     let previous = previous.map(|axum::Extension(PresentedSession(token))| token);
-    let result = state.accounts().log_in(email, body.password.as_deref().unwrap_or_default(), previous.as_ref()).await;
+    // The browser's device id: the cookie it has, or a new one it gets with this answer.
+    let https = state.settings().https;
+    let presented_device =
+        crate::auth::device_cookie(&headers, https).and_then(|raw| SecretToken::from_presented(&raw));
+    let device = presented_device.clone().unwrap_or_else(|| SecretToken::generate(""));
+    let password = body.password.as_deref().unwrap_or_default();
+    let result = state.accounts().log_in(email, password, previous.as_ref(), &device.hash(), &ip.to_string()).await;
     if !matches!(result, Err(shop::Error::Internal(_)))
         && let Some(lock) = limits.after_login(email, result.is_ok()).await
     {
@@ -158,10 +169,62 @@ pub async fn log_in(
             tracing::warn!(%error, "queueing the account lock notification failed");
         }
     }
-    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    let outcome = match &result {
+        Ok(LoginOutcome::SignedIn(_)) => "ok",
+        Ok(LoginOutcome::Challenged) => "challenged",
+        Err(_) => "failed",
+    };
     metrics::counter!("accounts_logins_total", "outcome" => outcome).increment(1);
-    let signed_in = result?;
-    Ok(session_response(&state, StatusCode::CREATED, signed_in))
+    let mut response = match result? {
+        LoginOutcome::SignedIn(signed_in) => session_response(&state, StatusCode::CREATED, signed_in),
+        LoginOutcome::Challenged => private_json(
+            StatusCode::ACCEPTED,
+            &LoginChallengeBody {
+                status: "confirmationRequired",
+                detail: "this device is new to the account: confirm the sign-in with the link we mailed, then sign in again",
+            },
+        ),
+    };
+    if presented_device.is_none() {
+        let name = if https { crate::auth::SECURE_DEVICE_COOKIE } else { crate::auth::DEVICE_COOKIE };
+        let secure = if https { "; Secure" } else { "" };
+        let cookie = format!(
+            "{name}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={DEVICE_COOKIE_MAX_AGE}{secure}",
+            device.expose()
+        );
+        if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+    }
+    Ok(response)
+}
+
+/// The device cookie lasts a year (a browser that keeps it is a known device).
+const DEVICE_COOKIE_MAX_AGE: u32 = 365 * 86_400;
+
+/// Confirms a sign-in from a new device with the token from the mailed link; the device is then
+/// known, and signing in from it succeeds.
+#[utoipa::path(post, path = "/login-challenges/confirm", tag = "accounts", security(()),
+    request_body = LoginChallengeConfirmation,
+    responses(
+        (status = 204, description = "Device confirmed; sign in again from it"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn confirm_login_challenge(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<ClientIp>>,
+    Json(body): Json<LoginChallengeConfirmation>,
+) -> Result<Response, ApiError> {
+    state.inner.rate_limits.before_token_use(client_ip(client)).await?;
+    let token = body.token.as_deref().unwrap_or_default();
+    if token.is_empty() {
+        let mut errors = ValidationErrors::new();
+        errors.add("token", "is required");
+        return Err(ApiError::Invalid(errors));
+    }
+    state.accounts().confirm_login_challenge(token).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Signs out: ends the current session and clears the cookie.

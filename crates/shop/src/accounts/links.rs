@@ -10,12 +10,33 @@ use super::{Email, NewAccountToken, PasswordPlain, TokenPurpose};
 use crate::error::Error;
 use crate::jobs::NewJob;
 use crate::mail::{MAIL_QUEUE, Mail};
-use crate::secrets::SecretToken;
+use crate::secrets::{SecretHash, SecretToken};
 use crate::validation::ValidationErrors;
 
 /// Job kinds: make a fresh link and mail it.
 pub const SEND_VERIFICATION: &str = "accounts.send_verification";
 pub const SEND_PASSWORD_RESET: &str = "accounts.send_password_reset";
+pub const SEND_LOGIN_CHALLENGE: &str = "accounts.send_login_challenge";
+
+/// What a link job needs besides the user: for a login challenge, the device to trust and the
+/// network address the sign-in came from (both shown or kept; neither is a secret).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkContext {
+    pub device_hash: Option<SecretHash>,
+    pub from_address: Option<String>,
+}
+
+impl LinkContext {
+    /// Reads the job payload written by the service.
+    pub fn from_payload(payload: &serde_json::Value) -> Self {
+        let device_hash = payload["deviceHash"]
+            .as_str()
+            .and_then(|hex| hex::decode(hex).ok())
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .map(SecretHash);
+        Self { device_hash, from_address: payload["fromAddress"].as_str().map(str::to_owned) }
+    }
+}
 
 /// The job that mails a link of `kind` to the user; one pending per user and kind.
 pub(super) fn send_link_job(kind: &str, user_id: Uuid, now: OffsetDateTime) -> NewJob {
@@ -49,15 +70,24 @@ impl AccountService {
     /// The body of the link jobs: makes a fresh token (replacing the user's earlier one of that
     /// purpose), and returns the mail carrying its link — `None` when there is nothing to send
     /// (the account is gone or disabled, or the address is already verified).
-    pub async fn prepare_link_mail(&self, purpose: TokenPurpose, user_id: Uuid) -> Result<Option<Mail>, Error> {
+    pub async fn prepare_link_mail(
+        &self,
+        purpose: TokenPurpose,
+        user_id: Uuid,
+        context: &LinkContext,
+    ) -> Result<Option<Mail>, Error> {
         let Some(user) = self.store.find_user(user_id).await? else { return Ok(None) };
         if user.disabled || (purpose == TokenPurpose::EmailVerification && user.email_verified_at.is_some()) {
             return Ok(None);
+        }
+        if purpose == TokenPurpose::LoginChallenge && context.device_hash.is_none() {
+            return Err(Error::Internal("a login challenge job without a device".into()));
         }
         let now = self.clock.now();
         let (ttl, page) = match purpose {
             TokenPurpose::EmailVerification => (self.settings.verification_ttl, "verify-email"),
             TokenPurpose::PasswordReset => (self.settings.password_reset_ttl, "reset-password"),
+            TokenPurpose::LoginChallenge => (self.settings.login_challenge_ttl, "confirm-login"),
         };
         let token = SecretToken::generate("");
         self.store
@@ -68,6 +98,7 @@ impl AccountService {
                 token_hash: token.hash(),
                 created_at: now,
                 expires_at: now + ttl,
+                device_hash: context.device_hash,
             })
             .await?;
         let link = format!("{}/{page}?token={}", self.settings.link_base_url.trim_end_matches('/'), token.expose());
@@ -76,6 +107,10 @@ impl AccountService {
         Ok(Some(match purpose {
             TokenPurpose::EmailVerification => crate::mail::verify_email(&user.email, name, &link, ttl, shop),
             TokenPurpose::PasswordReset => crate::mail::password_reset(&user.email, name, &link, ttl, shop),
+            TokenPurpose::LoginChallenge => {
+                let from = context.from_address.as_deref().unwrap_or("unknown");
+                crate::mail::login_challenge(&user.email, name, &link, ttl, from, shop)
+            }
         }))
     }
 
@@ -105,9 +140,25 @@ impl AccountService {
         }
     }
 
-    /// Deletes at most `limit` link tokens that expired or were used over a day ago.
+    /// `POST /login-challenges/confirm`: trusts the device of the challenged sign-in; signing
+    /// in again from it then succeeds.
+    pub async fn confirm_login_challenge(&self, token: &str) -> Result<(), Error> {
+        let token = SecretToken::from_presented(token).ok_or_else(invalid_token)?;
+        match self.store.confirm_login_challenge(&token.hash(), self.clock.now()).await? {
+            Some(user_id) => {
+                tracing::info!(userId = %user_id, "sign-in from a new device confirmed by mail");
+                Ok(())
+            }
+            None => Err(invalid_token()),
+        }
+    }
+
+    /// Deletes at most `limit` link tokens that expired or were used over a day ago, and at most
+    /// `limit` known devices unseen for a year; returns the larger count (repeat while it is `limit`).
     pub async fn purge_account_tokens(&self, limit: u32) -> Result<u64, Error> {
-        let before = self.clock.now() - time::Duration::days(1);
-        Ok(self.store.purge_account_tokens(before, limit).await?)
+        let now = self.clock.now();
+        let tokens = self.store.purge_account_tokens(now - time::Duration::days(1), limit).await?;
+        let devices = self.store.purge_known_devices(now - time::Duration::days(365), limit).await?;
+        Ok(tokens.max(devices))
     }
 }

@@ -8,10 +8,10 @@ mod service;
 mod user;
 
 pub use email::Email;
-pub use links::{SEND_PASSWORD_RESET, SEND_VERIFICATION};
+pub use links::{LinkContext, SEND_LOGIN_CHALLENGE, SEND_PASSWORD_RESET, SEND_VERIFICATION};
 pub use password::{PasswordHasher, PasswordPlain};
 pub use role::Role;
-pub use service::{AccountService, AccountSettings, NewApiToken, SignedIn};
+pub use service::{AccountService, AccountSettings, LoginOutcome, NewApiToken, SignedIn};
 pub use user::{
     ApiToken, AuthMethod, Caller, NewAccountToken, NewApiTokenRecord, NewSession, NewUser, PersonName, Session,
     TokenPurpose, User, UserChanges, UserQuery, UserSort, UserWithPassword,

@@ -11,7 +11,7 @@ use crate::clock::Clock;
 use crate::error::{Error, StoreError};
 use crate::pagination::Page;
 use crate::ports::Store;
-use crate::secrets::SecretToken;
+use crate::secrets::{SecretHash, SecretToken};
 use crate::validation::ValidationErrors;
 
 /// The most API tokens one user may hold; keeps the list bounded.
@@ -37,6 +37,10 @@ pub struct AccountSettings {
     pub verification_ttl: Duration,
     /// How long a password reset link works.
     pub password_reset_ttl: Duration,
+    /// Roles whose sign-ins from unknown devices wait for a mailed confirmation.
+    pub login_challenge_roles: Vec<Role>,
+    /// How long a login challenge link works.
+    pub login_challenge_ttl: Duration,
 }
 
 impl Default for AccountSettings {
@@ -48,6 +52,8 @@ impl Default for AccountSettings {
             link_base_url: "http://localhost:8080".into(),
             verification_ttl: Duration::hours(48),
             password_reset_ttl: Duration::minutes(30),
+            login_challenge_roles: vec![Role::Staff, Role::Admin],
+            login_challenge_ttl: Duration::minutes(15),
         }
     }
 }
@@ -60,6 +66,15 @@ pub struct SignedIn {
     pub expires_at: OffsetDateTime,
     /// How long the session lives from now (for the cookie's `Max-Age`).
     pub lifetime: Duration,
+}
+
+/// How a correct login ended.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    SignedIn(SignedIn),
+    /// The device is new to a challenged account: a confirmation link was mailed; sign in again
+    /// from this device once it is confirmed.
+    Challenged,
 }
 
 /// A freshly created API token with its secret, which is never retrievable again.
@@ -125,14 +140,18 @@ impl AccountService {
         })
     }
 
-    /// Checks the credentials and starts a new session. Every failure is the same
-    /// [`Error::InvalidCredentials`] after the same amount of hashing work.
+    /// Checks the credentials and starts a new session — unless the account's role is challenged
+    /// and `device` (the hash of the browser's device cookie) has never signed in to it: then a
+    /// confirmation link is mailed instead ([`LoginOutcome::Challenged`]). Every failure is the
+    /// same [`Error::InvalidCredentials`] after the same amount of hashing work.
     pub async fn log_in(
         &self,
         email: &str,
         password: &str,
         previous_session: Option<&SecretToken>,
-    ) -> Result<SignedIn, Error> {
+        device: &SecretHash,
+        from_address: &str,
+    ) -> Result<LoginOutcome, Error> {
         let Ok(password) = PasswordPlain::parse_offered(password) else {
             return Err(Error::InvalidCredentials);
         };
@@ -148,13 +167,35 @@ impl AccountService {
         if !matches || account.user.disabled {
             return Err(Error::InvalidCredentials);
         }
+        let now = self.clock.now();
+        let user_id = account.user.id;
+        // Only challenged roles keep known devices (added by confirmed challenges), so the
+        // table grows with confirmations, not with every cookie-less client's login.
+        if self.settings.login_challenge_roles.contains(&account.user.role)
+            && !self.store.touch_known_device(user_id, device, now).await?
+        {
+            let device_hex = hex::encode(device.0);
+            let payload = serde_json::json!({
+                "userId": user_id.to_string(),
+                "deviceHash": device_hex,
+                "fromAddress": from_address,
+            });
+            let job = crate::jobs::NewJob::new(super::SEND_LOGIN_CHALLENGE, payload, now)
+                .queue(crate::mail::MAIL_QUEUE)
+                .max_attempts(12)
+                .unique_key(format!("{}:{user_id}:{device_hex}", super::SEND_LOGIN_CHALLENGE));
+            if self.store.enqueue_job(&job).await? {
+                tracing::info!(userId = %user_id, "sign-in from an unknown device held for confirmation by mail");
+            }
+            return Ok(LoginOutcome::Challenged);
+        }
         if let Some(previous) = previous_session {
             // A new id at login: any session the browser already had is ended, not reused.
             if let Some((session, _)) = self.store.find_session(&previous.hash()).await? {
                 self.store.delete_session(session.id).await?;
             }
         }
-        self.start_session(account.user).await
+        self.start_session(account.user).await.map(LoginOutcome::SignedIn)
     }
 
     async fn start_session(&self, user: User) -> Result<SignedIn, Error> {

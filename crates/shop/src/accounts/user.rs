@@ -182,6 +182,8 @@ mod tests {
 pub enum TokenPurpose {
     EmailVerification,
     PasswordReset,
+    /// Confirms a sign-in from a device the account has not used before.
+    LoginChallenge,
 }
 
 impl TokenPurpose {
@@ -189,11 +191,14 @@ impl TokenPurpose {
         match self {
             Self::EmailVerification => "email_verification",
             Self::PasswordReset => "password_reset",
+            Self::LoginChallenge => "login_challenge",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::EmailVerification, Self::PasswordReset].into_iter().find(|purpose| purpose.as_str() == raw)
+        [Self::EmailVerification, Self::PasswordReset, Self::LoginChallenge]
+            .into_iter()
+            .find(|purpose| purpose.as_str() == raw)
     }
 }
 
@@ -206,4 +211,6 @@ pub struct NewAccountToken {
     pub token_hash: SecretHash,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+    /// For a login challenge: the hash of the device cookie of the sign-in it confirms.
+    pub device_hash: Option<SecretHash>,
 }

@@ -117,6 +117,41 @@ pub fn password_reset(to: &Email, name: &str, link: &str, valid_for: time::Durat
     Mail::new(to, subject, text, html)
 }
 
+/// Asks the owner to confirm a sign-in from a device the account has not used before.
+pub fn login_challenge(
+    to: &Email,
+    name: &str,
+    link: &str,
+    valid_for: time::Duration,
+    from_address: &str,
+    shop_name: &str,
+) -> Mail {
+    let subject = format!("{shop_name}: confirm a sign-in from a new device");
+    let valid = in_words(valid_for);
+    let text = format!(
+        "Hello {name},\n\nYour {shop_name} password was just used to sign in from a device this \
+         account has not used before (network address {from_address}). If that was you, confirm it \
+         within {valid} with this link, then sign in again on that device:\n\n{link}\n\n\
+         If it was not you, do not open the link: someone knows your password. Change it now \
+         (\"forgot password\" works even while you are signed out).\n"
+    );
+    let html = html_page(
+        &subject,
+        &format!(
+            "<p>Hello {},</p>\n<p>Your {} password was just used to sign in from a device this account \
+             has not used before (network address {}). If that was you, confirm it within {} with \
+             this link, then sign in again on that device:</p>\n<p><a href=\"{}\">Yes, this was me</a></p>\n\
+             <p>If it was not you, do not open the link: someone knows your password. Change it now.</p>",
+            HtmlEscaped(name),
+            HtmlEscaped(shop_name),
+            HtmlEscaped(from_address),
+            HtmlEscaped(&valid),
+            HtmlEscaped(link)
+        ),
+    );
+    Mail::new(to, subject, text, html)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -100,6 +100,9 @@ pub fn test_config(database_url: &str) -> Config {
     config.database.migrate_on_start = Some(true);
     config.database.max_connections = 5;
     config.log.level = std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into());
+    // Staff and admin test clients sign in from fresh "devices" all the time; the login
+    // challenge has its own tests, which turn it on.
+    config.accounts.login_challenge_roles = Vec::new();
     // A quick worker, so job tests do not wait long.
     config.jobs.poll_interval_ms = 50;
     config.jobs.retry_base_secs = 1;

@@ -146,3 +146,64 @@ async fn mail_sending_requests_are_limited_per_address_mailed_and_per_client() {
     problem(guess().send().await.unwrap(), StatusCode::TOO_MANY_REQUESTS).await;
     app.stop().await;
 }
+
+async fn sign_ins_from_new_devices_of_staff_wait_for_a_mailed_confirmation(backend: Backend) {
+    let app = spawn_app_with(backend, |config| {
+        config.accounts.login_challenge_roles = vec!["staff".into(), "admin".into()];
+    })
+    .await;
+    app.create_user("sam@example.com", Role::Staff).await;
+    app.create_user("cat@example.com", Role::Customer).await;
+    let log_in = |client: &reqwest::Client, email: &str, password: &str| {
+        client.post(app.url("/api/v1/sessions")).json(&json!({ "email": email, "password": password }))
+    };
+    let laptop = app.new_client();
+    let challenged = log_in(&laptop, "sam@example.com", PASSWORD).send().await.unwrap();
+    assert_eq!(challenged.status(), StatusCode::ACCEPTED);
+    let cookies: Vec<&str> =
+        challenged.headers().get_all("set-cookie").iter().map(|value| value.to_str().unwrap()).collect();
+    assert!(cookies.iter().any(|cookie| cookie.starts_with("shopkeep_device=") && cookie.contains("HttpOnly")));
+    assert!(!cookies.iter().any(|cookie| cookie.starts_with("shopkeep_session=")), "no session yet: {cookies:?}");
+    let body: Value = challenged.json().await.unwrap();
+    assert_eq!(body["status"], "confirmationRequired");
+    assert_eq!(me(&laptop, &app).await.status(), StatusCode::UNAUTHORIZED);
+    // A wrong password is a plain 401: the challenge reveals nothing to a guesser.
+    let wrong = log_in(&app.new_client(), "sam@example.com", "a wrong password").send().await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    // Customers are not challenged.
+    assert_eq!(
+        log_in(&app.new_client(), "cat@example.com", PASSWORD).send().await.unwrap().status(),
+        StatusCode::CREATED
+    );
+
+    let outbox = app.outbox_with(1).await;
+    let mail = &outbox[0].mail;
+    assert_eq!(mail.to, "sam@example.com");
+    assert!(mail.subject.contains("new device"), "{}", mail.subject);
+    assert!(mail.text.contains("network address 127.0.0.1"), "{}", mail.text);
+    let token = token_in(&mail.text);
+    let confirm = || app.api(Method::POST, "/login-challenges/confirm").json(&json!({ "token": token }));
+    assert_eq!(confirm().send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    let reused = problem(confirm().send().await.unwrap(), StatusCode::BAD_REQUEST).await;
+    assert_eq!(reused["errors"][0]["field"], "token");
+
+    let signed_in = log_in(&laptop, "sam@example.com", PASSWORD).send().await.unwrap();
+    assert_eq!(signed_in.status(), StatusCode::CREATED, "the confirmed device signs in");
+    assert_eq!(me(&laptop, &app).await.status(), StatusCode::OK);
+    // Another device is still new.
+    let phone = app.new_client();
+    assert_eq!(log_in(&phone, "sam@example.com", PASSWORD).send().await.unwrap().status(), StatusCode::ACCEPTED);
+    let missing = app.api(Method::POST, "/login-challenges/confirm").json(&json!({}));
+    problem(missing.send().await.unwrap(), StatusCode::BAD_REQUEST).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_challenges_on_sqlite() {
+    sign_ins_from_new_devices_of_staff_wait_for_a_mailed_confirmation(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_challenges_on_postgres() {
+    sign_ins_from_new_devices_of_staff_wait_for_a_mailed_confirmation(Backend::Postgres).await;
+}
