@@ -40,13 +40,16 @@ impl<T: ToSchema> Paged<T> {
 #[serde(rename_all = "camelCase")]
 pub struct UserBody {
     pub id: Uuid,
-    pub email: String,
+    /// `null` for a guest.
+    pub email: Option<String>,
     pub name: String,
     /// `customer`, `staff` or `admin`.
     pub role: String,
     pub disabled: bool,
     /// Whether the owner has confirmed the address (the link mailed at sign-up).
     pub email_verified: bool,
+    /// An ephemeral guest account, until upgraded (`POST /users/me/upgrade`).
+    pub guest: bool,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
@@ -59,11 +62,12 @@ impl From<User> for UserBody {
     fn from(user: User) -> Self {
         Self {
             id: user.id,
-            email: user.email.as_str().to_owned(),
+            email: (!user.guest).then(|| user.email.as_str().to_owned()),
             name: user.name.as_str().to_owned(),
             role: user.role.as_str().to_owned(),
             disabled: user.disabled,
             email_verified: user.email_verified_at.is_some(),
+            guest: user.guest,
             created_at: user.created_at,
             updated_at: user.updated_at,
         }

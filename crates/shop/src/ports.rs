@@ -5,8 +5,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::accounts::{
-    ApiToken, Email, NewAccountToken, NewApiTokenRecord, NewSession, NewUser, Session, User, UserChanges, UserQuery,
-    UserWithPassword,
+    ApiToken, Email, NewAccountToken, NewApiTokenRecord, NewSession, NewUser, PersonName, Session, User, UserChanges,
+    UserQuery, UserWithPassword,
 };
 use crate::catalog::{
     Category, CategoryChanges, CategorySort, IdOrSlug, NewCategory, NewProduct, Product, ProductChanges, ProductQuery,
@@ -28,6 +28,21 @@ pub trait UserRepository: Send + Sync {
     /// `NotFound` when there is no such user.
     async fn update_user(&self, id: Uuid, changes: &UserChanges, now: OffsetDateTime) -> Result<User, StoreError>;
     async fn list_users(&self, query: &UserQuery) -> Result<Page<User>, StoreError>;
+    /// Turns a guest into a full account in place (same id, so its cart and orders stay): sets
+    /// email, name, password hash, `guest = false`, and enqueues `jobs` in the same transaction.
+    /// `NotFound` when the id is not a guest; `Conflict { users_email_key }` when the address is taken.
+    async fn upgrade_guest(
+        &self,
+        id: Uuid,
+        email: &Email,
+        name: &PersonName,
+        password_hash: &str,
+        now: OffsetDateTime,
+        jobs: &[NewJob],
+    ) -> Result<User, StoreError>;
+    /// Deletes at most `limit` guests created before `created_before` that have no session left
+    /// (their sessions expired idle and were purged); their data goes with them (cascades).
+    async fn delete_idle_guests(&self, created_before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
 }
 
 /// Browser sessions, looked up by the hash of their secret.

@@ -98,6 +98,7 @@ pub fn account_service(config: &Config, store: Arc<dyn Store>, clock: Arc<dyn Cl
             .filter_map(|role| shop::accounts::Role::parse(role).ok())
             .collect(),
         login_challenge_ttl: time::Duration::minutes(config.accounts.login_challenge_ttl_minutes as i64),
+        guest_idle_ttl: time::Duration::hours(config.accounts.guest_idle_ttl_hours as i64),
     };
     AccountService::new(store, PasswordHasher::new(concurrency), clock, settings)
 }

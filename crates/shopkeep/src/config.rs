@@ -215,6 +215,10 @@ pub struct AccountsConfig {
     pub login_challenge_roles: Vec<String>,
     /// How long a login confirmation link works.
     pub login_challenge_ttl_minutes: u64,
+    /// A guest's session ends after this long unused; the guest is then deleted (hourly).
+    pub guest_idle_ttl_hours: u64,
+    /// The guest purge's governor: at most this many guests deleted per hour.
+    pub guest_purge_max_per_hour: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -425,6 +429,8 @@ impl Default for AccountsConfig {
             password_reset_ttl_minutes: 30,
             login_challenge_roles: vec!["staff".into(), "admin".into()],
             login_challenge_ttl_minutes: 15,
+            guest_idle_ttl_hours: 24,
+            guest_purge_max_per_hour: 100_000,
         }
     }
 }
@@ -631,6 +637,8 @@ impl Config {
             ("accounts.verification_ttl_hours", self.accounts.verification_ttl_hours, 1..=720),
             ("accounts.password_reset_ttl_minutes", self.accounts.password_reset_ttl_minutes, 5..=1_440),
             ("accounts.login_challenge_ttl_minutes", self.accounts.login_challenge_ttl_minutes, 5..=1_440),
+            ("accounts.guest_idle_ttl_hours", self.accounts.guest_idle_ttl_hours, 1..=8_760),
+            ("accounts.guest_purge_max_per_hour", u64::from(self.accounts.guest_purge_max_per_hour), 1..=100_000_000),
             ("jobs.batch_size", u64::from(self.jobs.batch_size), 1..=1_000),
             ("jobs.poll_interval_ms", self.jobs.poll_interval_ms, 10..=600_000),
             ("jobs.lease_secs", self.jobs.lease_secs, 3..=86_400),

@@ -17,6 +17,25 @@ use crate::config::Config;
 pub const PURGE_SESSIONS: &str = "sessions.purge";
 pub const PURGE_MAIL_OUTBOX: &str = "mail.purge_outbox";
 pub const PURGE_ACCOUNT_TOKENS: &str = "accounts.purge_tokens";
+pub const PURGE_GUESTS: &str = "accounts.purge_guests";
+
+/// `accounts.purge_guests`: deletes idle guests whose sessions are gone, at the pace its
+/// governor allows. Idempotent.
+pub struct PurgeGuests {
+    accounts: AccountService,
+    governor: resilience::ActionGovernor,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for PurgeGuests {
+    async fn run(&self, _job: &Job) -> Result<(), HandlerError> {
+        let run = governed_purge(&self.governor, SESSION_PURGE_BATCH, |limit| self.accounts.purge_idle_guests(limit));
+        let outcome = run.await.map_err(|error| HandlerError::Transient(error.to_string()))?;
+        metrics::counter!("accounts_guests_purged_total").increment(outcome.purged);
+        tracing::debug!(purged = outcome.purged, heldBack = outcome.held_back, "idle guests deleted");
+        Ok(())
+    }
+}
 
 /// `mail.send`: hands the rendered message to the mailer, with the job id as its message id.
 /// Idempotent as far as mail can be: the outbox stores a job's message once; over SMTP a
@@ -130,6 +149,15 @@ pub fn build_worker(
         handlers.register(kind, SendLink { accounts: accounts.clone(), mailer: Arc::clone(&mailer), purpose });
     }
     handlers.register(PURGE_ACCOUNT_TOKENS, PurgeAccountTokens { accounts: accounts.clone() });
+    let guest_governor = resilience::ActionGovernor::new(
+        resilience::ActionGovernorConfig {
+            name: "guest_purge".into(),
+            max_actions: config.accounts.guest_purge_max_per_hour,
+            period: Duration::from_secs(3_600),
+        },
+        Arc::new(resilience::MonotonicClock),
+    );
+    handlers.register(PURGE_GUESTS, PurgeGuests { accounts: accounts.clone(), governor: guest_governor });
     handlers.register(
         PURGE_MAIL_OUTBOX,
         PurgeMailOutbox {
@@ -153,6 +181,13 @@ pub fn build_worker(
             kind: PURGE_SESSIONS.into(),
             queue: "default".into(),
             schedule: Schedule::Every(Duration::from_secs(config.accounts.session_purge_interval_secs)),
+            payload: serde_json::json!({}),
+        })
+        .schedule(RecurringJob {
+            name: PURGE_GUESTS.into(),
+            kind: PURGE_GUESTS.into(),
+            queue: "default".into(),
+            schedule: Schedule::Every(Duration::from_secs(3_600)),
             payload: serde_json::json!({}),
         })
         .schedule(RecurringJob {

@@ -1,13 +1,16 @@
-//! Contract cases for users, sessions and API tokens.
+//! Contract cases for users, sessions and API tokens, and guest accounts: upgrade in place and
+//! the purge of idle guests.
 
 use shop::accounts::{
-    Email, NewApiTokenRecord, NewSession, NewUser, PersonName, Role, UserChanges, UserQuery, UserSort,
+    Email, NewApiTokenRecord, NewSession, NewUser, PersonName, Role, TokenPurpose, User, UserChanges, UserQuery,
+    UserSort,
 };
+use shop::jobs::JobQuery;
 use shop::secrets::SecretToken;
 use shop::{PageRequest, StoreError};
 use uuid::Uuid;
 
-use crate::{SharedStore, at};
+use crate::{SharedStore, at, new_account_token, new_job};
 
 pub fn new_user(email: &str, role: Role, seconds: i64) -> NewUser {
     NewUser {
@@ -16,6 +19,22 @@ pub fn new_user(email: &str, role: Role, seconds: i64) -> NewUser {
         name: PersonName::parse("Ada Lovelace").unwrap(),
         role,
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into(),
+        guest: false,
+        created_at: at(seconds),
+    }
+}
+
+/// A guest created at `at(seconds)`: a unique placeholder address under `.invalid` and a
+/// password hash that never verifies.
+pub fn new_guest(seconds: i64) -> NewUser {
+    let id = shop::new_id();
+    NewUser {
+        id,
+        email: Email::parse(&format!("guest-{}@guest.invalid", id.simple())).unwrap(),
+        name: PersonName::parse("Guest").unwrap(),
+        role: Role::Customer,
+        password_hash: "!".into(),
+        guest: true,
         created_at: at(seconds),
     }
 }
@@ -27,6 +46,7 @@ pub async fn users_round_trip(store: SharedStore) {
     assert_eq!(user.email.as_str(), "ada@example.com");
     assert_eq!(user.role, Role::Customer);
     assert!(!user.disabled);
+    assert!(!user.guest);
     assert_eq!(user.created_at, at(0));
     assert_eq!(user.updated_at, at(0));
     assert_eq!(store.find_user(new.id).await.unwrap(), Some(user.clone()));
@@ -217,4 +237,151 @@ pub async fn api_tokens_of_other_users_are_not_found(store: SharedStore) {
     assert!(matches!(error, StoreError::NotFound), "unexpected {error:?}");
     assert!(store.find_api_token(&secret.hash()).await.unwrap().is_some());
     assert!(store.list_api_tokens(intruder.id).await.unwrap().is_empty());
+}
+
+/// Stores a session for `user_id` created at `at(seconds)`; returns its secret.
+async fn sign_in(store: &SharedStore, user_id: Uuid, seconds: i64) -> SecretToken {
+    let secret = SecretToken::generate("");
+    store.insert_session(&new_session(user_id, &secret, seconds)).await.unwrap();
+    secret
+}
+
+fn new_password_hash() -> String {
+    "$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdHM$bmV3aGFzaA".into()
+}
+
+pub async fn guests_round_trip(store: SharedStore) {
+    let new = new_guest(0);
+    let guest = store.insert_user(&new, &[]).await.unwrap();
+    assert!(guest.guest);
+    assert_eq!(guest.id, new.id);
+    assert_eq!(guest.email, new.email);
+    let full = store.insert_user(&new_user("ada@example.com", Role::Customer, 1), &[]).await.unwrap();
+    assert!(!full.guest);
+    assert_eq!(store.find_user(guest.id).await.unwrap(), Some(guest.clone()));
+    assert_eq!(store.find_user_by_email(&new.email).await.unwrap().unwrap().user, guest);
+    let with_password = store.find_user_with_password(guest.id).await.unwrap().unwrap();
+    assert_eq!(with_password.user, guest);
+    assert_eq!(with_password.password_hash, new.password_hash);
+    let session = sign_in(&store, guest.id, 5).await;
+    assert_eq!(store.find_session(&session.hash()).await.unwrap().unwrap().1, guest);
+    let listed = store.list_users(&UserQuery::default()).await.unwrap();
+    assert_eq!(listed.items, [full, guest], "guests are listed too, newest first");
+}
+
+pub async fn upgrading_a_guest_keeps_its_id_and_sessions(store: SharedStore) {
+    let new = new_guest(0);
+    let guest = store.insert_user(&new, &[]).await.unwrap();
+    let session = sign_in(&store, guest.id, 10).await;
+    let welcome = new_job("mail.welcome", 60).queue("mail");
+    let email = Email::parse("ada@example.com").unwrap();
+    let name = PersonName::parse("Ada Lovelace").unwrap();
+    let upgraded = store
+        .upgrade_guest(guest.id, &email, &name, &new_password_hash(), at(60), std::slice::from_ref(&welcome))
+        .await
+        .unwrap();
+    assert_eq!(upgraded.id, guest.id);
+    assert_eq!(upgraded.email, email);
+    assert_eq!(upgraded.name, name);
+    assert!(!upgraded.guest);
+    assert_eq!(upgraded.role, Role::Customer);
+    assert_eq!(upgraded.email_verified_at, None);
+    assert_eq!(upgraded.created_at, at(0));
+    assert_eq!(upgraded.updated_at, at(60));
+    assert_eq!(store.find_user(guest.id).await.unwrap(), Some(upgraded.clone()));
+    let with_password = store.find_user_by_email(&email).await.unwrap().unwrap();
+    assert_eq!(with_password.user, upgraded);
+    assert_eq!(with_password.password_hash, new_password_hash());
+    assert!(store.find_user_by_email(&new.email).await.unwrap().is_none(), "the placeholder is gone");
+    assert_eq!(store.find_session(&session.hash()).await.unwrap().unwrap().1, upgraded, "still signed in");
+    assert_eq!(store.find_job(welcome.id).await.unwrap().unwrap().payload, welcome.payload);
+    assert_eq!(store.list_jobs(&JobQuery::default()).await.unwrap().total, 1);
+    let again = new_job("mail.welcome", 70).queue("mail");
+    let error = store
+        .upgrade_guest(guest.id, &email, &name, &new_password_hash(), at(70), std::slice::from_ref(&again))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::NotFound), "an upgraded account is no guest: {error:?}");
+    assert!(store.find_job(again.id).await.unwrap().is_none());
+}
+
+async fn assert_upgrade_refused(store: &SharedStore, id: Uuid, email: &str, expected: &str) {
+    let orphan = new_job("mail.welcome", 60).queue("mail");
+    let jobs_before = store.list_jobs(&JobQuery::default()).await.unwrap().total;
+    let error = store
+        .upgrade_guest(
+            id,
+            &Email::parse(email).unwrap(),
+            &PersonName::parse("Grace Hopper").unwrap(),
+            &new_password_hash(),
+            at(60),
+            std::slice::from_ref(&orphan),
+        )
+        .await
+        .unwrap_err();
+    let matched = match &error {
+        StoreError::NotFound => expected == "not found",
+        StoreError::Conflict { constraint } => constraint == expected,
+        _ => false,
+    };
+    assert!(matched, "expected {expected}, got {error:?}");
+    assert!(store.find_job(orphan.id).await.unwrap().is_none(), "the failed upgrade left no job behind");
+    assert_eq!(store.list_jobs(&JobQuery::default()).await.unwrap().total, jobs_before);
+}
+
+pub async fn upgrading_a_full_account_is_not_found(store: SharedStore) {
+    let full = store.insert_user(&new_user("ada@example.com", Role::Customer, 0), &[]).await.unwrap();
+    assert_upgrade_refused(&store, full.id, "grace@example.com", "not found").await;
+    let stored = store.find_user_with_password(full.id).await.unwrap().unwrap();
+    assert_eq!(stored.user, full, "unchanged");
+    assert_eq!(stored.password_hash, new_user("ada@example.com", Role::Customer, 0).password_hash);
+}
+
+pub async fn upgrading_an_unknown_id_is_not_found(store: SharedStore) {
+    store.insert_user(&new_guest(0), &[]).await.unwrap();
+    assert_upgrade_refused(&store, Uuid::now_v7(), "grace@example.com", "not found").await;
+    assert!(store.find_user_by_email(&Email::parse("grace@example.com").unwrap()).await.unwrap().is_none());
+}
+
+pub async fn upgrading_a_guest_to_a_taken_address_is_a_conflict(store: SharedStore) {
+    let ada = store.insert_user(&new_user("ada@example.com", Role::Customer, 0), &[]).await.unwrap();
+    let new = new_guest(1);
+    let guest = store.insert_user(&new, &[]).await.unwrap();
+    assert_upgrade_refused(&store, guest.id, "ada@example.com", "users_email_key").await;
+    let stored = store.find_user_with_password(guest.id).await.unwrap().unwrap();
+    assert_eq!(stored.user, guest, "the guest is unchanged");
+    assert_eq!(stored.password_hash, new.password_hash);
+    assert_eq!(store.find_user(ada.id).await.unwrap(), Some(ada));
+}
+
+pub async fn idle_guests_are_deleted_by_cutoff_and_limit(store: SharedStore) {
+    let mut idle: Vec<User> = Vec::new();
+    for seconds in 0..3 {
+        idle.push(store.insert_user(&new_guest(seconds), &[]).await.unwrap());
+    }
+    // Data of a deleted guest goes with it.
+    let verification = SecretToken::generate("");
+    let token = new_account_token(idle[0].id, TokenPurpose::EmailVerification, &verification, 0);
+    store.replace_account_token(&token).await.unwrap();
+    let api_secret = SecretToken::generate("skp_");
+    store.insert_api_token(&new_token(idle[0].id, &api_secret, 0)).await.unwrap();
+    let signed_in = store.insert_user(&new_guest(0), &[]).await.unwrap();
+    let session = sign_in(&store, signed_in.id, 0).await;
+    let young = store.insert_user(&new_guest(100), &[]).await.unwrap();
+    let cutoff_exactly = store.insert_user(&new_guest(50), &[]).await.unwrap();
+    let full = store.insert_user(&new_user("ada@example.com", Role::Customer, 0), &[]).await.unwrap();
+
+    assert_eq!(store.delete_idle_guests(at(50), 2).await.unwrap(), 2, "at most the limit");
+    assert_eq!(store.delete_idle_guests(at(50), 10).await.unwrap(), 1, "then the rest");
+    assert_eq!(store.delete_idle_guests(at(50), 10).await.unwrap(), 0);
+    for guest in &idle {
+        assert!(store.find_user(guest.id).await.unwrap().is_none());
+    }
+    assert!(store.find_api_token(&api_secret.hash()).await.unwrap().is_none());
+    assert_eq!(store.verify_email_with_token(&verification.hash(), at(60)).await.unwrap(), None);
+    assert_eq!(store.find_user(signed_in.id).await.unwrap(), Some(signed_in), "a guest with a session stays");
+    assert!(store.find_session(&session.hash()).await.unwrap().is_some());
+    assert_eq!(store.find_user(young.id).await.unwrap(), Some(young));
+    assert_eq!(store.find_user(cutoff_exactly.id).await.unwrap(), Some(cutoff_exactly), "created_before is exclusive");
+    assert_eq!(store.find_user(full.id).await.unwrap(), Some(full), "full accounts are never purged");
 }

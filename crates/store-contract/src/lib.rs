@@ -59,7 +59,10 @@ macro_rules! contract_tests {
             login_challenges_record_their_device, login_challenges_are_used_once,
             replacing_a_login_challenge_keeps_only_the_newest, unusable_login_challenges_record_nothing,
             concurrent_login_challenge_confirmations_have_one_winner, remembered_devices_are_known_to_their_user,
-            known_devices_unseen_since_the_cutoff_are_forgotten
+            known_devices_unseen_since_the_cutoff_are_forgotten, guests_round_trip,
+            upgrading_a_guest_keeps_its_id_and_sessions, upgrading_a_full_account_is_not_found,
+            upgrading_an_unknown_id_is_not_found, upgrading_a_guest_to_a_taken_address_is_a_conflict,
+            idle_guests_are_deleted_by_cutoff_and_limit
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -21,7 +21,7 @@ use crate::jobs::{begin, commit, insert_job};
 macro_rules! user_columns {
     () => {
         "users.id, users.email, users.name, users.role::text as role, users.disabled, users.password_hash, \
-         users.email_verified_at, users.created_at, users.updated_at"
+         users.email_verified_at, users.is_guest, users.created_at, users.updated_at"
     };
 }
 
@@ -34,6 +34,7 @@ struct UserRow {
     disabled: bool,
     password_hash: String,
     email_verified_at: Option<OffsetDateTime>,
+    is_guest: bool,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
 }
@@ -47,6 +48,7 @@ impl UserRow {
             role: Role::parse(&self.role).map_err(|e| corrupt("role", e))?,
             disabled: self.disabled,
             email_verified_at: self.email_verified_at,
+            guest: self.is_guest,
             created_at: self.created_at,
             updated_at: self.updated_at,
         };
@@ -60,8 +62,8 @@ impl UserRepository for PostgresStore {
         let mut conn = self.connection().await?;
         let mut tx = begin(&mut conn).await?;
         let row: UserRow = sqlx::query_as(concat!(
-            "insert into users (id, email, name, role, disabled, password_hash, created_at, updated_at) \
-             values ($1, $2, $3, $4::user_role, false, $5, $6, $7) returning ",
+            "insert into users (id, email, name, role, disabled, password_hash, is_guest, created_at, updated_at) \
+             values ($1, $2, $3, $4::user_role, false, $5, $6, $7, $8) returning ",
             user_columns!()
         ))
         .bind(user.id)
@@ -69,6 +71,7 @@ impl UserRepository for PostgresStore {
         .bind(user.name.as_str())
         .bind(user.role.as_str())
         .bind(&user.password_hash)
+        .bind(user.guest)
         .bind(user.created_at)
         .bind(user.created_at)
         .fetch_one(&mut *tx)
@@ -144,6 +147,52 @@ impl UserRepository for PostgresStore {
             select.build_query_as().fetch_all(&mut *conn).await.map_err(error("failed to list users"))?;
         let items = rows.into_iter().map(|row| row.into_user().map(|found| found.user)).collect::<Result<_, _>>()?;
         Ok(Page { items, total: count(total), request: query.page })
+    }
+
+    async fn upgrade_guest(
+        &self,
+        id: Uuid,
+        email: &Email,
+        name: &PersonName,
+        password_hash: &str,
+        now: OffsetDateTime,
+        jobs: &[NewJob],
+    ) -> Result<User, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut tx = begin(&mut conn).await?;
+        let row: Option<UserRow> = sqlx::query_as(concat!(
+            "update users set email = $1, name = $2, password_hash = $3, is_guest = false, updated_at = $4 \
+             where id = $5 and is_guest returning ",
+            user_columns!()
+        ))
+        .bind(email.as_str())
+        .bind(name.as_str())
+        .bind(password_hash)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(error("failed to upgrade guest"))?;
+        // Returning drops the transaction, which rolls back: no job (and no notification)
+        // without the upgrade.
+        let row = row.ok_or(StoreError::NotFound)?;
+        for job in jobs {
+            insert_job(&mut tx, job).await?;
+        }
+        commit(tx).await?;
+        Ok(row.into_user()?.user)
+    }
+
+    async fn delete_idle_guests(&self, created_before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        // The outer is_guest is re-checked on the current row version, so a guest upgraded while
+        // the statement runs is not deleted.
+        self.execute(
+            "delete from users where is_guest and id in \
+             (select id from users where is_guest and created_at < $1 \
+              and not exists (select 1 from sessions where sessions.user_id = users.id) limit $2)",
+            |q| q.bind(created_before).bind(i64::from(limit)),
+        )
+        .await
     }
 }
 

@@ -21,7 +21,7 @@ use crate::{SqliteStore, commit};
 macro_rules! user_columns {
     () => {
         "users.id, users.email, users.name, users.role, users.disabled, users.password_hash, \
-         users.email_verified_at, users.created_at, users.updated_at"
+         users.email_verified_at, users.is_guest, users.created_at, users.updated_at"
     };
 }
 
@@ -34,6 +34,7 @@ struct UserRow {
     disabled: bool,
     password_hash: String,
     email_verified_at: Option<String>,
+    is_guest: bool,
     created_at: String,
     updated_at: String,
 }
@@ -47,6 +48,7 @@ impl UserRow {
             role: Role::parse(&self.role).map_err(|e| corrupt("role", e))?,
             disabled: self.disabled,
             email_verified_at: parse_optional_timestamp(self.email_verified_at.as_deref())?,
+            guest: self.is_guest,
             created_at: parse_timestamp(&self.created_at)?,
             updated_at: parse_timestamp(&self.updated_at)?,
         };
@@ -60,8 +62,8 @@ impl UserRepository for SqliteStore {
         let mut conn = self.connection().await?;
         let mut tx = Self::begin_write(&mut conn).await?;
         let row: UserRow = sqlx::query_as(concat!(
-            "insert into users (id, email, name, role, disabled, password_hash, created_at, updated_at) \
-             values (?, ?, ?, ?, 0, ?, ?, ?) returning ",
+            "insert into users (id, email, name, role, disabled, password_hash, is_guest, created_at, updated_at) \
+             values (?, ?, ?, ?, 0, ?, ?, ?, ?) returning ",
             user_columns!()
         ))
         .bind(user.id)
@@ -69,6 +71,7 @@ impl UserRepository for SqliteStore {
         .bind(user.name.as_str())
         .bind(user.role.as_str())
         .bind(&user.password_hash)
+        .bind(user.guest)
         .bind(timestamp(user.created_at))
         .bind(timestamp(user.created_at))
         .fetch_one(&mut *tx)
@@ -146,6 +149,49 @@ impl UserRepository for SqliteStore {
             select.build_query_as().fetch_all(&mut *conn).await.map_err(error("failed to list users"))?;
         let items = rows.into_iter().map(|row| row.into_user().map(|found| found.user)).collect::<Result<_, _>>()?;
         Ok(Page { items, total: count(total), request: query.page })
+    }
+
+    async fn upgrade_guest(
+        &self,
+        id: Uuid,
+        email: &Email,
+        name: &PersonName,
+        password_hash: &str,
+        now: OffsetDateTime,
+        jobs: &[NewJob],
+    ) -> Result<User, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut tx = Self::begin_write(&mut conn).await?;
+        let row: Option<UserRow> = sqlx::query_as(concat!(
+            "update users set email = ?, name = ?, password_hash = ?, is_guest = 0, updated_at = ? \
+             where id = ? and is_guest = 1 returning ",
+            user_columns!()
+        ))
+        .bind(email.as_str())
+        .bind(name.as_str())
+        .bind(password_hash)
+        .bind(timestamp(now))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(error("failed to upgrade guest"))?;
+        // Returning drops the transaction, which rolls back: no job without the upgrade.
+        let row = row.ok_or(StoreError::NotFound)?;
+        for job in jobs {
+            insert_job(&mut tx, job).await?;
+        }
+        commit(tx).await?;
+        Ok(row.into_user()?.user)
+    }
+
+    async fn delete_idle_guests(&self, created_before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        self.execute_write(
+            "delete from users where is_guest = 1 and id in \
+             (select id from users where is_guest = 1 and created_at < ? \
+              and not exists (select 1 from sessions where sessions.user_id = users.id) limit ?)",
+            |q| q.bind(timestamp(created_before)).bind(i64::from(limit)),
+        )
+        .await
     }
 }
 

@@ -53,6 +53,53 @@ pub async fn sign_up(
     Ok(with_location(session_response(&state, StatusCode::CREATED, signed_in), &location))
 }
 
+/// Creates an ephemeral guest account and signs it in (anonymous checkout). Idle guests are
+/// deleted; `POST /users/me/upgrade` keeps one for good.
+#[utoipa::path(post, path = "/guests", tag = "accounts", security(()),
+    responses(
+        (status = 201, description = "Guest created and signed in; `Set-Cookie` carries the session", body = UserBody),
+        CommonErrors
+    ))]
+pub async fn create_guest(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<ClientIp>>,
+) -> Result<Response, ApiError> {
+    state.inner.rate_limits.before_signup(client_ip(client)).await?;
+    let signed_in = state.accounts().create_guest().await?;
+    metrics::counter!("accounts_guests_total").increment(1);
+    let location = format!("/api/v1/users/{}", signed_in.user.id);
+    Ok(with_location(session_response(&state, StatusCode::CREATED, signed_in), &location))
+}
+
+/// Turns the signed-in guest into a full account (same account, so its cart and orders stay);
+/// a new session replaces the guest's and a verification mail is queued.
+#[utoipa::path(post, path = "/users/me/upgrade", tag = "accounts",
+    security(("session" = ["customer"])), request_body = SignUpRequest,
+    responses(
+        (status = 200, description = "Now a full account; `Set-Cookie` carries a new session", body = UserBody),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not a guest, or the email is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn upgrade_guest(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    client: Option<axum::Extension<ClientIp>>,
+    Json(body): Json<SignUpRequest>,
+) -> Result<Response, ApiError> {
+    state.inner.rate_limits.before_signup(client_ip(client)).await?;
+    let mut errors = ValidationErrors::new();
+    let email = errors.check("email", Email::parse(body.email.as_deref().unwrap_or_default()));
+    let password = errors.check("password", PasswordPlain::parse_new(body.password.as_deref().unwrap_or_default()));
+    let name = errors.check("name", PersonName::parse(body.name.as_deref().unwrap_or_default()));
+    let (Some(email), Some(password), Some(name)) = (email, password, name) else {
+        return Err(ApiError::Invalid(errors));
+    };
+    let signed_in = state.accounts().upgrade_guest(&caller, email, password, name).await?;
+    Ok(session_response(&state, StatusCode::OK, signed_in))
+}
+
 /// Asks for a password reset link by mail. The answer is 202 whether or not the address has an
 /// account (no enumeration); the mail is sent by a job.
 #[utoipa::path(post, path = "/password-resets", tag = "accounts", security(()), request_body = PasswordResetRequest,

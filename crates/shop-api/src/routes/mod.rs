@@ -71,6 +71,8 @@ pub fn api_routes(state: AppState) -> Result<(Router, serde_json::Value), String
         .routes(routes!(accounts::confirm_password_reset))
         .routes(routes!(accounts::confirm_email_verification))
         .routes(routes!(accounts::confirm_login_challenge))
+        .routes(routes!(accounts::create_guest))
+        .routes(routes!(accounts::upgrade_guest))
         .routes(routes!(accounts::log_out))
         .routes(routes!(accounts::create_api_token, accounts::list_api_tokens))
         .routes(routes!(accounts::revoke_api_token))

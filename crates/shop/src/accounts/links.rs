@@ -57,7 +57,7 @@ impl AccountService {
     /// account, and says nothing either way (no enumeration).
     pub async fn request_password_reset(&self, email: &Email) -> Result<(), Error> {
         let Some(found) = self.store.find_user_by_email(email).await? else { return Ok(()) };
-        if found.user.disabled {
+        if found.user.disabled || found.user.guest {
             return Ok(());
         }
         let job = send_link_job(SEND_PASSWORD_RESET, found.user.id, self.clock.now());
@@ -77,7 +77,10 @@ impl AccountService {
         context: &LinkContext,
     ) -> Result<Option<Mail>, Error> {
         let Some(user) = self.store.find_user(user_id).await? else { return Ok(None) };
-        if user.disabled || (purpose == TokenPurpose::EmailVerification && user.email_verified_at.is_some()) {
+        if user.disabled
+            || user.guest
+            || (purpose == TokenPurpose::EmailVerification && user.email_verified_at.is_some())
+        {
             return Ok(None);
         }
         if purpose == TokenPurpose::LoginChallenge && context.device_hash.is_none() {

@@ -1,6 +1,7 @@
 //! Accounts: users, roles, passwords, sessions and personal API tokens.
 
 mod email;
+mod guests;
 mod links;
 mod password;
 mod role;

@@ -41,6 +41,8 @@ pub struct AccountSettings {
     pub login_challenge_roles: Vec<Role>,
     /// How long a login challenge link works.
     pub login_challenge_ttl: Duration,
+    /// A guest's session ends after this long unused; the guest is deleted once its sessions are gone.
+    pub guest_idle_ttl: Duration,
 }
 
 impl Default for AccountSettings {
@@ -54,6 +56,7 @@ impl Default for AccountSettings {
             password_reset_ttl: Duration::minutes(30),
             login_challenge_roles: vec![Role::Staff, Role::Admin],
             login_challenge_ttl: Duration::minutes(15),
+            guest_idle_ttl: Duration::hours(24),
         }
     }
 }
@@ -133,7 +136,7 @@ impl AccountService {
         jobs: &[crate::jobs::NewJob],
     ) -> Result<User, Error> {
         let password_hash = self.hasher.hash(&password).await?;
-        let new_user = NewUser { id, email, name, role, password_hash, created_at: self.clock.now() };
+        let new_user = NewUser { id, email, name, role, password_hash, guest: false, created_at: self.clock.now() };
         self.store.insert_user(&new_user, jobs).await.map_err(|error| match error {
             StoreError::Conflict { .. } => Error::Conflict("an account with this email already exists".into()),
             other => other.into(),
@@ -163,6 +166,11 @@ impl AccountService {
             self.hasher.verify_dummy(&password).await?;
             return Err(Error::InvalidCredentials);
         };
+        if account.user.guest {
+            // Guests have no password; answer after the same work as for anyone else.
+            self.hasher.verify_dummy(&password).await?;
+            return Err(Error::InvalidCredentials);
+        }
         let matches = self.hasher.verify(&password, &account.password_hash).await?;
         if !matches || account.user.disabled {
             return Err(Error::InvalidCredentials);
@@ -198,7 +206,7 @@ impl AccountService {
         self.start_session(account.user).await.map(LoginOutcome::SignedIn)
     }
 
-    async fn start_session(&self, user: User) -> Result<SignedIn, Error> {
+    pub(super) async fn start_session(&self, user: User) -> Result<SignedIn, Error> {
         let now = self.clock.now();
         let session_token = SecretToken::generate("");
         let expires_at = now + self.settings.session_absolute_ttl;
@@ -219,7 +227,8 @@ impl AccountService {
             return Ok(None);
         };
         let now = self.clock.now();
-        let idle_deadline = session.last_seen_at + self.settings.session_idle_ttl;
+        let idle_ttl = if user.guest { self.settings.guest_idle_ttl } else { self.settings.session_idle_ttl };
+        let idle_deadline = session.last_seen_at + idle_ttl;
         if now >= session.expires_at || now >= idle_deadline || user.disabled {
             self.store.delete_session(session.id).await?;
             return Ok(None);
@@ -355,7 +364,7 @@ impl AccountService {
         let Ok(email) = Email::parse(email) else { return Ok(false) };
         let Some(found) = self.store.find_user_by_email(&email).await? else { return Ok(false) };
         let user = found.user;
-        if user.disabled {
+        if user.disabled || user.guest {
             return Ok(false);
         }
         let mail = crate::mail::account_locked(&user.email, user.name.as_str(), locked_until, &self.settings.shop_name);

@@ -41,6 +41,8 @@ pub struct User {
     pub disabled: bool,
     /// When the owner proved the address is theirs (the verification link); `None` until then.
     pub email_verified_at: Option<OffsetDateTime>,
+    /// A guest account (see [`NewUser::guest`]) until upgraded with an email and password.
+    pub guest: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -60,6 +62,9 @@ pub struct NewUser {
     pub name: PersonName,
     pub role: Role,
     pub password_hash: String,
+    /// An ephemeral guest account (anonymous checkout): a placeholder address under
+    /// `.invalid`, a password hash that never verifies, purged when idle unless upgraded.
+    pub guest: bool,
     pub created_at: OffsetDateTime,
 }
 

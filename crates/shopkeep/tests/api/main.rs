@@ -9,6 +9,7 @@ mod smtp_support;
 
 mod accounts;
 mod catalog;
+mod guests;
 mod health;
 mod jobs;
 mod limits;

@@ -1,0 +1,6 @@
+-- Without the flag a guest would become an account nobody can sign in to and nothing purges:
+-- delete the guests (their sessions, tokens and known devices cascade), then the column (which
+-- drops its index).
+drop index if exists users_idle_guests_idx;
+delete from users where is_guest;
+alter table users drop column if exists is_guest;
