@@ -197,6 +197,11 @@ pub trait JobRepository: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// The next occurrence of a recurring job, if it was ever scheduled.
     async fn scheduled_at(&self, name: &str) -> Result<Option<OffsetDateTime>, StoreError>;
+    /// In-process announcements of committed job inserts (the queue's name), for a store whose
+    /// database cannot notify (SQLite); `None` where the database does (PostgreSQL's NOTIFY).
+    fn job_wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
 }
 
 /// One-time tokens sent by mail (email verification, password reset); stored only hashed.

@@ -261,6 +261,15 @@ impl Application {
             if let Some(listener) = crate::jobs::job_listener(&config, worker.wakers(), background.clone()) {
                 tasks.spawn(listener);
             }
+            if let Some(announcements) = crate::jobs::job_announcements(store.as_ref(), worker.wakers()) {
+                let stop = background.clone();
+                tasks.spawn(async move {
+                    tokio::select! {
+                        () = announcements => {}
+                        () = stop.cancelled() => {}
+                    }
+                });
+            }
             tokio::spawn(worker.run(stop_worker.clone()))
         });
         tasks.spawn(purge_rate_limits(

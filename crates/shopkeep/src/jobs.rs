@@ -227,6 +227,25 @@ pub fn build_mailer(
     Ok(Arc::new(smtp))
 }
 
+/// Wakes the worker's queues from the store's in-process announcements (SQLite), if it makes
+/// any; `None` otherwise.
+pub fn job_announcements(
+    store: &dyn Store,
+    wakers: worker::Wakers,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    let mut announcements = store.job_wakeups()?;
+    Some(async move {
+        loop {
+            match announcements.recv().await {
+                Ok(queue) => wakers.wake(&queue),
+                // Some announcements were missed: wake every queue once.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => wakers.wake_all(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+}
+
 /// On PostgreSQL (not behind PgBouncer), a task that wakes the worker's queues when jobs are
 /// enqueued anywhere (LISTEN/NOTIFY); elsewhere `None`, and workers poll.
 pub fn job_listener(

@@ -101,10 +101,14 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     tokio::spawn(signal_shutdown(shutdown.clone()));
     let listening = CancellationToken::new();
     let listener = jobs::job_listener(&config, worker.wakers(), listening.clone()).map(tokio::spawn);
+    let announcements = jobs::job_announcements(store.as_ref(), worker.wakers()).map(tokio::spawn);
     worker.run(shutdown).await;
     listening.cancel();
     if let Some(listener) = listener {
         let _ = listener.await;
+    }
+    if let Some(announcements) = announcements {
+        announcements.abort();
     }
     store.close().await;
     Ok(())

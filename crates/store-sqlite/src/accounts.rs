@@ -81,6 +81,7 @@ impl UserRepository for SqliteStore {
             insert_job(&mut tx, job).await?;
         }
         commit(tx).await?;
+        self.announce_jobs(jobs.iter().map(|job| job.queue.as_str()));
         Ok(row.into_user()?.user)
     }
 
@@ -181,6 +182,7 @@ impl UserRepository for SqliteStore {
             insert_job(&mut tx, job).await?;
         }
         commit(tx).await?;
+        self.announce_jobs(jobs.iter().map(|job| job.queue.as_str()));
         Ok(row.into_user()?.user)
     }
 

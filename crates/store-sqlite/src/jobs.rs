@@ -129,6 +129,9 @@ impl JobRepository for SqliteStore {
         let mut tx = Self::begin_write(&mut conn).await?;
         let inserted = insert_job(&mut tx, job).await?;
         commit(tx).await?;
+        if inserted {
+            self.announce_jobs([job.queue.as_str()]);
+        }
         Ok(inserted)
     }
 
@@ -298,7 +301,9 @@ impl JobRepository for SqliteStore {
             });
         };
         commit(tx).await?;
-        row.into_job()
+        let job = row.into_job()?;
+        self.announce_jobs([job.queue.as_str()]);
+        Ok(job)
     }
 
     async fn purge_jobs(&self, state: JobState, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
@@ -370,7 +375,12 @@ impl JobRepository for SqliteStore {
             insert_job(&mut tx, job).await?;
         }
         commit(tx).await?;
+        self.announce_jobs(job.map(|job| job.queue.as_str()));
         Ok(true)
+    }
+
+    fn job_wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        Some(self.jobs_enqueued.subscribe())
     }
 
     async fn scheduled_at(&self, name: &str) -> Result<Option<OffsetDateTime>, StoreError> {

@@ -44,6 +44,9 @@ pub struct SqliteSettings {
 pub struct SqliteStore {
     pool: SqlitePool,
     waiting: PoolWaiters,
+    /// Announces committed job inserts (their queue) to this process's worker: SQLite has no
+    /// NOTIFY, and a worker in another process polls.
+    jobs_enqueued: tokio::sync::broadcast::Sender<String>,
 }
 
 impl SqliteStore {
@@ -65,7 +68,8 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .context("failed to open the SQLite database")?;
-        Ok(Self { pool, waiting: PoolWaiters::default() })
+        let (jobs_enqueued, _) = tokio::sync::broadcast::channel(256);
+        Ok(Self { pool, waiting: PoolWaiters::default(), jobs_enqueued })
     }
 
     /// Applies every pending migration.
@@ -94,6 +98,14 @@ impl SqliteStore {
     }
 
     /// A pooled connection, counted as "waiting" until the pool hands it over.
+    /// Tells listeners (the in-process worker) that jobs of these queues were committed.
+    fn announce_jobs<'a>(&self, queues: impl IntoIterator<Item = &'a str>) {
+        for queue in queues {
+            // No receiver (no worker in this process) is fine: polling finds the job.
+            let _ = self.jobs_enqueued.send(queue.to_owned());
+        }
+    }
+
     async fn connection(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
         self.waiting.acquire(&self.pool).await
     }

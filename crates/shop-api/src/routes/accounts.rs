@@ -40,13 +40,7 @@ pub async fn sign_up(
     Json(body): Json<SignUpRequest>,
 ) -> Result<Response, ApiError> {
     state.inner.rate_limits.before_signup(client_ip(client)).await?;
-    let mut errors = ValidationErrors::new();
-    let email = errors.check("email", Email::parse(body.email.as_deref().unwrap_or_default()));
-    let password = errors.check("password", PasswordPlain::parse_new(body.password.as_deref().unwrap_or_default()));
-    let name = errors.check("name", PersonName::parse(body.name.as_deref().unwrap_or_default()));
-    let (Some(email), Some(password), Some(name)) = (email, password, name) else {
-        return Err(ApiError::Invalid(errors));
-    };
+    let (email, password, name) = new_account_fields(&body)?;
     let signed_in = state.accounts().sign_up(email, password, name).await?;
     metrics::counter!("accounts_signups_total").increment(1);
     let location = format!("/api/v1/users/{}", signed_in.user.id);
@@ -89,13 +83,7 @@ pub async fn upgrade_guest(
     Json(body): Json<SignUpRequest>,
 ) -> Result<Response, ApiError> {
     state.inner.rate_limits.before_signup(client_ip(client)).await?;
-    let mut errors = ValidationErrors::new();
-    let email = errors.check("email", Email::parse(body.email.as_deref().unwrap_or_default()));
-    let password = errors.check("password", PasswordPlain::parse_new(body.password.as_deref().unwrap_or_default()));
-    let name = errors.check("name", PersonName::parse(body.name.as_deref().unwrap_or_default()));
-    let (Some(email), Some(password), Some(name)) = (email, password, name) else {
-        return Err(ApiError::Invalid(errors));
-    };
+    let (email, password, name) = new_account_fields(&body)?;
     let signed_in = state.accounts().upgrade_guest(&caller, email, password, name).await?;
     Ok(session_response(&state, StatusCode::OK, signed_in))
 }
@@ -161,12 +149,7 @@ pub async fn confirm_email_verification(
     Json(body): Json<EmailVerificationConfirmation>,
 ) -> Result<Response, ApiError> {
     state.inner.rate_limits.before_token_use(client_ip(client)).await?;
-    let token = body.token.as_deref().unwrap_or_default();
-    if token.is_empty() {
-        let mut errors = ValidationErrors::new();
-        errors.add("token", "is required");
-        return Err(ApiError::Invalid(errors));
-    }
+    let token = required_token(body.token.as_deref())?;
     state.accounts().verify_email(token).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -264,12 +247,7 @@ pub async fn confirm_login_challenge(
     Json(body): Json<LoginChallengeConfirmation>,
 ) -> Result<Response, ApiError> {
     state.inner.rate_limits.before_token_use(client_ip(client)).await?;
-    let token = body.token.as_deref().unwrap_or_default();
-    if token.is_empty() {
-        let mut errors = ValidationErrors::new();
-        errors.add("token", "is required");
-        return Err(ApiError::Invalid(errors));
-    }
+    let token = required_token(body.token.as_deref())?;
     state.accounts().confirm_login_challenge(token).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -536,6 +514,26 @@ fn session_cookie(state: &AppState, value: &str, max_age_seconds: i64) -> String
     let name = if https { SECURE_SESSION_COOKIE } else { SESSION_COOKIE };
     let secure = if https { "; Secure" } else { "" };
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}{secure}")
+}
+
+/// The token of a mailed link, which must be given.
+fn required_token(token: Option<&str>) -> Result<&str, ApiError> {
+    match token {
+        Some(token) if !token.is_empty() => Ok(token),
+        _ => Err(ApiError::Invalid(ValidationErrors::single("token", "is required"))),
+    }
+}
+
+/// Email, password and name of a new account (sign-up, guest upgrade), every problem at once.
+fn new_account_fields(body: &SignUpRequest) -> Result<(Email, PasswordPlain, PersonName), ApiError> {
+    let mut errors = ValidationErrors::new();
+    let email = errors.check("email", Email::parse(body.email.as_deref().unwrap_or_default()));
+    let password = errors.check("password", PasswordPlain::parse_new(body.password.as_deref().unwrap_or_default()));
+    let name = errors.check("name", PersonName::parse(body.name.as_deref().unwrap_or_default()));
+    match (email, password, name) {
+        (Some(email), Some(password), Some(name)) => Ok((email, password, name)),
+        _ => Err(ApiError::Invalid(errors)),
+    }
 }
 
 fn client_ip(client: Option<axum::Extension<ClientIp>>) -> std::net::IpAddr {

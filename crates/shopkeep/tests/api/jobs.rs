@@ -139,3 +139,21 @@ async fn on_postgres_an_idle_worker_wakes_on_notify_not_on_its_poll() {
     assert_eq!(dead["attempts"], 1, "ran within seconds of its commit, long before the next poll");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_job_queued_by_this_process_wakes_its_idle_worker() {
+    // The worker polls only every 10 minutes: only the store's in-process announcement can
+    // start the reset mail's job quickly.
+    let app = spawn_app_with(Backend::Sqlite, |config| {
+        config.jobs.poll_interval_ms = 600_000;
+    })
+    .await;
+    app.create_user("ada@example.com", shop::accounts::Role::Customer).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let requested =
+        app.http.post(app.url("/api/v1/password-resets")).json(&json!({ "email": "ada@example.com" })).send().await;
+    assert_eq!(requested.unwrap().status(), StatusCode::ACCEPTED);
+    let outbox = app.outbox_with(1).await;
+    assert!(outbox[0].mail.subject.contains("reset your password"));
+    app.stop().await;
+}
