@@ -40,8 +40,8 @@ pub trait UserRepository: Send + Sync {
         now: OffsetDateTime,
         jobs: &[NewJob],
     ) -> Result<User, StoreError>;
-    /// Deletes at most `limit` guests created before `created_before` that have no session left
-    /// (their sessions expired idle and were purged); their data goes with them (cascades).
+    /// Deletes at most `limit` guests created before `created_before` that have no session used
+    /// since then (idle guests); their sessions and data go with them (cascades).
     async fn delete_idle_guests(&self, created_before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
 }
 
@@ -209,11 +209,12 @@ pub trait JobRepository: Send + Sync {
 /// it is atomic, so of two concurrent uses exactly one succeeds.
 #[async_trait]
 pub trait AccountTokenRepository: Send + Sync {
-    /// Stores a token, deleting the user's earlier tokens of the same purpose in the same
-    /// transaction: only the newest link works.
+    /// Stores a token, deleting the user's earlier tokens of the same purpose (for a login
+    /// challenge: of the same device) in the same transaction: only the newest link works.
     async fn replace_account_token(&self, token: &NewAccountToken) -> Result<(), StoreError>;
     /// In one transaction: uses a usable password-reset token, sets the user's password hash,
-    /// and deletes every session of the user. The user id, or `None` when the token is not usable.
+    /// and deletes every session and API token of the user (whoever knew the old password may
+    /// hold either). The user id, or `None` when the token is not usable.
     async fn reset_password_with_token(
         &self,
         token_hash: &SecretHash,

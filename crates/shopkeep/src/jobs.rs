@@ -55,8 +55,9 @@ impl JobHandler for SendMail {
     }
 }
 
-/// `accounts.send_verification` / `accounts.send_password_reset`: makes a fresh link token
-/// (replacing the user's earlier one, so a retried job leaves one working link) and mails it.
+/// `accounts.send_verification` / `accounts.send_password_reset` / `accounts.send_login_challenge`:
+/// makes a fresh link token (replacing the user's earlier one, so a retried job leaves one
+/// working link) and mails it under the token's id.
 pub struct SendLink {
     accounts: AccountService,
     mailer: Arc<dyn Mailer>,
@@ -70,16 +71,22 @@ impl JobHandler for SendLink {
             .as_str()
             .and_then(|id| uuid::Uuid::parse_str(id).ok())
             .ok_or_else(|| HandlerError::Permanent("payload without a userId".into()))?;
-        let mail = self
+        let context = shop::accounts::LinkContext::from_payload(&job.payload);
+        if self.purpose == TokenPurpose::LoginChallenge && context.device_hash.is_none() {
+            return Err(HandlerError::Permanent("login challenge payload without a valid deviceHash".into()));
+        }
+        let prepared = self
             .accounts
-            .prepare_link_mail(self.purpose, user_id, &shop::accounts::LinkContext::from_payload(&job.payload))
+            .prepare_link_mail(self.purpose, user_id, &context)
             .await
             .map_err(|error| HandlerError::Transient(error.to_string()))?;
-        let Some(mail) = mail else {
+        let Some((mail, token_id)) = prepared else {
             tracing::info!(%user_id, purpose = self.purpose.as_str(), "nothing to mail any more");
             return Ok(());
         };
-        self.mailer.send(&mail, job.id).await.map_err(|error| match error {
+        // Sent under the token's id: a retry (new token) is a new message, not a duplicate of
+        // one whose link no longer works.
+        self.mailer.send(&mail, token_id).await.map_err(|error| match error {
             MailError::Transient(detail) => HandlerError::Transient(detail),
             MailError::Permanent(detail) => HandlerError::Permanent(detail),
         })
@@ -215,7 +222,10 @@ pub fn build_mailer(
     breaker_clock: Arc<dyn resilience::Clock>,
 ) -> anyhow::Result<Arc<dyn Mailer>> {
     let Some(url) = &config.mail.smtp_url else {
-        tracing::info!("no SMTP_URL: mail is kept in the outbox table, not delivered (shopkeep admin mail list)");
+        tracing::warn!(
+            "no SMTP_URL: mail is kept in the outbox table, NOT delivered (shopkeep admin mail list); \
+             its links are live tokens, so treat the database as holding them"
+        );
         return Ok(Arc::new(::mailer::OutboxMailer::new(store, Arc::new(shop::SystemClock))));
     };
     let mut settings = ::mailer::SmtpConfig::new(url.expose(), config.mail.from.clone());

@@ -162,6 +162,10 @@ pub async fn password_reset_uses_the_token_once(store: SharedStore) {
     let phone = sign_in(&store, ada.id, 1).await;
     let laptop = sign_in(&store, ada.id, 2).await;
     let bobs_session = sign_in(&store, bob.id, 3).await;
+    let adas_api_token = SecretToken::generate("skp_");
+    store.insert_api_token(&crate::new_token(ada.id, &adas_api_token, 4)).await.unwrap();
+    let bobs_api_token = SecretToken::generate("skp_");
+    store.insert_api_token(&crate::new_token(bob.id, &bobs_api_token, 4)).await.unwrap();
     let secret = issue(&store, ada.id, TokenPurpose::PasswordReset, 10).await;
 
     assert_eq!(store.reset_password_with_token(&secret.hash(), "first-hash", at(20)).await.unwrap(), Some(ada.id));
@@ -170,6 +174,8 @@ pub async fn password_reset_uses_the_token_once(store: SharedStore) {
     assert!(!signed_in(&store, &phone).await, "every session of the user is signed out");
     assert!(!signed_in(&store, &laptop).await);
     assert!(signed_in(&store, &bobs_session).await, "other users stay signed in");
+    assert!(store.find_api_token(&adas_api_token.hash()).await.unwrap().is_none(), "API tokens are revoked too");
+    assert!(store.find_api_token(&bobs_api_token.hash()).await.unwrap().is_some());
     assert_eq!(password_hash(&store, &bob).await, new_user("bob@example.com", Role::Customer, 0).password_hash);
 
     let after_reset = sign_in(&store, ada.id, 25).await;
@@ -346,13 +352,19 @@ pub async fn replacing_a_login_challenge_keeps_only_the_newest(store: SharedStor
     let phone = new_device();
     let older = challenge(&store, ada.id, &laptop, 0).await;
     let reset = issue(&store, ada.id, TokenPurpose::PasswordReset, 5).await;
-    let newer = challenge(&store, ada.id, &phone, 10).await;
+    let phones = challenge(&store, ada.id, &phone, 8).await;
+    let newer = challenge(&store, ada.id, &laptop, 10).await;
 
     assert_eq!(store.confirm_login_challenge(&older.hash(), at(20)).await.unwrap(), None);
     assert!(!known(&store, ada.id, &laptop, 25).await, "the replaced challenge's device stays unknown");
     assert_eq!(store.confirm_login_challenge(&newer.hash(), at(30)).await.unwrap(), Some(ada.id));
-    assert!(known(&store, ada.id, &phone, 35).await);
-    assert!(!known(&store, ada.id, &laptop, 35).await);
+    assert!(known(&store, ada.id, &laptop, 35).await);
+    assert!(!known(&store, ada.id, &phone, 35).await);
+    assert_eq!(
+        store.confirm_login_challenge(&phones.hash(), at(36)).await.unwrap(),
+        Some(ada.id),
+        "another device's challenge is not replaced"
+    );
     assert_eq!(
         store.reset_password_with_token(&reset.hash(), "new-hash", at(40)).await.unwrap(),
         Some(ada.id),

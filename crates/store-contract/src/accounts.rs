@@ -194,7 +194,7 @@ pub async fn expired_sessions_are_purged(store: SharedStore) {
     assert!(store.find_session(&idle.hash()).await.unwrap().is_none());
 }
 
-fn new_token(user_id: Uuid, secret: &SecretToken, seconds: i64) -> NewApiTokenRecord {
+pub fn new_token(user_id: Uuid, secret: &SecretToken, seconds: i64) -> NewApiTokenRecord {
     NewApiTokenRecord {
         id: shop::new_id(),
         user_id,
@@ -366,20 +366,24 @@ pub async fn idle_guests_are_deleted_by_cutoff_and_limit(store: SharedStore) {
     let api_secret = SecretToken::generate("skp_");
     store.insert_api_token(&new_token(idle[0].id, &api_secret, 0)).await.unwrap();
     let signed_in = store.insert_user(&new_guest(0), &[]).await.unwrap();
-    let session = sign_in(&store, signed_in.id, 0).await;
+    let session = sign_in(&store, signed_in.id, 60).await;
+    // A guest whose session went unused since the cutoff is idle: it goes, session and all.
+    let stale = store.insert_user(&new_guest(0), &[]).await.unwrap();
+    let stale_session = sign_in(&store, stale.id, 10).await;
     let young = store.insert_user(&new_guest(100), &[]).await.unwrap();
     let cutoff_exactly = store.insert_user(&new_guest(50), &[]).await.unwrap();
     let full = store.insert_user(&new_user("ada@example.com", Role::Customer, 0), &[]).await.unwrap();
 
     assert_eq!(store.delete_idle_guests(at(50), 2).await.unwrap(), 2, "at most the limit");
-    assert_eq!(store.delete_idle_guests(at(50), 10).await.unwrap(), 1, "then the rest");
+    assert_eq!(store.delete_idle_guests(at(50), 10).await.unwrap(), 2, "then the rest");
     assert_eq!(store.delete_idle_guests(at(50), 10).await.unwrap(), 0);
-    for guest in &idle {
+    for guest in idle.iter().chain([&stale]) {
         assert!(store.find_user(guest.id).await.unwrap().is_none());
     }
+    assert!(store.find_session(&stale_session.hash()).await.unwrap().is_none());
     assert!(store.find_api_token(&api_secret.hash()).await.unwrap().is_none());
     assert_eq!(store.verify_email_with_token(&verification.hash(), at(60)).await.unwrap(), None);
-    assert_eq!(store.find_user(signed_in.id).await.unwrap(), Some(signed_in), "a guest with a session stays");
+    assert_eq!(store.find_user(signed_in.id).await.unwrap(), Some(signed_in), "a guest seen since the cutoff stays");
     assert!(store.find_session(&session.hash()).await.unwrap().is_some());
     assert_eq!(store.find_user(young.id).await.unwrap(), Some(young));
     assert_eq!(store.find_user(cutoff_exactly.id).await.unwrap(), Some(cutoff_exactly), "created_before is exclusive");

@@ -87,12 +87,18 @@ impl AccountTokenRepository for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(error("failed to lock user"))?;
-        sqlx::query("delete from account_tokens where user_id = $1 and purpose = $2")
-            .bind(token.user_id)
-            .bind(token.purpose.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(error("failed to delete earlier account tokens"))?;
+        // A login challenge replaces only the challenge of the same device: two devices
+        // signing in at once each keep a working link.
+        sqlx::query(
+            "delete from account_tokens where user_id = $1 and purpose = $2 \
+             and (purpose <> 'login_challenge' or device_hash is not distinct from $3)",
+        )
+        .bind(token.user_id)
+        .bind(token.purpose.as_str())
+        .bind(token.device_hash.map(|hash| hash.as_bytes().to_vec()))
+        .execute(&mut *tx)
+        .await
+        .map_err(error("failed to delete earlier account tokens"))?;
         sqlx::query(
             "insert into account_tokens (id, user_id, purpose, token_hash, created_at, expires_at, device_hash) \
              values ($1, $2, $3, $4, $5, $6, $7)",
@@ -140,6 +146,11 @@ impl AccountTokenRepository for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(error("failed to delete sessions"))?;
+        sqlx::query("delete from api_tokens where user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(error("failed to delete API tokens"))?;
         commit(tx).await?;
         Ok(Some(user_id))
     }

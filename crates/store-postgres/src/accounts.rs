@@ -189,7 +189,8 @@ impl UserRepository for PostgresStore {
         self.execute(
             "delete from users where is_guest and id in \
              (select id from users where is_guest and created_at < $1 \
-              and not exists (select 1 from sessions where sessions.user_id = users.id) limit $2)",
+              and not exists (select 1 from sessions where sessions.user_id = users.id \
+                              and sessions.last_seen_at >= $1) limit $2)",
             |q| q.bind(created_before).bind(i64::from(limit)),
         )
         .await

@@ -62,9 +62,12 @@ impl AccountTokenRepository for SqliteStore {
     async fn replace_account_token(&self, token: &NewAccountToken) -> Result<(), StoreError> {
         let mut conn = self.connection().await?;
         let mut tx = Self::begin_write(&mut conn).await?;
-        sqlx::query("delete from account_tokens where user_id = ? and purpose = ?")
+        // A login challenge replaces only the challenge of the same device: two devices
+        // signing in at once each keep a working link.
+        sqlx::query("delete from account_tokens where user_id = ? and purpose = ? and (purpose <> 'login_challenge' or device_hash is ?)")
             .bind(token.user_id)
             .bind(token.purpose.as_str())
+            .bind(token.device_hash.map(|hash| hash.as_bytes().to_vec()))
             .execute(&mut *tx)
             .await
             .map_err(error("failed to delete earlier account tokens"))?;
@@ -112,6 +115,11 @@ impl AccountTokenRepository for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(error("failed to delete sessions"))?;
+        sqlx::query("delete from api_tokens where user_id = ?")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(error("failed to delete API tokens"))?;
         commit(tx).await?;
         Ok(Some(user_id))
     }

@@ -97,7 +97,6 @@ impl SqliteStore {
         Ok((journal_mode, foreign_keys))
     }
 
-    /// A pooled connection, counted as "waiting" until the pool hands it over.
     /// Tells listeners (the in-process worker) that jobs of these queues were committed.
     fn announce_jobs<'a>(&self, queues: impl IntoIterator<Item = &'a str>) {
         for queue in queues {
@@ -106,6 +105,7 @@ impl SqliteStore {
         }
     }
 
+    /// A pooled connection, counted as "waiting" until the pool hands it over.
     async fn connection(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
         self.waiting.acquire(&self.pool).await
     }

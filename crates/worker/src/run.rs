@@ -368,7 +368,13 @@ async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
         let lease_until = shared.now() + shared.settings.lease;
         match shared.store.extend_leases(&shared.settings.worker_id, &ids, lease_until).await {
             Ok(held) if held.len() < ids.len() => {
-                tracing::warn!(lost = ids.len() - held.len(), "leases lost: those jobs may run again elsewhere");
+                // Jobs that finished meanwhile are not lost; only those still running are.
+                let in_flight = shared.in_flight();
+                let lost = ids.iter().filter(|id| !held.contains(id) && in_flight.contains_key(id)).count();
+                drop(in_flight);
+                if lost > 0 {
+                    tracing::warn!(lost, "leases lost: those jobs may run again elsewhere");
+                }
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "renewing job leases failed"),
@@ -388,7 +394,7 @@ async fn maintenance(shared: Arc<Shared>, stop: CancellationToken) {
             Err(error) => tracing::warn!(%error, "recovering expired job leases failed"),
         }
         match shared.jobs.depths().await {
-            Ok(depths) => record_depths(&depths, shared.now()),
+            Ok(depths) => record_depths(&depths, &shared.settings.queues, shared.now()),
             Err(error) => tracing::warn!(%error, "reading queue depths failed"),
         }
         match shared.jobs.purge_finished(shared.settings.purge_batch).await {
@@ -404,7 +410,9 @@ async fn maintenance(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-fn record_depths(depths: &[shop::jobs::QueueDepth], now: time::OffsetDateTime) {
+/// Sets the gauges of every queue seen or served, zero where nothing is left (so a gauge never
+/// keeps a stale value after its queue empties).
+fn record_depths(depths: &[shop::jobs::QueueDepth], served: &[QueueSettings], now: time::OffsetDateTime) {
     let mut oldest: HashMap<&str, time::OffsetDateTime> = HashMap::new();
     let mut seen: HashMap<(&str, JobState), u64> = HashMap::new();
     for depth in depths {
@@ -414,7 +422,8 @@ fn record_depths(depths: &[shop::jobs::QueueDepth], now: time::OffsetDateTime) {
             *entry = (*entry).min(due);
         }
     }
-    let queues: std::collections::BTreeSet<&str> = depths.iter().map(|depth| depth.queue.as_str()).collect();
+    let queues: std::collections::BTreeSet<&str> =
+        depths.iter().map(|depth| depth.queue.as_str()).chain(served.iter().map(|queue| queue.name.as_str())).collect();
     for queue in queues {
         for state in JobState::ALL {
             let count = seen.get(&(queue, state)).copied().unwrap_or(0);

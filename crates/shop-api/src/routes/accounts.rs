@@ -190,7 +190,8 @@ pub async fn log_in(
     let device = presented_device.clone().unwrap_or_else(|| SecretToken::generate(""));
     let password = body.password.as_deref().unwrap_or_default();
     let result = state.accounts().log_in(email, password, previous.as_ref(), &device.hash(), &ip.to_string()).await;
-    if !matches!(result, Err(shop::Error::Internal(_)))
+    // A challenged sign-in neither clears nor counts towards the lockout: it has not finished.
+    if !matches!(result, Err(shop::Error::Internal(_)) | Ok(LoginOutcome::Challenged))
         && let Some(lock) = limits.after_login(email, result.is_ok()).await
     {
         // Tell the owner (by a queued mail); the login's answer does not wait on it or fail by it.

@@ -68,14 +68,16 @@ impl AccountService {
     }
 
     /// The body of the link jobs: makes a fresh token (replacing the user's earlier one of that
-    /// purpose), and returns the mail carrying its link — `None` when there is nothing to send
-    /// (the account is gone or disabled, or the address is already verified).
+    /// purpose), and returns the mail carrying its link with the token's id, to send it under
+    /// (a retried job makes a new token, so its mail is a new message with a working link) —
+    /// `None` when there is nothing to send (the account is gone, disabled or a guest, or the
+    /// address is already verified).
     pub async fn prepare_link_mail(
         &self,
         purpose: TokenPurpose,
         user_id: Uuid,
         context: &LinkContext,
-    ) -> Result<Option<Mail>, Error> {
+    ) -> Result<Option<(Mail, Uuid)>, Error> {
         let Some(user) = self.store.find_user(user_id).await? else { return Ok(None) };
         if user.disabled
             || user.guest
@@ -93,9 +95,10 @@ impl AccountService {
             TokenPurpose::LoginChallenge => (self.settings.login_challenge_ttl, "confirm-login"),
         };
         let token = SecretToken::generate("");
+        let token_id = crate::new_id();
         self.store
             .replace_account_token(&NewAccountToken {
-                id: crate::new_id(),
+                id: token_id,
                 user_id,
                 purpose,
                 token_hash: token.hash(),
@@ -107,14 +110,15 @@ impl AccountService {
         let link = format!("{}/{page}?token={}", self.settings.link_base_url.trim_end_matches('/'), token.expose());
         let name = user.name.as_str();
         let shop = &self.settings.shop_name;
-        Ok(Some(match purpose {
+        let mail = match purpose {
             TokenPurpose::EmailVerification => crate::mail::verify_email(&user.email, name, &link, ttl, shop),
             TokenPurpose::PasswordReset => crate::mail::password_reset(&user.email, name, &link, ttl, shop),
             TokenPurpose::LoginChallenge => {
                 let from = context.from_address.as_deref().unwrap_or("unknown");
                 crate::mail::login_challenge(&user.email, name, &link, ttl, from, shop)
             }
-        }))
+        };
+        Ok(Some((mail, token_id)))
     }
 
     /// `POST /password-resets/confirm`: a usable token sets the new password and ends every
