@@ -23,6 +23,16 @@ pub enum FailureMode {
     Closed,
 }
 
+impl FailureMode {
+    /// `open` or `closed`, for status pages and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+        }
+    }
+}
+
 /// "`limit` failures within `window` lock the key for `lock_for`."
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutRule {

@@ -146,10 +146,7 @@ async fn ready(State(state): State<AdminState>) -> Response {
     let rate_limits = shared.map(|status| RateLimitHealth {
         backend: status.backend,
         status: status.error.map_or_else(|| "ok".to_owned(), |error| format!("unreachable: {error}")),
-        on_failure: match status.on_failure {
-            resilience::FailureMode::Open => "open",
-            resilience::FailureMode::Closed => "closed",
-        },
+        on_failure: status.on_failure.as_str(),
     });
     let draining = state.app.inner.readiness.is_draining();
     let healthy = latency_ms.is_some() && !draining && !limits_block;
@@ -296,10 +293,7 @@ async fn status(State(state): State<AdminState>) -> Response {
         rate_limits: LimitsStatus {
             enabled: limits.enabled,
             store: shared.map_or("memory", |shared| shared.limiter.backend()),
-            on_store_failure: shared.map(|shared| match shared.on_failure {
-                resilience::FailureMode::Open => "open",
-                resilience::FailureMode::Closed => "closed",
-            }),
+            on_store_failure: shared.map(|shared| shared.on_failure.as_str()),
             per_ip: limits.per_ip.into(),
             anonymous: limits.anonymous.into(),
             customer: limits.customer.into(),

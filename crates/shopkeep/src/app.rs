@@ -258,18 +258,7 @@ impl Application {
         // The worker stops with the listeners (it drains on its own timeout), before the pool.
         let stop_worker = CancellationToken::new();
         let worker = worker.map(|worker| {
-            if let Some(listener) = crate::jobs::job_listener(&config, worker.wakers(), background.clone()) {
-                tasks.spawn(listener);
-            }
-            if let Some(announcements) = crate::jobs::job_announcements(store.as_ref(), worker.wakers()) {
-                let stop = background.clone();
-                tasks.spawn(async move {
-                    tokio::select! {
-                        () = announcements => {}
-                        () = stop.cancelled() => {}
-                    }
-                });
-            }
+            tasks.spawn(crate::jobs::wake_on_new_jobs(&config, store.as_ref(), worker.wakers(), background.clone()));
             tokio::spawn(worker.run(stop_worker.clone()))
         });
         tasks.spawn(purge_rate_limits(

@@ -48,10 +48,7 @@ pub struct SendMail {
 impl JobHandler for SendMail {
     async fn run(&self, job: &Job) -> Result<(), HandlerError> {
         let mail = Mail::from_payload(&job.payload).map_err(HandlerError::Permanent)?;
-        self.mailer.send(&mail, job.id).await.map_err(|error| match error {
-            MailError::Transient(detail) => HandlerError::Transient(detail),
-            MailError::Permanent(detail) => HandlerError::Permanent(detail),
-        })
+        self.mailer.send(&mail, job.id).await.map_err(handler_error)
     }
 }
 
@@ -86,10 +83,7 @@ impl JobHandler for SendLink {
         };
         // Sent under the token's id: a retry (new token) is a new message, not a duplicate of
         // one whose link no longer works.
-        self.mailer.send(&mail, token_id).await.map_err(|error| match error {
-            MailError::Transient(detail) => HandlerError::Transient(detail),
-            MailError::Permanent(detail) => HandlerError::Permanent(detail),
-        })
+        self.mailer.send(&mail, token_id).await.map_err(handler_error)
     }
 }
 
@@ -112,6 +106,22 @@ impl JobHandler for PurgeAccountTokens {
             }
         }
     }
+}
+
+/// A mail that could not be sent is a failed attempt of the same kind.
+fn handler_error(error: MailError) -> HandlerError {
+    match error {
+        MailError::Transient(detail) => HandlerError::Transient(detail),
+        MailError::Permanent(detail) => HandlerError::Permanent(detail),
+    }
+}
+
+/// A governor allowing `max_actions` per hour to the automation `name`.
+fn hourly_governor(name: &str, max_actions: u32) -> resilience::ActionGovernor {
+    resilience::ActionGovernor::new(
+        resilience::ActionGovernorConfig { name: name.into(), max_actions, period: Duration::from_secs(3_600) },
+        Arc::new(resilience::MonotonicClock),
+    )
 }
 
 /// `mail.purge_outbox`: deletes outbox mail past its retention, in batches. Idempotent.
@@ -156,15 +166,8 @@ pub fn build_worker(
         handlers.register(kind, SendLink { accounts: accounts.clone(), mailer: Arc::clone(&mailer), purpose });
     }
     handlers.register(PURGE_ACCOUNT_TOKENS, PurgeAccountTokens { accounts: accounts.clone() });
-    let guest_governor = resilience::ActionGovernor::new(
-        resilience::ActionGovernorConfig {
-            name: "guest_purge".into(),
-            max_actions: config.accounts.guest_purge_max_per_hour,
-            period: Duration::from_secs(3_600),
-        },
-        Arc::new(resilience::MonotonicClock),
-    );
-    handlers.register(PURGE_GUESTS, PurgeGuests { accounts: accounts.clone(), governor: guest_governor });
+    let governor = hourly_governor("guest_purge", config.accounts.guest_purge_max_per_hour);
+    handlers.register(PURGE_GUESTS, PurgeGuests { accounts: accounts.clone(), governor });
     handlers.register(
         PURGE_MAIL_OUTBOX,
         PurgeMailOutbox {
@@ -172,14 +175,7 @@ pub fn build_worker(
             retention: Duration::from_secs(config.mail.outbox_retention_days * 86_400),
         },
     );
-    let governor = resilience::ActionGovernor::new(
-        resilience::ActionGovernorConfig {
-            name: "session_purge".into(),
-            max_actions: config.accounts.session_purge_max_per_hour,
-            period: Duration::from_secs(3_600),
-        },
-        Arc::new(resilience::MonotonicClock),
-    );
+    let governor = hourly_governor("session_purge", config.accounts.session_purge_max_per_hour);
     handlers.register(PURGE_SESSIONS, PurgeSessions { accounts, governor });
     let settings = worker_settings(config);
     Worker::new(store, jobs, handlers, settings)
@@ -237,40 +233,45 @@ pub fn build_mailer(
     Ok(Arc::new(smtp))
 }
 
-/// Wakes the worker's queues from the store's in-process announcements (SQLite), if it makes
-/// any; `None` otherwise.
-pub fn job_announcements(
+/// Wakes the worker's queues whenever jobs are enqueued, until `stop`: from the database's
+/// notifications (PostgreSQL, not behind PgBouncer: LISTEN/NOTIFY) or the store's in-process
+/// announcements (SQLite). Without either the worker polls, which stays the fallback anyway.
+pub fn wake_on_new_jobs(
+    config: &Config,
     store: &dyn Store,
     wakers: worker::Wakers,
-) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
-    let mut announcements = store.job_wakeups()?;
-    Some(async move {
-        loop {
-            match announcements.recv().await {
-                Ok(queue) => wakers.wake(&queue),
-                // Some announcements were missed: wake every queue once.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => wakers.wake_all(),
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    })
-}
-
-/// On PostgreSQL (not behind PgBouncer), a task that wakes the worker's queues when jobs are
-/// enqueued anywhere (LISTEN/NOTIFY); elsewhere `None`, and workers poll.
-pub fn job_listener(
-    config: &Config,
-    wakers: worker::Wakers,
     stop: tokio_util::sync::CancellationToken,
-) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
-    if config.backend() != Ok(crate::config::Backend::Postgres) || config.database.pgbouncer {
-        return None;
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let listen = (config.backend() == Ok(crate::config::Backend::Postgres) && !config.database.pgbouncer)
+        .then(|| config.database.url.expose().to_owned());
+    let announcements = store.job_wakeups();
+    async move {
+        let notified = async {
+            if let Some(url) = listen {
+                let wakers = wakers.clone();
+                let on_job = move |queue: Option<&str>| match queue {
+                    Some(queue) => wakers.wake(queue),
+                    None => wakers.wake_all(),
+                };
+                store_postgres::listen_for_jobs(url, on_job, stop.clone()).await;
+            }
+        };
+        let announced = async {
+            let Some(mut announcements) = announcements else { return };
+            loop {
+                match announcements.recv().await {
+                    Ok(queue) => wakers.wake(&queue),
+                    // Some announcements were missed: wake every queue once.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => wakers.wake_all(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        };
+        tokio::select! {
+            _ = async { tokio::join!(notified, announced) } => {}
+            () = stop.cancelled() => {}
+        }
     }
-    let on_job = move |queue: Option<&str>| match queue {
-        Some(queue) => wakers.wake(queue),
-        None => wakers.wake_all(),
-    };
-    Some(store_postgres::listen_for_jobs(config.database.url.expose().to_owned(), on_job, stop))
 }
 
 /// The retention of finished jobs.

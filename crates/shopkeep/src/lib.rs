@@ -99,17 +99,11 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     let worker = jobs::build_worker(&config, Arc::clone(&store), jobs, accounts, mailer);
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
-    let listening = CancellationToken::new();
-    let listener = jobs::job_listener(&config, worker.wakers(), listening.clone()).map(tokio::spawn);
-    let announcements = jobs::job_announcements(store.as_ref(), worker.wakers()).map(tokio::spawn);
+    let waking = CancellationToken::new();
+    let wake = tokio::spawn(jobs::wake_on_new_jobs(&config, store.as_ref(), worker.wakers(), waking.clone()));
     worker.run(shutdown).await;
-    listening.cancel();
-    if let Some(listener) = listener {
-        let _ = listener.await;
-    }
-    if let Some(announcements) = announcements {
-        announcements.abort();
-    }
+    waking.cancel();
+    let _ = wake.await;
     store.close().await;
     Ok(())
 }

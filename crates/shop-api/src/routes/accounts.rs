@@ -195,8 +195,7 @@ pub async fn log_in(
         && let Some(lock) = limits.after_login(email, result.is_ok()).await
     {
         // Tell the owner (by a queued mail); the login's answer does not wait on it or fail by it.
-        let until = time::OffsetDateTime::now_utc() + lock;
-        if let Err(error) = state.accounts().notify_account_locked(email, until).await {
+        if let Err(error) = state.accounts().notify_account_locked(email, lock).await {
             tracing::warn!(%error, "queueing the account lock notification failed");
         }
     }
@@ -217,12 +216,8 @@ pub async fn log_in(
         ),
     };
     if presented_device.is_none() {
-        let name = if https { crate::auth::SECURE_DEVICE_COOKIE } else { crate::auth::DEVICE_COOKIE };
-        let secure = if https { "; Secure" } else { "" };
-        let cookie = format!(
-            "{name}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={DEVICE_COOKIE_MAX_AGE}{secure}",
-            device.expose()
-        );
+        let names = (crate::auth::DEVICE_COOKIE, crate::auth::SECURE_DEVICE_COOKIE);
+        let cookie = cookie(&state, names, device.expose(), DEVICE_COOKIE_MAX_AGE);
         if let Ok(cookie) = HeaderValue::from_str(&cookie) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
@@ -231,7 +226,7 @@ pub async fn log_in(
 }
 
 /// The device cookie lasts a year (a browser that keeps it is a known device).
-const DEVICE_COOKIE_MAX_AGE: u32 = 365 * 86_400;
+const DEVICE_COOKIE_MAX_AGE: i64 = 365 * 86_400;
 
 /// Confirms a sign-in from a new device with the token from the mailed link; the device is then
 /// known, and signing in from it succeeds.
@@ -509,10 +504,16 @@ fn session_response(state: &AppState, status: StatusCode, signed_in: SignedIn) -
     response
 }
 
-/// The `Set-Cookie` value: HttpOnly, SameSite=Lax, Path=/; over HTTPS `__Host-` and Secure.
+/// The session's `Set-Cookie` value.
 fn session_cookie(state: &AppState, value: &str, max_age_seconds: i64) -> String {
+    cookie(state, (SESSION_COOKIE, SECURE_SESSION_COOKIE), value, max_age_seconds)
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Path=/; over HTTPS the `__Host-` name of
+/// `names` (plain, secure) and Secure.
+fn cookie(state: &AppState, names: (&str, &str), value: &str, max_age_seconds: i64) -> String {
     let https = state.settings().https;
-    let name = if https { SECURE_SESSION_COOKIE } else { SESSION_COOKIE };
+    let name = if https { names.1 } else { names.0 };
     let secure = if https { "; Secure" } else { "" };
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}{secure}")
 }

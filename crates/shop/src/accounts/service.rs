@@ -360,7 +360,8 @@ impl AccountService {
     /// logins, by enqueueing a mail. One mail per account per lock: the job's unique key names
     /// the account and the lock's end, so instances noticing the same lock do not both mail.
     /// Returns whether a mail was enqueued.
-    pub async fn notify_account_locked(&self, email: &str, locked_until: OffsetDateTime) -> Result<bool, Error> {
+    pub async fn notify_account_locked(&self, email: &str, locked_for: std::time::Duration) -> Result<bool, Error> {
+        let locked_until = self.clock.now() + locked_for;
         let Ok(email) = Email::parse(email) else { return Ok(false) };
         let Some(found) = self.store.find_user_by_email(&email).await? else { return Ok(false) };
         let user = found.user;
