@@ -71,6 +71,8 @@ impl IntegrationConfig {
 #[derive(Debug, Clone)]
 pub struct OutboundRequest {
     pub method: Method,
+    /// Appended to the dependency's `base_url`; an absolute `http(s)://` URL is used as it is
+    /// (a provider's endpoints named in its discovery document).
     pub path: String,
     pub headers: HeaderMap,
     pub body: Option<Bytes>,
@@ -284,7 +286,11 @@ impl IntegrationClient {
 
     async fn exchange(&self, request: &OutboundRequest, trace_id: &str) -> Result<OutboundResponse, IntegrationError> {
         let dependency = || self.config.name.clone();
-        let url = format!("{}{}", self.config.base_url, request.path);
+        let url = if request.path.starts_with("https://") || request.path.starts_with("http://") {
+            request.path.clone()
+        } else {
+            format!("{}{}", self.config.base_url, request.path)
+        };
         let mut headers = request.headers.clone();
         let traceparent = format!("00-{trace_id}-{}-01", random_hex(8));
         if let Ok(value) = HeaderValue::from_str(&traceparent) {

@@ -26,6 +26,10 @@ pub const SESSION_COOKIE: &str = "shopkeep_session";
 /// The long-lived, random id of a browser, by which sign-ins from new devices are noticed.
 pub const DEVICE_COOKIE: &str = "shopkeep_device";
 pub const SECURE_DEVICE_COOKIE: &str = "__Host-shopkeep_device";
+/// Holds the handle of an external (OpenID Connect) sign-in between the redirect to the
+/// provider and its callback, so only the browser that started it can complete it.
+pub const EXTERNAL_LOGIN_COOKIE: &str = "shopkeep_oidc";
+pub const SECURE_EXTERNAL_LOGIN_COOKIE: &str = "__Host-shopkeep_oidc";
 /// The session cookie's name over HTTPS: the `__Host-` prefix pins it to this host, path `/`, `Secure`.
 pub const SECURE_SESSION_COOKIE: &str = "__Host-shopkeep_session";
 
@@ -88,6 +92,11 @@ fn session_cookie(headers: &HeaderMap, https: bool) -> Option<String> {
 /// The device cookie's value, if the browser sent one.
 pub(crate) fn device_cookie(headers: &HeaderMap, https: bool) -> Option<String> {
     cookie(headers, if https { SECURE_DEVICE_COOKIE } else { DEVICE_COOKIE })
+}
+
+/// The external sign-in handle's cookie value, if the browser sent one.
+pub(crate) fn external_login_cookie(headers: &HeaderMap, https: bool) -> Option<String> {
+    cookie(headers, if https { SECURE_EXTERNAL_LOGIN_COOKIE } else { EXTERNAL_LOGIN_COOKIE })
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {

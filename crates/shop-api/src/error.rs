@@ -133,6 +133,9 @@ impl From<shop::Error> for ApiError {
             shop::Error::PreconditionFailed => Self::PreconditionFailed,
             shop::Error::InvalidCredentials => Self::InvalidCredentials,
             shop::Error::Forbidden => Self::Forbidden("your role does not allow this"),
+            shop::Error::Unavailable { detail, retry_after_seconds } => {
+                Self::Unavailable { detail, retry_after_seconds }
+            }
             shop::Error::Internal(source) => Self::Internal(source),
         }
     }

@@ -19,7 +19,7 @@ mod wire;
 pub use admin::{AdminSettings, MetricsRenderer, admin_router};
 pub use middleware::observe::RequestContext;
 pub use rate_limits::{RateLimitSettings, RateLimiters, SharedLimits};
-pub use state::{AppParts, AppState, HttpSettings, Readiness};
+pub use state::{AppParts, AppState, HttpSettings, IdentityProviders, Readiness};
 
 use axum::Router;
 

@@ -445,6 +445,14 @@ impl RateLimiters {
         self.gcra("token_ip", self.settings.token_per_ip, &self.token_per_ip, &ip).await
     }
 
+    /// Before starting or completing a sign-in with an external provider: the per-IP login limit.
+    pub async fn before_external_login(&self, ip: IpAddr) -> Result<(), ApiError> {
+        if !self.settings.enabled {
+            return Ok(());
+        }
+        self.gcra("login_ip", self.settings.login_per_ip, &self.login_per_ip, &ip).await
+    }
+
     /// Before creating an account: the per-IP sign-up limit.
     pub async fn before_signup(&self, ip: IpAddr) -> Result<(), ApiError> {
         if !self.settings.enabled {

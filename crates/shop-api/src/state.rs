@@ -70,7 +70,12 @@ pub struct AppParts {
     /// Every circuit breaker of the process, for the admin status page and resets.
     pub breakers: resilience::BreakerRegistry,
     pub jobs: shop::jobs::JobService,
+    /// The configured OpenID Connect providers by name (none by default).
+    pub identity_providers: IdentityProviders,
 }
+
+/// OpenID Connect providers by their configured name.
+pub type IdentityProviders = Arc<std::collections::BTreeMap<String, Arc<dyn shop::ports::IdentityProvider>>>;
 
 /// Everything handlers and middleware share; cheap to clone.
 #[derive(Clone)]
@@ -87,15 +92,28 @@ pub(crate) struct Inner {
     pub settings: HttpSettings,
     pub breakers: resilience::BreakerRegistry,
     pub jobs: shop::jobs::JobService,
+    pub identity_providers: IdentityProviders,
     /// The global in-flight limit of the public listener.
     pub shedder: resilience::LoadShedder,
 }
 
 impl AppState {
     pub fn new(parts: AppParts) -> Self {
-        let AppParts { accounts, catalog, store, readiness, settings, rate_limits, breakers, jobs } = parts;
+        let AppParts { accounts, catalog, store, readiness, settings, rate_limits, breakers, jobs, identity_providers } =
+            parts;
         let shedder = resilience::LoadShedder::new(settings.concurrency, Arc::new(resilience::MonotonicClock));
-        let inner = Inner { rate_limits, accounts, catalog, store, readiness, settings, breakers, jobs, shedder };
+        let inner = Inner {
+            rate_limits,
+            accounts,
+            catalog,
+            store,
+            readiness,
+            settings,
+            breakers,
+            jobs,
+            identity_providers,
+            shedder,
+        };
         Self { inner: Arc::new(inner) }
     }
 

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use shop::Page;
-use shop::accounts::{ApiToken, User};
+use shop::accounts::{ApiToken, ExternalIdentity, User};
 use shop::catalog::{Category, Product};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -326,4 +326,27 @@ pub struct HealthBody {
     /// requests are let through (failing open) or refused (failing closed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<String>,
+}
+
+/// An external identity provider account linked to the user.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalIdentityBody {
+    /// The provider's configured name.
+    pub provider: String,
+    /// The address the provider gave when the link was made.
+    pub email: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<ExternalIdentity> for ExternalIdentityBody {
+    fn from(identity: ExternalIdentity) -> Self {
+        Self {
+            provider: identity.provider,
+            email: identity.email.map(|email| email.as_str().to_owned()),
+            created_at: identity.created_at,
+        }
+    }
 }

@@ -41,6 +41,10 @@ pub enum Error {
     /// The caller is known but the action is not theirs to take.
     #[error("forbidden")]
     Forbidden,
+    /// A dependency the request needs is down (its breaker open, timing out): try again after
+    /// `retry_after_seconds`. Nothing was changed.
+    #[error("unavailable: {detail}")]
+    Unavailable { detail: &'static str, retry_after_seconds: u32 },
     /// Storage or another dependency failed; details go to the log, not to the client.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -5,8 +5,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::accounts::{
-    ApiToken, Email, NewAccountToken, NewApiTokenRecord, NewSession, NewUser, PersonName, Session, User, UserChanges,
-    UserQuery, UserWithPassword,
+    ApiToken, AuthorizationRequest, Email, ExternalIdentity, ExternalLoginError, ExternalProfile, NewAccountToken,
+    NewApiTokenRecord, NewSession, NewUser, PendingExternalLogin, PersonName, Session, User, UserChanges, UserQuery,
+    UserWithPassword,
 };
 use crate::catalog::{
     Category, CategoryChanges, CategorySort, IdOrSlug, NewCategory, NewProduct, Product, ProductChanges, ProductQuery,
@@ -258,6 +259,41 @@ pub trait AccountTokenRepository: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// Sign-ins with external identity providers: pending logins between the redirect to the
+/// provider and its callback, and the links from a provider's subject to an account.
+#[async_trait]
+pub trait ExternalLoginRepository: Send + Sync {
+    async fn insert_pending_external_login(&self, login: &PendingExternalLogin) -> Result<(), StoreError>;
+    /// Removes and returns the pending login with this handle, if there is one and
+    /// `now < expires_at`; an expired one is removed and `None` returned. Of two concurrent
+    /// takes, at most one gets it.
+    async fn take_pending_external_login(
+        &self,
+        handle_hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Result<Option<PendingExternalLogin>, StoreError>;
+    /// Deletes at most `limit` pending logins that expired before `before`.
+    async fn purge_pending_external_logins(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
+    /// The account linked to the provider's subject, if any.
+    async fn find_user_by_external_identity(&self, provider: &str, subject: &str) -> Result<Option<User>, StoreError>;
+    /// Links a subject to an existing account. `Conflict { external_identities_pkey }` when the
+    /// subject is already linked; `Conflict { external_identities_user_id_fkey }` when there
+    /// is no such user.
+    async fn link_external_identity(&self, identity: &ExternalIdentity) -> Result<(), StoreError>;
+    /// Creates an account signed in through a provider, linked to its subject, with `jobs`,
+    /// in one transaction. `email_verified_at` is set when the provider verified the address.
+    /// `Conflict { users_email_key }` or `Conflict { external_identities_pkey }`.
+    async fn insert_external_user(
+        &self,
+        user: &NewUser,
+        email_verified_at: Option<OffsetDateTime>,
+        identity: &ExternalIdentity,
+        jobs: &[NewJob],
+    ) -> Result<User, StoreError>;
+    /// The identities linked to an account, oldest first.
+    async fn list_external_identities(&self, user_id: Uuid) -> Result<Vec<ExternalIdentity>, StoreError>;
+}
+
 /// Mail kept in the database because no SMTP server is configured (the embedded default):
 /// clearly not delivered, listed by `shopkeep admin mail list`.
 #[async_trait]
@@ -280,6 +316,29 @@ pub trait Mailer: Send + Sync {
     fn kind(&self) -> &'static str;
 }
 
+/// An OpenID Connect provider as the account service needs it; the adapter speaks the protocol
+/// (discovery, PKCE, the code exchange, ID token verification against the provider's keys)
+/// through a client that never follows redirects, with timeouts and a circuit breaker.
+#[async_trait]
+pub trait IdentityProvider: Send + Sync {
+    /// The configured name, as in `/auth/oidc/{name}/start`.
+    fn name(&self) -> &str;
+    /// A fresh authorization request (new state, nonce and PKCE verifier).
+    async fn authorization_request(&self) -> Result<AuthorizationRequest, ExternalLoginError>;
+    /// Exchanges the authorization code (with the PKCE verifier), verifies the ID token
+    /// (signature against the provider's keys, issuer, audience, expiry, `nonce`) and returns
+    /// who signed in.
+    /// `issuer` is the callback's `iss` parameter (RFC 9207), when the provider sent one: it
+    /// must then be the provider's issuer.
+    async fn complete(
+        &self,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+        issuer: Option<&str>,
+    ) -> Result<ExternalProfile, ExternalLoginError>;
+}
+
 /// Everything a storage adapter provides.
 pub trait Store:
     UserRepository
@@ -290,6 +349,7 @@ pub trait Store:
     + JobRepository
     + MailOutboxRepository
     + AccountTokenRepository
+    + ExternalLoginRepository
     + StoreHealth
 {
 }
@@ -303,6 +363,7 @@ impl<T> Store for T where
         + JobRepository
         + MailOutboxRepository
         + AccountTokenRepository
+        + ExternalLoginRepository
         + StoreHealth
 {
 }

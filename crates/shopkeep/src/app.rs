@@ -99,8 +99,45 @@ pub fn account_service(config: &Config, store: Arc<dyn Store>, clock: Arc<dyn Cl
             .collect(),
         login_challenge_ttl: time::Duration::minutes(config.accounts.login_challenge_ttl_minutes as i64),
         guest_idle_ttl: time::Duration::hours(config.accounts.guest_idle_ttl_hours as i64),
+        external_login_ttl: time::Duration::minutes(config.oidc.login_ttl_minutes as i64),
     };
     AccountService::new(store, PasswordHasher::new(concurrency), clock, settings)
+}
+
+/// The configured OpenID Connect providers, their breakers registered (`oidc-{name}`). Nothing
+/// is fetched yet: a provider down at startup only fails its own sign-ins.
+fn identity_providers(
+    config: &Config,
+    breakers: &resilience::BreakerRegistry,
+    clock: Arc<dyn resilience::Clock>,
+) -> anyhow::Result<shop_api::IdentityProviders> {
+    let mut providers: std::collections::BTreeMap<String, Arc<dyn shop::ports::IdentityProvider>> =
+        std::collections::BTreeMap::new();
+    for (name, provider) in &config.oidc.providers {
+        let mut http = integration::IntegrationConfig::new(&format!("oidc-{name}"), &provider.issuer);
+        http.total_timeout = Duration::from_secs(config.oidc.timeout_secs);
+        http.attempt_timeout = http.attempt_timeout.min(http.total_timeout);
+        let settings = oidc::OidcConfig {
+            name: name.clone(),
+            issuer: provider.issuer.clone(),
+            client_id: provider.client_id.clone(),
+            client_secret: provider.client_secret.as_ref().map(|secret| secret.expose().to_owned()),
+            redirect_url: provider.redirect_url.clone(),
+            scopes: provider.scopes.clone().unwrap_or_else(|| vec!["email".into(), "profile".into()]),
+            metadata_ttl: Duration::from_secs(config.oidc.metadata_ttl_secs),
+            http,
+        };
+        let client = oidc::OidcProvider::new(settings, Arc::clone(&clock))
+            .map_err(|error| anyhow::anyhow!("oidc.providers.{name}: {error}"))?;
+        breakers.register(Arc::clone(client.breaker()))?;
+        tracing::info!(
+            provider = name.as_str(),
+            issuer = provider.issuer.as_str(),
+            "OpenID Connect provider configured"
+        );
+        providers.insert(name.clone(), Arc::new(client));
+    }
+    Ok(Arc::new(providers))
 }
 
 impl Application {
@@ -175,6 +212,7 @@ impl Application {
             }
             false => None,
         };
+        let identity_providers = identity_providers(&config, &breakers, Arc::clone(&limiter_clock))?;
         let state = AppState::new(AppParts {
             accounts: accounts.clone(),
             catalog,
@@ -184,6 +222,7 @@ impl Application {
             rate_limits: Arc::clone(&rate_limits),
             breakers,
             jobs: jobs.clone(),
+            identity_providers,
         });
         let public_router = shop_api::public_router(state.clone()).map_err(|problem| anyhow::anyhow!(problem))?;
         let public = TcpListener::bind(config.listen())

@@ -24,6 +24,48 @@ pub struct Config {
     pub redis: RedisConfig,
     pub jobs: JobsConfig,
     pub mail: MailConfig,
+    pub oidc: OidcConfig,
+}
+
+/// Sign-in with external OpenID Connect providers (none by default).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Providers by name (`[oidc.providers.google]`, `SHOPKEEP_OIDC__PROVIDERS__GOOGLE__ISSUER`);
+    /// the name appears in `/api/v1/auth/oidc/{name}/start`.
+    pub providers: std::collections::BTreeMap<String, OidcProviderConfig>,
+    /// One call to a provider (discovery, keys, token, userinfo), retries included, must finish
+    /// within this.
+    pub timeout_secs: u64,
+    /// How long a provider's discovery document and keys are cached.
+    pub metadata_ttl_secs: u64,
+    /// How long a browser has to come back from the provider's sign-in page.
+    pub login_ttl_minutes: u64,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        Self { providers: Default::default(), timeout_secs: 10, metadata_ttl_secs: 3_600, login_ttl_minutes: 10 }
+    }
+}
+
+/// One OpenID Connect provider (a confidential client using `client_secret_basic`, or a public
+/// one without a secret; PKCE either way).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcProviderConfig {
+    /// The issuer, e.g. `https://accounts.google.com`; HTTPS except on loopback (tests, demos).
+    pub issuer: String,
+    pub client_id: String,
+    /// Secret.
+    pub client_secret: Option<Secret>,
+    /// A file holding the client secret.
+    pub client_secret_file: Option<PathBuf>,
+    /// Our callback as registered with the provider:
+    /// `https://shop.example/api/v1/auth/oidc/{name}/callback`.
+    pub redirect_url: String,
+    /// Scopes besides `openid`; `email` is needed to sign in (default `email`, `profile`).
+    pub scopes: Option<Vec<String>>,
 }
 
 /// Outgoing mail. Without an SMTP URL (the embedded default) mail is kept in the outbox table,
@@ -559,10 +601,71 @@ impl Config {
                 Err(problem) => problems.push(format!("mail.smtp_url_file: {problem}")),
             }
         }
+        for (name, provider) in &mut self.oidc.providers {
+            if let Some(path) = &provider.client_secret_file {
+                if provider.client_secret.is_some() {
+                    problems.push(format!(
+                        "oidc.providers.{name}.client_secret_file: give either client_secret or client_secret_file, not both"
+                    ));
+                }
+                match read_secret(path) {
+                    Ok(value) => provider.client_secret = Some(Secret(value)),
+                    Err(problem) => problems.push(format!("oidc.providers.{name}.client_secret_file: {problem}")),
+                }
+            }
+        }
         if let Some(path) = &self.admin.token_file {
             match read_secret(path) {
                 Ok(value) => self.admin.token = Some(Secret(value)),
                 Err(problem) => problems.push(format!("admin.token_file: {problem}")),
+            }
+        }
+    }
+
+    fn validate_oidc(&self, problems: &mut Vec<String>) {
+        let oidc = &self.oidc;
+        for (name, value, range) in [
+            ("oidc.timeout_secs", oidc.timeout_secs, 1..=120),
+            ("oidc.metadata_ttl_secs", oidc.metadata_ttl_secs, 60..=604_800),
+            ("oidc.login_ttl_minutes", oidc.login_ttl_minutes, 1..=60),
+        ] {
+            if !range.contains(&value) {
+                problems.push(format!("{name}: must be between {} and {}", range.start(), range.end()));
+            }
+        }
+        for (name, provider) in &oidc.providers {
+            let key = format!("oidc.providers.{name}");
+            let name_ok = !name.is_empty()
+                && name.len() <= 32
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !name_ok {
+                problems.push(format!("{key}: the name must be 1-32 of a-z, 0-9 and -"));
+            }
+            match url::Url::parse(&provider.issuer) {
+                Ok(issuer) => {
+                    let loopback = matches!(issuer.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+                    if issuer.scheme() != "https" && !(issuer.scheme() == "http" && loopback) {
+                        problems.push(format!("{key}.issuer: must be an https:// URL (http:// only on loopback)"));
+                    }
+                }
+                Err(error) => problems.push(format!("{key}.issuer: {:?} is not a URL: {error}", provider.issuer)),
+            }
+            if provider.client_id.trim().is_empty() {
+                problems.push(format!("{key}.client_id: is required"));
+            }
+            let callback = format!("/auth/oidc/{name}/callback");
+            match url::Url::parse(&provider.redirect_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.path().ends_with(&callback) => {}
+                _ => problems.push(format!(
+                    "{key}.redirect_url: must be this shop's callback URL, like https://shop.example/api/v1{callback}"
+                )),
+            }
+            if provider
+                .scopes
+                .as_ref()
+                .is_some_and(|scopes| scopes.iter().any(|scope| scope.trim().is_empty() || scope.contains(' ')))
+            {
+                problems.push(format!("{key}.scopes: each scope is one non-empty word"));
             }
         }
     }
@@ -575,6 +678,7 @@ impl Config {
     }
 
     fn validate(&self, problems: &mut Vec<String>) {
+        self.validate_oidc(problems);
         let listen = parse_address("server.listen", &self.server.listen, problems);
         let admin_listen = parse_address("server.admin_listen", &self.server.admin_listen, problems);
         if let (Some(listen), Some(admin)) = (listen, admin_listen)
@@ -867,6 +971,42 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("postgres://shop:%5Bredacted%5D@db/shop") || shown.contains("[redacted]"), "{shown}");
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn oidc_providers_are_validated_and_their_secrets_never_print() {
+        let directory = tempfile::tempdir().unwrap();
+        let secret_path = directory.path().join("client-secret");
+        std::fs::write(&secret_path, "a-client-secret\n").unwrap();
+        let config = with_toml(&format!(
+            r#"
+            [oidc.providers.google]
+            issuer = "https://accounts.google.com"
+            client_id = "shop"
+            client_secret_file = {:?}
+            redirect_url = "https://shop.example/api/v1/auth/oidc/google/callback"
+            "#,
+            secret_path.display().to_string()
+        ))
+        .unwrap();
+        let google = &config.oidc.providers["google"];
+        assert_eq!(google.client_secret.as_ref().map(Secret::expose), Some("a-client-secret"));
+        assert!(!config.to_redacted_toml().contains("a-client-secret"));
+        let errors = with_toml(
+            r#"
+            [oidc.providers."Bad Name"]
+            issuer = "http://idp.example"
+            redirect_url = "https://shop.example/elsewhere"
+            scopes = ["email profile"]
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        for problem in
+            ["the name must be", "must be an https:// URL", "client_id: is required", "redirect_url", "scopes"]
+        {
+            assert!(errors.contains(problem), "{problem} missing:\n{errors}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod account_tokens;
 mod accounts;
 mod catalog;
+mod external_logins;
 mod jobs;
 mod mail;
 
@@ -19,6 +20,7 @@ use time::OffsetDateTime;
 pub use account_tokens::*;
 pub use accounts::*;
 pub use catalog::*;
+pub use external_logins::*;
 pub use jobs::*;
 pub use mail::*;
 
@@ -62,7 +64,12 @@ macro_rules! contract_tests {
             known_devices_unseen_since_the_cutoff_are_forgotten, guests_round_trip,
             upgrading_a_guest_keeps_its_id_and_sessions, upgrading_a_full_account_is_not_found,
             upgrading_an_unknown_id_is_not_found, upgrading_a_guest_to_a_taken_address_is_a_conflict,
-            idle_guests_are_deleted_by_cutoff_and_limit
+            idle_guests_are_deleted_by_cutoff_and_limit, pending_external_logins_are_taken_once,
+            expired_pending_external_logins_are_not_returned, concurrent_takes_of_a_pending_login_have_one_winner,
+            pending_external_logins_are_purged_by_cutoff_and_limit, external_identities_link_and_find,
+            linking_a_linked_subject_is_a_conflict, linking_to_an_unknown_user_is_a_conflict,
+            insert_external_user_creates_the_user_identity_and_jobs_atomically,
+            external_identities_go_with_their_user
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -7,6 +7,7 @@ mod account_tokens;
 mod accounts;
 mod catalog;
 mod codec;
+mod external_logins;
 mod jobs;
 mod mail;
 mod notifications;

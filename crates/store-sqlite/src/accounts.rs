@@ -9,7 +9,7 @@ use shop::jobs::NewJob;
 use shop::ports::{ApiTokenRepository, SessionRepository, UserRepository};
 use shop::secrets::SecretHash;
 use shop::{Page, StoreError};
-use sqlx::FromRow;
+use sqlx::{FromRow, SqliteConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -24,9 +24,10 @@ macro_rules! user_columns {
          users.email_verified_at, users.is_guest, users.created_at, users.updated_at"
     };
 }
+pub(crate) use user_columns;
 
 #[derive(FromRow)]
-struct UserRow {
+pub(crate) struct UserRow {
     id: Uuid,
     email: String,
     name: String,
@@ -40,7 +41,7 @@ struct UserRow {
 }
 
 impl UserRow {
-    fn into_user(self) -> Result<UserWithPassword, StoreError> {
+    pub(crate) fn into_user(self) -> Result<UserWithPassword, StoreError> {
         let user = User {
             id: self.id,
             email: Email::parse(&self.email).map_err(|e| corrupt("email", e))?,
@@ -56,33 +57,45 @@ impl UserRow {
     }
 }
 
+/// Inserts a user inside the caller's transaction (every sign-up path: a password, a guest, an
+/// identity provider), verified at `email_verified_at` if given.
+pub(crate) async fn insert_user_row(
+    conn: &mut SqliteConnection,
+    user: &NewUser,
+    email_verified_at: Option<OffsetDateTime>,
+) -> Result<User, StoreError> {
+    let row: UserRow = sqlx::query_as(concat!(
+        "insert into users (id, email, name, role, disabled, password_hash, is_guest, email_verified_at, \
+         created_at, updated_at) values (?, ?, ?, ?, 0, ?, ?, ?, ?, ?) returning ",
+        user_columns!()
+    ))
+    .bind(user.id)
+    .bind(user.email.as_str())
+    .bind(user.name.as_str())
+    .bind(user.role.as_str())
+    .bind(&user.password_hash)
+    .bind(user.guest)
+    .bind(email_verified_at.map(timestamp))
+    .bind(timestamp(user.created_at))
+    .bind(timestamp(user.created_at))
+    .fetch_one(conn)
+    .await
+    .map_err(error("failed to insert user"))?;
+    Ok(row.into_user()?.user)
+}
+
 #[async_trait]
 impl UserRepository for SqliteStore {
     async fn insert_user(&self, user: &NewUser, jobs: &[NewJob]) -> Result<User, StoreError> {
         let mut conn = self.connection().await?;
         let mut tx = Self::begin_write(&mut conn).await?;
-        let row: UserRow = sqlx::query_as(concat!(
-            "insert into users (id, email, name, role, disabled, password_hash, is_guest, created_at, updated_at) \
-             values (?, ?, ?, ?, 0, ?, ?, ?, ?) returning ",
-            user_columns!()
-        ))
-        .bind(user.id)
-        .bind(user.email.as_str())
-        .bind(user.name.as_str())
-        .bind(user.role.as_str())
-        .bind(&user.password_hash)
-        .bind(user.guest)
-        .bind(timestamp(user.created_at))
-        .bind(timestamp(user.created_at))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(error("failed to insert user"))?;
+        let inserted = insert_user_row(&mut tx, user, None).await?;
         for job in jobs {
             insert_job(&mut tx, job).await?;
         }
         commit(tx).await?;
         self.announce_jobs(jobs.iter().map(|job| job.queue.as_str()));
-        Ok(row.into_user()?.user)
+        Ok(inserted)
     }
 
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {

@@ -5,7 +5,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use shop::ValidationErrors;
-use shop::accounts::{Email, LoginOutcome, PasswordPlain, PersonName, Role, SignedIn, UserQuery, UserSort};
+use shop::accounts::{
+    ChallengeRequired, Email, LoginOutcome, PasswordPlain, PersonName, Role, SignedIn, UserQuery, UserSort,
+};
 use shop::secrets::SecretToken;
 use shop::{PageRequest, SortOrder};
 
@@ -184,14 +186,11 @@ pub async fn log_in(
     limits.before_login(ip, email).await?;
     let previous = previous.map(|axum::Extension(PresentedSession(token))| token);
     // The browser's device id: the cookie it has, or a new one it gets with this answer.
-    let https = state.settings().https;
-    let presented_device =
-        crate::auth::device_cookie(&headers, https).and_then(|raw| SecretToken::from_presented(&raw));
-    let device = presented_device.clone().unwrap_or_else(|| SecretToken::generate(""));
+    let (presented_device, device) = device_of(&state, &headers);
     let password = body.password.as_deref().unwrap_or_default();
     let result = state.accounts().log_in(email, password, previous.as_ref(), &device.hash(), &ip.to_string()).await;
     // A challenged sign-in neither clears nor counts towards the lockout: it has not finished.
-    if !matches!(result, Err(shop::Error::Internal(_)) | Ok(LoginOutcome::Challenged))
+    if !matches!(result, Err(shop::Error::Internal(_)) | Ok(LoginOutcome::Challenged(_)))
         && let Some(lock) = limits.after_login(email, result.is_ok()).await
     {
         // Tell the owner (by a queued mail); the login's answer does not wait on it or fail by it.
@@ -201,28 +200,54 @@ pub async fn log_in(
     }
     let outcome = match &result {
         Ok(LoginOutcome::SignedIn(_)) => "ok",
-        Ok(LoginOutcome::Challenged) => "challenged",
+        Ok(LoginOutcome::Challenged(_)) => "challenged",
         Err(_) => "failed",
     };
     metrics::counter!("accounts_logins_total", "outcome" => outcome).increment(1);
     let mut response = match result? {
         LoginOutcome::SignedIn(signed_in) => session_response(&state, StatusCode::CREATED, signed_in),
-        LoginOutcome::Challenged => private_json(
-            StatusCode::ACCEPTED,
-            &LoginChallengeBody {
-                status: "confirmationRequired",
-                detail: "this device is new to the account: confirm the sign-in with the link we mailed, then sign in again",
-            },
-        ),
+        LoginOutcome::Challenged(challenge) => challenge_response(&state, ip, &challenge).await?,
     };
     if presented_device.is_none() {
-        let names = (crate::auth::DEVICE_COOKIE, crate::auth::SECURE_DEVICE_COOKIE);
-        let cookie = cookie(&state, names, device.expose(), DEVICE_COOKIE_MAX_AGE);
-        if let Ok(cookie) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().append(header::SET_COOKIE, cookie);
-        }
+        append_device_cookie(&state, &mut response, &device);
     }
     Ok(response)
+}
+
+/// A held sign-in: the confirmation mail is queued (within the per-client and per-address mail
+/// limits) and the answer says to check the mail.
+pub(crate) async fn challenge_response(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    challenge: &ChallengeRequired,
+) -> Result<Response, ApiError> {
+    state.inner.rate_limits.before_mail(ip, challenge.email.as_str()).await?;
+    state.accounts().send_login_challenge(challenge).await?;
+    Ok(private_json(
+        StatusCode::ACCEPTED,
+        &LoginChallengeBody {
+            status: "confirmationRequired",
+            detail: "this device is new to the account: confirm the sign-in with the link we mailed, then sign in again",
+        },
+    ))
+}
+
+/// The browser's device id: the cookie it presented (if any), and the id to use — that one, or
+/// a new one to hand out with [`append_device_cookie`].
+pub(crate) fn device_of(state: &AppState, headers: &axum::http::HeaderMap) -> (Option<SecretToken>, SecretToken) {
+    let presented =
+        crate::auth::device_cookie(headers, state.settings().https).and_then(|raw| SecretToken::from_presented(&raw));
+    let device = presented.clone().unwrap_or_else(|| SecretToken::generate(""));
+    (presented, device)
+}
+
+/// Gives the browser its device cookie.
+pub(crate) fn append_device_cookie(state: &AppState, response: &mut Response, device: &SecretToken) {
+    let names = (crate::auth::DEVICE_COOKIE, crate::auth::SECURE_DEVICE_COOKIE);
+    let cookie = cookie(state, names, device.expose(), DEVICE_COOKIE_MAX_AGE);
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
 }
 
 /// The device cookie lasts a year (a browser that keeps it is a known device).
@@ -495,7 +520,7 @@ pub async fn revoke_api_token(
 }
 
 /// The response of a successful sign-up or login: the user, and the session cookie.
-fn session_response(state: &AppState, status: StatusCode, signed_in: SignedIn) -> Response {
+pub(crate) fn session_response(state: &AppState, status: StatusCode, signed_in: SignedIn) -> Response {
     let cookie = session_cookie(state, signed_in.session_token.expose(), signed_in.lifetime.whole_seconds().max(0));
     let mut response = private_json(status, &UserBody::from(signed_in.user));
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
@@ -505,13 +530,13 @@ fn session_response(state: &AppState, status: StatusCode, signed_in: SignedIn) -
 }
 
 /// The session's `Set-Cookie` value.
-fn session_cookie(state: &AppState, value: &str, max_age_seconds: i64) -> String {
+pub(crate) fn session_cookie(state: &AppState, value: &str, max_age_seconds: i64) -> String {
     cookie(state, (SESSION_COOKIE, SECURE_SESSION_COOKIE), value, max_age_seconds)
 }
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Path=/; over HTTPS the `__Host-` name of
 /// `names` (plain, secure) and Secure.
-fn cookie(state: &AppState, names: (&str, &str), value: &str, max_age_seconds: i64) -> String {
+pub(crate) fn cookie(state: &AppState, names: (&str, &str), value: &str, max_age_seconds: i64) -> String {
     let https = state.settings().https;
     let name = if https { names.1 } else { names.0 };
     let secure = if https { "; Secure" } else { "" };
@@ -538,7 +563,7 @@ fn new_account_fields(body: &SignUpRequest) -> Result<(Email, PasswordPlain, Per
     }
 }
 
-fn client_ip(client: Option<axum::Extension<ClientIp>>) -> std::net::IpAddr {
+pub(crate) fn client_ip(client: Option<axum::Extension<ClientIp>>) -> std::net::IpAddr {
     client.map_or(UNKNOWN_CLIENT, |axum::Extension(ClientIp(ip))| ip)
 }
 

@@ -3,6 +3,7 @@
 pub(crate) mod accounts;
 mod caching;
 mod catalog;
+mod external_logins;
 pub(crate) mod health;
 
 use std::sync::OnceLock;
@@ -74,6 +75,9 @@ pub fn api_routes(state: AppState) -> Result<(Router, serde_json::Value), String
         .routes(routes!(accounts::create_guest))
         .routes(routes!(accounts::upgrade_guest))
         .routes(routes!(accounts::log_out))
+        .routes(routes!(external_logins::start))
+        .routes(routes!(external_logins::callback))
+        .routes(routes!(external_logins::my_identities))
         .routes(routes!(accounts::create_api_token, accounts::list_api_tokens))
         .routes(routes!(accounts::revoke_api_token))
         .routes(routes!(catalog::list_categories, catalog::create_category))

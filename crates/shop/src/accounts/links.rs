@@ -160,12 +160,14 @@ impl AccountService {
         }
     }
 
-    /// Deletes at most `limit` link tokens that expired or were used over a day ago, and at most
-    /// `limit` known devices unseen for a year; returns the larger count (repeat while it is `limit`).
+    /// Deletes at most `limit` link tokens that expired or were used over a day ago, at most
+    /// `limit` known devices unseen for a year, and at most `limit` expired pending external
+    /// sign-ins; returns the larger count (repeat while it is `limit`).
     pub async fn purge_account_tokens(&self, limit: u32) -> Result<u64, Error> {
         let now = self.clock.now();
         let tokens = self.store.purge_account_tokens(now - time::Duration::days(1), limit).await?;
         let devices = self.store.purge_known_devices(now - time::Duration::days(365), limit).await?;
-        Ok(tokens.max(devices))
+        let logins = self.store.purge_pending_external_logins(now, limit).await?;
+        Ok(tokens.max(devices).max(logins))
     }
 }

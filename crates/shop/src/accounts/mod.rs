@@ -1,6 +1,7 @@
 //! Accounts: users, roles, passwords, sessions and personal API tokens.
 
 mod email;
+mod external;
 mod guests;
 mod links;
 mod password;
@@ -9,10 +10,14 @@ mod service;
 mod user;
 
 pub use email::Email;
+pub use external::{
+    AuthorizationRequest, ExternalCallback, ExternalIdentity, ExternalLoginError, ExternalLoginStart, ExternalProfile,
+    MAX_RETURN_TO_LEN, PendingExternalLogin,
+};
 pub use links::{LinkContext, SEND_LOGIN_CHALLENGE, SEND_PASSWORD_RESET, SEND_VERIFICATION};
 pub use password::{PasswordHasher, PasswordPlain};
 pub use role::Role;
-pub use service::{AccountService, AccountSettings, LoginOutcome, NewApiToken, SignedIn};
+pub use service::{AccountService, AccountSettings, ChallengeRequired, LoginOutcome, NewApiToken, SignedIn};
 pub use user::{
     ApiToken, AuthMethod, Caller, NewAccountToken, NewApiTokenRecord, NewSession, NewUser, PersonName, Session,
     TokenPurpose, User, UserChanges, UserQuery, UserSort, UserWithPassword,

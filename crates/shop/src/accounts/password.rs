@@ -72,6 +72,12 @@ impl PasswordHasher {
     }
 
     /// Returns the PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
+    /// Whether `stored` is a password hash at all (PHC format). Guests and external-only
+    /// accounts store a marker instead, against which nothing verifies.
+    pub fn is_hash(stored: &str) -> bool {
+        stored.starts_with('$')
+    }
+
     pub async fn hash(&self, password: &PasswordPlain) -> Result<String, HashError> {
         let password = password.clone();
         self.run_blocking(move || {

@@ -37,6 +37,8 @@ pub struct AccountSettings {
     pub verification_ttl: Duration,
     /// How long a password reset link works.
     pub password_reset_ttl: Duration,
+    /// How long a browser has to come back from an external provider's sign-in page.
+    pub external_login_ttl: Duration,
     /// Roles whose sign-ins from unknown devices wait for a mailed confirmation.
     pub login_challenge_roles: Vec<Role>,
     /// How long a login challenge link works.
@@ -57,6 +59,7 @@ impl Default for AccountSettings {
             login_challenge_roles: vec![Role::Staff, Role::Admin],
             login_challenge_ttl: Duration::minutes(15),
             guest_idle_ttl: Duration::hours(24),
+            external_login_ttl: Duration::minutes(10),
         }
     }
 }
@@ -75,9 +78,21 @@ pub struct SignedIn {
 #[derive(Debug)]
 pub enum LoginOutcome {
     SignedIn(SignedIn),
-    /// The device is new to a challenged account: a confirmation link was mailed; sign in again
-    /// from this device once it is confirmed.
-    Challenged,
+    /// The device is new to a challenged account: no session; the caller checks its mail limits
+    /// and has the confirmation link mailed ([`AccountService::send_login_challenge`]). Sign in
+    /// again from this device once it is confirmed.
+    Challenged(ChallengeRequired),
+}
+
+/// A sign-in held until its owner confirms the device from a mailed link.
+#[derive(Debug, Clone)]
+pub struct ChallengeRequired {
+    pub user_id: Uuid,
+    /// Where the link goes (for the caller's per-address mail limit).
+    pub email: Email,
+    pub device_hash: SecretHash,
+    /// The network address the sign-in came from, shown in the mail.
+    pub from_address: String,
 }
 
 /// A freshly created API token with its secret, which is never retrievable again.
@@ -166,8 +181,9 @@ impl AccountService {
             self.hasher.verify_dummy(&password).await?;
             return Err(Error::InvalidCredentials);
         };
-        if account.user.guest {
-            // Guests have no password; answer after the same work as for anyone else.
+        if account.user.guest || !PasswordHasher::is_hash(&account.password_hash) {
+            // Guests and external-only accounts have no password; answer after the same work
+            // as for anyone else.
             self.hasher.verify_dummy(&password).await?;
             return Err(Error::InvalidCredentials);
         }
@@ -175,27 +191,32 @@ impl AccountService {
         if !matches || account.user.disabled {
             return Err(Error::InvalidCredentials);
         }
+        self.finish_login(account.user, previous_session, device, from_address).await
+    }
+
+    /// The end of every successful sign-in (password or external provider): a challenged role on
+    /// a device it never confirmed gets a mailed confirmation link instead of a session;
+    /// otherwise the browser's previous session ends and a new one starts.
+    pub(super) async fn finish_login(
+        &self,
+        user: User,
+        previous_session: Option<&SecretToken>,
+        device: &SecretHash,
+        from_address: &str,
+    ) -> Result<LoginOutcome, Error> {
         let now = self.clock.now();
-        let user_id = account.user.id;
+        let user_id = user.id;
         // Only challenged roles keep known devices (added by confirmed challenges), so the
         // table grows with confirmations, not with every cookie-less client's login.
-        if self.settings.login_challenge_roles.contains(&account.user.role)
+        if self.settings.login_challenge_roles.contains(&user.role)
             && !self.store.touch_known_device(user_id, device, now).await?
         {
-            let device_hex = hex::encode(device.0);
-            let payload = serde_json::json!({
-                "userId": user_id.to_string(),
-                "deviceHash": device_hex,
-                "fromAddress": from_address,
-            });
-            let job = crate::jobs::NewJob::new(super::SEND_LOGIN_CHALLENGE, payload, now)
-                .queue(crate::mail::MAIL_QUEUE)
-                .max_attempts(12)
-                .unique_key(format!("{}:{user_id}:{device_hex}", super::SEND_LOGIN_CHALLENGE));
-            if self.store.enqueue_job(&job).await? {
-                tracing::info!(userId = %user_id, "sign-in from an unknown device held for confirmation by mail");
-            }
-            return Ok(LoginOutcome::Challenged);
+            return Ok(LoginOutcome::Challenged(ChallengeRequired {
+                user_id,
+                email: user.email,
+                device_hash: *device,
+                from_address: from_address.to_owned(),
+            }));
         }
         if let Some(previous) = previous_session {
             // A new id at login: any session the browser already had is ended, not reused.
@@ -203,7 +224,26 @@ impl AccountService {
                 self.store.delete_session(session.id).await?;
             }
         }
-        self.start_session(account.user).await.map(LoginOutcome::SignedIn)
+        self.start_session(user).await.map(LoginOutcome::SignedIn)
+    }
+
+    /// Queues the mail confirming a held sign-in (one pending per account and device).
+    pub async fn send_login_challenge(&self, challenge: &ChallengeRequired) -> Result<(), Error> {
+        let user_id = challenge.user_id;
+        let device_hex = hex::encode(challenge.device_hash.0);
+        let payload = serde_json::json!({
+            "userId": user_id.to_string(),
+            "deviceHash": device_hex,
+            "fromAddress": challenge.from_address,
+        });
+        let job = crate::jobs::NewJob::new(super::SEND_LOGIN_CHALLENGE, payload, self.clock.now())
+            .queue(crate::mail::MAIL_QUEUE)
+            .max_attempts(12)
+            .unique_key(format!("{}:{user_id}:{device_hex}", super::SEND_LOGIN_CHALLENGE));
+        if self.store.enqueue_job(&job).await? {
+            tracing::info!(userId = %user_id, "sign-in from an unknown device held for confirmation by mail");
+        }
+        Ok(())
     }
 
     pub(super) async fn start_session(&self, user: User) -> Result<SignedIn, Error> {

@@ -14,6 +14,7 @@ mod health;
 mod jobs;
 mod limits;
 mod mail;
+mod oidc;
 mod recovery;
 mod stability;
 mod stack;

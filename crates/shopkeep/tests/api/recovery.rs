@@ -193,6 +193,17 @@ async fn sign_ins_from_new_devices_of_staff_wait_for_a_mailed_confirmation(backe
     // Another device is still new.
     let phone = app.new_client();
     assert_eq!(log_in(&phone, "sam@example.com", PASSWORD).send().await.unwrap().status(), StatusCode::ACCEPTED);
+    // Challenge mails count against the per-address mail limit (3 an hour): the third new
+    // device is mailed, the fourth is refused and nothing more is queued.
+    let tablet = app.new_client();
+    assert_eq!(log_in(&tablet, "sam@example.com", PASSWORD).send().await.unwrap().status(), StatusCode::ACCEPTED);
+    let kiosk = app.new_client();
+    let limited = log_in(&kiosk, "sam@example.com", PASSWORD).send().await.unwrap();
+    assert_eq!(limited.headers()["ratelimit-policy"], "3;w=3600");
+    problem(limited, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(app.outbox_with(3).await.len(), 3);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.outbox().await.len(), 3, "no mail for the refused sign-in");
     let missing = app.api(Method::POST, "/login-challenges/confirm").json(&json!({}));
     problem(missing.send().await.unwrap(), StatusCode::BAD_REQUEST).await;
     app.stop().await;
