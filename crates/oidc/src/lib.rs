@@ -7,9 +7,10 @@
 //! attempt and total timeouts, a bulkhead, a circuit breaker named `oidc-{provider}`, retries
 //! for GETs only, and redirects never followed (a redirect is an answer, not an instruction).
 //! The discovery document and key set are cached for `metadata_ttl`; one caller refreshes them
-//! while the others keep using the cached copy (no dogpile), a failed refresh keeps the stale
-//! copy, and an ID token signed with a key the cache does not know forces one early refresh
-//! (key rotation) at most once a minute.
+//! while the others keep using the cached copy (no dogpile); a failed refresh keeps the stale
+//! copy in service for up to a day and keeps callers off the provider for a few seconds; an ID
+//! token signed with a key the cache does not know forces an early refresh (key rotation), at
+//! most once a minute, which never falls back to the copy without the key.
 
 #![forbid(unsafe_code)]
 
@@ -103,13 +104,21 @@ struct Cached {
     fetched: Instant,
 }
 
+/// The cache and when a refresh last failed.
+#[derive(Default)]
+struct CacheState {
+    cached: Option<Cached>,
+    last_failure: Option<Instant>,
+}
+
 /// An OpenID Connect provider.
 pub struct OidcProvider {
     config: OidcConfig,
     issuer: IssuerUrl,
     redirect: RedirectUrl,
     http: IntegrationClient,
-    cache: RwLock<Option<Cached>>,
+    clock: Arc<dyn Clock>,
+    cache: RwLock<CacheState>,
     /// Held by the one caller refreshing the cache.
     refreshing: Mutex<()>,
 }
@@ -122,6 +131,12 @@ impl std::fmt::Debug for OidcProvider {
 
 /// A forced refresh (unknown signing key) happens at most this often.
 const MIN_FORCED_REFRESH: Duration = Duration::from_secs(60);
+/// After a failed refresh, the provider is not asked again for this long (callers get the
+/// stale copy, or a fast 503 without one), so waiting callers do not each try in turn.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// A stale copy serves while refreshes fail for at most this long; after that the keys may
+/// have been revoked, and sign-ins fail (503) until the provider answers.
+const MAX_STALENESS: Duration = Duration::from_secs(24 * 3_600);
 
 impl OidcProvider {
     /// Checks the configuration and builds the HTTP client. Nothing is fetched yet: a provider
@@ -135,8 +150,16 @@ impl OidcProvider {
         let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|error| invalid("issuer", error.to_string()))?;
         let redirect = RedirectUrl::new(config.redirect_url.clone())
             .map_err(|error| invalid("redirect_url", error.to_string()))?;
-        let http = IntegrationClient::new(config.http.clone(), clock)?;
-        Ok(Self { config, issuer, redirect, http, cache: RwLock::new(None), refreshing: Mutex::new(()) })
+        let http = IntegrationClient::new(config.http.clone(), Arc::clone(&clock))?;
+        Ok(Self {
+            config,
+            issuer,
+            redirect,
+            http,
+            clock,
+            cache: RwLock::new(CacheState::default()),
+            refreshing: Mutex::new(()),
+        })
     }
 
     /// The breaker guarding calls to this provider (for the status page).
@@ -144,25 +167,46 @@ impl OidcProvider {
         self.http.breaker()
     }
 
-    /// The cached metadata if fresh; otherwise refreshed by one caller while the others wait
-    /// for that refresh (or, when `force` is false and a stale copy exists, use it).
+    /// The provider's metadata and keys: the cached copy while younger than the TTL (for a
+    /// forced refresh — a token signed with an unknown key — younger than a minute); otherwise
+    /// refreshed by one caller while the others keep using the stale copy (or, having none,
+    /// wait for that refresh). A failed refresh leaves the stale copy in service for up to
+    /// [`MAX_STALENESS`] and keeps everyone off the provider for [`RETRY_AFTER_FAILURE`]. A
+    /// forced refresh never falls back to the copy that lacked the key.
     async fn metadata(&self, force: bool) -> Result<CoreProviderMetadata, ExternalLoginError> {
-        if let Some(metadata) = self.cached(force).await {
+        let limit = if force { MIN_FORCED_REFRESH } else { self.config.metadata_ttl };
+        let (fresh, stale, recently_failed) = self.look(limit, force).await;
+        if let Some(metadata) = fresh {
             return Ok(metadata);
         }
-        let _refreshing = self.refreshing.lock().await;
-        // Whoever held the lock before may have refreshed it already.
-        if let Some(metadata) = self.cached(force).await {
+        if recently_failed {
+            return stale.ok_or_else(|| ExternalLoginError::Unavailable("the provider failed moments ago".into()));
+        }
+        let _refreshing = match self.refreshing.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => match stale {
+                Some(metadata) => return Ok(metadata),
+                None => self.refreshing.lock().await,
+            },
+        };
+        // Whoever held the lock before may have refreshed it (or failed) meanwhile.
+        let (fresh, stale, recently_failed) = self.look(limit, force).await;
+        if let Some(metadata) = fresh {
             return Ok(metadata);
+        }
+        if recently_failed {
+            return stale.ok_or_else(|| ExternalLoginError::Unavailable("the provider failed moments ago".into()));
         }
         match self.discover().await {
             Ok(metadata) => {
-                *self.cache.write().await = Some(Cached { metadata: metadata.clone(), fetched: Instant::now() });
+                let fetched = self.clock.now();
+                *self.cache.write().await =
+                    CacheState { cached: Some(Cached { metadata: metadata.clone(), fetched }), last_failure: None };
                 tracing::info!(provider = self.config.name.as_str(), "oidc discovery and keys refreshed");
                 Ok(metadata)
             }
             Err(error) => {
-                let stale = self.cache.read().await.as_ref().map(|cached| cached.metadata.clone());
+                self.cache.write().await.last_failure = Some(self.clock.now());
                 match stale {
                     Some(metadata) => {
                         tracing::warn!(provider = self.config.name.as_str(), %error, "oidc refresh failed; using the cached metadata");
@@ -174,12 +218,25 @@ impl OidcProvider {
         }
     }
 
-    /// The cached metadata when younger than the TTL (or, for a forced refresh, than
-    /// [`MIN_FORCED_REFRESH`]).
-    async fn cached(&self, force: bool) -> Option<CoreProviderMetadata> {
-        let limit = if force { MIN_FORCED_REFRESH } else { self.config.metadata_ttl };
-        let guard = self.cache.read().await;
-        guard.as_ref().filter(|cached| cached.fetched.elapsed() < limit).map(|cached| cached.metadata.clone())
+    /// The cache as seen now: a copy younger than `limit`, a stale copy still allowed to
+    /// serve (never for a forced refresh), and whether a refresh failed moments ago.
+    async fn look(
+        &self,
+        limit: Duration,
+        force: bool,
+    ) -> (Option<CoreProviderMetadata>, Option<CoreProviderMetadata>, bool) {
+        let now = self.clock.now();
+        let state = self.cache.read().await;
+        let age = |cached: &Cached| now.saturating_duration_since(cached.fetched);
+        let fresh = state.cached.as_ref().filter(|cached| age(cached) < limit).map(|cached| cached.metadata.clone());
+        let stale = state
+            .cached
+            .as_ref()
+            .filter(|cached| !force && age(cached) < MAX_STALENESS)
+            .map(|cached| cached.metadata.clone());
+        let recently_failed =
+            state.last_failure.is_some_and(|failed| now.saturating_duration_since(failed) < RETRY_AFTER_FAILURE);
+        (fresh, stale, recently_failed)
     }
 
     async fn discover(&self) -> Result<CoreProviderMetadata, ExternalLoginError> {
@@ -273,6 +330,13 @@ impl OidcProvider {
             }
         }
         let subject = claims.subject().as_str().to_owned();
+        if subject.is_empty() || subject.len() > shop::accounts::MAX_SUBJECT_LEN {
+            return Err(ExternalLoginError::Rejected(format!("the subject is {} bytes long", subject.len())));
+        }
+        let issuer = claims.issuer().as_str().to_owned();
+        if issuer.len() > shop::accounts::MAX_ISSUER_LEN {
+            return Err(ExternalLoginError::Rejected("the issuer is too long".into()));
+        }
         let mut email = claims.email().map(|email| email.as_str().to_owned());
         let mut email_verified = claims.email_verified().unwrap_or(false);
         let mut name = claims.name().and_then(|name| name.get(None)).map(|name| name.as_str().to_owned());
@@ -309,7 +373,7 @@ impl OidcProvider {
             },
             None => None,
         };
-        Ok(ExternalProfile { provider: self.config.name.clone(), subject, email, email_verified, name })
+        Ok(ExternalProfile { provider: self.config.name.clone(), issuer, subject, email, email_verified, name })
     }
 }
 
@@ -343,10 +407,9 @@ impl IdentityProvider for OidcProvider {
         nonce: &str,
         issuer: Option<&str>,
     ) -> Result<ExternalProfile, ExternalLoginError> {
-        if let Some(issuer) = issuer
-            && issuer.trim_end_matches('/') != self.issuer.as_str().trim_end_matches('/')
-        {
-            return Err(ExternalLoginError::Rejected(format!("the callback names another issuer ({issuer})")));
+        // RFC 9207: compared exactly, before the code goes anywhere.
+        if issuer.is_some_and(|issuer| issuer != self.issuer.as_str()) {
+            return Err(ExternalLoginError::Rejected("the callback names another issuer (mix-up)".into()));
         }
         self.verified_profile(code, pkce_verifier, nonce).await
     }

@@ -332,8 +332,8 @@ pub struct HealthBody {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalIdentityBody {
-    /// The provider's configured name.
-    pub provider: String,
+    /// The OpenID Connect issuer (`https://accounts.google.com`).
+    pub issuer: String,
     /// The address the provider gave when the link was made.
     pub email: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
@@ -344,7 +344,7 @@ pub struct ExternalIdentityBody {
 impl From<ExternalIdentity> for ExternalIdentityBody {
     fn from(identity: ExternalIdentity) -> Self {
         Self {
-            provider: identity.provider,
+            issuer: identity.issuer,
             email: identity.email.map(|email| email.as_str().to_owned()),
             created_at: identity.created_at,
         }

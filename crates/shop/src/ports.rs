@@ -274,10 +274,10 @@ pub trait ExternalLoginRepository: Send + Sync {
     ) -> Result<Option<PendingExternalLogin>, StoreError>;
     /// Deletes at most `limit` pending logins that expired before `before`.
     async fn purge_pending_external_logins(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
-    /// The account linked to the provider's subject, if any.
-    async fn find_user_by_external_identity(&self, provider: &str, subject: &str) -> Result<Option<User>, StoreError>;
-    /// Links a subject to an existing account. `Conflict { external_identities_pkey }` when the
-    /// subject is already linked; `Conflict { external_identities_user_id_fkey }` when there
+    /// The account linked to the issuer's subject, if any.
+    async fn find_user_by_external_identity(&self, issuer: &str, subject: &str) -> Result<Option<User>, StoreError>;
+    /// Links an issuer's subject to an existing account. `Conflict { external_identities_pkey }`
+    /// when the subject is already linked; `Conflict { external_identities_user_id_fkey }` when there
     /// is no such user.
     async fn link_external_identity(&self, identity: &ExternalIdentity) -> Result<(), StoreError>;
     /// Creates an account signed in through a provider, linked to its subject, with `jobs`,

@@ -127,6 +127,10 @@ pub struct JobsConfig {
     pub succeeded_retention_hours: u64,
     /// Dead jobs are kept this long for operators.
     pub dead_retention_days: u64,
+    /// Cron expressions (UTC) replacing the built-in intervals of recurring jobs, by job name:
+    /// `"mail.purge_outbox" = "30 3 * * *"`. Five fields, six with seconds first, or
+    /// `@hourly`/`@daily`/`@weekly`.
+    pub schedules: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for JobsConfig {
@@ -143,6 +147,7 @@ impl Default for JobsConfig {
             shutdown_timeout_secs: 30,
             succeeded_retention_hours: 24,
             dead_retention_days: 30,
+            schedules: Default::default(),
         }
     }
 }
@@ -805,6 +810,17 @@ impl Config {
                 problems.push(format!("jobs.queues.{queue}: concurrency must be between 1 and 1024"));
             }
         }
+        for (name, expression) in &self.jobs.schedules {
+            if !crate::jobs::RECURRING.contains(&name.as_str()) {
+                problems.push(format!(
+                    "jobs.schedules.{name:?}: no such recurring job (there are {})",
+                    crate::jobs::RECURRING.join(", ")
+                ));
+            }
+            if let Err(problem) = shop::jobs::CronSchedule::parse(expression) {
+                problems.push(format!("jobs.schedules.{name:?}: {problem}"));
+            }
+        }
         if self.jobs.retry_base_secs > self.jobs.retry_max_secs {
             problems.push("jobs.retry_base_secs: must not exceed jobs.retry_max_secs".into());
         }
@@ -1007,6 +1023,17 @@ mod tests {
         {
             assert!(errors.contains(problem), "{problem} missing:\n{errors}");
         }
+    }
+
+    #[test]
+    fn recurring_jobs_take_cron_schedules() {
+        let config = with_toml("[jobs.schedules]\n\"mail.purge_outbox\" = \"30 3 * * *\"\n").unwrap();
+        assert_eq!(config.jobs.schedules["mail.purge_outbox"], "30 3 * * *");
+        let errors = with_toml("[jobs.schedules]\n\"mail.purge\" = \"@daily\"\n\"sessions.purge\" = \"61 * * * *\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(errors.contains("no such recurring job"), "{errors}");
+        assert!(errors.contains("is not a cron expression"), "{errors}");
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub const PURGE_SESSIONS: &str = "sessions.purge";
 pub const PURGE_MAIL_OUTBOX: &str = "mail.purge_outbox";
 pub const PURGE_ACCOUNT_TOKENS: &str = "accounts.purge_tokens";
 pub const PURGE_GUESTS: &str = "accounts.purge_guests";
+/// Every recurring job, by name (the keys of `jobs.schedules`).
+pub const RECURRING: [&str; 4] = [PURGE_SESSIONS, PURGE_GUESTS, PURGE_ACCOUNT_TOKENS, PURGE_MAIL_OUTBOX];
 
 /// `accounts.purge_guests`: deletes idle guests whose sessions are gone, at the pace its
 /// governor allows. Idempotent.
@@ -183,28 +185,32 @@ pub fn build_worker(
             name: PURGE_SESSIONS.into(),
             kind: PURGE_SESSIONS.into(),
             queue: "default".into(),
-            schedule: Schedule::Every(Duration::from_secs(config.accounts.session_purge_interval_secs)),
+            schedule: schedule(
+                config,
+                PURGE_SESSIONS,
+                Duration::from_secs(config.accounts.session_purge_interval_secs),
+            ),
             payload: serde_json::json!({}),
         })
         .schedule(RecurringJob {
             name: PURGE_GUESTS.into(),
             kind: PURGE_GUESTS.into(),
             queue: "default".into(),
-            schedule: Schedule::Every(Duration::from_secs(3_600)),
+            schedule: schedule(config, PURGE_GUESTS, Duration::from_secs(3_600)),
             payload: serde_json::json!({}),
         })
         .schedule(RecurringJob {
             name: PURGE_ACCOUNT_TOKENS.into(),
             kind: PURGE_ACCOUNT_TOKENS.into(),
             queue: "default".into(),
-            schedule: Schedule::Every(Duration::from_secs(86_400)),
+            schedule: schedule(config, PURGE_ACCOUNT_TOKENS, Duration::from_secs(86_400)),
             payload: serde_json::json!({}),
         })
         .schedule(RecurringJob {
             name: PURGE_MAIL_OUTBOX.into(),
             kind: PURGE_MAIL_OUTBOX.into(),
             queue: "default".into(),
-            schedule: Schedule::Every(Duration::from_secs(86_400)),
+            schedule: schedule(config, PURGE_MAIL_OUTBOX, Duration::from_secs(86_400)),
             payload: serde_json::json!({}),
         })
 }
@@ -370,6 +376,19 @@ where
         if unused > 0 {
             return Ok(PurgeOutcome { purged, held_back: false });
         }
+    }
+}
+
+/// A recurring job's schedule: the cron expression of `jobs.schedules`, if one is configured
+/// (validated with the configuration), else the built-in interval.
+fn schedule(config: &Config, name: &str, every: Duration) -> Schedule {
+    match config.jobs.schedules.get(name).map(|expression| shop::jobs::CronSchedule::parse(expression)) {
+        Some(Ok(cron)) => Schedule::Cron(Box::new(cron)),
+        Some(Err(problem)) => {
+            tracing::error!(schedule = name, problem, "invalid cron schedule; using the built-in interval");
+            Schedule::Every(every)
+        }
+        None => Schedule::Every(every),
     }
 }
 

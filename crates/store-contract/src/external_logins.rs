@@ -1,10 +1,11 @@
 //! Contract cases for sign-in with external identity providers: a pending login is taken at most
 //! once (also under concurrency) and never after it expired, abandoned ones are purged by cutoff
-//! and limit, a provider's subject links to one account, an account created through a provider
-//! comes with its link and jobs or not at all, and links go with their account.
+//! and limit, an issuer's subject links to one account (the same subject under another issuer is
+//! another identity), an account created through a provider comes with its link and jobs or not at
+//! all, and links go with their account.
 
 use shop::StoreError;
-use shop::accounts::{Email, ExternalIdentity, PendingExternalLogin, Role, User};
+use shop::accounts::{Email, ExternalIdentity, MAX_ISSUER_LEN, MAX_SUBJECT_LEN, PendingExternalLogin, Role, User};
 use shop::jobs::JobQuery;
 use shop::secrets::SecretToken;
 use uuid::Uuid;
@@ -26,10 +27,15 @@ pub fn new_pending_login(provider: &str, seconds: i64) -> PendingExternalLogin {
     }
 }
 
-/// A link from `provider`'s `subject` to `user_id`, made at `at(seconds)`.
-pub fn new_identity(provider: &str, subject: &str, user_id: Uuid, seconds: i64) -> ExternalIdentity {
+/// The issuer most cases link at.
+pub const ISSUER: &str = "https://idp.example";
+/// Another issuer, where the same subjects are other people.
+pub const OTHER_ISSUER: &str = "https://other-idp.example/tenant";
+
+/// A link from `issuer`'s `subject` to `user_id`, made at `at(seconds)`.
+pub fn new_identity(issuer: &str, subject: &str, user_id: Uuid, seconds: i64) -> ExternalIdentity {
     ExternalIdentity {
-        provider: provider.to_owned(),
+        issuer: issuer.to_owned(),
         subject: subject.to_owned(),
         user_id,
         email: Some(Email::parse("ada@idp.example").unwrap()),
@@ -49,8 +55,8 @@ async fn take(store: &SharedStore, login: &PendingExternalLogin, seconds: i64) -
     store.take_pending_external_login(&login.handle_hash, at(seconds)).await.unwrap()
 }
 
-async fn linked_user(store: &SharedStore, provider: &str, subject: &str) -> Option<User> {
-    store.find_user_by_external_identity(provider, subject).await.unwrap()
+async fn linked_user(store: &SharedStore, issuer: &str, subject: &str) -> Option<User> {
+    store.find_user_by_external_identity(issuer, subject).await.unwrap()
 }
 
 fn assert_conflict(result: Result<impl std::fmt::Debug, StoreError>, expected: &str) {
@@ -116,30 +122,41 @@ pub async fn pending_external_logins_are_purged_by_cutoff_and_limit(store: Share
 pub async fn external_identities_link_and_find(store: SharedStore) {
     let ada = insert_user(&store, "ada@example.com").await;
     let bob = insert_user(&store, "bob@example.com").await;
-    let identity = new_identity("example", "248289761001", ada.id, 10);
+    let identity = new_identity(ISSUER, "248289761001", ada.id, 10);
     store.link_external_identity(&identity).await.unwrap();
 
-    assert_eq!(linked_user(&store, "example", "248289761001").await, Some(ada.clone()));
+    assert_eq!(linked_user(&store, ISSUER, "248289761001").await, Some(ada.clone()));
     assert_eq!(
         store.list_external_identities(ada.id).await.unwrap(),
         std::slice::from_ref(&identity),
         "every field round-trips"
     );
-    assert_eq!(linked_user(&store, "example", "unknown").await, None);
-    assert_eq!(linked_user(&store, "other", "248289761001").await, None, "a subject belongs to its provider");
+    assert_eq!(linked_user(&store, ISSUER, "unknown").await, None);
+    assert_eq!(
+        linked_user(&store, OTHER_ISSUER, "248289761001").await,
+        None,
+        "the same subject under another issuer is separate"
+    );
     assert!(store.list_external_identities(bob.id).await.unwrap().is_empty());
 
-    let elsewhere = ExternalIdentity { email: None, ..new_identity("other", "248289761001", bob.id, 20) };
+    let elsewhere = ExternalIdentity { email: None, ..new_identity(OTHER_ISSUER, "248289761001", bob.id, 20) };
     store.link_external_identity(&elsewhere).await.unwrap();
-    assert_eq!(linked_user(&store, "other", "248289761001").await, Some(bob.clone()));
-    assert_eq!(linked_user(&store, "example", "248289761001").await, Some(ada.clone()));
-    assert_eq!(store.list_external_identities(bob.id).await.unwrap(), [elsewhere]);
+    assert_eq!(linked_user(&store, OTHER_ISSUER, "248289761001").await, Some(bob.clone()));
+    assert_eq!(linked_user(&store, ISSUER, "248289761001").await, Some(ada.clone()));
+    assert_eq!(store.list_external_identities(bob.id).await.unwrap(), std::slice::from_ref(&elsewhere));
 
-    // Oldest first; links made at the same time by provider, then subject.
-    let later = new_identity("example", "a-later-one", ada.id, 30);
-    let tied_b = new_identity("beta", "2", ada.id, 20);
-    let tied_a2 = new_identity("alpha", "2", ada.id, 20);
-    let tied_a1 = new_identity("alpha", "1", ada.id, 20);
+    // The longest issuer and subject the service accepts fit.
+    let issuer = format!("https://idp.example/{}", "t".repeat(MAX_ISSUER_LEN - "https://idp.example/".len()));
+    let longest = new_identity(&issuer, &"s".repeat(MAX_SUBJECT_LEN), bob.id, 30);
+    store.link_external_identity(&longest).await.unwrap();
+    assert_eq!(linked_user(&store, &longest.issuer, &longest.subject).await, Some(bob.clone()));
+    assert_eq!(store.list_external_identities(bob.id).await.unwrap(), [elsewhere, longest]);
+
+    // Oldest first; links made at the same time by issuer, then subject.
+    let later = new_identity(ISSUER, "a-later-one", ada.id, 30);
+    let tied_b = new_identity("https://beta.example", "2", ada.id, 20);
+    let tied_a2 = new_identity("https://alpha.example", "2", ada.id, 20);
+    let tied_a1 = new_identity("https://alpha.example", "1", ada.id, 20);
     for link in [&later, &tied_b, &tied_a2, &tied_a1] {
         store.link_external_identity(link).await.unwrap();
     }
@@ -149,28 +166,28 @@ pub async fn external_identities_link_and_find(store: SharedStore) {
 pub async fn linking_a_linked_subject_is_a_conflict(store: SharedStore) {
     let ada = insert_user(&store, "ada@example.com").await;
     let bob = insert_user(&store, "bob@example.com").await;
-    let identity = new_identity("example", "subject-1", ada.id, 10);
+    let identity = new_identity(ISSUER, "subject-1", ada.id, 10);
     store.link_external_identity(&identity).await.unwrap();
 
-    let to_bob = new_identity("example", "subject-1", bob.id, 20);
+    let to_bob = new_identity(ISSUER, "subject-1", bob.id, 20);
     assert_conflict(store.link_external_identity(&to_bob).await, "external_identities_pkey");
     assert_conflict(store.link_external_identity(&identity).await, "external_identities_pkey");
-    assert_eq!(linked_user(&store, "example", "subject-1").await, Some(ada.clone()), "the first link stays");
+    assert_eq!(linked_user(&store, ISSUER, "subject-1").await, Some(ada.clone()), "the first link stays");
     assert_eq!(store.list_external_identities(ada.id).await.unwrap(), [identity]);
     assert!(store.list_external_identities(bob.id).await.unwrap().is_empty());
 }
 
 pub async fn linking_to_an_unknown_user_is_a_conflict(store: SharedStore) {
     let nobody = shop::new_id();
-    let identity = new_identity("example", "subject-1", nobody, 10);
+    let identity = new_identity(ISSUER, "subject-1", nobody, 10);
     assert_conflict(store.link_external_identity(&identity).await, "external_identities_user_id_fkey");
-    assert_eq!(linked_user(&store, "example", "subject-1").await, None);
+    assert_eq!(linked_user(&store, ISSUER, "subject-1").await, None);
     assert!(store.list_external_identities(nobody).await.unwrap().is_empty());
 }
 
 pub async fn insert_external_user_creates_the_user_identity_and_jobs_atomically(store: SharedStore) {
     let new = new_user("ada@example.com", Role::Customer, 0);
-    let identity = new_identity("example", "subject-1", new.id, 0);
+    let identity = new_identity(ISSUER, "subject-1", new.id, 0);
     let welcome = new_job("mail.welcome", 0).queue("mail");
     let audit = new_job("audit.signup", 0);
     let ada =
@@ -180,7 +197,7 @@ pub async fn insert_external_user_creates_the_user_identity_and_jobs_atomically(
     assert_eq!(ada.email_verified_at, Some(at(5)));
     assert!(!ada.guest);
     assert_eq!(ada.created_at, at(0));
-    assert_eq!(linked_user(&store, "example", "subject-1").await, Some(ada.clone()));
+    assert_eq!(linked_user(&store, ISSUER, "subject-1").await, Some(ada.clone()));
     let by_email = store.find_user_by_email(&new.email).await.unwrap().unwrap();
     assert_eq!(by_email.user, ada);
     assert_eq!(by_email.password_hash, new.password_hash);
@@ -191,11 +208,11 @@ pub async fn insert_external_user_creates_the_user_identity_and_jobs_atomically(
 
     let unverified = new_user("bob@example.com", Role::Customer, 1);
     let bob = store
-        .insert_external_user(&unverified, None, &new_identity("example", "subject-2", unverified.id, 1), &[])
+        .insert_external_user(&unverified, None, &new_identity(ISSUER, "subject-2", unverified.id, 1), &[])
         .await
         .unwrap();
     assert_eq!(bob.email_verified_at, None, "the provider did not verify the address");
-    assert_eq!(linked_user(&store, "example", "subject-2").await, Some(bob));
+    assert_eq!(linked_user(&store, ISSUER, "subject-2").await, Some(bob));
     assert_eq!(store.list_jobs(&JobQuery::default()).await.unwrap().total, 2);
 
     // A taken address: no account, no link, no job.
@@ -205,12 +222,12 @@ pub async fn insert_external_user_creates_the_user_identity_and_jobs_atomically(
         .insert_external_user(
             &taken,
             Some(at(2)),
-            &new_identity("example", "subject-3", taken.id, 2),
+            &new_identity(ISSUER, "subject-3", taken.id, 2),
             std::slice::from_ref(&orphan),
         )
         .await;
     assert_conflict(result, "users_email_key");
-    assert_eq!(linked_user(&store, "example", "subject-3").await, None);
+    assert_eq!(linked_user(&store, ISSUER, "subject-3").await, None);
     assert!(store.list_external_identities(taken.id).await.unwrap().is_empty());
     assert!(store.find_job(orphan.id).await.unwrap().is_none());
 
@@ -221,7 +238,7 @@ pub async fn insert_external_user_creates_the_user_identity_and_jobs_atomically(
         .insert_external_user(
             &carol,
             Some(at(3)),
-            &new_identity("example", "subject-1", carol.id, 3),
+            &new_identity(ISSUER, "subject-1", carol.id, 3),
             std::slice::from_ref(&stray),
         )
         .await;
@@ -229,24 +246,24 @@ pub async fn insert_external_user_creates_the_user_identity_and_jobs_atomically(
     assert!(store.find_user(carol.id).await.unwrap().is_none());
     assert!(store.find_user_by_email(&carol.email).await.unwrap().is_none());
     assert!(store.find_job(stray.id).await.unwrap().is_none());
-    assert_eq!(linked_user(&store, "example", "subject-1").await, Some(ada), "the first link stays");
+    assert_eq!(linked_user(&store, ISSUER, "subject-1").await, Some(ada), "the first link stays");
     assert_eq!(store.list_jobs(&JobQuery::default()).await.unwrap().total, 2, "failed sign-ups left no job");
 }
 
 pub async fn external_identities_go_with_their_user(store: SharedStore) {
     let guest = store.insert_user(&new_guest(0), &[]).await.unwrap();
     let ada = insert_user(&store, "ada@example.com").await;
-    store.link_external_identity(&new_identity("example", "guest-subject", guest.id, 0)).await.unwrap();
-    store.link_external_identity(&new_identity("other", "guest-subject", guest.id, 0)).await.unwrap();
-    let kept = new_identity("example", "ada-subject", ada.id, 0);
+    store.link_external_identity(&new_identity(ISSUER, "guest-subject", guest.id, 0)).await.unwrap();
+    store.link_external_identity(&new_identity(OTHER_ISSUER, "guest-subject", guest.id, 0)).await.unwrap();
+    let kept = new_identity(ISSUER, "ada-subject", ada.id, 0);
     store.link_external_identity(&kept).await.unwrap();
 
     assert_eq!(store.delete_idle_guests(at(50), 10).await.unwrap(), 1);
-    assert_eq!(linked_user(&store, "example", "guest-subject").await, None);
-    assert_eq!(linked_user(&store, "other", "guest-subject").await, None);
+    assert_eq!(linked_user(&store, ISSUER, "guest-subject").await, None);
+    assert_eq!(linked_user(&store, OTHER_ISSUER, "guest-subject").await, None);
     assert!(store.list_external_identities(guest.id).await.unwrap().is_empty());
     assert_eq!(store.list_external_identities(ada.id).await.unwrap(), [kept]);
     // The rows are gone, not only unreachable: the subject can be linked again.
-    store.link_external_identity(&new_identity("example", "guest-subject", ada.id, 60)).await.unwrap();
-    assert_eq!(linked_user(&store, "example", "guest-subject").await, Some(ada));
+    store.link_external_identity(&new_identity(ISSUER, "guest-subject", ada.id, 60)).await.unwrap();
+    assert_eq!(linked_user(&store, ISSUER, "guest-subject").await, Some(ada));
 }

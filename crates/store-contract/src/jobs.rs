@@ -18,7 +18,14 @@ pub fn new_job(kind: &str, seconds: i64) -> NewJob {
 
 /// A claim of up to `limit` due jobs at `at(seconds)`, leased for 30 seconds.
 pub fn claim_at(queue: &str, worker: &str, limit: u32, seconds: i64) -> Claim {
-    Claim { queue: queue.to_owned(), worker: worker.to_owned(), limit, now: at(seconds), lease_until: at(seconds + 30) }
+    Claim {
+        queue: queue.to_owned(),
+        worker: worker.to_owned(),
+        limit,
+        now: at(seconds),
+        lease_until: at(seconds + 30),
+        kinds: None,
+    }
 }
 
 async fn enqueue(store: &SharedStore, job: &NewJob) -> Uuid {
@@ -95,6 +102,18 @@ pub async fn claims_take_due_jobs_by_priority_then_run_at(store: SharedStore) {
     assert_eq!(ids(&store.claim_jobs(&claim_at("default", "w2", 10, 100)).await.unwrap()), [future]);
     assert_eq!(ids(&store.claim_jobs(&claim_at("mail", "w2", 10, 100)).await.unwrap()), [elsewhere]);
     assert!(store.claim_jobs(&claim_at("default", "w2", 0, 100)).await.unwrap().is_empty());
+}
+
+pub async fn claims_take_only_the_kinds_asked_for(store: SharedStore) {
+    let known = enqueue(&store, &new_job("known", 0)).await;
+    let newer = enqueue(&store, &new_job("newer", 0).priority(9)).await;
+    let only_known = Claim { kinds: Some(vec!["known".into(), "other".into()]), ..claim_at("default", "w1", 10, 10) };
+    assert_eq!(ids(&store.claim_jobs(&only_known).await.unwrap()), [known]);
+    let none = Claim { kinds: Some(Vec::new()), ..claim_at("default", "w1", 10, 10) };
+    assert!(store.claim_jobs(&none).await.unwrap().is_empty(), "no kinds, no jobs");
+    let waiting = find(&store, newer).await;
+    assert_eq!((waiting.state, waiting.attempts), (JobState::Queued, 0));
+    assert_eq!(ids(&store.claim_jobs(&claim_at("default", "w2", 10, 10)).await.unwrap()), [newer], "None: any kind");
 }
 
 pub async fn concurrent_claims_take_each_job_once(store: SharedStore) {

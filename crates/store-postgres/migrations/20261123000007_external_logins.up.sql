@@ -1,6 +1,13 @@
 -- Sign-in with external identity providers (OpenID Connect).
--- external_identities links a provider's subject (its stable `sub`, never reassigned) to one of
--- our accounts; a subject is linked to at most one account, an account may have several links.
+-- external_identities links an issuer's subject to one of our accounts; a subject is linked to
+-- at most one account, an account may have several links. It is keyed by the issuer (the `iss`
+-- URL of the verified ID token) and the subject (`sub`), not by our configured name for the
+-- provider: OpenID Connect makes `sub` unique and never reassigned only within its issuer
+-- (Core §2, §5.7), so (issuer, subject) is the one stable identifier of a person. Keyed by our
+-- name, pointing a configured provider at another issuer would sign the new issuer's subjects
+-- in to the accounts linked to the same `sub` at the old one, and renaming it would orphan its
+-- links.
+-- Each is bounded to 255, as shop::accounts::MAX_ISSUER_LEN and MAX_SUBJECT_LEN bound it.
 -- The links go with their account (on delete cascade). email is the address the provider gave
 -- when the link was made, kept for information only. Links never change, so there is no
 -- updated_at. The constraints are named because the adapter reports them by name.
@@ -10,12 +17,12 @@
 -- otherwise; it never changes, so there is no updated_at.
 
 create table external_identities (
-    provider text not null check (length(provider) between 1 and 64),
+    issuer text not null check (length(issuer) between 1 and 255),
     subject text not null check (length(subject) between 1 and 255),
     user_id uuid not null,
     email text,
     created_at timestamptz not null,
-    constraint external_identities_pkey primary key (provider, subject),
+    constraint external_identities_pkey primary key (issuer, subject),
     constraint external_identities_user_id_fkey foreign key (user_id) references users (id) on delete cascade
 );
 -- Listing an account's links, and the cascade when the account is deleted.

@@ -1,5 +1,5 @@
 //! Sign-ins with external identity providers in PostgreSQL: pending logins between the redirect
-//! and the callback, and the links from a provider's subject to an account. Taking a pending
+//! and the callback, and the links from an issuer's subject to an account. Taking a pending
 //! login is one `DELETE … RETURNING` statement: a concurrent take waits for the row lock, then
 //! finds the row gone.
 
@@ -49,7 +49,7 @@ impl PendingExternalLoginRow {
 
 #[derive(FromRow)]
 struct ExternalIdentityRow {
-    provider: String,
+    issuer: String,
     subject: String,
     user_id: Uuid,
     email: Option<String>,
@@ -59,7 +59,7 @@ struct ExternalIdentityRow {
 impl ExternalIdentityRow {
     fn into_identity(self) -> Result<ExternalIdentity, StoreError> {
         Ok(ExternalIdentity {
-            provider: self.provider,
+            issuer: self.issuer,
             subject: self.subject,
             user_id: self.user_id,
             email: self.email.as_deref().map(Email::parse).transpose().map_err(|e| corrupt("identity email", e))?,
@@ -72,9 +72,9 @@ impl ExternalIdentityRow {
 /// constraints it can break, `external_identities_pkey` and `external_identities_user_id_fkey`.
 async fn insert_identity(conn: &mut PgConnection, identity: &ExternalIdentity) -> Result<(), StoreError> {
     sqlx::query(
-        "insert into external_identities (provider, subject, user_id, email, created_at) values ($1, $2, $3, $4, $5)",
+        "insert into external_identities (issuer, subject, user_id, email, created_at) values ($1, $2, $3, $4, $5)",
     )
-    .bind(&identity.provider)
+    .bind(&identity.issuer)
     .bind(&identity.subject)
     .bind(identity.user_id)
     .bind(identity.email.as_ref().map(Email::as_str))
@@ -138,15 +138,15 @@ impl ExternalLoginRepository for PostgresStore {
         .await
     }
 
-    async fn find_user_by_external_identity(&self, provider: &str, subject: &str) -> Result<Option<User>, StoreError> {
+    async fn find_user_by_external_identity(&self, issuer: &str, subject: &str) -> Result<Option<User>, StoreError> {
         let mut conn = self.connection().await?;
         let row: Option<UserRow> = sqlx::query_as(concat!(
             "select ",
             user_columns!(),
             " from external_identities join users on users.id = external_identities.user_id \
-             where external_identities.provider = $1 and external_identities.subject = $2"
+             where external_identities.issuer = $1 and external_identities.subject = $2"
         ))
-        .bind(provider)
+        .bind(issuer)
         .bind(subject)
         .fetch_optional(&mut *conn)
         .await
@@ -183,8 +183,8 @@ impl ExternalLoginRepository for PostgresStore {
         let mut conn = self.connection().await?;
         // Byte order for the ties, as SQLite sorts text, whatever the database's collation.
         let rows: Vec<ExternalIdentityRow> = sqlx::query_as(
-            "select provider, subject, user_id, email, created_at from external_identities \
-             where user_id = $1 order by created_at, provider collate \"C\", subject collate \"C\"",
+            "select issuer, subject, user_id, email, created_at from external_identities \
+             where user_id = $1 order by created_at, issuer collate \"C\", subject collate \"C\"",
         )
         .bind(user_id)
         .fetch_all(&mut *conn)

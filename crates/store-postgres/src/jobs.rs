@@ -155,7 +155,7 @@ impl JobRepository for PostgresStore {
         // Materialised so the locking sub-select runs exactly once: the batch is what it locked.
         let rows: Vec<JobRow> = sqlx::query_as(concat!(
             "with picked as materialized (select id from jobs where queue = $1 and state in ('queued', 'failed') \
-             and run_at <= $2 order by priority desc, run_at, id limit $3 for update skip locked) \
+             and run_at <= $2 and ($6::text[] is null or kind = any($6)) order by priority desc, run_at, id limit $3 for update skip locked) \
              update jobs set state = 'running', attempts = jobs.attempts + 1, lease_owner = $4, \
              lease_expires_at = $5, updated_at = $2 from picked where jobs.id = picked.id returning ",
             job_columns!()
@@ -165,6 +165,7 @@ impl JobRepository for PostgresStore {
         .bind(i64::from(claim.limit))
         .bind(&claim.worker)
         .bind(claim.lease_until)
+        .bind(claim.kinds.clone())
         .fetch_all(&mut *conn)
         .await
         .map_err(error("failed to claim jobs"))?;

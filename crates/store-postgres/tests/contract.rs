@@ -103,7 +103,7 @@ async fn job_inserts_wake_listening_workers_at_commit() {
     store.insert_user(&ada, &[store_contract::new_job("mail.welcome", 0).queue("outbox")]).await.unwrap();
     assert_eq!(next_queue(&mut listener).await, "outbox");
     let bob = store_contract::new_user("bob@example.com", shop::accounts::Role::Customer, 0);
-    let identity = store_contract::new_identity("example", "subject-1", bob.id, 0);
+    let identity = store_contract::new_identity(store_contract::ISSUER, "subject-1", bob.id, 0);
     let verification = store_contract::new_job("mail.verify", 0).queue("external");
     store.insert_external_user(&bob, None, &identity, &[verification]).await.unwrap();
     assert_eq!(next_queue(&mut listener).await, "external");

@@ -1,5 +1,5 @@
 //! Sign-ins with external identity providers in SQLite: pending logins between the redirect and
-//! the callback, and the links from a provider's subject to an account. Taking a pending login
+//! the callback, and the links from an issuer's subject to an account. Taking a pending login
 //! is one `DELETE … RETURNING` inside `BEGIN IMMEDIATE`, so of two concurrent takes only the
 //! first finds the row.
 
@@ -49,7 +49,7 @@ impl PendingExternalLoginRow {
 
 #[derive(FromRow)]
 struct ExternalIdentityRow {
-    provider: String,
+    issuer: String,
     subject: String,
     user_id: Uuid,
     email: Option<String>,
@@ -59,7 +59,7 @@ struct ExternalIdentityRow {
 impl ExternalIdentityRow {
     fn into_identity(self) -> Result<ExternalIdentity, StoreError> {
         Ok(ExternalIdentity {
-            provider: self.provider,
+            issuer: self.issuer,
             subject: self.subject,
             user_id: self.user_id,
             email: self.email.as_deref().map(Email::parse).transpose().map_err(|e| corrupt("identity email", e))?,
@@ -74,7 +74,7 @@ impl ExternalIdentityRow {
 fn identity_error(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |sql_error| match error(context)(sql_error) {
         StoreError::Conflict { constraint }
-            if constraint == "external_identities_provider_external_identities_subject_key" =>
+            if constraint == "external_identities_issuer_external_identities_subject_key" =>
         {
             StoreError::Conflict { constraint: "external_identities_pkey".into() }
         }
@@ -87,17 +87,15 @@ fn identity_error(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreErr
 
 /// Inserts a link inside the caller's transaction.
 async fn insert_identity(conn: &mut SqliteConnection, identity: &ExternalIdentity) -> Result<(), StoreError> {
-    sqlx::query(
-        "insert into external_identities (provider, subject, user_id, email, created_at) values (?, ?, ?, ?, ?)",
-    )
-    .bind(&identity.provider)
-    .bind(&identity.subject)
-    .bind(identity.user_id)
-    .bind(identity.email.as_ref().map(Email::as_str))
-    .bind(timestamp(identity.created_at))
-    .execute(conn)
-    .await
-    .map_err(identity_error("failed to link external identity"))?;
+    sqlx::query("insert into external_identities (issuer, subject, user_id, email, created_at) values (?, ?, ?, ?, ?)")
+        .bind(&identity.issuer)
+        .bind(&identity.subject)
+        .bind(identity.user_id)
+        .bind(identity.email.as_ref().map(Email::as_str))
+        .bind(timestamp(identity.created_at))
+        .execute(conn)
+        .await
+        .map_err(identity_error("failed to link external identity"))?;
     Ok(())
 }
 
@@ -156,15 +154,15 @@ impl ExternalLoginRepository for SqliteStore {
         .await
     }
 
-    async fn find_user_by_external_identity(&self, provider: &str, subject: &str) -> Result<Option<User>, StoreError> {
+    async fn find_user_by_external_identity(&self, issuer: &str, subject: &str) -> Result<Option<User>, StoreError> {
         let mut conn = self.connection().await?;
         let row: Option<UserRow> = sqlx::query_as(concat!(
             "select ",
             user_columns!(),
             " from external_identities join users on users.id = external_identities.user_id \
-             where external_identities.provider = ? and external_identities.subject = ?"
+             where external_identities.issuer = ? and external_identities.subject = ?"
         ))
-        .bind(provider)
+        .bind(issuer)
         .bind(subject)
         .fetch_optional(&mut *conn)
         .await
@@ -203,8 +201,8 @@ impl ExternalLoginRepository for SqliteStore {
     async fn list_external_identities(&self, user_id: Uuid) -> Result<Vec<ExternalIdentity>, StoreError> {
         let mut conn = self.connection().await?;
         let rows: Vec<ExternalIdentityRow> = sqlx::query_as(
-            "select provider, subject, user_id, email, created_at from external_identities \
-             where user_id = ? order by created_at, provider, subject",
+            "select issuer, subject, user_id, email, created_at from external_identities \
+             where user_id = ? order by created_at, issuer, subject",
         )
         .bind(user_id)
         .fetch_all(&mut *conn)

@@ -144,7 +144,8 @@ impl JobRepository for SqliteStore {
         let rows: Vec<JobRow> = sqlx::query_as(concat!(
             "update jobs set state = 'running', attempts = attempts + 1, lease_owner = ?1, lease_expires_at = ?2, \
              updated_at = ?3 where id in (select id from jobs where queue = ?4 and state in ('queued', 'failed') \
-             and run_at <= ?3 order by priority desc, run_at, id limit ?5) returning ",
+             and run_at <= ?3 and (?6 is null or kind in (select value from json_each(?6))) \
+             order by priority desc, run_at, id limit ?5) returning ",
             job_columns!()
         ))
         .bind(&claim.worker)
@@ -152,6 +153,7 @@ impl JobRepository for SqliteStore {
         .bind(timestamp(claim.now))
         .bind(&claim.queue)
         .bind(i64::from(claim.limit))
+        .bind(claim.kinds.as_ref().map(|kinds| serde_json::Value::from(kinds.clone()).to_string()))
         .fetch_all(&mut *tx)
         .await
         .map_err(job_error("failed to claim jobs"))?;

@@ -66,13 +66,13 @@ async fn job_inserts_wake_the_in_process_worker_at_commit() {
     store.insert_user(&ada, &[store_contract::new_job("mail.welcome", 0).queue("outbox")]).await.unwrap();
     assert_eq!(wakeups.try_recv().unwrap(), "outbox");
     let bob = store_contract::new_user("bob@example.com", shop::accounts::Role::Customer, 0);
-    let identity = store_contract::new_identity("example", "subject-1", bob.id, 0);
+    let identity = store_contract::new_identity(store_contract::ISSUER, "subject-1", bob.id, 0);
     let verification = store_contract::new_job("mail.verify", 0).queue("external");
     store.insert_external_user(&bob, None, &identity, &[verification]).await.unwrap();
     assert_eq!(wakeups.try_recv().unwrap(), "external");
     // A rolled-back sign-up wakes nobody.
     let carol = store_contract::new_user("carol@example.com", shop::accounts::Role::Customer, 1);
-    let linked = store_contract::new_identity("example", "subject-1", carol.id, 1);
+    let linked = store_contract::new_identity(store_contract::ISSUER, "subject-1", carol.id, 1);
     let stray = store_contract::new_job("mail.verify", 1).queue("rolled-back");
     store.insert_external_user(&carol, None, &linked, &[stray]).await.unwrap_err();
     assert!(wakeups.try_recv().is_err());

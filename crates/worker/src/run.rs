@@ -205,6 +205,7 @@ async fn serve_queue(shared: Arc<Shared>, queue: QueueSettings, stop: Cancellati
             limit,
             now,
             lease_until: now + shared.settings.lease,
+            kinds: Some(shared.handlers.kinds().map(str::to_owned).collect()),
         };
         let claimed = match shared.store.claim_jobs(&claim).await {
             Ok(jobs) => jobs,
@@ -277,7 +278,8 @@ impl Drop for AbortOnDrop {
 async fn execute(shared: Arc<Shared>, job: Job, _permit: OwnedSemaphorePermit) {
     let started = Instant::now();
     let outcome = match shared.handlers.get(&job.kind) {
-        None => Err(HandlerError::Permanent(format!("no handler for job kind {:?}", job.kind))),
+        // Claims only take kinds with a handler; this is a claim made without that filter.
+        None => Err(HandlerError::Transient(format!("no handler for job kind {:?} in this worker", job.kind))),
         Some(handler) => {
             let attempt = job.clone();
             let task = tokio::spawn(async move { handler.run(&attempt).await });
@@ -454,10 +456,17 @@ async fn scheduler(shared: Arc<Shared>, recurring: Vec<RecurringJob>, stop: Canc
 /// Looks at one recurring job: schedules its first occurrence, or enqueues a due one.
 async fn schedule_once(shared: &Shared, recurring: &RecurringJob) -> Result<(), shop::StoreError> {
     let now = shared.now();
-    let next = recurring.schedule.next_after(now);
+    let Some(next) = recurring.schedule.next_after(now) else {
+        tracing::warn!(schedule = recurring.name.as_str(), "the schedule has no further occurrence");
+        return Ok(());
+    };
     match shared.store.scheduled_at(&recurring.name).await? {
         None => {
             shared.store.advance_schedule(&recurring.name, None, next, None).await?;
+        }
+        // The schedule was changed to an earlier occurrence than the one kept: pull it in.
+        Some(due) if due > next => {
+            shared.store.advance_schedule(&recurring.name, Some(due), next, None).await?;
         }
         Some(due) if due <= now => {
             let job = NewJob::new(&recurring.kind, recurring.payload.clone(), now)

@@ -30,7 +30,7 @@ pub struct StartParams {
 }
 
 /// What the provider sends back (OpenID Connect authorization response).
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CallbackParams {
     pub state: Option<String>,
@@ -105,16 +105,20 @@ pub async fn callback(
     Query(params): Query<CallbackParams>,
 ) -> Result<Response, ApiError> {
     let provider = provider(&state, &name)?;
+    // Not rate limited itself: it completes only a sign-in `start` (which is limited) left
+    // pending for this browser, and does nothing else.
     let ip = client_ip(client);
-    state.inner.rate_limits.before_external_login(ip).await?;
     let handle = crate::auth::external_login_cookie(&headers, state.settings().https)
         .and_then(|raw| SecretToken::from_presented(&raw));
     let previous = previous.map(|axum::Extension(PresentedSession(token))| token);
     let (presented_device, device) = device_of(&state, &headers);
-    if let Some(description) = &params.error_description {
-        tracing::info!(provider = name.as_str(), error = ?params.error, description = description.as_str(), "provider returned an error");
-    }
-    let callback = ExternalCallback { state: params.state, code: params.code, error: params.error, issuer: params.iss };
+    let callback = ExternalCallback {
+        state: params.state,
+        code: params.code,
+        error: params.error,
+        error_description: params.error_description,
+        issuer: params.iss,
+    };
     let result = state
         .accounts()
         .complete_external_login(

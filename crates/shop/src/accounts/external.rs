@@ -17,13 +17,20 @@ use crate::validation::ValidationErrors;
 
 /// The largest `returnTo` path accepted (it is kept with the pending login and sent back).
 pub const MAX_RETURN_TO_LEN: usize = 512;
+/// The longest `sub` accepted (OpenID Connect Core §2: at most 255 ASCII characters).
+pub const MAX_SUBJECT_LEN: usize = 255;
+/// The longest issuer URL accepted.
+pub const MAX_ISSUER_LEN: usize = 255;
 
 /// What a provider vouched for after a completed, verified sign-in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalProfile {
     /// The provider's configured name (`/auth/oidc/{provider}/…`).
     pub provider: String,
-    /// The provider's stable identifier of the person (`sub`); never reassigned.
+    /// The verified issuer of the ID token: the namespace in which `subject` is unique.
+    pub issuer: String,
+    /// The provider's stable identifier of the person (`sub`, at most
+    /// [`MAX_SUBJECT_LEN`] bytes); never reassigned within its issuer.
     pub subject: String,
     /// The address the provider holds, if it shared one.
     pub email: Option<Email>,
@@ -33,10 +40,11 @@ pub struct ExternalProfile {
     pub name: Option<String>,
 }
 
-/// A link from a provider's subject to one of our accounts.
+/// A link from an issuer's subject to one of our accounts. Keyed by the issuer, not by our name
+/// for the provider, so pointing a configured name at another issuer links nobody by accident.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalIdentity {
-    pub provider: String,
+    pub issuer: String,
     pub subject: String,
     pub user_id: Uuid,
     /// The address the provider gave when the link was made (informational).
@@ -46,7 +54,7 @@ pub struct ExternalIdentity {
 
 /// The start of a provider's authorization request: where to send the browser, and the
 /// single-use values the callback is checked against.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthorizationRequest {
     pub url: String,
     /// The `state` parameter (CSRF protection of the callback).
@@ -59,7 +67,7 @@ pub struct AuthorizationRequest {
 
 /// A sign-in started at the provider and not yet completed: keyed by the hash of a random
 /// handle kept in the browser's cookie, so only the browser that started it can complete it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PendingExternalLogin {
     pub handle_hash: SecretHash,
     pub provider: String,
@@ -85,14 +93,42 @@ pub enum ExternalLoginError {
 }
 
 /// What the provider sent back to the callback (its query string).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ExternalCallback {
     pub state: Option<String>,
     pub code: Option<String>,
     /// The provider's error code (`access_denied` when the person declined).
     pub error: Option<String>,
+    /// The provider's explanation of `error`, for the log.
+    pub error_description: Option<String>,
     /// The issuer, when the provider says who it is (RFC 9207); must then match.
     pub issuer: Option<String>,
+}
+
+impl std::fmt::Debug for AuthorizationRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationRequest").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for PendingExternalLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingExternalLogin")
+            .field("provider", &self.provider)
+            .field("return_to", &self.return_to)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ExternalCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalCallback")
+            .field("error", &self.error)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
 }
 
 /// External-only accounts have no password: this is no Argon2 hash, so nothing verifies
@@ -111,13 +147,16 @@ fn parse_return_to(raw: Option<&str>) -> Result<String, Error> {
         && !path.starts_with("//")
         && !path.starts_with("/\\")
         && path.len() <= MAX_RETURN_TO_LEN
-        && !path.chars().any(char::is_control);
+        && path.chars().all(|c| c.is_ascii_graphic());
     if valid {
         Ok(path.to_owned())
     } else {
         Err(Error::Invalid(ValidationErrors::single(
             "returnTo",
-            format!("must be a path on this shop starting with a single /, at most {MAX_RETURN_TO_LEN} characters"),
+            format!(
+                "must be a path on this shop starting with a single /, at most {MAX_RETURN_TO_LEN} visible ASCII \
+                 characters (percent-encode the rest)"
+            ),
         )))
     }
 }
@@ -206,6 +245,11 @@ impl AccountService {
         }
         if let Some(error) = &callback.error {
             let error: String = error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+            let description: Option<String> = callback
+                .error_description
+                .as_ref()
+                .map(|text| text.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(200).collect());
+            tracing::info!(provider = provider.name(), error, description, "the provider did not sign the person in");
             return Err(Error::Invalid(ValidationErrors::single(
                 "error",
                 format!("the provider did not sign you in ({error})"),
@@ -227,14 +271,14 @@ impl AccountService {
     }
 
     /// The account an external identity signs in to:
-    /// - the account linked to the provider's subject, if any;
-    /// - otherwise the account with the provider's address — linked now, but only when the
-    ///   provider verified the address *and* the account's owner verified it here too (anything
-    ///   less would let whoever controls one side take over the other);
-    /// - otherwise a new customer account, verified when the provider verified the address,
-    ///   else with a verification mail queued in the same transaction.
+    /// - the account linked to the issuer's subject, if any;
+    /// - otherwise, only when the provider verified the address: the account with that address
+    ///   — linked now, but only if its owner verified the address here too — or else a new,
+    ///   verified customer account. An address the provider has not verified makes and links
+    ///   nothing: anyone can type any address at some providers, and an account made from it
+    ///   would sit on a stranger's address (and survive that stranger's password reset).
     async fn account_for_external_profile(&self, profile: &ExternalProfile) -> Result<User, Error> {
-        if let Some(user) = self.store.find_user_by_external_identity(&profile.provider, &profile.subject).await? {
+        if let Some(user) = self.store.find_user_by_external_identity(&profile.issuer, &profile.subject).await? {
             return self.usable(user);
         }
         let email = profile.email.clone().ok_or_else(|| {
@@ -243,9 +287,15 @@ impl AccountService {
                 "the provider did not share an email address; allow access to it and try again",
             ))
         })?;
+        if !profile.email_verified {
+            return Err(Error::Invalid(ValidationErrors::single(
+                "email",
+                "the provider has not verified this email address; verify it there, or sign up with a password",
+            )));
+        }
         let now = self.clock.now();
         let identity = ExternalIdentity {
-            provider: profile.provider.clone(),
+            issuer: profile.issuer.clone(),
             subject: profile.subject.clone(),
             user_id: crate::new_id(),
             email: Some(email.clone()),
@@ -253,10 +303,10 @@ impl AccountService {
         };
         if let Some(existing) = self.store.find_user_by_email(&email).await? {
             let user = self.usable(existing.user)?;
-            if !(profile.email_verified && user.email_verified_at.is_some()) {
+            if user.email_verified_at.is_none() {
                 return Err(Error::Conflict(
-                    "an account with this email address exists; sign in with its password. It is linked to this \
-                     provider only once both the provider and the account have verified the address"
+                    "an account with this email address exists but its owner has not verified the address here; \
+                     sign in with its password and verify it first, then sign in with the provider to link it"
                         .into(),
                 ));
             }
@@ -285,34 +335,23 @@ impl AccountService {
             guest: false,
             created_at: now,
         };
-        let verified_at = profile.email_verified.then_some(now);
-        let jobs = if profile.email_verified {
-            Vec::new()
-        } else {
-            vec![super::links::send_link_job(super::links::SEND_VERIFICATION, user.id, now)]
-        };
-        match self.store.insert_external_user(&user, verified_at, &identity, &jobs).await {
+        match self.store.insert_external_user(&user, Some(now), &identity, &[]).await {
             Ok(user) => {
                 tracing::info!(userId = %user.id, provider = %profile.provider, "account created by external sign-in");
                 Ok(user)
             }
-            Err(StoreError::Conflict { constraint }) if constraint == "external_identities_pkey" => {
-                self.linked_meanwhile(profile).await
-            }
-            Err(StoreError::Conflict { .. }) => {
-                Err(Error::Conflict("an account with this email address was created meanwhile; try again".into()))
-            }
+            // A concurrent callback of the same person won the race: use what it made.
+            Err(StoreError::Conflict { .. }) => self.linked_meanwhile(profile).await,
             Err(other) => Err(other.into()),
         }
     }
 
     /// A concurrent sign-in linked the subject first: use its account.
     async fn linked_meanwhile(&self, profile: &ExternalProfile) -> Result<User, Error> {
-        let user = self
-            .store
-            .find_user_by_external_identity(&profile.provider, &profile.subject)
-            .await?
-            .ok_or_else(|| Error::Conflict("the sign-in clashed with another; try again".into()))?;
+        let user =
+            self.store.find_user_by_external_identity(&profile.issuer, &profile.subject).await?.ok_or_else(|| {
+                Error::Conflict("an account with this email address was created meanwhile; try again".into())
+            })?;
         self.usable(user)
     }
 
@@ -320,7 +359,7 @@ impl AccountService {
         if user.disabled || user.guest { Err(Error::InvalidCredentials) } else { Ok(user) }
     }
 
-    /// The providers an account is linked to (for `GET /users/me/identities`).
+    /// The issuers an account is linked to (for `GET /users/me/identities`).
     pub async fn external_identities(&self, caller: &Caller) -> Result<Vec<ExternalIdentity>, Error> {
         Ok(self.store.list_external_identities(caller.user.id).await?)
     }
@@ -335,7 +374,7 @@ mod tests {
         assert_eq!(parse_return_to(None).ok(), Some("/".to_owned()));
         assert_eq!(parse_return_to(Some("")).ok(), Some("/".to_owned()));
         assert_eq!(parse_return_to(Some("/cart?step=2")).ok(), Some("/cart?step=2".to_owned()));
-        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "cart", "/a\nb"] {
+        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "cart", "/a\nb", "/café", "/a b"] {
             assert!(parse_return_to(Some(bad)).is_err(), "{bad:?} accepted");
         }
         assert!(parse_return_to(Some(&format!("/{}", "a".repeat(MAX_RETURN_TO_LEN)))).is_err());

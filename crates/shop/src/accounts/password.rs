@@ -71,13 +71,13 @@ impl PasswordHasher {
         Self { permits: Arc::new(Semaphore::new(max_concurrent.max(1))), dummy_hash: Arc::default() }
     }
 
-    /// Returns the PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
     /// Whether `stored` is a password hash at all (PHC format). Guests and external-only
     /// accounts store a marker instead, against which nothing verifies.
     pub fn is_hash(stored: &str) -> bool {
         stored.starts_with('$')
     }
 
+    /// Returns the PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
     pub async fn hash(&self, password: &PasswordPlain) -> Result<String, HashError> {
         let password = password.clone();
         self.run_blocking(move || {

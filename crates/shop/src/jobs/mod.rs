@@ -7,6 +7,7 @@ mod model;
 mod service;
 
 pub use model::{
-    Claim, Job, JobFailure, JobQuery, JobSort, JobState, NewJob, QueueDepth, RecurringJob, Schedule, retry_delay,
+    Claim, CronSchedule, Job, JobFailure, JobQuery, JobSort, JobState, NewJob, QueueDepth, RecurringJob, Schedule,
+    retry_delay,
 };
 pub use service::{JobService, JobSettings};

@@ -130,6 +130,10 @@ pub struct Claim {
     pub limit: u32,
     pub now: OffsetDateTime,
     pub lease_until: OffsetDateTime,
+    /// Only jobs of these kinds (the ones the worker has handlers for), so a worker never takes
+    /// a job it cannot run — one of a newer version's kinds during a rolling deploy waits for
+    /// a worker that knows it. `None`: any kind.
+    pub kinds: Option<Vec<String>>,
 }
 
 /// The end of a failed attempt.
@@ -169,24 +173,69 @@ pub struct QueueDepth {
     pub oldest_due: Option<OffsetDateTime>,
 }
 
-/// When a recurring job runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// When a recurring job runs. Both kinds are pure functions of the time, so every instance
+/// computes the same occurrences.
+#[derive(Debug, Clone)]
 pub enum Schedule {
-    /// Every `period`, aligned to the Unix epoch (so every instance computes the same times).
+    /// Every `period`, aligned to the Unix epoch.
     Every(Duration),
+    /// A cron expression, in UTC.
+    Cron(Box<CronSchedule>),
 }
 
 impl Schedule {
-    /// The first occurrence strictly after `after`.
-    pub fn next_after(&self, after: OffsetDateTime) -> OffsetDateTime {
+    /// The first occurrence strictly after `after`; `None` when there is none (a cron
+    /// expression that never matches again).
+    pub fn next_after(&self, after: OffsetDateTime) -> Option<OffsetDateTime> {
         match self {
             Self::Every(period) => {
                 let period_ns = i128::try_from(period.as_nanos()).unwrap_or(i128::MAX).max(1_000_000_000);
                 let now_ns = after.unix_timestamp_nanos();
                 let next = (now_ns.div_euclid(period_ns) + 1) * period_ns;
-                OffsetDateTime::from_unix_timestamp_nanos(next).unwrap_or(after)
+                OffsetDateTime::from_unix_timestamp_nanos(next).ok()
             }
+            Self::Cron(cron) => cron.next_after(after),
         }
+    }
+}
+
+/// A parsed cron expression: five fields (minute hour day-of-month month day-of-week), or six
+/// with seconds first, or a nickname (`@hourly`, `@daily`, `@weekly`, …); evaluated in UTC.
+#[derive(Clone)]
+pub struct CronSchedule {
+    expression: String,
+    cron: croner::Cron,
+}
+
+impl CronSchedule {
+    /// Parses `expression`; refuses one that is malformed or never occurs.
+    pub fn parse(expression: &str) -> Result<Self, String> {
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .build()
+            .parse(expression.trim())
+            .map_err(|error| format!("{expression:?} is not a cron expression: {error}"))?;
+        let schedule = Self { expression: expression.trim().to_owned(), cron };
+        if schedule.next_after(OffsetDateTime::now_utc()).is_none() {
+            return Err(format!("{expression:?} never occurs"));
+        }
+        Ok(schedule)
+    }
+
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    fn next_after(&self, after: OffsetDateTime) -> Option<OffsetDateTime> {
+        let after = chrono::DateTime::from_timestamp(after.unix_timestamp(), after.nanosecond())?;
+        let next = self.cron.find_next_occurrence(&after, false).ok()?;
+        OffsetDateTime::from_unix_timestamp(next.timestamp()).ok()
+    }
+}
+
+impl std::fmt::Debug for CronSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CronSchedule").field(&self.expression).finish()
     }
 }
 
@@ -229,9 +278,26 @@ mod tests {
     fn interval_schedules_are_aligned_so_instances_agree() {
         let schedule = Schedule::Every(Duration::from_secs(60));
         let at = |seconds: i64| OffsetDateTime::from_unix_timestamp(seconds).unwrap();
-        assert_eq!(schedule.next_after(at(1_000_000_030)), at(1_000_000_080));
-        assert_eq!(schedule.next_after(at(1_000_000_020)), at(1_000_000_080));
-        assert_eq!(schedule.next_after(at(1_000_000_080)), at(1_000_000_140), "strictly after");
+        assert_eq!(schedule.next_after(at(1_000_000_030)), Some(at(1_000_000_080)));
+        assert_eq!(schedule.next_after(at(1_000_000_020)), Some(at(1_000_000_080)));
+        assert_eq!(schedule.next_after(at(1_000_000_080)), Some(at(1_000_000_140)), "strictly after");
+    }
+
+    #[test]
+    fn cron_schedules_name_their_next_occurrence_in_utc() {
+        let at = |raw: &str| OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339).unwrap();
+        let nightly = Schedule::Cron(Box::new(CronSchedule::parse("30 3 * * *").unwrap()));
+        assert_eq!(nightly.next_after(at("2026-11-23T10:00:00Z")), Some(at("2026-11-24T03:30:00Z")));
+        assert_eq!(nightly.next_after(at("2026-11-24T03:30:00Z")), Some(at("2026-11-25T03:30:00Z")), "strictly after");
+        let weekdays = Schedule::Cron(Box::new(CronSchedule::parse("0 */6 * * MON-FRI").unwrap()));
+        assert_eq!(weekdays.next_after(at("2026-11-21T10:00:00Z")), Some(at("2026-11-23T00:00:00Z")), "Sat → Mon");
+        let seconds = Schedule::Cron(Box::new(CronSchedule::parse("*/15 * * * * *").unwrap()));
+        assert_eq!(seconds.next_after(at("2026-11-23T10:00:07Z")), Some(at("2026-11-23T10:00:15Z")));
+        let hourly = Schedule::Cron(Box::new(CronSchedule::parse("@hourly").unwrap()));
+        assert_eq!(hourly.next_after(at("2026-11-23T10:20:00Z")), Some(at("2026-11-23T11:00:00Z")));
+        for bad in ["", "every day", "61 * * * *", "* * * *", "0 0 31 2 *"] {
+            assert!(CronSchedule::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     proptest! {

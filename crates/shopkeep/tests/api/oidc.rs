@@ -24,7 +24,9 @@ struct Provider {
 }
 
 impl Provider {
-    fn start(redirect_uri: &str) -> Self {
+    /// `id_token_claims`: the provider also puts email and name into the ID token (by default
+    /// they are only at its userinfo endpoint).
+    fn start(redirect_uri: &str, id_token_claims: bool) -> Self {
         let script = Path::new(REPO).join("scripts/oidc/provider.mjs");
         assert!(
             Path::new(REPO).join("scripts/oidc/node_modules/oidc-provider").exists(),
@@ -37,6 +39,7 @@ impl Provider {
             .env("OIDC_CLIENT_SECRET", CLIENT_SECRET)
             .env("OIDC_REDIRECT_URIS", redirect_uri)
             .env("OIDC_PORT", "0")
+            .env("OIDC_ID_TOKEN_CLAIMS", if id_token_claims { "1" } else { "0" })
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -76,11 +79,20 @@ fn free_port() -> u16 {
 
 /// The shop (configured with provider `demo`) and the running provider.
 async fn shop_with_provider(backend: Backend) -> (TestApp, Provider) {
+    shop_with_provider_and(backend, false, |_| {}).await
+}
+
+async fn shop_with_provider_and(
+    backend: Backend,
+    id_token_claims: bool,
+    customise: impl FnOnce(&mut shopkeep::config::Config),
+) -> (TestApp, Provider) {
     let port = free_port();
     let redirect = format!("http://127.0.0.1:{port}/api/v1/auth/oidc/demo/callback");
-    let provider = Provider::start(&redirect);
+    let provider = Provider::start(&redirect, id_token_claims);
     let issuer = provider.issuer.clone();
     let app = spawn_app_with(backend, |config| {
+        customise(config);
         config.server.listen = format!("127.0.0.1:{port}");
         config.oidc.providers.insert(
             "demo".into(),
@@ -122,7 +134,7 @@ macro_rules! oidc_tests {
 oidc_tests!(
     a_new_customer_signs_in_and_comes_back_to_the_same_account,
     a_verified_account_is_linked_only_through_verified_addresses,
-    an_unverified_provider_address_makes_an_unverified_account,
+    an_address_the_provider_has_not_verified_makes_no_account,
     callbacks_are_bound_to_the_browser_and_used_once,
     refusals_of_the_provider_and_bad_input_are_clear_errors,
 );
@@ -140,11 +152,23 @@ async fn start(app: &TestApp, browser: &Client, return_to: &str) -> String {
     let started =
         browser.get(app.url(&format!("/api/v1/auth/oidc/demo/start?returnTo={return_to}"))).send().await.unwrap();
     assert_eq!(started.status(), StatusCode::FOUND);
-    assert!(
-        started.headers().get_all(header::SET_COOKIE).iter().any(|c| c.to_str().unwrap().starts_with("shopkeep_oidc=")),
-        "the pending sign-in's cookie is set"
-    );
+    let cookie = set_cookie(&started, "shopkeep_oidc=").expect("the pending sign-in's cookie is set");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=600"] {
+        assert!(cookie.contains(attribute), "{attribute} in {cookie}");
+    }
+    assert_eq!(started.headers()[header::CACHE_CONTROL], "private, no-store");
     location(&started)
+}
+
+/// The `Set-Cookie` header starting with `prefix`, if any.
+fn set_cookie(response: &reqwest::Response, prefix: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with(prefix))
+        .map(str::to_owned)
 }
 
 /// Goes through the provider's login (as `login`) and consent pages like a browser; returns
@@ -200,13 +224,17 @@ async fn a_new_customer_signs_in_and_comes_back_to_the_same_account(app: &TestAp
     let signed_in = browser.get(&callback).send().await.unwrap();
     assert_eq!(signed_in.status(), StatusCode::FOUND);
     assert_eq!(location(&signed_in), "http://localhost:8080/account");
+    let session = set_cookie(&signed_in, "shopkeep_session=").expect("a session cookie");
+    assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax"), "{session}");
+    let cleared = set_cookie(&signed_in, "shopkeep_oidc=").expect("the pending sign-in's cookie is cleared");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
     let user = me(app, &browser).await;
     assert_eq!(user["email"], "alice@example.test");
     assert_eq!(user["emailVerified"], true);
     assert_eq!(user["role"], "customer");
     let identities: Value =
         browser.get(app.url("/api/v1/users/me/identities")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(identities[0]["provider"], "demo");
+    assert_eq!(identities[0]["issuer"], provider.issuer.as_str());
     assert_eq!(identities[0]["email"], "alice@example.test");
     // The account has no password: signing in with one fails like any wrong password.
     let with_password = app
@@ -237,11 +265,11 @@ async fn a_verified_account_is_linked_only_through_verified_addresses(app: &Test
     // The provider's address is not verified: no link, whoever typed it there.
     let stranger = app.new_client();
     let refused = sign_in(app, provider, &stranger, "unverified:bob@example.test").await;
-    let refused = problem(refused, StatusCode::CONFLICT).await;
-    assert!(refused["detail"].as_str().unwrap().contains("verified"), "{refused}");
+    assert_eq!(problem(refused, StatusCode::BAD_REQUEST).await["errors"][0]["field"], "email");
     // The provider verified it, but the account's owner has not yet: no link either.
     let early = sign_in(app, provider, &app.new_client(), "bob@example.test").await;
-    problem(early, StatusCode::CONFLICT).await;
+    let early = problem(early, StatusCode::CONFLICT).await;
+    assert!(early["detail"].as_str().unwrap().contains("verified"), "{early}");
     // Once the owner confirms the address, the provider's verified address links the account.
     let mail = app.outbox_with(1).await;
     let text = &mail[0].mail.text;
@@ -267,20 +295,80 @@ async fn a_verified_account_is_linked_only_through_verified_addresses(app: &Test
     problem(refused, StatusCode::UNAUTHORIZED).await;
 }
 
-async fn an_unverified_provider_address_makes_an_unverified_account(app: &TestApp, provider: &Provider) {
-    let browser = app.new_client();
-    let signed_in = sign_in(app, provider, &browser, "unverified:carol@example.test").await;
-    assert_eq!(signed_in.status(), StatusCode::FOUND);
-    let user = me(app, &browser).await;
-    assert_eq!(user["email"], "carol@example.test");
-    assert_eq!(user["emailVerified"], false);
-    let mail = app.outbox_with(1).await;
-    assert_eq!(mail[0].mail.to, "carol@example.test");
-    assert!(mail[0].mail.text.contains("verify-email?token="), "{}", mail[0].mail.text);
-    // A provider that shares no address cannot make an account.
+async fn an_address_the_provider_has_not_verified_makes_no_account(app: &TestApp, provider: &Provider) {
+    // Someone types a stranger's address at the provider, which does not verify it: nothing is
+    // made, so the address stays free for its owner.
+    let squatter = app.new_client();
+    let refused = sign_in(app, provider, &squatter, "unverified:carol@example.test").await;
+    let refused = problem(refused, StatusCode::BAD_REQUEST).await;
+    assert_eq!(refused["errors"][0]["field"], "email");
+    assert_eq!(squatter.get(app.url("/api/v1/users/me")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let owner = app
+        .new_client()
+        .post(app.url("/api/v1/users"))
+        .json(&json!({ "email": "carol@example.test", "password": PASSWORD, "name": "Carol" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(owner.status(), StatusCode::CREATED, "the owner can still sign up");
+    // A provider that shares no address cannot make an account either.
     let nameless = sign_in(app, provider, &app.new_client(), "noemail:dave").await;
     let nameless = problem(nameless, StatusCode::BAD_REQUEST).await;
     assert_eq!(nameless["errors"][0]["field"], "email");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_challenged_on_sqlite() {
+    staff_on_a_new_device_confirm_by_mail_and_a_sign_in_ends_the_previous_session(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_challenged_on_postgres() {
+    staff_on_a_new_device_confirm_by_mail_and_a_sign_in_ends_the_previous_session(Backend::Postgres).await;
+}
+
+async fn staff_on_a_new_device_confirm_by_mail_and_a_sign_in_ends_the_previous_session(backend: Backend) {
+    let (shop, idp) = shop_with_provider_and(backend, false, |config| {
+        config.accounts.login_challenge_roles = vec!["staff".into()];
+    })
+    .await;
+    let (app, provider) = (&shop, &idp);
+    // A browser with a session already (a guest here) signs in: that session ends.
+    let browser = app.new_client();
+    assert_eq!(browser.post(app.url("/api/v1/guests")).send().await.unwrap().status(), StatusCode::CREATED);
+    let guest = me(app, &browser).await;
+    let signed_in = sign_in(app, provider, &browser, "gina@example.test").await;
+    assert_eq!(signed_in.status(), StatusCode::FOUND);
+    let user = me(app, &browser).await;
+    assert_ne!(user["id"], guest["id"]);
+    // An admin makes her staff; staff sign-ins from unknown devices wait for a mailed link.
+    let admin = app.signed_in("root@example.test", shop::accounts::Role::Admin).await;
+    let id = user["id"].as_str().unwrap();
+    let promoted =
+        admin.patch(app.url(&format!("/api/v1/users/{id}"))).json(&json!({ "role": "staff" })).send().await.unwrap();
+    assert_eq!(promoted.status(), StatusCode::OK);
+    let laptop = app.new_client();
+    let held = sign_in(app, provider, &laptop, "gina@example.test").await;
+    assert_eq!(held.status(), StatusCode::ACCEPTED);
+    assert!(set_cookie(&held, "shopkeep_session=").is_none(), "no session yet");
+    assert!(set_cookie(&held, "shopkeep_device=").is_some(), "the device gets its id");
+    let body: Value = held.json().await.unwrap();
+    assert_eq!(body["status"], "confirmationRequired");
+    let mail = app.outbox_with(1).await;
+    assert_eq!(mail[0].mail.to, "gina@example.test");
+    let text = &mail[0].mail.text;
+    let token = text[text.find("token=").unwrap() + 6..].split_whitespace().next().unwrap().to_owned();
+    let confirmed = app
+        .api(reqwest::Method::POST, "/login-challenges/confirm")
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), StatusCode::NO_CONTENT);
+    let again = sign_in(app, provider, &laptop, "gina@example.test").await;
+    assert_eq!(again.status(), StatusCode::FOUND, "the confirmed device signs in");
+    assert_eq!(me(app, &laptop).await["role"], "staff");
+    shop.stop().await;
 }
 
 async fn callbacks_are_bound_to_the_browser_and_used_once(app: &TestApp, provider: &Provider) {
@@ -346,6 +434,18 @@ async fn refusals_of_the_provider_and_bad_input_are_clear_errors(app: &TestApp, 
         problem(browser.get(&mixed_up).send().await.unwrap(), StatusCode::BAD_REQUEST).await["errors"][0]["field"],
         "code"
     );
+}
+
+/// A provider that puts the address into the ID token itself (no userinfo call needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_address_may_come_in_the_id_token_itself() {
+    let (app, provider) = shop_with_provider_and(Backend::Sqlite, true, |_| {}).await;
+    let browser = app.new_client();
+    let signed_in = sign_in(&app, &provider, &browser, "hana@example.test").await;
+    assert_eq!(signed_in.status(), StatusCode::FOUND);
+    let user = me(&app, &browser).await;
+    assert_eq!((user["email"].as_str(), user["name"].as_str()), (Some("hana@example.test"), Some("hana")));
+    app.stop().await;
 }
 
 fn url_parameter(url: &str, name: &str) -> String {
