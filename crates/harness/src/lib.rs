@@ -5,9 +5,13 @@
 //! a dependency sick and then healthy again. It serves plain HTTP or, with a self-signed
 //! certificate made at start, HTTPS; it keeps the heads of the last requests so a test can see
 //! what reached it. Everything it does is logged.
+//!
+//! Beside it, a [`PaymentSandbox`]: a Stripe-like payment provider over HTTP with failure modes
+//! of its own, which records every charge so a test can prove that nothing was charged twice.
 
 #![forbid(unsafe_code)]
 
+mod payments;
 mod requests;
 mod tls;
 
@@ -23,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+pub use payments::{ChargeStatus, PaymentMode, PaymentSandbox, SandboxCharge, SandboxRefund};
 pub use requests::{KEPT_REQUESTS, RecordedRequest};
 
 use requests::Recorder;
@@ -61,19 +66,7 @@ impl Mode {
     /// Parses the names the command line uses: `ok`, `slow:500ms`, `trickle:1s`, `status:503`, …
     pub fn parse(raw: &str) -> Result<Self, String> {
         let (name, argument) = raw.split_once(':').unwrap_or((raw, ""));
-        let duration = |default: Duration| -> Result<Duration, String> {
-            if argument.is_empty() {
-                return Ok(default);
-            }
-            if let Some(ms) = argument.strip_suffix("ms") {
-                return ms.parse().map(Duration::from_millis).map_err(|_| format!("bad duration {argument:?}"));
-            }
-            argument
-                .trim_end_matches('s')
-                .parse()
-                .map(Duration::from_secs)
-                .map_err(|_| format!("bad duration {argument:?}"))
-        };
+        let duration = |default: Duration| parse_duration(argument, default);
         Ok(match name {
             "ok" => Self::Ok,
             "slow" => Self::Slow { delay: duration(Duration::from_secs(2))? },
@@ -97,6 +90,17 @@ impl Mode {
             }
         })
     }
+}
+
+/// Reads `500ms`, `2s` or `2` (seconds); `default` when `argument` is empty.
+pub(crate) fn parse_duration(argument: &str, default: Duration) -> Result<Duration, String> {
+    if argument.is_empty() {
+        return Ok(default);
+    }
+    if let Some(ms) = argument.strip_suffix("ms") {
+        return ms.parse().map(Duration::from_millis).map_err(|_| format!("bad duration {argument:?}"));
+    }
+    argument.trim_end_matches('s').parse().map(Duration::from_secs).map_err(|_| format!("bad duration {argument:?}"))
 }
 
 #[derive(Debug, Default)]

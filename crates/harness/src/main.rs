@@ -1,15 +1,18 @@
 //! `cargo run -p harness -- --mode trickle:1s --listen 127.0.0.1:7070` for manual game days;
 //! add `--tls` to serve HTTPS with a self-signed certificate, printed at start for clients to trust.
+//! `cargo run -p harness -- payments --mode decline` runs the payment sandbox instead.
 
 use std::net::SocketAddr;
 
-use clap::Parser;
-use harness::{Harness, Mode};
+use clap::{Args, Parser, Subcommand};
+use harness::{Harness, Mode, PaymentMode, PaymentSandbox};
 
 /// A deliberately devious upstream server.
 #[derive(Debug, Parser)]
-#[command(name = "harness", version, about)]
+#[command(name = "harness", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// ok, slow:DUR, accept-never-read, never-respond, headers-no-body, trickle:DUR, reset,
     /// wrong-content-length, garbage, html, status:CODE, too-many-requests:SECS
     #[arg(long, default_value = "ok", value_parser = Mode::parse)]
@@ -25,10 +28,34 @@ struct Cli {
     tls: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// A Stripe-like payment provider sandbox with failure modes.
+    Payments(PaymentsArgs),
+}
+
+#[derive(Debug, Args)]
+struct PaymentsArgs {
+    /// approve, decline, slow:DUR, hang, status:CODE, garbage, charge-then-fail, charge-then-hang
+    #[arg(long, default_value = "approve", value_parser = PaymentMode::parse)]
+    mode: PaymentMode,
+    /// The API secret clients send as `Authorization: Bearer SECRET`.
+    #[arg(long, env = "HARNESS_PAYMENTS_SECRET", default_value = DEFAULT_SECRET, hide_env_values = true)]
+    secret: String,
+    /// Port 0 picks a free port; the address is printed.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+}
+
+const DEFAULT_SECRET: &str = "sk_test_sandbox";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").compact().init();
     let cli = Cli::parse();
+    if let Some(Command::Payments(payments)) = cli.command {
+        return run_payment_sandbox(payments).await;
+    }
     let harness = if cli.tls {
         Harness::start_tls(cli.listen, cli.mode).await?
     } else {
@@ -43,6 +70,29 @@ async fn main() -> anyhow::Result<()> {
     if let Some(certificate) = harness.certificate_pem() {
         println!("its self-signed certificate:\n{certificate}");
     }
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+async fn run_payment_sandbox(args: PaymentsArgs) -> anyhow::Result<()> {
+    let sandbox = PaymentSandbox::start_on(args.listen, &args.secret, args.mode).await?;
+    let url = sandbox.url();
+    // Only the well-known default is echoed; a secret of one's own stays off the terminal.
+    let secret = if args.secret == DEFAULT_SECRET { DEFAULT_SECRET } else { "$HARNESS_PAYMENTS_SECRET" };
+    println!("payment sandbox listening on {url} (mode {})", sandbox.mode());
+    println!(
+        "\ncharge:  curl -H 'Authorization: Bearer {secret}' -H 'Idempotency-Key: key-1' \\\n\
+         \x20          -d '{{\"amount\":1299,\"currency\":\"eur\",\"order_id\":\"order-1\"}}' {url}/v1/payment_intents\n\
+         refund:  curl -H 'Authorization: Bearer {secret}' -H 'Idempotency-Key: key-2' \\\n\
+         \x20          -d '{{\"payment_intent\":\"pi_...\",\"amount\":1299}}' {url}/v1/refunds\n\
+         \ncontrol (no auth):\n\
+         \x20 curl -X PUT -d '{{\"mode\":\"charge-then-fail\"}}' {url}/sandbox/mode\n\
+         \x20     modes: approve, decline, slow:DUR, hang, status:CODE, garbage, charge-then-fail, charge-then-hang\n\
+         \x20 curl {url}/sandbox/mode\n\
+         \x20 curl {url}/sandbox/charges\n\
+         \x20 curl {url}/sandbox/refunds\n\
+         \x20 curl -X POST {url}/sandbox/reset"
+    );
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

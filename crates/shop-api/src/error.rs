@@ -60,6 +60,7 @@ impl Problem {
 fn kind_and_title(status: StatusCode) -> (&'static str, &'static str) {
     match status.as_u16() {
         400 => ("invalid-request", "Invalid request"),
+        402 => ("payment-declined", "Payment declined"),
         401 => ("unauthenticated", "Not authenticated"),
         403 => ("forbidden", "Forbidden"),
         404 => ("not-found", "Not found"),
@@ -100,6 +101,15 @@ pub enum ApiError {
     /// 412: `If-Match` did not match the current representation.
     #[error("precondition failed")]
     PreconditionFailed,
+    /// 409: the same idempotent request is still being processed; retry after the seconds given.
+    #[error("request in progress")]
+    InProgress { retry_after_seconds: u32 },
+    /// 422: an `Idempotency-Key` reused with a different request body.
+    #[error("idempotency key reused")]
+    KeyReused,
+    /// 402: the payment was declined; the order (cancelled) is at `Location`.
+    #[error("payment declined: {detail}")]
+    PaymentDeclined { detail: String, location: String },
     /// 413: the body is larger than allowed.
     #[error("payload too large")]
     PayloadTooLarge,
@@ -160,6 +170,16 @@ impl IntoResponse for ApiError {
                 StatusCode::PRECONDITION_FAILED,
                 "the resource has changed since you read it; fetch it again".to_owned(),
             ),
+            Self::InProgress { .. } => (
+                StatusCode::CONFLICT,
+                "a request with this Idempotency-Key is still being processed; retry after Retry-After seconds"
+                    .to_owned(),
+            ),
+            Self::KeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "this Idempotency-Key was used for a different request; use a new key for a new request".to_owned(),
+            ),
+            Self::PaymentDeclined { detail, .. } => (StatusCode::PAYMENT_REQUIRED, detail.clone()),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large".to_owned()),
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "the request body must be application/json".to_owned())
@@ -184,8 +204,13 @@ impl IntoResponse for ApiError {
         }
         let mut response = status.into_response();
         match &self {
-            Self::Unavailable { retry_after_seconds, .. } => {
+            Self::Unavailable { retry_after_seconds, .. } | Self::InProgress { retry_after_seconds } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+            }
+            Self::PaymentDeclined { location, .. } => {
+                if let Ok(value) = HeaderValue::from_str(location) {
+                    response.headers_mut().insert(header::LOCATION, value);
+                }
             }
             Self::RateLimited { retry_after, limit, policy, .. } => {
                 // Whole seconds, rounded up: a client that waits this long will be admitted.

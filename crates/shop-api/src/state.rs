@@ -72,6 +72,7 @@ pub struct AppParts {
     pub jobs: shop::jobs::JobService,
     /// The configured OpenID Connect providers by name (none by default).
     pub identity_providers: IdentityProviders,
+    pub orders: shop::orders::OrderService,
 }
 
 /// OpenID Connect providers by their configured name.
@@ -93,14 +94,25 @@ pub(crate) struct Inner {
     pub breakers: resilience::BreakerRegistry,
     pub jobs: shop::jobs::JobService,
     pub identity_providers: IdentityProviders,
+    pub orders: shop::orders::OrderService,
     /// The global in-flight limit of the public listener.
     pub shedder: resilience::LoadShedder,
 }
 
 impl AppState {
     pub fn new(parts: AppParts) -> Self {
-        let AppParts { accounts, catalog, store, readiness, settings, rate_limits, breakers, jobs, identity_providers } =
-            parts;
+        let AppParts {
+            accounts,
+            catalog,
+            store,
+            readiness,
+            settings,
+            rate_limits,
+            breakers,
+            jobs,
+            identity_providers,
+            orders,
+        } = parts;
         let shedder = resilience::LoadShedder::new(settings.concurrency, Arc::new(resilience::MonotonicClock));
         let inner = Inner {
             rate_limits,
@@ -112,6 +124,7 @@ impl AppState {
             breakers,
             jobs,
             identity_providers,
+            orders,
             shedder,
         };
         Self { inner: Arc::new(inner) }
@@ -119,6 +132,10 @@ impl AppState {
 
     pub(crate) fn accounts(&self) -> &AccountService {
         &self.inner.accounts
+    }
+
+    pub(crate) fn orders(&self) -> &shop::orders::OrderService {
+        &self.inner.orders
     }
 
     pub(crate) fn catalog(&self) -> &CatalogService {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use shop::Page;
 use shop::accounts::{ApiToken, ExternalIdentity, User};
 use shop::catalog::{Category, Product};
+use shop::orders::{CartLine, Order, OrderLine};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -347,6 +348,179 @@ impl From<ExternalIdentity> for ExternalIdentityBody {
             issuer: identity.issuer,
             email: identity.email.map(|email| email.as_str().to_owned()),
             created_at: identity.created_at,
+        }
+    }
+}
+
+/// One line of the current cart.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CartLineBody {
+    /// The product as it is now (price, stock, status).
+    pub product: ProductBody,
+    pub quantity: i64,
+    /// Unit price × quantity, at today's price.
+    #[schema(example = "25.98")]
+    pub line_total: String,
+    /// Whether the product is on sale with at least `quantity` in stock right now.
+    pub available: bool,
+}
+
+/// The current cart. Totals are per currency only when every product shares one.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CartBody {
+    pub items: Vec<CartLineBody>,
+    /// Sum of quantities.
+    pub item_count: i64,
+    /// The sum of line totals, when every product has the same currency (else `null`).
+    pub total: Option<String>,
+    pub currency: Option<String>,
+}
+
+impl CartBody {
+    pub fn from_lines(lines: Vec<CartLine>) -> Self {
+        let currencies: std::collections::BTreeSet<String> =
+            lines.iter().map(|line| line.product.price.currency().as_str().to_owned()).collect();
+        let single = currencies.len() == 1;
+        let total_minor: i64 = lines.iter().map(|line| line.product.price.minor().saturating_mul(line.quantity)).sum();
+        let item_count = lines.iter().map(|line| line.quantity).sum();
+        let items = lines
+            .into_iter()
+            .map(|line| {
+                let available = line.product.status == shop::catalog::ProductStatus::Active
+                    && line.product.stock.units() >= line.quantity;
+                CartLineBody {
+                    line_total: shop::catalog::format_minor(line.product.price.minor().saturating_mul(line.quantity)),
+                    available,
+                    quantity: line.quantity,
+                    product: ProductBody::from(line.product),
+                }
+            })
+            .collect();
+        Self {
+            items,
+            item_count,
+            total: single.then(|| shop::catalog::format_minor(total_minor)),
+            currency: if single { currencies.into_iter().next() } else { None },
+        }
+    }
+}
+
+/// `PUT /carts/current/items/{productId}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetQuantityRequest {
+    /// 0 removes the product; at most 99.
+    pub quantity: Option<i64>,
+}
+
+/// A postal address.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddressBody {
+    pub name: Option<String>,
+    pub line1: Option<String>,
+    pub line2: Option<String>,
+    pub city: Option<String>,
+    pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2.
+    #[schema(example = "DE")]
+    pub country: Option<String>,
+}
+
+/// `POST /orders`: checks out the current cart.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckoutRequest {
+    pub shipping_address: Option<AddressBody>,
+}
+
+/// One line of an order, as it was when ordered.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLineBody {
+    /// `null` once the product was deleted.
+    pub product_id: Option<Uuid>,
+    pub name: String,
+    pub unit_price: String,
+    pub quantity: i64,
+    pub line_total: String,
+}
+
+impl From<OrderLine> for OrderLineBody {
+    fn from(line: OrderLine) -> Self {
+        Self {
+            line_total: shop::catalog::format_minor(line.total_minor()),
+            unit_price: shop::catalog::format_minor(line.unit_price_minor),
+            product_id: line.product_id,
+            name: line.name,
+            quantity: line.quantity,
+        }
+    }
+}
+
+/// An order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderBody {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// `pendingPayment`, `paid`, `fulfilled`, `cancelled` or `refunded`.
+    pub status: String,
+    pub total: String,
+    pub currency: String,
+    pub lines: Vec<OrderLineBody>,
+    pub shipping_address: AddressBody,
+    /// Paid through the built-in test-mode provider: nothing was charged.
+    pub test_mode: bool,
+    pub cancel_reason: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub paid_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub fulfilled_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub cancelled_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub refunded_at: Option<OffsetDateTime>,
+}
+
+impl From<Order> for OrderBody {
+    fn from(order: Order) -> Self {
+        let address = order.shipping_address;
+        Self {
+            id: order.id,
+            user_id: order.user_id,
+            status: order.status.api_name().to_owned(),
+            total: shop::catalog::format_minor(order.total_minor),
+            currency: order.currency.as_str().to_owned(),
+            lines: order.lines.into_iter().map(OrderLineBody::from).collect(),
+            shipping_address: AddressBody {
+                name: Some(address.name),
+                line1: Some(address.line1),
+                line2: address.line2,
+                city: Some(address.city),
+                postal_code: Some(address.postal_code),
+                country: Some(address.country),
+            },
+            test_mode: order.test_mode,
+            cancel_reason: order.cancel_reason,
+            created_at: order.created_at,
+            updated_at: order.updated_at,
+            paid_at: order.paid_at,
+            fulfilled_at: order.fulfilled_at,
+            cancelled_at: order.cancelled_at,
+            refunded_at: order.refunded_at,
         }
     }
 }

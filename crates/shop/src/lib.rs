@@ -11,6 +11,7 @@ pub mod clock;
 pub mod error;
 pub mod jobs;
 pub mod mail;
+pub mod orders;
 pub mod pagination;
 pub mod ports;
 pub mod secrets;

@@ -104,6 +104,46 @@ pub fn account_service(config: &Config, store: Arc<dyn Store>, clock: Arc<dyn Cl
     AccountService::new(store, PasswordHasher::new(concurrency), clock, settings)
 }
 
+/// The payment provider as configured: the HTTP provider (its breaker registered as
+/// `payments`) when `payments.url` is set, else the built-in test mode.
+pub fn payment_provider(
+    config: &Config,
+    breakers: &resilience::BreakerRegistry,
+    clock: Arc<dyn resilience::Clock>,
+) -> anyhow::Result<Arc<dyn shop::orders::PaymentProvider>> {
+    let (Some(url), Some(secret)) = (&config.payments.url, &config.payments.secret) else {
+        tracing::warn!("no payments.url: the built-in TEST MODE provider approves every order and charges nothing");
+        return Ok(Arc::new(shop::orders::TestModePayments::new()));
+    };
+    let mut http = integration::IntegrationConfig::new("payments", url);
+    http.total_timeout = Duration::from_secs(config.payments.timeout_secs);
+    http.attempt_timeout = Duration::from_secs(config.payments.attempt_timeout_secs);
+    http.max_concurrent = config.payments.max_concurrent;
+    let provider = payments::HttpPayments::new(http, secret.expose().to_owned(), clock)
+        .map_err(|error| anyhow::anyhow!("payments: {error}"))?;
+    breakers.register(Arc::clone(provider.breaker()))?;
+    tracing::info!(url = url.as_str(), "payments through the HTTP provider");
+    Ok(Arc::new(provider))
+}
+
+/// The order service as configured.
+pub fn order_service(
+    config: &Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    payments: Arc<dyn shop::orders::PaymentProvider>,
+) -> shop::orders::OrderService {
+    let settings = shop::orders::OrderSettings {
+        pending_payment_timeout: time::Duration::minutes(config.orders.pending_payment_timeout_minutes as i64),
+        settle_after: time::Duration::seconds(config.orders.settle_after_secs as i64),
+        idempotency_ttl: time::Duration::hours(config.orders.idempotency_ttl_hours as i64),
+        idempotency_lock: time::Duration::seconds(config.orders.idempotency_lock_secs as i64),
+        abandoned_cart_ttl: time::Duration::days(config.orders.abandoned_cart_ttl_days as i64),
+        shop_name: config.mail.shop_name.clone(),
+    };
+    shop::orders::OrderService::new(store, payments, clock, settings)
+}
+
 /// The configured OpenID Connect providers, their breakers registered (`oidc-{name}`). Nothing
 /// is fetched yet: a provider down at startup only fails its own sign-ins.
 fn identity_providers(
@@ -153,7 +193,7 @@ impl Application {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let accounts = account_service(&config, Arc::clone(&store), Arc::clone(&clock));
         let catalog = CatalogService::new(Arc::clone(&store), Arc::clone(&clock));
-        let jobs = JobService::new(Arc::clone(&store), clock, crate::jobs::job_settings(&config));
+        let jobs = JobService::new(Arc::clone(&store), Arc::clone(&clock), crate::jobs::job_settings(&config));
         let readiness = Arc::new(Readiness::default());
         let http = &config.http;
         let settings = HttpSettings {
@@ -174,6 +214,8 @@ impl Application {
             catalog_max_age: Duration::from_secs(http.catalog_max_age_secs),
         };
         let breakers = resilience::BreakerRegistry::new();
+        let payments = payment_provider(&config, &breakers, Arc::clone(&limiter_clock))?;
+        let orders = order_service(&config, Arc::clone(&store), Arc::clone(&clock), payments);
         let shared_limits = match &config.redis.url {
             None => None,
             Some(url) => {
@@ -223,6 +265,7 @@ impl Application {
             breakers,
             jobs: jobs.clone(),
             identity_providers,
+            orders: orders.clone(),
         });
         let public_router = shop_api::public_router(state.clone()).map_err(|problem| anyhow::anyhow!(problem))?;
         let public = TcpListener::bind(config.listen())
@@ -232,7 +275,14 @@ impl Application {
             .await
             .with_context(|| format!("failed to listen on {} (admin)", config.admin_listen()))?;
         let worker = mailer.map(|mailer| {
-            crate::jobs::build_worker(&config, Arc::clone(&store), jobs.clone(), accounts.clone(), mailer)
+            crate::jobs::build_worker(
+                &config,
+                Arc::clone(&store),
+                jobs.clone(),
+                accounts.clone(),
+                orders.clone(),
+                mailer,
+            )
         });
         Ok(Self {
             config,

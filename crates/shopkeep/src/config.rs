@@ -25,6 +25,69 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub mail: MailConfig,
     pub oidc: OidcConfig,
+    pub orders: OrdersConfig,
+    pub payments: PaymentsConfig,
+}
+
+/// The payment provider. Without a URL (the embedded default) the built-in test mode approves
+/// every charge and charges nothing; orders say so.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentsConfig {
+    /// The provider's API base URL (`https://api.payments.example`); https except on loopback.
+    pub url: Option<String>,
+    /// The secret API key. Secret.
+    pub secret: Option<Secret>,
+    /// A file holding the secret API key.
+    pub secret_file: Option<PathBuf>,
+    /// One call to the provider, retries included, must finish within this.
+    pub timeout_secs: u64,
+    /// One attempt must answer within this.
+    pub attempt_timeout_secs: u64,
+    /// Calls to the provider at once (a bulkhead).
+    pub max_concurrent: usize,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            secret: None,
+            secret_file: None,
+            timeout_secs: 10,
+            attempt_timeout_secs: 4,
+            max_concurrent: 32,
+        }
+    }
+}
+
+/// Checkout and orders.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrdersConfig {
+    /// An order still awaiting its payment this long after checkout is settled with the
+    /// provider: paid if charged, else cancelled and its stock released.
+    pub pending_payment_timeout_minutes: u64,
+    /// After an unknown payment outcome (timeout), the provider is asked again after this.
+    pub settle_after_secs: u64,
+    /// `Idempotency-Key`s are remembered this long.
+    pub idempotency_ttl_hours: u64,
+    /// A checkout holds its key this long; if its process dies, a retry resumes it after that.
+    pub idempotency_lock_secs: u64,
+    /// Carts untouched this long are emptied (daily).
+    pub abandoned_cart_ttl_days: u64,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            pending_payment_timeout_minutes: 30,
+            settle_after_secs: 60,
+            idempotency_ttl_hours: 24,
+            idempotency_lock_secs: 60,
+            abandoned_cart_ttl_days: 30,
+        }
+    }
 }
 
 /// Sign-in with external OpenID Connect providers (none by default).
@@ -606,6 +669,15 @@ impl Config {
                 Err(problem) => problems.push(format!("mail.smtp_url_file: {problem}")),
             }
         }
+        if let Some(path) = &self.payments.secret_file {
+            if self.payments.secret.is_some() {
+                problems.push("payments.secret_file: give either secret or secret_file, not both".into());
+            }
+            match read_secret(path) {
+                Ok(value) => self.payments.secret = Some(Secret(value)),
+                Err(problem) => problems.push(format!("payments.secret_file: {problem}")),
+            }
+        }
         for (name, provider) in &mut self.oidc.providers {
             if let Some(path) = &provider.client_secret_file {
                 if provider.client_secret.is_some() {
@@ -624,6 +696,48 @@ impl Config {
                 Ok(value) => self.admin.token = Some(Secret(value)),
                 Err(problem) => problems.push(format!("admin.token_file: {problem}")),
             }
+        }
+    }
+
+    fn validate_orders(&self, problems: &mut Vec<String>) {
+        let orders = &self.orders;
+        for (name, value, range) in [
+            ("orders.pending_payment_timeout_minutes", orders.pending_payment_timeout_minutes, 1..=10_080),
+            ("orders.settle_after_secs", orders.settle_after_secs, 1..=3_600),
+            ("orders.idempotency_ttl_hours", orders.idempotency_ttl_hours, 1..=720),
+            ("orders.idempotency_lock_secs", orders.idempotency_lock_secs, 5..=3_600),
+            ("orders.abandoned_cart_ttl_days", orders.abandoned_cart_ttl_days, 1..=3_650),
+        ] {
+            if !range.contains(&value) {
+                problems.push(format!("{name}: must be between {} and {}", range.start(), range.end()));
+            }
+        }
+        let payments = &self.payments;
+        if let Some(url) = &payments.url {
+            match url::Url::parse(url) {
+                Ok(parsed) => {
+                    let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+                    if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
+                        problems.push("payments.url: must be an https:// URL (http:// only on loopback)".into());
+                    }
+                }
+                Err(error) => problems.push(format!("payments.url: {url:?} is not a URL: {error}")),
+            }
+            if payments.secret.as_ref().is_none_or(|secret| secret.expose().trim().is_empty()) {
+                problems.push("payments.secret: is required with payments.url".into());
+            }
+        }
+        if !(1..=120).contains(&payments.timeout_secs)
+            || !(1..=payments.timeout_secs.max(1)).contains(&payments.attempt_timeout_secs)
+        {
+            problems.push("payments.timeout_secs: must be 1-120, and attempt_timeout_secs 1 to timeout_secs".into());
+        }
+        if !(1..=1_024).contains(&payments.max_concurrent) {
+            problems.push("payments.max_concurrent: must be between 1 and 1024".into());
+        }
+        if orders.settle_after_secs >= orders.pending_payment_timeout_minutes.saturating_mul(60) {
+            problems
+                .push("orders.settle_after_secs: must be shorter than orders.pending_payment_timeout_minutes".into());
         }
     }
 
@@ -684,6 +798,7 @@ impl Config {
 
     fn validate(&self, problems: &mut Vec<String>) {
         self.validate_oidc(problems);
+        self.validate_orders(problems);
         let listen = parse_address("server.listen", &self.server.listen, problems);
         let admin_listen = parse_address("server.admin_listen", &self.server.admin_listen, problems);
         if let (Some(listen), Some(admin)) = (listen, admin_listen)
@@ -1023,6 +1138,19 @@ mod tests {
         {
             assert!(errors.contains(problem), "{problem} missing:\n{errors}");
         }
+    }
+
+    #[test]
+    fn a_payment_provider_needs_a_secure_url_and_a_secret() {
+        let errors = with_toml("[payments]\nurl = \"http://payments.example\"\n[orders]\nsettle_after_secs = 7200\n")
+            .unwrap_err()
+            .to_string();
+        for problem in ["payments.url: must be an https://", "payments.secret: is required", "orders.settle_after_secs"]
+        {
+            assert!(errors.contains(problem), "{problem} missing:\n{errors}");
+        }
+        let config = with_toml("[payments]\nurl = \"https://payments.example\"\nsecret = \"sk_live_abc\"\n").unwrap();
+        assert!(!config.to_redacted_toml().contains("sk_live_abc"));
     }
 
     #[test]

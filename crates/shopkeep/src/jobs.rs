@@ -8,6 +8,7 @@ use shop::Store;
 use shop::accounts::{AccountService, TokenPurpose};
 use shop::jobs::{Job, JobService, RecurringJob, Schedule};
 use shop::mail::{Mail, MailError};
+use shop::orders::OrderService;
 use shop::ports::Mailer;
 use worker::{HandlerError, Handlers, JobHandler, QueueSettings, Worker, WorkerSettings};
 
@@ -18,8 +19,96 @@ pub const PURGE_SESSIONS: &str = "sessions.purge";
 pub const PURGE_MAIL_OUTBOX: &str = "mail.purge_outbox";
 pub const PURGE_ACCOUNT_TOKENS: &str = "accounts.purge_tokens";
 pub const PURGE_GUESTS: &str = "accounts.purge_guests";
+pub const PURGE_CARTS: &str = "carts.purge_abandoned";
+pub const PURGE_IDEMPOTENCY: &str = "orders.purge_idempotency_keys";
 /// Every recurring job, by name (the keys of `jobs.schedules`).
-pub const RECURRING: [&str; 4] = [PURGE_SESSIONS, PURGE_GUESTS, PURGE_ACCOUNT_TOKENS, PURGE_MAIL_OUTBOX];
+pub const RECURRING: [&str; 6] =
+    [PURGE_SESSIONS, PURGE_GUESTS, PURGE_ACCOUNT_TOKENS, PURGE_MAIL_OUTBOX, PURGE_CARTS, PURGE_IDEMPOTENCY];
+
+/// The order id of an order job's payload.
+fn order_id(job: &Job) -> Result<uuid::Uuid, HandlerError> {
+    job.payload["orderId"]
+        .as_str()
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+        .ok_or_else(|| HandlerError::Permanent("payload without an orderId".into()))
+}
+
+/// `payments.settle`: asks the provider about an order still `pendingPayment` (an unknown
+/// outcome, or the pending-payment timeout): paid, or cancelled with its stock released.
+/// Idempotent: a settled order is left alone.
+pub struct SettlePayment {
+    orders: OrderService,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for SettlePayment {
+    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
+        match self.orders.settle_payment(order_id(job)?).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(HandlerError::Transient("the provider has no charge yet; asking again later".into())),
+            Err(error) => Err(HandlerError::Transient(error.to_string())),
+        }
+    }
+}
+
+/// `payments.refund`: refunds an order's charge (the provider refunds once per order) and
+/// marks it refunded. Idempotent.
+pub struct RefundPayment {
+    orders: OrderService,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for RefundPayment {
+    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
+        self.orders.refund_payment(order_id(job)?).await.map_err(|error| HandlerError::Transient(error.to_string()))
+    }
+}
+
+/// `orders.send_confirmation`: mails the buyer of a paid order, under the job's id.
+pub struct SendOrderConfirmation {
+    orders: OrderService,
+    mailer: Arc<dyn Mailer>,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for SendOrderConfirmation {
+    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
+        let mail = self
+            .orders
+            .confirmation_mail(order_id(job)?)
+            .await
+            .map_err(|error| HandlerError::Transient(error.to_string()))?;
+        match mail {
+            Some(mail) => self.mailer.send(&mail, job.id).await.map_err(handler_error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `carts.purge_abandoned` and `orders.purge_idempotency_keys`: batches of 1,000 under a
+/// governor. Idempotent.
+pub struct PurgeOrderData {
+    orders: OrderService,
+    governor: resilience::ActionGovernor,
+    carts: bool,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for PurgeOrderData {
+    async fn run(&self, _job: &Job) -> Result<(), HandlerError> {
+        let run = governed_purge(&self.governor, SESSION_PURGE_BATCH, |limit| async move {
+            if self.carts {
+                self.orders.purge_abandoned_carts(limit).await
+            } else {
+                self.orders.purge_idempotency_records(limit).await
+            }
+        });
+        let outcome = run.await.map_err(|error| HandlerError::Transient(error.to_string()))?;
+        let what = if self.carts { "carts" } else { "idempotency_keys" };
+        metrics::counter!("orders_purged_total", "what" => what).increment(outcome.purged);
+        Ok(())
+    }
+}
 
 /// `accounts.purge_guests`: deletes idle guests whose sessions are gone, at the pace its
 /// governor allows. Idempotent.
@@ -156,9 +245,20 @@ pub fn build_worker(
     store: Arc<dyn Store>,
     jobs: JobService,
     accounts: AccountService,
+    orders: OrderService,
     mailer: Arc<dyn Mailer>,
 ) -> Worker {
     let mut handlers = Handlers::new();
+    handlers.register(shop::orders::SETTLE_PAYMENT, SettlePayment { orders: orders.clone() });
+    handlers.register(shop::orders::REFUND_PAYMENT, RefundPayment { orders: orders.clone() });
+    handlers.register(
+        shop::orders::SEND_ORDER_CONFIRMATION,
+        SendOrderConfirmation { orders: orders.clone(), mailer: Arc::clone(&mailer) },
+    );
+    for (kind, carts) in [(PURGE_CARTS, true), (PURGE_IDEMPOTENCY, false)] {
+        let governor = hourly_governor(kind, 100_000);
+        handlers.register(kind, PurgeOrderData { orders: orders.clone(), governor, carts });
+    }
     handlers.register(shop::mail::SEND_MAIL, SendMail { mailer: Arc::clone(&mailer) });
     for (kind, purpose) in [
         (shop::accounts::SEND_VERIFICATION, TokenPurpose::EmailVerification),
@@ -211,6 +311,20 @@ pub fn build_worker(
             kind: PURGE_MAIL_OUTBOX.into(),
             queue: "default".into(),
             schedule: schedule(config, PURGE_MAIL_OUTBOX, Duration::from_secs(86_400)),
+            payload: serde_json::json!({}),
+        })
+        .schedule(RecurringJob {
+            name: PURGE_CARTS.into(),
+            kind: PURGE_CARTS.into(),
+            queue: "default".into(),
+            schedule: schedule(config, PURGE_CARTS, Duration::from_secs(86_400)),
+            payload: serde_json::json!({}),
+        })
+        .schedule(RecurringJob {
+            name: PURGE_IDEMPOTENCY.into(),
+            kind: PURGE_IDEMPOTENCY.into(),
+            queue: "default".into(),
+            schedule: schedule(config, PURGE_IDEMPOTENCY, Duration::from_secs(3_600)),
             payload: serde_json::json!({}),
         })
 }

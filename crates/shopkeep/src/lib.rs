@@ -82,23 +82,26 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let application = Application::build(config).await?;
+    // Signals are handled from the start: one during startup stops the shop once it is up.
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
+    let application = Application::build(config).await?;
     application.run_until_stopped(shutdown).await
 }
 
 /// `shopkeep worker`: the job worker alone, until a signal; then it drains and exits.
 async fn run_worker(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
     let store = app::open_store(&config, config.migrate_on_start()).await?;
     let clock: Arc<dyn shop::Clock> = Arc::new(shop::SystemClock);
     let accounts = app::account_service(&config, Arc::clone(&store), Arc::clone(&clock));
-    let jobs = shop::jobs::JobService::new(Arc::clone(&store), clock, jobs::job_settings(&config));
+    let jobs = shop::jobs::JobService::new(Arc::clone(&store), Arc::clone(&clock), jobs::job_settings(&config));
     let breakers = resilience::BreakerRegistry::new();
+    let payments = app::payment_provider(&config, &breakers, Arc::new(resilience::MonotonicClock))?;
+    let orders = app::order_service(&config, Arc::clone(&store), clock, payments);
     let mailer = jobs::build_mailer(&config, Arc::clone(&store), &breakers, Arc::new(resilience::MonotonicClock))?;
-    let worker = jobs::build_worker(&config, Arc::clone(&store), jobs, accounts, mailer);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let worker = jobs::build_worker(&config, Arc::clone(&store), jobs, accounts, orders, mailer);
     let waking = CancellationToken::new();
     let wake = tokio::spawn(jobs::wake_on_new_jobs(&config, store.as_ref(), worker.wakers(), waking.clone()));
     worker.run(shutdown).await;
@@ -109,30 +112,43 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT (Ctrl-C).
-async fn signal_shutdown(shutdown: CancellationToken) {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Cancels `shutdown` at the first SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the returned future first runs, so a signal that arrives right after
+/// startup is never left to the default action (which kills the process without draining).
+fn signal_shutdown(shutdown: CancellationToken) -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let handlers = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let (interrupt, terminate) = handlers;
+            let wait = |stream: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+                match stream {
+                    Ok(mut stream) => {
+                        stream.recv().await;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, signal = name, "cannot listen for the signal");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt, "SIGINT") => tracing::info!(signal = "SIGINT", "signal received"),
+                () = wait(terminate, "SIGTERM") => tracing::info!(signal = "SIGTERM", "signal received"),
             }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
+        }
+        #[cfg(not(unix))]
+        {
+            if let Err(error) = tokio::signal::ctrl_c().await {
+                tracing::error!(%error, "cannot listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
+            tracing::info!(signal = "SIGINT", "signal received");
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!(signal = "SIGINT", "signal received"),
-        () = terminate => tracing::info!(signal = "SIGTERM", "signal received"),
+        shutdown.cancel();
     }
-    shutdown.cancel();
 }

@@ -7,10 +7,13 @@
 
 mod account_tokens;
 mod accounts;
+mod carts;
 mod catalog;
 mod external_logins;
+mod idempotency;
 mod jobs;
 mod mail;
+mod orders;
 
 use std::sync::Arc;
 
@@ -19,10 +22,13 @@ use time::OffsetDateTime;
 
 pub use account_tokens::*;
 pub use accounts::*;
+pub use carts::*;
 pub use catalog::*;
 pub use external_logins::*;
+pub use idempotency::*;
 pub use jobs::*;
 pub use mail::*;
+pub use orders::*;
 
 /// A fixed point in time with whole microseconds, so values round-trip exactly.
 pub fn at(seconds_after_start: i64) -> OffsetDateTime {
@@ -69,7 +75,17 @@ macro_rules! contract_tests {
             pending_external_logins_are_purged_by_cutoff_and_limit, external_identities_link_and_find,
             linking_a_linked_subject_is_a_conflict, linking_to_an_unknown_user_is_a_conflict,
             insert_external_user_creates_the_user_identity_and_jobs_atomically,
-            external_identities_go_with_their_user
+            external_identities_go_with_their_user,
+            cart_lines_round_trip_oldest_first, cart_quantity_changes_keep_the_line, cart_line_limit_is_a_conflict,
+            unknown_products_in_a_cart_are_a_conflict, merging_a_cart_adds_up_caps_and_limits,
+            abandoned_carts_are_purged_by_cutoff_and_limit,
+            placing_an_order_reserves_its_stock, failed_reservations_change_nothing, concurrent_orders_never_oversell,
+            order_transitions_are_conditional, cancelling_an_order_releases_its_stock,
+            paying_an_order_clears_the_ordered_cart_lines, orders_are_found_and_listed,
+            deleted_products_leave_their_order_lines, guests_with_orders_are_not_deleted,
+            idempotent_requests_start_once, expired_idempotency_locks_are_taken_over,
+            completed_idempotent_requests_keep_their_response, idempotency_records_are_purged_by_cutoff_and_limit,
+            concurrent_idempotent_starts_have_one_winner
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -6,19 +6,18 @@
 //! that locks the device's row (and, when it inserts, key-shares the user's row, which does not
 //! conflict with `for no key update`), so it never waits for a lock while holding one.
 
-use anyhow::Context as _;
 use async_trait::async_trait;
 use shop::StoreError;
 use shop::accounts::{NewAccountToken, TokenPurpose};
 use shop::ports::AccountTokenRepository;
 use shop::secrets::SecretHash;
-use sqlx::{FromRow, PgConnection, Postgres, Transaction};
+use sqlx::{FromRow, PgConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::PostgresStore;
 use crate::codec::error;
-use crate::jobs::{begin, commit};
+use crate::jobs::{begin, commit, roll_back};
 
 /// Records a device (`$2`) as known for a user (`$1`), seen at `$3`.
 const UPSERT_KNOWN_DEVICE: &str = "insert into known_devices (user_id, device_hash, created_at, last_seen_at) \
@@ -66,12 +65,6 @@ async fn use_token(
     .fetch_optional(conn)
     .await
     .map_err(error("failed to use account token"))
-}
-
-/// Ends a transaction that found nothing to do, releasing its locks now rather than when the
-/// connection is next used.
-async fn roll_back(tx: Transaction<'_, Postgres>) -> Result<(), StoreError> {
-    tx.rollback().await.context("failed to roll back").map_err(StoreError::other)
 }
 
 #[async_trait]

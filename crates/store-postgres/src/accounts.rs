@@ -198,11 +198,13 @@ impl UserRepository for PostgresStore {
     async fn delete_idle_guests(&self, created_before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
         // The outer is_guest is re-checked on the current row version, so a guest upgraded while
         // the statement runs is not deleted.
+        // A guest who ordered stays: orders are kept, and so is their owner (on delete restrict).
         self.execute(
             "delete from users where is_guest and id in \
              (select id from users where is_guest and created_at < $1 \
               and not exists (select 1 from sessions where sessions.user_id = users.id \
-                              and sessions.last_seen_at >= $1) limit $2)",
+                              and sessions.last_seen_at >= $1) \
+              and not exists (select 1 from orders where orders.user_id = users.id) limit $2)",
             |q| q.bind(created_before).bind(i64::from(limit)),
         )
         .await

@@ -137,6 +137,12 @@ pub(crate) async fn commit(tx: PgTransaction<'_>) -> Result<(), StoreError> {
     tx.commit().await.context("failed to commit").map_err(StoreError::other)
 }
 
+/// Ends a transaction that found nothing to do, releasing its locks now rather than when the
+/// connection is next used.
+pub(crate) async fn roll_back(tx: PgTransaction<'_>) -> Result<(), StoreError> {
+    tx.rollback().await.context("failed to roll back").map_err(StoreError::other)
+}
+
 #[async_trait]
 impl JobRepository for PostgresStore {
     async fn enqueue_job(&self, job: &NewJob) -> Result<bool, StoreError> {

@@ -5,12 +5,15 @@
 
 mod account_tokens;
 mod accounts;
+mod carts;
 mod catalog;
 mod codec;
 mod external_logins;
+mod idempotency;
 mod jobs;
 mod mail;
 mod notifications;
+mod orders;
 pub mod provisioning;
 
 pub use notifications::listen_for_jobs;

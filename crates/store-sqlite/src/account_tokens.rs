@@ -3,18 +3,17 @@
 //! transaction, so concurrent uses of one token are serialised and only the first finds it
 //! unused.
 
-use anyhow::Context as _;
 use async_trait::async_trait;
 use shop::StoreError;
 use shop::accounts::{NewAccountToken, TokenPurpose};
 use shop::ports::AccountTokenRepository;
 use shop::secrets::SecretHash;
-use sqlx::{FromRow, Sqlite, SqliteConnection, Transaction};
+use sqlx::{FromRow, SqliteConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::codec::{error, timestamp};
-use crate::{SqliteStore, commit};
+use crate::{SqliteStore, commit, roll_back};
 
 /// What using a token returns: its user and, for a login challenge, the device it confirms.
 #[derive(FromRow)]
@@ -49,12 +48,6 @@ async fn use_token(
     .fetch_optional(conn)
     .await
     .map_err(error("failed to use account token"))
-}
-
-/// Ends a transaction that found nothing to do, releasing its locks now rather than when the
-/// connection is next used.
-async fn roll_back(tx: Transaction<'_, Sqlite>) -> Result<(), StoreError> {
-    tx.rollback().await.context("failed to roll back").map_err(StoreError::other)
 }
 
 #[async_trait]

@@ -28,6 +28,7 @@ macro_rules! product_columns {
          products.updated_at"
     };
 }
+pub(crate) use product_columns;
 
 #[derive(FromRow)]
 struct CategoryRow {
@@ -53,7 +54,7 @@ impl CategoryRow {
 }
 
 #[derive(FromRow)]
-struct ProductRow {
+pub(crate) struct ProductRow {
     id: Uuid,
     name: String,
     slug: String,
@@ -69,7 +70,7 @@ struct ProductRow {
 }
 
 impl ProductRow {
-    fn into_product(self) -> Result<Product, StoreError> {
+    pub(crate) fn into_product(self) -> Result<Product, StoreError> {
         let currency = Currency::parse(&self.currency).map_err(|e| corrupt("currency", e))?;
         Ok(Product {
             id: self.id,

@@ -5,11 +5,14 @@
 
 mod account_tokens;
 mod accounts;
+mod carts;
 mod catalog;
 mod codec;
 mod external_logins;
+mod idempotency;
 mod jobs;
 mod mail;
+mod orders;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -142,6 +145,12 @@ impl SqliteStore {
 
 async fn commit(tx: Transaction<'_, Sqlite>) -> Result<(), StoreError> {
     tx.commit().await.context("failed to commit").map_err(StoreError::other)
+}
+
+/// Ends a transaction that found nothing to do, releasing its locks now rather than when the
+/// connection is next used.
+async fn roll_back(tx: Transaction<'_, Sqlite>) -> Result<(), StoreError> {
+    tx.rollback().await.context("failed to roll back").map_err(StoreError::other)
 }
 
 #[async_trait]

@@ -1,7 +1,10 @@
 //! What the SQL storage adapters share, generic over the sqlx database: running, reverting and
-//! listing migrations, and counting tasks that wait for a pooled connection.
+//! listing migrations, counting tasks that wait for a pooled connection, and the rules of stock
+//! reservations.
 
 #![forbid(unsafe_code)]
+
+pub mod reservations;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

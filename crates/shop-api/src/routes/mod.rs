@@ -5,6 +5,7 @@ mod caching;
 mod catalog;
 mod external_logins;
 pub(crate) mod health;
+mod orders;
 
 use std::sync::OnceLock;
 
@@ -27,6 +28,7 @@ use crate::state::AppState;
     tags(
         (name = "accounts", description = "Sign-up, sessions, users and API tokens"),
         (name = "catalog", description = "Categories and products"),
+        (name = "orders", description = "Carts, checkout and orders"),
         (name = "operations", description = "Health and the API description")
     )
 )]
@@ -85,6 +87,13 @@ pub fn api_routes(state: AppState) -> Result<(Router, serde_json::Value), String
         .routes(routes!(catalog::list_products, catalog::create_product))
         .routes(routes!(catalog::get_product, catalog::update_product, catalog::delete_product))
         .routes(routes!(catalog::archive_product))
+        .routes(routes!(orders::current_cart))
+        .routes(routes!(orders::set_cart_quantity, orders::remove_cart_item))
+        .routes(routes!(orders::checkout, orders::list_orders))
+        .routes(routes!(orders::get_order))
+        .routes(routes!(orders::cancel_order))
+        .routes(routes!(orders::fulfil_order))
+        .routes(routes!(orders::refund_order))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .routes(routes!(openapi_document));

@@ -220,8 +220,13 @@ impl AccountService {
         }
         if let Some(previous) = previous_session {
             // A new id at login: any session the browser already had is ended, not reused.
-            if let Some((session, _)) = self.store.find_session(&previous.hash()).await? {
+            if let Some((session, previous_user)) = self.store.find_session(&previous.hash()).await? {
                 self.store.delete_session(session.id).await?;
+                // A guest signing in to an account brings the guest's cart along.
+                if previous_user.guest && previous_user.id != user_id {
+                    let (lines, quantity) = (crate::orders::MAX_CART_LINES, crate::orders::MAX_LINE_QUANTITY);
+                    self.store.merge_cart(previous_user.id, user_id, lines, quantity, now).await?;
+                }
             }
         }
         self.start_session(user).await.map(LoginOutcome::SignedIn)

@@ -9,6 +9,6 @@ pub use model::{
     Category, CategoryChanges, CategorySort, IdOrSlug, NewCategory, NewProduct, Product, ProductChanges, ProductQuery,
     ProductSort, ProductStatus, Stock, Text,
 };
-pub use money::{Currency, MINOR_DIGITS, Money, parse_amount};
+pub use money::{Currency, MINOR_DIGITS, Money, format_minor, parse_amount};
 pub use service::{CatalogService, NewProductInput};
 pub use slug::Slug;

@@ -92,7 +92,8 @@ pub fn parse_amount(raw: &str) -> Result<i64, String> {
     Ok(minor)
 }
 
-fn format_minor(minor: i64) -> String {
+/// Minor units as the API's decimal string (`1299` → `"12.99"`).
+pub fn format_minor(minor: i64) -> String {
     format!("{}.{:02}", minor / 100, minor % 100)
 }
 

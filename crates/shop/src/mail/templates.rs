@@ -152,6 +152,55 @@ pub fn login_challenge(
     Mail::new(to, subject, text, html)
 }
 
+/// To a buyer whose order was paid: what they bought, for how much, and where it goes.
+pub fn order_confirmation(to: &Email, name: &str, order: &crate::orders::Order, shop_name: &str) -> Mail {
+    let money = |minor: i64| format!("{} {}", crate::catalog::format_minor(minor), order.currency.as_str());
+    let reference = order.id.simple().to_string();
+    let short = &reference[reference.len() - 8..];
+    let test = if order.test_mode { " [TEST MODE: nothing was charged]" } else { "" };
+    let subject = format!("{shop_name}: order {short} confirmed{test}");
+    let lines: Vec<String> = order
+        .lines
+        .iter()
+        .map(|line| format!("{} × {} — {}", line.quantity, line.name, money(line.total_minor())))
+        .collect();
+    let address = &order.shipping_address;
+    let address_lines: Vec<&str> =
+        [Some(address.name.as_str()), Some(address.line1.as_str()), address.line2.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+    let text = format!(
+        "Hello {name},\n\nThank you for your order {short}{test}. We received your payment of {total}.\n\n{items}\n\n\
+         It will be sent to:\n{address}\n{postal} {city}\n{country}\n",
+        total = money(order.total_minor),
+        items = lines.join("\n"),
+        address = address_lines.join("\n"),
+        postal = address.postal_code,
+        city = address.city,
+        country = address.country,
+    );
+    let items_html: String =
+        lines.iter().map(|line| format!("<li>{}</li>", HtmlEscaped(line))).collect::<Vec<_>>().join("\n");
+    let address_html: String =
+        address_lines.iter().map(|line| HtmlEscaped(line).to_string()).collect::<Vec<_>>().join("<br>");
+    let html = html_page(
+        &subject,
+        &format!(
+            "<p>Hello {},</p>\n<p>Thank you for your order {}{}. We received your payment of <strong>{}</strong>.</p>\n\
+             <ul>\n{items_html}\n</ul>\n<p>It will be sent to:<br>{address_html}<br>{} {}<br>{}</p>",
+            HtmlEscaped(name),
+            HtmlEscaped(short),
+            HtmlEscaped(test),
+            HtmlEscaped(&money(order.total_minor)),
+            HtmlEscaped(&address.postal_code),
+            HtmlEscaped(&address.city),
+            HtmlEscaped(&address.country),
+        ),
+    );
+    Mail::new(to, subject, text, html)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

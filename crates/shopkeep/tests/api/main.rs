@@ -15,6 +15,8 @@ mod jobs;
 mod limits;
 mod mail;
 mod oidc;
+mod orders;
+mod payments;
 mod recovery;
 mod stability;
 mod stack;

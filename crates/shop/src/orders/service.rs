@@ -1,0 +1,642 @@
+//! The order use cases: the current cart, checkout (idempotent; stock reserved atomically;
+//! charged once, outside the transaction), the order state machine's actions, and the jobs
+//! that settle payments whose outcome was unknown.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::model::{
+    CartLine, IdempotencyBegin, IdempotencyRecord, IdempotencyState, MAX_CART_LINES, MAX_LINE_QUANTITY, NewOrder,
+    Order, OrderLine, OrderQuery, OrderStatus, OrderTransition, ReservationFailure, SavedResponse, ShippingAddress,
+};
+use super::payments::{ChargeOutcome, ChargeRequest, PaymentError, PaymentProvider};
+use crate::accounts::{Caller, Role};
+use crate::catalog::{IdOrSlug, Money, ProductStatus};
+use crate::clock::Clock;
+use crate::error::{Error, StoreError};
+use crate::jobs::NewJob;
+use crate::mail::MAIL_QUEUE;
+use crate::pagination::Page;
+use crate::ports::Store;
+use crate::validation::ValidationErrors;
+
+/// The idempotency scope of checkout.
+pub const CHECKOUT_SCOPE: &str = "POST /orders";
+/// Job kinds.
+pub const SETTLE_PAYMENT: &str = "payments.settle";
+pub const REFUND_PAYMENT: &str = "payments.refund";
+pub const SEND_ORDER_CONFIRMATION: &str = "orders.send_confirmation";
+/// The longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Timings of checkout and payment settlement.
+#[derive(Debug, Clone)]
+pub struct OrderSettings {
+    /// An order still `pendingPayment` this long after checkout is settled with the provider:
+    /// paid if the provider has the charge, else cancelled and its stock released.
+    pub pending_payment_timeout: Duration,
+    /// After an unknown payment outcome, the provider is asked again after this.
+    pub settle_after: Duration,
+    /// Idempotency keys are remembered this long.
+    pub idempotency_ttl: Duration,
+    /// A checkout in progress holds its key this long; a holder that died loses it then.
+    pub idempotency_lock: Duration,
+    /// Carts untouched this long are emptied.
+    pub abandoned_cart_ttl: Duration,
+    pub shop_name: String,
+}
+
+impl Default for OrderSettings {
+    fn default() -> Self {
+        Self {
+            pending_payment_timeout: Duration::minutes(30),
+            settle_after: Duration::minutes(1),
+            idempotency_ttl: Duration::hours(24),
+            idempotency_lock: Duration::seconds(60),
+            abandoned_cart_ttl: Duration::days(30),
+            shop_name: "Shopkeep".into(),
+        }
+    }
+}
+
+/// How a checkout request may proceed, decided by its `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckoutStart {
+    /// Go ahead; `resume` names the order an earlier attempt (whose process died) created.
+    Proceed { resume: Option<Uuid> },
+    /// The same request finished before: answer with its saved response.
+    Replay(SavedResponse),
+    /// The same request is still running elsewhere: try again shortly.
+    Busy { retry_after_seconds: u32 },
+    /// The key was used for a different request body.
+    KeyReused,
+}
+
+/// How a checkout ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckoutOutcome {
+    /// Charged: the order is `paid`.
+    Paid(Order),
+    /// The provider's answer is unknown: the order stays `pendingPayment` and is settled later.
+    Pending(Order),
+    /// The provider refused: the order is `cancelled` and its stock released.
+    Declined(Order),
+}
+
+/// Carts, checkout and orders.
+#[derive(Clone)]
+pub struct OrderService {
+    store: Arc<dyn Store>,
+    payments: Arc<dyn PaymentProvider>,
+    clock: Arc<dyn Clock>,
+    settings: OrderSettings,
+}
+
+impl std::fmt::Debug for OrderService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderService")
+            .field("payments", &self.payments.name())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// SHA-256 of a request body, for comparing replays.
+pub fn request_hash(body: &[u8]) -> [u8; 32] {
+    Sha256::digest(body).into()
+}
+
+impl OrderService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        payments: Arc<dyn PaymentProvider>,
+        clock: Arc<dyn Clock>,
+        settings: OrderSettings,
+    ) -> Self {
+        Self { store, payments, clock, settings }
+    }
+
+    pub fn payments(&self) -> &Arc<dyn PaymentProvider> {
+        &self.payments
+    }
+
+    // ----- carts -----
+
+    /// The caller's current cart (empty when they have none).
+    pub async fn cart(&self, caller: &Caller) -> Result<Vec<CartLine>, Error> {
+        Ok(self.store.cart_lines(caller.user.id).await?)
+    }
+
+    /// Sets how many of a product are in the caller's cart; 0 removes it.
+    pub async fn set_cart_quantity(
+        &self,
+        caller: &Caller,
+        product_id: Uuid,
+        quantity: i64,
+    ) -> Result<Vec<CartLine>, Error> {
+        if !(0..=MAX_LINE_QUANTITY).contains(&quantity) {
+            return Err(Error::Invalid(ValidationErrors::single(
+                "quantity",
+                format!("must be a whole number from 0 to {MAX_LINE_QUANTITY}"),
+            )));
+        }
+        if quantity == 0 {
+            self.store.remove_cart_item(caller.user.id, product_id).await?;
+            return self.cart(caller).await;
+        }
+        let on_sale = self
+            .store
+            .find_product(&IdOrSlug::Id(product_id))
+            .await?
+            .is_some_and(|product| product.status == ProductStatus::Active);
+        if !on_sale {
+            return Err(not_on_sale());
+        }
+        let now = self.clock.now();
+        match self.store.set_cart_quantity(caller.user.id, product_id, quantity, MAX_CART_LINES, now).await {
+            Ok(()) => self.cart(caller).await,
+            Err(StoreError::Conflict { constraint }) if constraint == "cart_items_limit" => Err(Error::Conflict(
+                format!("a cart holds at most {MAX_CART_LINES} different products; remove one first"),
+            )),
+            // Deleted between the check and the insert.
+            Err(StoreError::Conflict { .. }) => Err(not_on_sale()),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Removes a product from the caller's cart (nothing happens when it is not there).
+    pub async fn remove_cart_item(&self, caller: &Caller, product_id: Uuid) -> Result<(), Error> {
+        self.store.remove_cart_item(caller.user.id, product_id).await?;
+        Ok(())
+    }
+
+    /// A guest's cart joins the account's cart when the guest signs in to it.
+    pub async fn merge_guest_cart(&self, guest: Uuid, into: Uuid) -> Result<(), Error> {
+        if guest == into {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        self.store.merge_cart(guest, into, MAX_CART_LINES, MAX_LINE_QUANTITY, now).await?;
+        Ok(())
+    }
+
+    /// Empties at most `limit` carts untouched for the abandoned-cart time.
+    pub async fn purge_abandoned_carts(&self, limit: u32) -> Result<u64, Error> {
+        let before = self.clock.now() - self.settings.abandoned_cart_ttl;
+        Ok(self.store.purge_abandoned_carts(before, limit).await?)
+    }
+
+    /// Deletes at most `limit` expired idempotency records.
+    pub async fn purge_idempotency_records(&self, limit: u32) -> Result<u64, Error> {
+        Ok(self.store.purge_idempotency_records(self.clock.now(), limit).await?)
+    }
+
+    // ----- checkout -----
+
+    /// Claims the `Idempotency-Key` for this request (its body's hash), or says how to answer.
+    pub async fn start_checkout(
+        &self,
+        caller: &Caller,
+        key: &str,
+        request_hash: [u8; 32],
+    ) -> Result<CheckoutStart, Error> {
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(Error::Invalid(ValidationErrors::single(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters (a UUID is a good choice)"),
+            )));
+        }
+        let now = self.clock.now();
+        let record = IdempotencyRecord {
+            user_id: caller.user.id,
+            scope: CHECKOUT_SCOPE.to_owned(),
+            key: key.to_owned(),
+            request_hash,
+            state: IdempotencyState::InProgress { locked_until: now + self.settings.idempotency_lock },
+            order_id: None,
+            created_at: now,
+            expires_at: now + self.settings.idempotency_ttl,
+        };
+        Ok(match self.store.begin_idempotent(&record, now).await? {
+            IdempotencyBegin::Started => CheckoutStart::Proceed { resume: None },
+            IdempotencyBegin::Resumed(existing) if existing.request_hash == request_hash => {
+                tracing::warn!(userId = %caller.user.id, orderId = ?existing.order_id, "resuming a checkout whose process stopped");
+                CheckoutStart::Proceed { resume: existing.order_id }
+            }
+            IdempotencyBegin::Resumed(_) => CheckoutStart::KeyReused,
+            IdempotencyBegin::Existing(existing) if existing.request_hash != request_hash => CheckoutStart::KeyReused,
+            IdempotencyBegin::Existing(existing) => match existing.state {
+                IdempotencyState::Completed(response) => CheckoutStart::Replay(response),
+                IdempotencyState::InProgress { locked_until } => {
+                    let seconds = (locked_until - now).whole_seconds().clamp(1, 60);
+                    CheckoutStart::Busy { retry_after_seconds: u32::try_from(seconds).unwrap_or(1) }
+                }
+            },
+        })
+    }
+
+    /// Keeps the response of a finished checkout for replays, or (`None`) frees the key of one
+    /// that had no effect, so the client may send it again.
+    pub async fn finish_checkout(
+        &self,
+        caller: &Caller,
+        key: &str,
+        response: Option<&SavedResponse>,
+    ) -> Result<(), Error> {
+        match response {
+            Some(response) => self.store.complete_idempotent(caller.user.id, CHECKOUT_SCOPE, key, response).await?,
+            None => self.store.release_idempotent(caller.user.id, CHECKOUT_SCOPE, key).await?,
+        }
+        Ok(())
+    }
+
+    /// Checks out the caller's cart: one order with every line's stock reserved (all or none),
+    /// then one charge through the provider, outside any transaction, keyed by the order id.
+    /// With `resume`, continues the order an earlier attempt of the same request created.
+    pub async fn checkout(
+        &self,
+        caller: &Caller,
+        key: &str,
+        shipping_address: ShippingAddress,
+        resume: Option<Uuid>,
+    ) -> Result<CheckoutOutcome, Error> {
+        if let Some(order_id) = resume {
+            let order = self.store.find_order(order_id).await?.filter(|order| order.user_id == caller.user.id);
+            if let Some(order) = order {
+                return self.pay(order).await;
+            }
+        }
+        if let Err(retry_after) = self.payments.accepting() {
+            return Err(payments_unavailable(retry_after));
+        }
+        let order = self.new_order(caller, shipping_address).await?;
+        let expire =
+            NewJob::new(SETTLE_PAYMENT, serde_json::json!({ "orderId": order.id.to_string() }), order.created_at)
+                .run_at(order.created_at + self.settings.pending_payment_timeout)
+                .max_attempts(20)
+                .unique_key(format!("{SETTLE_PAYMENT}:expire:{}", order.id));
+        let placed = match self.store.place_order(&order, Some((CHECKOUT_SCOPE, key)), &[expire]).await? {
+            Ok(placed) => placed,
+            Err(failure) => {
+                return Err(reservation_error(&failure));
+            }
+        };
+        tracing::info!(orderId = %placed.id, userId = %caller.user.id, total = placed.total_minor, "order placed; stock reserved");
+        self.pay(placed).await
+    }
+
+    /// The order for the caller's cart as it is now.
+    async fn new_order(&self, caller: &Caller, shipping_address: ShippingAddress) -> Result<NewOrder, Error> {
+        let cart = self.store.cart_lines(caller.user.id).await?;
+        let Some(first) = cart.first() else {
+            return Err(Error::Invalid(ValidationErrors::single("cart", "is empty; add products before checking out")));
+        };
+        let currency = first.product.price.currency();
+        let mut lines = Vec::with_capacity(cart.len());
+        let mut total: i64 = 0;
+        for line in &cart {
+            let product = &line.product;
+            if product.status != ProductStatus::Active {
+                return Err(Error::Conflict(format!(
+                    "{} is no longer sold; remove it from your cart",
+                    product.name.as_str()
+                )));
+            }
+            if product.price.currency() != currency {
+                return Err(Error::Invalid(ValidationErrors::single(
+                    "cart",
+                    "holds products priced in different currencies; check them out separately",
+                )));
+            }
+            let line = OrderLine {
+                product_id: Some(product.id),
+                name: product.name.as_str().to_owned(),
+                unit_price_minor: product.price.minor(),
+                quantity: line.quantity,
+            };
+            total = total
+                .checked_add(line.total_minor())
+                .filter(|total| Money::from_minor(*total, currency).is_ok())
+                .ok_or_else(|| Error::Invalid(ValidationErrors::single("cart", "its total is too large")))?;
+            lines.push(line);
+        }
+        Ok(NewOrder {
+            id: crate::new_id(),
+            user_id: caller.user.id,
+            currency,
+            total_minor: total,
+            lines,
+            shipping_address,
+            test_mode: self.payments.test_mode(),
+            created_at: self.clock.now(),
+        })
+    }
+
+    /// Charges a `pendingPayment` order (again: the provider knows it by its id) and records
+    /// the outcome; an order already settled is reported as it is.
+    async fn pay(&self, order: Order) -> Result<CheckoutOutcome, Error> {
+        match order.status {
+            OrderStatus::PendingPayment => {}
+            OrderStatus::Cancelled => return Ok(CheckoutOutcome::Declined(order)),
+            _ => return Ok(CheckoutOutcome::Paid(order)),
+        }
+        let amount =
+            Money::from_minor(order.total_minor, order.currency).map_err(|problem| Error::Internal(problem.into()))?;
+        let request = ChargeRequest { order_id: order.id, amount, description: format!("Order {}", order.id) };
+        match self.payments.charge(&request).await {
+            Ok(ChargeOutcome::Approved { reference }) => {
+                self.mark_paid(&order, reference).await.map(CheckoutOutcome::Paid)
+            }
+            Ok(ChargeOutcome::Declined { reason }) => {
+                let reason = format!("payment declined: {reason}");
+                self.cancel_unpaid(&order, &reason).await.map(CheckoutOutcome::Declined)
+            }
+            Err(PaymentError::Unavailable { retry_after }) => {
+                // Nothing reached the provider: undo the reservation, let the client retry.
+                self.cancel_unpaid(&order, "the payment provider was unavailable").await?;
+                Err(payments_unavailable(retry_after))
+            }
+            Err(PaymentError::Unknown(detail)) => {
+                tracing::warn!(orderId = %order.id, %detail, "payment outcome unknown; the order waits for settlement");
+                let settle = NewJob::new(
+                    SETTLE_PAYMENT,
+                    serde_json::json!({ "orderId": order.id.to_string() }),
+                    self.clock.now(),
+                )
+                .run_at(self.clock.now() + self.settings.settle_after)
+                .max_attempts(20)
+                .unique_key(format!("{SETTLE_PAYMENT}:unknown:{}", order.id));
+                self.store.enqueue_job(&settle).await?;
+                Ok(CheckoutOutcome::Pending(order))
+            }
+        }
+    }
+
+    /// `pendingPayment → paid`, the cart's ordered products removed and the confirmation
+    /// queued in the same transaction. If the order was cancelled meanwhile (it expired while
+    /// the charge was under way), the charge is refunded.
+    async fn mark_paid(&self, order: &Order, reference: String) -> Result<Order, Error> {
+        let now = self.clock.now();
+        let confirmation =
+            NewJob::new(SEND_ORDER_CONFIRMATION, serde_json::json!({ "orderId": order.id.to_string() }), now)
+                .queue(MAIL_QUEUE)
+                .max_attempts(12)
+                .unique_key(format!("{SEND_ORDER_CONFIRMATION}:{}", order.id));
+        let mut transition = OrderTransition::new(order.id, OrderStatus::Paid, now);
+        transition.payment_reference = Some(reference);
+        transition.clear_cart = true;
+        transition.jobs = vec![confirmation];
+        if let Some(paid) = self.store.transition_order(&transition).await? {
+            tracing::info!(orderId = %order.id, "order paid");
+            return Ok(paid);
+        }
+        let current = self.store.find_order(order.id).await?.ok_or(Error::NotFound)?;
+        if current.status == OrderStatus::Cancelled {
+            tracing::warn!(orderId = %order.id, "charged after the order was cancelled; refunding");
+            self.store.enqueue_job(&refund_job(order.id, now)).await?;
+        }
+        Ok(current)
+    }
+
+    /// `pendingPayment → cancelled` with the stock released.
+    async fn cancel_unpaid(&self, order: &Order, reason: &str) -> Result<Order, Error> {
+        let mut transition = OrderTransition::new(order.id, OrderStatus::Cancelled, self.clock.now());
+        transition.from = vec![OrderStatus::PendingPayment];
+        transition.cancel_reason = Some(reason.to_owned());
+        transition.release_stock = true;
+        match self.store.transition_order(&transition).await? {
+            Some(cancelled) => {
+                tracing::info!(orderId = %order.id, reason, "unpaid order cancelled; stock released");
+                Ok(cancelled)
+            }
+            None => self.store.find_order(order.id).await?.ok_or(Error::NotFound),
+        }
+    }
+
+    // ----- settlement jobs -----
+
+    /// The `payments.settle` job: asks the provider about a `pendingPayment` order. Charged →
+    /// paid; declined → cancelled; no charge → cancelled once the order is past the pending
+    /// timeout (before that: `Ok(false)`, try again later). `Ok(true)` when settled (or
+    /// nothing is left to do).
+    pub async fn settle_payment(&self, order_id: Uuid) -> Result<bool, SettleError> {
+        let Some(order) = self.store.find_order(order_id).await? else { return Ok(true) };
+        if order.status != OrderStatus::PendingPayment {
+            return Ok(true);
+        }
+        let found = self.payments.find_charge(order_id).await.map_err(SettleError::Provider)?;
+        let now = self.clock.now();
+        match found {
+            Some(ChargeOutcome::Approved { reference }) => {
+                self.mark_paid(&order, reference).await?;
+            }
+            Some(ChargeOutcome::Declined { reason }) => {
+                self.cancel_unpaid(&order, &format!("payment declined: {reason}")).await?;
+            }
+            None if now >= order.created_at + self.settings.pending_payment_timeout => {
+                self.cancel_unpaid(&order, "payment not completed in time").await?;
+            }
+            None => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The `payments.refund` job: refunds the order's charge, if the provider has one, and
+    /// marks the order refunded (releasing stock still held by a paid, unshipped order).
+    pub async fn refund_payment(&self, order_id: Uuid) -> Result<(), SettleError> {
+        let Some(order) = self.store.find_order(order_id).await? else { return Ok(()) };
+        if order.status == OrderStatus::Refunded {
+            return Ok(());
+        }
+        let charged = matches!(
+            self.payments.find_charge(order_id).await.map_err(SettleError::Provider)?,
+            Some(ChargeOutcome::Approved { .. })
+        );
+        if !charged {
+            tracing::info!(orderId = %order_id, "nothing was charged; nothing to refund");
+            return Ok(());
+        }
+        let amount =
+            Money::from_minor(order.total_minor, order.currency).map_err(|problem| Error::Internal(problem.into()))?;
+        let reference = self.payments.refund(order_id, amount).await.map_err(SettleError::Provider)?;
+        let mut transition = OrderTransition::new(order_id, OrderStatus::Refunded, self.clock.now());
+        transition.from = vec![order.status];
+        transition.release_stock = order.status == OrderStatus::Paid;
+        if self.store.transition_order(&transition).await?.is_none() {
+            return Err(SettleError::Raced);
+        }
+        tracing::info!(orderId = %order_id, refund = reference, "order refunded");
+        Ok(())
+    }
+
+    /// The confirmation mail of a paid order, `None` when there is nothing to send.
+    pub async fn confirmation_mail(&self, order_id: Uuid) -> Result<Option<crate::mail::Mail>, Error> {
+        let Some(order) = self.store.find_order(order_id).await? else { return Ok(None) };
+        let Some(user) = self.store.find_user(order.user_id).await? else { return Ok(None) };
+        if user.guest {
+            // A guest has no address yet; the order page shows the confirmation.
+            return Ok(None);
+        }
+        Ok(Some(crate::mail::order_confirmation(&user.email, user.name.as_str(), &order, &self.settings.shop_name)))
+    }
+
+    // ----- orders -----
+
+    /// The caller's orders; staff see everyone's.
+    pub async fn list_orders(&self, caller: &Caller, mut query: OrderQuery) -> Result<Page<Order>, Error> {
+        if !caller.has_role(Role::Staff) {
+            query.user_id = Some(caller.user.id);
+        }
+        Ok(self.store.list_orders(&query).await?)
+    }
+
+    /// One order: the owner's or, for staff, anyone's; otherwise not found.
+    pub async fn get_order(&self, caller: &Caller, id: Uuid) -> Result<Order, Error> {
+        let order = self.store.find_order(id).await?.ok_or(Error::NotFound)?;
+        if order.user_id != caller.user.id && !caller.has_role(Role::Staff) {
+            return Err(Error::NotFound);
+        }
+        Ok(order)
+    }
+
+    /// Cancels an order before fulfilment (the owner, or staff): stock released; a charge, if
+    /// any, refunded by a job (for an unpaid order, after the settlement delay, in case a
+    /// charge was still under way).
+    pub async fn cancel_order(&self, caller: &Caller, id: Uuid) -> Result<Order, Error> {
+        let order = self.get_order(caller, id).await?;
+        if !matches!(order.status, OrderStatus::PendingPayment | OrderStatus::Paid) {
+            return Err(illegal(order.status, OrderStatus::Cancelled));
+        }
+        let now = self.clock.now();
+        let by = if order.user_id == caller.user.id { "the buyer" } else { "staff" };
+        let refund_at = if order.status == OrderStatus::Paid { now } else { now + self.settings.settle_after };
+        let mut transition = OrderTransition::new(id, OrderStatus::Cancelled, now);
+        transition.from = vec![order.status];
+        transition.cancel_reason = Some(format!("cancelled by {by}"));
+        transition.release_stock = true;
+        transition.jobs = vec![refund_job(id, now).run_at(refund_at)];
+        let cancelled = self.store.transition_order(&transition).await?.ok_or_else(|| stale(id))?;
+        tracing::info!(orderId = %id, by, "order cancelled; stock released");
+        Ok(cancelled)
+    }
+
+    /// Staff: `paid → fulfilled`.
+    pub async fn fulfil_order(&self, caller: &Caller, id: Uuid) -> Result<Order, Error> {
+        let order = self.get_order(caller, id).await?;
+        if !order.status.can_become(OrderStatus::Fulfilled) {
+            return Err(illegal(order.status, OrderStatus::Fulfilled));
+        }
+        let mut transition = OrderTransition::new(id, OrderStatus::Fulfilled, self.clock.now());
+        transition.from = vec![order.status];
+        self.store.transition_order(&transition).await?.ok_or_else(|| stale(id))
+    }
+
+    /// Staff: refunds a paid or fulfilled order through a job (the order becomes `refunded`
+    /// once the provider has refunded it).
+    pub async fn refund_order(&self, caller: &Caller, id: Uuid) -> Result<Order, Error> {
+        let order = self.get_order(caller, id).await?;
+        if !order.status.can_become(OrderStatus::Refunded) {
+            return Err(illegal(order.status, OrderStatus::Refunded));
+        }
+        self.store.enqueue_job(&refund_job(id, self.clock.now())).await?;
+        tracing::info!(orderId = %id, "refund requested");
+        Ok(order)
+    }
+}
+
+/// Why a settlement or refund job did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    #[error(transparent)]
+    Provider(PaymentError),
+    #[error("the order changed while it was being settled")]
+    Raced,
+    #[error(transparent)]
+    Shop(#[from] Error),
+}
+
+impl From<StoreError> for SettleError {
+    fn from(error: StoreError) -> Self {
+        Self::Shop(error.into())
+    }
+}
+
+fn refund_job(order_id: Uuid, now: OffsetDateTime) -> NewJob {
+    NewJob::new(REFUND_PAYMENT, serde_json::json!({ "orderId": order_id.to_string() }), now)
+        .max_attempts(20)
+        .unique_key(format!("{REFUND_PAYMENT}:{order_id}"))
+}
+
+fn not_on_sale() -> Error {
+    Error::Invalid(ValidationErrors::single("productId", "is not a product on sale"))
+}
+
+fn payments_unavailable(retry_after: std::time::Duration) -> Error {
+    Error::Unavailable {
+        detail: "payments are unavailable right now; nothing was reserved or charged — try again shortly",
+        retry_after_seconds: u32::try_from(retry_after.as_secs().clamp(1, 300)).unwrap_or(30),
+    }
+}
+
+fn reservation_error(failure: &ReservationFailure) -> Error {
+    Error::Conflict(match failure {
+        ReservationFailure::OutOfStock { product_id, available } => {
+            format!("not enough stock of product {product_id}: {available} left; nothing was reserved or charged")
+        }
+        ReservationFailure::PriceChanged { product_id } => {
+            format!("the price of product {product_id} changed; review your cart and check out again")
+        }
+        ReservationFailure::Unavailable { product_id } => {
+            format!("product {product_id} is no longer sold; remove it from your cart")
+        }
+    })
+}
+
+fn illegal(from: OrderStatus, to: OrderStatus) -> Error {
+    Error::Conflict(format!("an order that is {} cannot become {}", from.api_name(), to.api_name()))
+}
+
+fn stale(id: Uuid) -> Error {
+    Error::Conflict(format!("order {id} changed meanwhile; fetch it again"))
+}
+
+/// Validates a shipping address, every problem at once (fields named `shippingAddress.*`).
+pub fn parse_shipping_address(
+    name: Option<&str>,
+    line1: Option<&str>,
+    line2: Option<&str>,
+    city: Option<&str>,
+    postal_code: Option<&str>,
+    country: Option<&str>,
+) -> Result<ShippingAddress, ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    let mut text = |field: &str, value: Option<&str>, max: usize| -> String {
+        let value = value.unwrap_or_default().trim();
+        if value.is_empty() {
+            errors.add(&format!("shippingAddress.{field}"), "is required");
+        } else if value.chars().count() > max || value.chars().any(char::is_control) {
+            errors.add(
+                &format!("shippingAddress.{field}"),
+                format!("must be at most {max} characters, no control characters"),
+            );
+        }
+        value.to_owned()
+    };
+    let name = text("name", name, 100);
+    let line1 = text("line1", line1, 200);
+    let city = text("city", city, 100);
+    let postal_code = text("postalCode", postal_code, 20);
+    let country = country.unwrap_or_default().trim().to_ascii_uppercase();
+    let line2 = line2.map(str::trim).filter(|line| !line.is_empty()).map(str::to_owned);
+    if line2.as_ref().is_some_and(|line| line.chars().count() > 200 || line.chars().any(char::is_control)) {
+        errors.add("shippingAddress.line2", "must be at most 200 characters, no control characters");
+    }
+    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+        errors.add("shippingAddress.country", "must be an ISO 3166-1 alpha-2 code like DE or US");
+    }
+    errors.into_result()?;
+    Ok(ShippingAddress { name, line1, line2, city, postal_code, country })
+}
