@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -163,6 +164,38 @@ impl IntegrationError {
     }
 }
 
+/// How many of a call's attempts may have reached the dependency. A caller whose write must not
+/// happen twice needs this: with retries, the last attempt's error (an open breaker, a refused
+/// connection) says nothing of an earlier attempt that was sent and failed after the
+/// dependency acted on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Delivery {
+    /// Attempts sent (or under way when the total timeout struck); attempts refused by the
+    /// breaker or the bulkhead, or that could not connect, are not counted.
+    pub attempts_sent: u32,
+}
+
+impl Delivery {
+    /// Nothing reached the dependency: it certainly did not act.
+    pub fn nothing_sent(self) -> bool {
+        self.attempts_sent == 0
+    }
+}
+
+/// Counts of one call's attempts that passed the breaker, and of those that never connected.
+#[derive(Default)]
+struct Attempts {
+    started: AtomicU32,
+    unsent: AtomicU32,
+}
+
+impl Attempts {
+    fn delivery(&self) -> Delivery {
+        let started = self.started.load(Ordering::Relaxed);
+        Delivery { attempts_sent: started.saturating_sub(self.unsent.load(Ordering::Relaxed)) }
+    }
+}
+
 /// The client of one dependency. Clones share the breaker, bulkhead and retry budget.
 #[derive(Clone)]
 pub struct IntegrationClient {
@@ -208,9 +241,27 @@ impl IntegrationClient {
     /// 5xx answers are errors (they count against the breaker); 4xx are returned to the caller
     /// (the fault is in the request) except 429, which is an error carrying `Retry-After`.
     pub async fn send(&self, request: OutboundRequest) -> Result<OutboundResponse, IntegrationError> {
+        self.send_reporting(request).await.0
+    }
+
+    /// [`send`](Self::send), also telling how many attempts may have reached the dependency.
+    pub async fn send_reporting(
+        &self,
+        request: OutboundRequest,
+    ) -> (Result<OutboundResponse, IntegrationError>, Delivery) {
+        let attempts = Attempts::default();
+        let result = self.send_counted(&request, &attempts).await;
+        (result, attempts.delivery())
+    }
+
+    async fn send_counted(
+        &self,
+        request: &OutboundRequest,
+        attempts: &Attempts,
+    ) -> Result<OutboundResponse, IntegrationError> {
         let started = Instant::now();
         let total = self.config.total_timeout;
-        let result = match tokio::time::timeout(total, self.protected(&request)).await {
+        let result = match tokio::time::timeout(total, self.protected(request, attempts)).await {
             Ok(result) => result,
             Err(_) => Err(IntegrationError::Timeout { dependency: self.config.name.clone(), after: total }),
         };
@@ -235,13 +286,17 @@ impl IntegrationClient {
         result
     }
 
-    async fn protected(&self, request: &OutboundRequest) -> Result<OutboundResponse, IntegrationError> {
+    async fn protected(
+        &self,
+        request: &OutboundRequest,
+        attempts: &Attempts,
+    ) -> Result<OutboundResponse, IntegrationError> {
         let _slot = self.bulkhead.acquire().await?;
         let trace_id = request.trace_id.clone().unwrap_or_else(|| random_hex(16));
         self.retry
             .run(
                 request.idempotency,
-                |attempt| self.attempt(request, &trace_id, attempt),
+                |attempt| self.attempt(request, &trace_id, attempt, attempts),
                 |result| match result {
                     Ok(_) | Err(IntegrationError::BreakerOpen(_) | IntegrationError::InvalidBody(_)) => Verdict::Done,
                     Err(IntegrationError::Status { status, retry_after, .. })
@@ -269,9 +324,15 @@ impl IntegrationClient {
         request: &OutboundRequest,
         trace_id: &str,
         attempt: u32,
+        attempts: &Attempts,
     ) -> Result<OutboundResponse, IntegrationError> {
         let permit = self.breaker.try_acquire()?;
+        attempts.started.fetch_add(1, Ordering::Relaxed);
         let result = self.exchange(request, trace_id).await;
+        if matches!(result, Err(IntegrationError::Connect { .. })) {
+            // No connection, so no request: this attempt certainly did not reach it.
+            attempts.unsent.fetch_add(1, Ordering::Relaxed);
+        }
         permit.record(match &result {
             Ok(_) => CallOutcome::Success,
             // A 429 says the provider is pacing us, not that it is broken.

@@ -249,3 +249,29 @@ async fn retried_attempts_share_the_trace_and_differ_in_span() {
     assert_eq!(first_trace, second_trace);
     assert_ne!(first_span, second_span);
 }
+
+#[tokio::test]
+async fn the_delivery_report_counts_only_attempts_that_may_have_reached_the_dependency() {
+    // Refused connections and an open breaker: nothing sent, whatever the retries.
+    let refused = Harness::refusing_address().await.unwrap();
+    let (_, unreachable) = client(&format!("http://{refused}"));
+    let (result, delivery) = unreachable.send_reporting(OutboundRequest::get("/")).await;
+    assert!(matches!(result, Err(IntegrationError::Connect { .. })), "{result:?}");
+    assert!(delivery.nothing_sent(), "{delivery:?}");
+
+    // Two calls of two sent attempts each, all answered 503, open the breaker (four calls at
+    // 50 %); the next call is refused before it is sent. (A retry refused by a breaker that
+    // opened between attempts is covered by the payments tests of `shopkeep`.)
+    let harness = harness(Mode::Status(503)).await;
+    let (_, client) = client(&harness.url(""));
+    let (result, delivery) = client.send_reporting(OutboundRequest::get("/")).await;
+    assert!(matches!(result, Err(IntegrationError::Status { .. })), "{result:?}");
+    assert_eq!(delivery.attempts_sent, 2);
+    let (result, delivery) = client.send_reporting(OutboundRequest::get("/")).await;
+    assert!(result.is_err());
+    assert_eq!(delivery.attempts_sent, 2);
+    assert_eq!(client.breaker().state(), BreakerState::Open);
+    let (result, delivery) = client.send_reporting(OutboundRequest::get("/")).await;
+    assert!(matches!(result, Err(IntegrationError::BreakerOpen(_))), "{result:?}");
+    assert!(delivery.nothing_sent());
+}

@@ -82,12 +82,28 @@ impl HttpPayments {
     }
 
     /// Sends a request and reads a 2xx JSON answer; every failure becomes a [`PaymentError`].
+    /// A failure is `Unavailable` (nothing happened) only when no attempt reached the provider,
+    /// and a 4xx refusal is final only when it answered the one attempt sent: after a retry,
+    /// an earlier attempt may have been acted on (charged, then failed) whatever the last says.
     async fn call<T: serde::de::DeserializeOwned>(&self, request: OutboundRequest) -> Result<Answer<T>, PaymentError> {
-        let response = self.http.send(request).await.map_err(|error| classify(&error))?;
+        let (result, delivery) = self.http.send_reporting(request).await;
+        let response = result.map_err(|error| match classify(&error) {
+            PaymentError::Unavailable { .. } if !delivery.nothing_sent() => PaymentError::Unknown(format!(
+                "{error}, after {} attempt(s) that may have reached the provider",
+                delivery.attempts_sent
+            )),
+            classified => classified,
+        })?;
         if response.status.is_success() {
             return response.json::<T>().map(Answer::Ok).map_err(|error| PaymentError::Unknown(error.to_string()));
         }
         let detail = String::from_utf8_lossy(&response.body).chars().take(300).collect::<String>();
+        if delivery.attempts_sent > 1 {
+            return Err(PaymentError::Unknown(format!(
+                "the provider answered {} to a retry; an earlier attempt may have been acted on: {detail}",
+                response.status.as_u16()
+            )));
+        }
         match response.status.as_u16() {
             401 | 403 => {
                 tracing::error!(

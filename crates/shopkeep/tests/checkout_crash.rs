@@ -130,7 +130,8 @@ async fn crash_test(database_url: String) {
     let mut shop = Shop::start(&config, &database_url, port).await;
     let client = || Client::builder().cookie_store(true).timeout(Duration::from_secs(10)).build().unwrap();
     let staff = client();
-    let login = staff.post(url("/api/v1/sessions")).json(&json!({ "email": "staff@example.com", "password": PASSWORD }));
+    let login =
+        staff.post(url("/api/v1/sessions")).json(&json!({ "email": "staff@example.com", "password": PASSWORD }));
     assert_eq!(login.send().await.unwrap().status(), StatusCode::CREATED);
     let category: Value = staff
         .post(url("/api/v1/categories"))
@@ -230,8 +231,7 @@ async fn crash_test(database_url: String) {
 
     // Let settlement finish: no order may stay pendingPayment.
     let orders = loop {
-        let list: Value =
-            staff.get(url("/api/v1/orders?limit=100")).send().await.unwrap().json().await.unwrap();
+        let list: Value = staff.get(url("/api/v1/orders?limit=100")).send().await.unwrap().json().await.unwrap();
         let data = list["data"].as_array().unwrap().clone();
         if data.iter().all(|order| order["status"] != "pendingPayment") {
             break data;

@@ -266,7 +266,7 @@ impl OrderService {
         if let Some(order_id) = resume {
             let order = self.store.find_order(order_id).await?.filter(|order| order.user_id == caller.user.id);
             if let Some(order) = order {
-                return self.pay(order).await;
+                return self.pay(order, Attempt::Resumed).await;
             }
         }
         if let Err(retry_after) = self.payments.accepting() {
@@ -285,7 +285,7 @@ impl OrderService {
             }
         };
         tracing::info!(orderId = %placed.id, userId = %caller.user.id, total = placed.total_minor, "order placed; stock reserved");
-        self.pay(placed).await
+        self.pay(placed, Attempt::First).await
     }
 
     /// The order for the caller's cart as it is now.
@@ -337,7 +337,7 @@ impl OrderService {
 
     /// Charges a `pendingPayment` order (again: the provider knows it by its id) and records
     /// the outcome; an order already settled is reported as it is.
-    async fn pay(&self, order: Order) -> Result<CheckoutOutcome, Error> {
+    async fn pay(&self, order: Order, attempt: Attempt) -> Result<CheckoutOutcome, Error> {
         match order.status {
             OrderStatus::PendingPayment => {}
             OrderStatus::Cancelled => return Ok(CheckoutOutcome::Declined(order)),
@@ -354,25 +354,31 @@ impl OrderService {
                 let reason = format!("payment declined: {reason}");
                 self.cancel_unpaid(&order, &reason).await.map(CheckoutOutcome::Declined)
             }
-            Err(PaymentError::Unavailable { retry_after }) => {
+            Err(PaymentError::Unavailable { retry_after }) if attempt == Attempt::First => {
                 // Nothing reached the provider: undo the reservation, let the client retry.
                 self.cancel_unpaid(&order, "the payment provider was unavailable").await?;
                 Err(payments_unavailable(retry_after))
             }
-            Err(PaymentError::Unknown(detail)) => {
-                tracing::warn!(orderId = %order.id, %detail, "payment outcome unknown; the order waits for settlement");
-                let settle = NewJob::new(
-                    SETTLE_PAYMENT,
-                    serde_json::json!({ "orderId": order.id.to_string() }),
-                    self.clock.now(),
-                )
-                .run_at(self.clock.now() + self.settings.settle_after)
-                .max_attempts(20)
-                .unique_key(format!("{SETTLE_PAYMENT}:unknown:{}", order.id));
-                self.store.enqueue_job(&settle).await?;
-                Ok(CheckoutOutcome::Pending(order))
+            // A resumed checkout's earlier attempt may have charged before the process died:
+            // not hearing from the provider now proves nothing, so settlement decides.
+            Err(PaymentError::Unavailable { .. }) => {
+                self.await_settlement(&order, "the payment provider is unavailable").await
             }
+            Err(PaymentError::Unknown(detail)) => self.await_settlement(&order, &detail).await,
         }
+    }
+
+    /// Leaves an order whose charge may or may not have happened `pendingPayment` and has the
+    /// `payments.settle` job ask the provider about it later.
+    async fn await_settlement(&self, order: &Order, detail: &str) -> Result<CheckoutOutcome, Error> {
+        tracing::warn!(orderId = %order.id, detail, "payment outcome unknown; the order waits for settlement");
+        let now = self.clock.now();
+        let settle = NewJob::new(SETTLE_PAYMENT, serde_json::json!({ "orderId": order.id.to_string() }), now)
+            .run_at(now + self.settings.settle_after)
+            .max_attempts(20)
+            .unique_key(format!("{SETTLE_PAYMENT}:unknown:{}", order.id));
+        self.store.enqueue_job(&settle).await?;
+        Ok(CheckoutOutcome::Pending(order.clone()))
     }
 
     /// `pendingPayment → paid`, the cart's ordered products removed and the confirmation
@@ -572,6 +578,14 @@ fn refund_job(order_id: Uuid, now: OffsetDateTime) -> NewJob {
 
 fn not_on_sale() -> Error {
     Error::Invalid(ValidationErrors::single("productId", "is not a product on sale"))
+}
+
+/// Whether this is an order's first charge attempt, or a checkout resumed after an attempt
+/// that may have reached the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    First,
+    Resumed,
 }
 
 fn payments_unavailable(retry_after: std::time::Duration) -> Error {

@@ -36,6 +36,7 @@ with_sandbox!(
     an_approved_charge_pays_the_order_once,
     a_declined_charge_cancels_the_order_and_releases_its_stock,
     charged_but_never_heard_back_is_settled_later_without_a_second_charge,
+    a_breaker_opening_between_retries_of_a_charge_never_cancels_a_charged_order,
     a_provider_that_hangs_or_talks_garbage_cannot_hold_checkout,
     an_open_breaker_fails_checkout_fast_and_reserves_nothing
 );
@@ -193,6 +194,36 @@ async fn charged_but_never_heard_back_is_settled_later_without_a_second_charge(s
     // The client retrying its key meanwhile gets the saved 202, never a second charge.
     assert_eq!(shop.checkout(&buyer, "k1").await.status(), StatusCode::ACCEPTED);
     assert_eq!(shop.sandbox.succeeded_charges_for(id).len(), 1);
+}
+
+async fn a_breaker_opening_between_retries_of_a_charge_never_cancels_a_charged_order(shop: &Shop) {
+    // Every attempt charges (the same intent, by its key) and then answers 500. Ten failed
+    // attempts open the breaker, so a retry of the fourth checkout is refused before sending:
+    // the charge made by its first attempt stands all the same.
+    shop.sandbox.set_mode(PaymentMode::ChargeThenFail);
+    let mut outcomes = Vec::new();
+    for attempt in 0..5 {
+        let buyer = shop.buyer().await;
+        outcomes.push(shop.checkout(&buyer, &format!("charge-then-fail-{attempt}")).await.status());
+    }
+    assert!(outcomes.contains(&StatusCode::SERVICE_UNAVAILABLE), "the breaker opened: {outcomes:?}");
+    shop.sandbox.set_mode(PaymentMode::Approve);
+    shop.app.limiter_clock.advance(Duration::from_secs(6));
+    let staff = shop.app.signed_in("boss@example.com", Role::Staff).await;
+    let charged: Vec<String> = shop
+        .sandbox
+        .charges()
+        .iter()
+        .filter_map(|charge| charge.idempotency_key.strip_prefix("order-").map(str::to_owned))
+        .collect();
+    assert!(charged.len() >= 4, "{charged:?}");
+    for id in &charged {
+        // Settlement finds the charge: paid, never cancelled with its stock back on the shelf.
+        shop.until_status(&staff, id, "paid").await;
+        assert_eq!(shop.sandbox.succeeded_charges_for(id).len(), 1, "order {id} charged once");
+    }
+    let paid = i64::try_from(charged.len()).unwrap();
+    assert_eq!(shop.stock().await, 10 - paid, "every charged order keeps its stock");
 }
 
 async fn a_provider_that_hangs_or_talks_garbage_cannot_hold_checkout(shop: &Shop) {
