@@ -7,7 +7,8 @@
 //! what reached it. Everything it does is logged.
 //!
 //! Beside it, a [`PaymentSandbox`]: a Stripe-like payment provider over HTTP with failure modes
-//! of its own, which records every charge so a test can prove that nothing was charged twice.
+//! of its own, which records every charge so a test can prove that nothing was charged twice, and
+//! sends signed webhooks for what it creates, as a real provider does.
 
 #![forbid(unsafe_code)]
 
@@ -27,7 +28,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-pub use payments::{ChargeStatus, PaymentMode, PaymentSandbox, SandboxCharge, SandboxRefund};
+pub use payments::{
+    ChargeStatus, DeliveryAttempt, PaymentMode, PaymentSandbox, SandboxCharge, SandboxEvent, SandboxRefund,
+    webhook_signature,
+};
 pub use requests::{KEPT_REQUESTS, RecordedRequest};
 
 use requests::Recorder;

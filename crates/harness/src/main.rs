@@ -1,6 +1,7 @@
 //! `cargo run -p harness -- --mode trickle:1s --listen 127.0.0.1:7070` for manual game days;
 //! add `--tls` to serve HTTPS with a self-signed certificate, printed at start for clients to trust.
-//! `cargo run -p harness -- payments --mode decline` runs the payment sandbox instead.
+//! `cargo run -p harness -- payments --mode decline` runs the payment sandbox instead; add
+//! `--webhook-url URL --webhook-secret SECRET` to have it send signed webhooks.
 
 use std::net::SocketAddr;
 
@@ -45,6 +46,13 @@ struct PaymentsArgs {
     /// Port 0 picks a free port; the address is printed.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Where to POST signed webhook events, e.g.
+    /// `http://127.0.0.1:8080/api/v1/payment-webhooks/sandbox` (with `--webhook-secret`).
+    #[arg(long, value_name = "URL", requires = "webhook_secret")]
+    webhook_url: Option<String>,
+    /// The secret webhook events are signed with (with `--webhook-url`).
+    #[arg(long, value_name = "SECRET", requires = "webhook_url")]
+    webhook_secret: Option<String>,
 }
 
 const DEFAULT_SECRET: &str = "sk_test_sandbox";
@@ -80,6 +88,10 @@ async fn run_payment_sandbox(args: PaymentsArgs) -> anyhow::Result<()> {
     // Only the well-known default is echoed; a secret of one's own stays off the terminal.
     let secret = if args.secret == DEFAULT_SECRET { DEFAULT_SECRET } else { "$HARNESS_PAYMENTS_SECRET" };
     println!("payment sandbox listening on {url} (mode {})", sandbox.mode());
+    if let (Some(webhook_url), Some(webhook_secret)) = (args.webhook_url, args.webhook_secret) {
+        println!("sending signed webhooks to {webhook_url}");
+        sandbox.set_webhooks(webhook_url, webhook_secret);
+    }
     println!(
         "\ncharge:  curl -H 'Authorization: Bearer {secret}' -H 'Idempotency-Key: key-1' \\\n\
          \x20          -d '{{\"amount\":1299,\"currency\":\"eur\",\"order_id\":\"order-1\"}}' {url}/v1/payment_intents\n\
@@ -91,7 +103,10 @@ async fn run_payment_sandbox(args: PaymentsArgs) -> anyhow::Result<()> {
          \x20 curl {url}/sandbox/mode\n\
          \x20 curl {url}/sandbox/charges\n\
          \x20 curl {url}/sandbox/refunds\n\
-         \x20 curl -X POST {url}/sandbox/reset"
+         \x20 curl -X POST {url}/sandbox/reset\n\
+         \x20 curl -X PUT -d '{{\"url\":\"http://127.0.0.1:8080/api/v1/payment-webhooks/sandbox\",\"secret\":\"whsec_...\"}}' {url}/sandbox/webhooks\n\
+         \x20 curl -X DELETE {url}/sandbox/webhooks\n\
+         \x20 curl {url}/sandbox/events"
     );
     tokio::signal::ctrl_c().await?;
     Ok(())

@@ -15,11 +15,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use hmac::{Hmac, Mac as _};
 use integration::{IntegrationClient, IntegrationConfig, IntegrationError, OutboundRequest};
 use resilience::{BreakerState, CircuitBreaker, Clock, Idempotency};
 use serde::Deserialize;
+use sha2::Sha256;
 use shop::catalog::Money;
-use shop::orders::{ChargeOutcome, ChargeRequest, PaymentError, PaymentProvider};
+use shop::orders::{
+    ChargeOutcome, ChargeRequest, PaymentError, PaymentEvent, PaymentEventKind, PaymentProvider, WebhookRejection,
+};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// The provider's answer about one payment intent.
@@ -46,6 +51,127 @@ pub struct HttpPayments {
     name: String,
     secret: String,
     http: IntegrationClient,
+    webhooks: Option<WebhookVerifier>,
+}
+
+/// How the provider signs its webhooks: `Webhook-Signature: t=<unix seconds>,v1=<hex>` where
+/// the hex is HMAC-SHA256, keyed with the signing secret, of `"{t}.{raw body}"`. Several `v1`
+/// entries may be present (the provider signs with old and new secrets while rotating); one
+/// match is enough. `t` must be within `tolerance` of now, so a captured webhook cannot be
+/// replayed later.
+#[derive(Clone)]
+pub struct WebhookVerifier {
+    secrets: Vec<String>,
+    tolerance: Duration,
+}
+
+impl std::fmt::Debug for WebhookVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookVerifier")
+            .field("secrets", &self.secrets.len())
+            .field("tolerance", &self.tolerance)
+            .finish()
+    }
+}
+
+impl WebhookVerifier {
+    /// `secrets`: the signing secret, or while rotating, the new and the old one.
+    pub fn new(secrets: Vec<String>, tolerance: Duration) -> Self {
+        Self { secrets, tolerance }
+    }
+
+    /// Checks the signature header against the raw body and `now`.
+    pub fn verify(&self, header: Option<&str>, body: &[u8], now: OffsetDateTime) -> Result<(), WebhookRejection> {
+        let header = header.ok_or(WebhookRejection::MissingSignature)?;
+        let mut timestamp = None;
+        let mut signatures = Vec::new();
+        for part in header.split(',') {
+            match part.trim().split_once('=') {
+                Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
+                Some(("v1", value)) => signatures.extend(hex::decode(value).ok()),
+                _ => {}
+            }
+        }
+        let timestamp = timestamp.ok_or(WebhookRejection::MissingSignature)?;
+        if signatures.is_empty() {
+            return Err(WebhookRejection::MissingSignature);
+        }
+        let mut signed = Vec::with_capacity(body.len() + 21);
+        signed.extend_from_slice(timestamp.to_string().as_bytes());
+        signed.push(b'.');
+        signed.extend_from_slice(body);
+        let matches = self.secrets.iter().any(|secret| {
+            let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else { return false };
+            mac.update(&signed);
+            // `verify_slice` compares in constant time: no hint of how much of a forgery was right.
+            signatures.iter().any(|candidate| mac.clone().verify_slice(candidate).is_ok())
+        });
+        if !matches {
+            return Err(WebhookRejection::BadSignature);
+        }
+        // Checked after the signature, so an unsigned request learns nothing about our clock.
+        let age = (now.unix_timestamp() - timestamp).unsigned_abs();
+        if age > self.tolerance.as_secs() {
+            return Err(WebhookRejection::Stale { tolerance_secs: self.tolerance.as_secs() });
+        }
+        Ok(())
+    }
+}
+
+/// A webhook event as the provider sends it.
+#[derive(Debug, Deserialize)]
+struct WebhookEvent {
+    id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    data: WebhookData,
+}
+
+#[derive(Debug, Deserialize)]
+struct WebhookData {
+    object: WebhookObject,
+}
+
+/// The intent or refund an event is about; only what the shop needs.
+#[derive(Debug, Deserialize)]
+struct WebhookObject {
+    id: String,
+    #[serde(default)]
+    order_id: Option<String>,
+    #[serde(default)]
+    decline_reason: Option<String>,
+}
+
+/// Reads a verified event body.
+fn parse_event(body: &[u8]) -> Result<PaymentEvent, WebhookRejection> {
+    let event: WebhookEvent =
+        serde_json::from_slice(body).map_err(|error| WebhookRejection::Malformed(error.to_string()))?;
+    if event.id.is_empty() || event.id.len() > 255 {
+        return Err(WebhookRejection::Malformed("the event id must be 1 to 255 characters".into()));
+    }
+    let order_id = || {
+        event
+            .data
+            .object
+            .order_id
+            .as_deref()
+            .and_then(|raw| Uuid::parse_str(raw).ok())
+            .ok_or_else(|| WebhookRejection::Malformed(format!("{} names no order id", event.event_type)))
+    };
+    let kind = match event.event_type.as_str() {
+        "payment_intent.succeeded" => {
+            PaymentEventKind::Charged { order_id: order_id()?, reference: event.data.object.id.clone() }
+        }
+        "payment_intent.payment_failed" => PaymentEventKind::Declined {
+            order_id: order_id()?,
+            reason: event.data.object.decline_reason.clone().unwrap_or_else(|| "declined".into()),
+        },
+        "charge.refunded" => {
+            PaymentEventKind::Refunded { order_id: order_id()?, reference: event.data.object.id.clone() }
+        }
+        other => PaymentEventKind::Other { event_type: other.chars().take(100).collect() },
+    };
+    Ok(PaymentEvent { id: event.id, kind })
 }
 
 impl std::fmt::Debug for HttpPayments {
@@ -58,7 +184,15 @@ impl HttpPayments {
     /// `config.name` names the breaker (`payments`); `secret` goes in `Authorization: Bearer`.
     pub fn new(config: IntegrationConfig, secret: String, clock: Arc<dyn Clock>) -> Result<Self, IntegrationError> {
         let name = config.name.clone();
-        Ok(Self { name, secret, http: IntegrationClient::new(config, clock)? })
+        Ok(Self { name, secret, http: IntegrationClient::new(config, clock)?, webhooks: None })
+    }
+
+    /// Accepts the provider's webhooks under `name` (`/payment-webhooks/{name}`), verified
+    /// with `verifier`. Without this, webhooks are refused (404) and only polling settles.
+    pub fn with_webhooks(mut self, name: impl Into<String>, verifier: WebhookVerifier) -> Self {
+        self.name = name.into();
+        self.webhooks = Some(verifier);
+        self
     }
 
     pub fn breaker(&self) -> &Arc<CircuitBreaker> {
@@ -216,5 +350,110 @@ impl PaymentProvider for HttpPayments {
             Answer::Ok(refund) => Ok(refund.id),
             Answer::Refused(detail) => Err(PaymentError::Unknown(format!("refund refused: {detail}"))),
         }
+    }
+
+    fn verify_webhook(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<PaymentEvent, WebhookRejection> {
+        let verifier = self.webhooks.as_ref().ok_or(WebhookRejection::NotAccepted)?;
+        verifier.verify(signature, body, now)?;
+        parse_event(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_test";
+
+    fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{timestamp}.").as_bytes());
+        mac.update(body);
+        format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    fn verifier() -> WebhookVerifier {
+        WebhookVerifier::new(vec![SECRET.into()], Duration::from_secs(300))
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    #[test]
+    fn a_signature_over_the_body_within_the_tolerance_is_accepted() {
+        let body = br#"{"id":"evt_1"}"#;
+        let at = now().unix_timestamp();
+        assert_eq!(verifier().verify(Some(&sign(SECRET, at, body)), body, now()), Ok(()));
+        assert_eq!(verifier().verify(Some(&sign(SECRET, at - 300, body)), body, now()), Ok(()), "at the edge");
+        // While rotating, the provider signs with both secrets; either matches.
+        let old = sign(SECRET, at, body);
+        let both = format!("{},v1={}", sign("whsec_new", at, body), old.split_once(",v1=").unwrap().1);
+        assert_eq!(verifier().verify(Some(&both), body, now()), Ok(()));
+        let rotated = WebhookVerifier::new(vec!["whsec_new".into(), SECRET.into()], Duration::from_secs(300));
+        assert_eq!(rotated.verify(Some(&sign(SECRET, at, body)), body, now()), Ok(()));
+    }
+
+    #[test]
+    fn forged_tampered_stale_and_unsigned_webhooks_are_refused() {
+        let body = br#"{"id":"evt_1"}"#;
+        let at = now().unix_timestamp();
+        let verify = |header: Option<&str>, body: &[u8]| verifier().verify(header, body, now());
+        assert_eq!(verify(Some(&sign("whsec_other", at, body)), body), Err(WebhookRejection::BadSignature));
+        assert_eq!(verify(Some(&sign(SECRET, at, body)), br#"{"id":"evt_2"}"#), Err(WebhookRejection::BadSignature));
+        // The timestamp is signed too: moving it breaks the signature.
+        let moved = sign(SECRET, at - 1_000, body).replace(&format!("t={}", at - 1_000), &format!("t={at}"));
+        assert_eq!(verify(Some(&moved), body), Err(WebhookRejection::BadSignature));
+        for stale in [at - 301, at + 301] {
+            assert_eq!(
+                verify(Some(&sign(SECRET, stale, body)), body),
+                Err(WebhookRejection::Stale { tolerance_secs: 300 }),
+                "a replay of a webhook signed at {stale}"
+            );
+        }
+        for header in [None, Some(""), Some("t=1"), Some("v1=abcd"), Some("t=x,v1=00"), Some("t=1,v1=not-hex")] {
+            assert_eq!(verify(header, body), Err(WebhookRejection::MissingSignature), "{header:?}");
+        }
+    }
+
+    #[test]
+    fn events_are_read_into_what_the_shop_acts_on() {
+        let order = Uuid::now_v7();
+        let event = |kind: &str, object: serde_json::Value| {
+            serde_json::to_vec(&serde_json::json!({"id": "evt_9", "type": kind, "data": {"object": object}})).unwrap()
+        };
+        let charged = parse_event(&event(
+            "payment_intent.succeeded",
+            serde_json::json!({"id": "pi_1", "order_id": order.to_string()}),
+        ));
+        assert_eq!(
+            charged,
+            Ok(PaymentEvent {
+                id: "evt_9".into(),
+                kind: PaymentEventKind::Charged { order_id: order, reference: "pi_1".into() }
+            })
+        );
+        let declined = parse_event(&event(
+            "payment_intent.payment_failed",
+            serde_json::json!({"id": "pi_2", "order_id": order.to_string(), "decline_reason": "card_declined"}),
+        ))
+        .unwrap();
+        assert_eq!(declined.kind, PaymentEventKind::Declined { order_id: order, reason: "card_declined".into() });
+        let refunded =
+            parse_event(&event("charge.refunded", serde_json::json!({"id": "re_1", "order_id": order.to_string()})))
+                .unwrap();
+        assert_eq!(refunded.kind, PaymentEventKind::Refunded { order_id: order, reference: "re_1".into() });
+        let other = parse_event(&event("customer.created", serde_json::json!({"id": "cus_1"}))).unwrap();
+        assert_eq!(other.kind, PaymentEventKind::Other { event_type: "customer.created".into() });
+        assert!(matches!(
+            parse_event(&event("payment_intent.succeeded", serde_json::json!({"id": "pi_1", "order_id": "nope"}))),
+            Err(WebhookRejection::Malformed(_))
+        ));
+        assert!(matches!(parse_event(b"not json"), Err(WebhookRejection::Malformed(_))));
     }
 }

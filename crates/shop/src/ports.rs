@@ -16,8 +16,8 @@ use crate::error::StoreError;
 use crate::jobs::{Claim, Job, JobFailure, JobQuery, JobState, NewJob, QueueDepth};
 use crate::mail::{Mail, MailError, OutboxMail};
 use crate::orders::{
-    CartLine, IdempotencyBegin, IdempotencyRecord, NewOrder, Order, OrderQuery, OrderTransition, ReservationFailure,
-    SavedResponse,
+    CartLine, IdempotencyBegin, IdempotencyRecord, NewOrder, Order, OrderQuery, OrderTransition, PaymentEventRecord,
+    ReservationFailure, SavedResponse,
 };
 use crate::pagination::{Page, PageRequest, SortOrder};
 use crate::secrets::SecretHash;
@@ -380,6 +380,12 @@ pub trait IdempotencyRepository: Send + Sync {
     async fn release_idempotent(&self, user_id: Uuid, scope: &str, key: &str) -> Result<(), StoreError>;
     /// Deletes at most `limit` records that expired before `before`.
     async fn purge_idempotency_records(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
+    /// Whether the provider's webhook event `event_id` was already applied.
+    async fn payment_event_seen(&self, provider: &str, event_id: &str) -> Result<bool, StoreError>;
+    /// Records an applied webhook event; `false` (and nothing changed) when it already was.
+    async fn record_payment_event(&self, event: &PaymentEventRecord) -> Result<bool, StoreError>;
+    /// Deletes at most `limit` event records received before `before`.
+    async fn purge_payment_events(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
 }
 
 /// Mail kept in the database because no SMTP server is configured (the embedded default):

@@ -119,8 +119,22 @@ pub fn payment_provider(
     http.total_timeout = Duration::from_secs(config.payments.timeout_secs);
     http.attempt_timeout = Duration::from_secs(config.payments.attempt_timeout_secs);
     http.max_concurrent = config.payments.max_concurrent;
-    let provider = payments::HttpPayments::new(http, secret.expose().to_owned(), clock)
+    let mut provider = payments::HttpPayments::new(http, secret.expose().to_owned(), clock)
         .map_err(|error| anyhow::anyhow!("payments: {error}"))?;
+    if let Some(signing) = &config.payments.webhook_secret {
+        let secrets = std::iter::once(signing)
+            .chain(&config.payments.webhook_previous_secret)
+            .map(|secret| secret.expose().to_owned())
+            .collect();
+        let tolerance = Duration::from_secs(config.payments.webhook_tolerance_secs);
+        provider = provider.with_webhooks(&config.payments.name, payments::WebhookVerifier::new(secrets, tolerance));
+        tracing::info!(
+            path = format!("/api/v1/payment-webhooks/{}", config.payments.name),
+            "payment webhooks accepted"
+        );
+    } else {
+        tracing::warn!("no payments.webhook_secret: payment webhooks are refused; unknown outcomes settle by polling");
+    }
     breakers.register(Arc::clone(provider.breaker()))?;
     tracing::info!(url = url.as_str(), "payments through the HTTP provider");
     Ok(Arc::new(provider))
@@ -139,6 +153,7 @@ pub fn order_service(
         idempotency_ttl: time::Duration::hours(config.orders.idempotency_ttl_hours as i64),
         idempotency_lock: time::Duration::seconds(config.orders.idempotency_lock_secs as i64),
         abandoned_cart_ttl: time::Duration::days(config.orders.abandoned_cart_ttl_days as i64),
+        payment_event_retention: time::Duration::days(config.orders.payment_event_retention_days as i64),
         shop_name: config.mail.shop_name.clone(),
     };
     shop::orders::OrderService::new(store, payments, clock, settings)

@@ -46,6 +46,17 @@ pub struct PaymentsConfig {
     pub attempt_timeout_secs: u64,
     /// Calls to the provider at once (a bulkhead).
     pub max_concurrent: usize,
+    /// The provider's name in its webhook URL: `POST /api/v1/payment-webhooks/{name}`.
+    pub name: String,
+    /// The secret the provider signs its webhooks with; without it webhooks are refused (404)
+    /// and only polling settles unknown payments. Secret.
+    pub webhook_secret: Option<Secret>,
+    /// A file holding the webhook signing secret.
+    pub webhook_secret_file: Option<PathBuf>,
+    /// While rotating the signing secret: the old one, still accepted. Secret.
+    pub webhook_previous_secret: Option<Secret>,
+    /// A webhook signed longer ago than this (or this far in the future) is a replay: refused.
+    pub webhook_tolerance_secs: u64,
 }
 
 impl Default for PaymentsConfig {
@@ -57,6 +68,11 @@ impl Default for PaymentsConfig {
             timeout_secs: 10,
             attempt_timeout_secs: 4,
             max_concurrent: 32,
+            name: "provider".into(),
+            webhook_secret: None,
+            webhook_secret_file: None,
+            webhook_previous_secret: None,
+            webhook_tolerance_secs: 300,
         }
     }
 }
@@ -76,6 +92,8 @@ pub struct OrdersConfig {
     pub idempotency_lock_secs: u64,
     /// Carts untouched this long are emptied (daily).
     pub abandoned_cart_ttl_days: u64,
+    /// Applied payment webhook events are remembered this long, so redeliveries are no-ops.
+    pub payment_event_retention_days: u64,
 }
 
 impl Default for OrdersConfig {
@@ -86,6 +104,7 @@ impl Default for OrdersConfig {
             idempotency_ttl_hours: 24,
             idempotency_lock_secs: 60,
             abandoned_cart_ttl_days: 30,
+            payment_event_retention_days: 30,
         }
     }
 }
@@ -678,6 +697,17 @@ impl Config {
                 Err(problem) => problems.push(format!("payments.secret_file: {problem}")),
             }
         }
+        if let Some(path) = &self.payments.webhook_secret_file {
+            if self.payments.webhook_secret.is_some() {
+                problems.push(
+                    "payments.webhook_secret_file: give either webhook_secret or webhook_secret_file, not both".into(),
+                );
+            }
+            match read_secret(path) {
+                Ok(value) => self.payments.webhook_secret = Some(Secret(value)),
+                Err(problem) => problems.push(format!("payments.webhook_secret_file: {problem}")),
+            }
+        }
         for (name, provider) in &mut self.oidc.providers {
             if let Some(path) = &provider.client_secret_file {
                 if provider.client_secret.is_some() {
@@ -707,6 +737,7 @@ impl Config {
             ("orders.idempotency_ttl_hours", orders.idempotency_ttl_hours, 1..=720),
             ("orders.idempotency_lock_secs", orders.idempotency_lock_secs, 5..=3_600),
             ("orders.abandoned_cart_ttl_days", orders.abandoned_cart_ttl_days, 1..=3_650),
+            ("orders.payment_event_retention_days", orders.payment_event_retention_days, 1..=3_650),
         ] {
             if !range.contains(&value) {
                 problems.push(format!("{name}: must be between {} and {}", range.start(), range.end()));
@@ -734,6 +765,23 @@ impl Config {
         }
         if !(1..=1_024).contains(&payments.max_concurrent) {
             problems.push("payments.max_concurrent: must be between 1 and 1024".into());
+        }
+        let name_ok = (1..=50).contains(&payments.name.len())
+            && payments.name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-');
+        if !name_ok {
+            problems.push("payments.name: must be 1-50 characters of a-z, 0-9 and -".into());
+        }
+        if payments.webhook_secret.is_some() && payments.url.is_none() {
+            problems.push("payments.webhook_secret: needs payments.url (the test mode sends no webhooks)".into());
+        }
+        if payments.webhook_secret.as_ref().is_some_and(|secret| secret.expose().len() < 16) {
+            problems.push("payments.webhook_secret: must be at least 16 characters".into());
+        }
+        if payments.webhook_previous_secret.is_some() && payments.webhook_secret.is_none() {
+            problems.push("payments.webhook_previous_secret: needs payments.webhook_secret".into());
+        }
+        if !(10..=3_600).contains(&payments.webhook_tolerance_secs) {
+            problems.push("payments.webhook_tolerance_secs: must be between 10 and 3600".into());
         }
         if orders.settle_after_secs >= orders.pending_payment_timeout_minutes.saturating_mul(60) {
             problems

@@ -4,7 +4,7 @@
 //! limit.
 
 use shop::accounts::{Role, User};
-use shop::orders::{IdempotencyBegin, IdempotencyRecord, IdempotencyState, SavedResponse};
+use shop::orders::{IdempotencyBegin, IdempotencyRecord, IdempotencyState, PaymentEventRecord, SavedResponse};
 use uuid::Uuid;
 
 use crate::{SharedStore, at, new_user};
@@ -158,4 +158,28 @@ pub async fn concurrent_idempotent_starts_have_one_winner(store: SharedStore) {
             assert_eq!(seen, winner, "the others see the winner's lock");
         }
     }
+}
+
+pub async fn payment_events_are_recorded_once_and_purged(store: SharedStore) {
+    let event = |provider: &str, id: &str, seconds: i64| PaymentEventRecord {
+        provider: provider.into(),
+        event_id: id.into(),
+        event_type: "charged".into(),
+        order_id: Some(Uuid::now_v7()),
+        outcome: "order paid".into(),
+        received_at: at(seconds),
+    };
+    assert!(!store.payment_event_seen("sandbox", "evt_1").await.unwrap());
+    assert!(store.record_payment_event(&event("sandbox", "evt_1", 10)).await.unwrap());
+    assert!(store.payment_event_seen("sandbox", "evt_1").await.unwrap());
+    assert!(!store.record_payment_event(&event("sandbox", "evt_1", 11)).await.unwrap(), "recorded once");
+    assert!(!store.payment_event_seen("other", "evt_1").await.unwrap(), "ids are per provider");
+    let unlinked =
+        PaymentEventRecord { order_id: None, event_type: "customer.created".into(), ..event("other", "evt_1", 20) };
+    assert!(store.record_payment_event(&unlinked).await.unwrap());
+    store.record_payment_event(&event("sandbox", "evt_2", 30)).await.unwrap();
+    assert_eq!(store.purge_payment_events(at(30), 1).await.unwrap(), 1, "at most the limit");
+    assert_eq!(store.purge_payment_events(at(30), 10).await.unwrap(), 1, "then the rest");
+    assert_eq!(store.purge_payment_events(at(30), 10).await.unwrap(), 0);
+    assert!(store.payment_event_seen("sandbox", "evt_2").await.unwrap(), "the cutoff is exclusive");
 }

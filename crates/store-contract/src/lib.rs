@@ -85,7 +85,7 @@ macro_rules! contract_tests {
             deleted_products_leave_their_order_lines, guests_with_orders_are_not_deleted,
             idempotent_requests_start_once, expired_idempotency_locks_are_taken_over,
             completed_idempotent_requests_keep_their_response, idempotency_records_are_purged_by_cutoff_and_limit,
-            concurrent_idempotent_starts_have_one_winner
+            concurrent_idempotent_starts_have_one_winner, payment_events_are_recorded_once_and_purged
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use shop::StoreError;
-use shop::orders::{IdempotencyBegin, IdempotencyRecord, IdempotencyState, SavedResponse};
+use shop::orders::{IdempotencyBegin, IdempotencyRecord, IdempotencyState, PaymentEventRecord, SavedResponse};
 use shop::ports::IdempotencyRepository;
 use sqlx::{FromRow, PgConnection};
 use time::OffsetDateTime;
@@ -209,6 +209,45 @@ impl IdempotencyRepository for PostgresStore {
         self.execute(
             "delete from idempotency_records where (user_id, scope, key) in \
              (select user_id, scope, key from idempotency_records where expires_at < $1 limit $2)",
+            |q| q.bind(before).bind(i64::from(limit)),
+        )
+        .await
+    }
+
+    async fn payment_event_seen(&self, provider: &str, event_id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.connection().await?;
+        let row: Option<(i32,)> = sqlx::query_as("select 1 from payment_events where provider = $1 and event_id = $2")
+            .bind(provider)
+            .bind(event_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(error("failed to look up a payment event"))?;
+        Ok(row.is_some())
+    }
+
+    async fn record_payment_event(&self, event: &PaymentEventRecord) -> Result<bool, StoreError> {
+        let event = event.clone();
+        let inserted = self
+            .execute(
+                "insert into payment_events (provider, event_id, event_type, order_id, outcome, received_at) \
+                 values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
+                |q| {
+                    q.bind(event.provider)
+                        .bind(event.event_id)
+                        .bind(event.event_type)
+                        .bind(event.order_id)
+                        .bind(event.outcome)
+                        .bind(event.received_at)
+                },
+            )
+            .await?;
+        Ok(inserted == 1)
+    }
+
+    async fn purge_payment_events(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        self.execute(
+            "delete from payment_events where (provider, event_id) in \
+             (select provider, event_id from payment_events where received_at < $1 limit $2)",
             |q| q.bind(before).bind(i64::from(limit)),
         )
         .await

@@ -19,6 +19,18 @@ pub(super) struct Reply {
     pub(super) body: Value,
 }
 
+/// What an operation newly made, for the webhooks. A replay, an order found already paid or an
+/// intent found already refunded makes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Created {
+    Intent(SandboxCharge),
+    /// A refund and the order of the intent it refunds.
+    Refund {
+        refund: SandboxRefund,
+        order_id: String,
+    },
+}
+
 /// The endpoint an idempotency key was first used on: a key belongs to one request only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Endpoint {
@@ -88,31 +100,31 @@ impl Ledger {
 
     /// Charges at once, declining when `decline`. A key seen before replays its answer; an order
     /// already paid gets its succeeded intent back instead of a second charge.
-    pub(super) fn create_intent(&mut self, key: &str, request: Value, decline: bool) -> Reply {
+    pub(super) fn create_intent(&mut self, key: &str, request: Value, decline: bool) -> (Reply, Option<Created>) {
         if let Some(reply) = self.replay(key, Endpoint::PaymentIntents, &request) {
-            return reply;
+            return (reply, None);
         }
         let new = match serde_json::from_value::<NewIntent>(request.clone()) {
             Ok(new) => new,
-            Err(error) => return Reply::invalid_request(format!("invalid payment intent: {error}")),
+            Err(error) => return (Reply::invalid_request(format!("invalid payment intent: {error}")), None),
         };
         if new.amount <= 0 {
-            return Reply::invalid_request("amount must be a positive integer in minor units");
+            return (Reply::invalid_request("amount must be a positive integer in minor units"), None);
         }
         if new.currency.len() != 3 || !new.currency.chars().all(|letter| letter.is_ascii_alphabetic()) {
-            return Reply::invalid_request("currency must be a three-letter ISO 4217 code");
+            return (Reply::invalid_request("currency must be a three-letter ISO 4217 code"), None);
         }
         if new.order_id.trim().is_empty() {
-            return Reply::invalid_request("order_id must not be empty");
+            return (Reply::invalid_request("order_id must not be empty"), None);
         }
         let already_paid = self
             .charges
             .iter()
             .find(|charge| charge.order_id == new.order_id && charge.status == ChargeStatus::Succeeded);
-        let reply = match already_paid {
+        let (reply, created) = match already_paid {
             Some(charge) => {
                 tracing::info!(id = %charge.id, order_id = %new.order_id, key, "order already paid: no new charge");
-                Reply::ok(intent_json(charge))
+                (Reply::ok(intent_json(charge)), None)
             }
             None => {
                 let charge = SandboxCharge {
@@ -130,42 +142,38 @@ impl Ledger {
                     status = charge.status.as_str(), key, "payment sandbox charge"
                 );
                 let reply = Reply::ok(intent_json(&charge));
-                self.charges.push(charge);
-                reply
+                self.charges.push(charge.clone());
+                (reply, Some(Created::Intent(charge)))
             }
         };
         self.save(key, Endpoint::PaymentIntents, request, &reply);
-        reply
+        (reply, created)
     }
 
     /// Refunds a succeeded intent, once: a second refund of it answers the first.
-    pub(super) fn create_refund(&mut self, key: &str, request: Value) -> Reply {
+    pub(super) fn create_refund(&mut self, key: &str, request: Value) -> (Reply, Option<Created>) {
         if let Some(reply) = self.replay(key, Endpoint::Refunds, &request) {
-            return reply;
+            return (reply, None);
         }
         let new = match serde_json::from_value::<NewRefund>(request.clone()) {
             Ok(new) => new,
-            Err(error) => return Reply::invalid_request(format!("invalid refund: {error}")),
+            Err(error) => return (Reply::invalid_request(format!("invalid refund: {error}")), None),
         };
         let Some(charge) = self.charges.iter().find(|charge| charge.id == new.payment_intent) else {
-            return no_such_intent(&new.payment_intent);
+            return (no_such_intent(&new.payment_intent), None);
         };
         if charge.status != ChargeStatus::Succeeded {
-            return Reply::invalid_request(format!(
-                "payment_intent {} was {}: nothing to refund",
-                charge.id,
-                charge.status.as_str()
-            ));
+            let message = format!("payment_intent {} was {}: nothing to refund", charge.id, charge.status.as_str());
+            return (Reply::invalid_request(message), None);
         }
-        let reply = match self.refunds.iter().find(|refund| refund.payment_intent == charge.id) {
-            Some(refund) => Reply::ok(refund_json(refund)),
+        let (reply, created) = match self.refunds.iter().find(|refund| refund.payment_intent == charge.id) {
+            Some(refund) => (Reply::ok(refund_json(refund)), None),
             None => {
                 let amount = new.amount.unwrap_or(charge.amount);
                 if amount <= 0 || amount > charge.amount {
-                    return Reply::invalid_request(format!(
-                        "refund amount must be between 1 and the charged {}, got {amount}",
-                        charge.amount
-                    ));
+                    let message =
+                        format!("refund amount must be between 1 and the charged {}, got {amount}", charge.amount);
+                    return (Reply::invalid_request(message), None);
                 }
                 let refund = SandboxRefund {
                     id: new_id("re"),
@@ -177,12 +185,13 @@ impl Ledger {
                 };
                 tracing::info!(id = %refund.id, payment_intent = %refund.payment_intent, amount, key, "payment sandbox refund");
                 let reply = Reply::ok(refund_json(&refund));
+                let created = Created::Refund { refund: refund.clone(), order_id: charge.order_id.clone() };
                 self.refunds.push(refund);
-                reply
+                (reply, Some(created))
             }
         };
         self.save(key, Endpoint::Refunds, request, &reply);
-        reply
+        (reply, created)
     }
 
     pub(super) fn intent(&self, id: &str) -> Reply {
@@ -270,7 +279,8 @@ impl Ledger {
     }
 }
 
-fn intent_json(charge: &SandboxCharge) -> Value {
+/// The intent as the API answers it; a webhook event carries the same object.
+pub(super) fn intent_json(charge: &SandboxCharge) -> Value {
     json!({
         "id": charge.id,
         "object": "payment_intent",
@@ -287,7 +297,8 @@ fn intent_json(charge: &SandboxCharge) -> Value {
     })
 }
 
-fn refund_json(refund: &SandboxRefund) -> Value {
+/// The refund as the API answers it; a webhook event carries it with the order id added.
+pub(super) fn refund_json(refund: &SandboxRefund) -> Value {
     json!({
         "id": refund.id,
         "object": "refund",

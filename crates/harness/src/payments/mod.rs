@@ -4,12 +4,27 @@
 //! even when the sandbox is made to fail after charging (see [`PaymentMode`]).
 //!
 //! `/v1/payment_intents` and `/v1/refunds` want `Authorization: Bearer SECRET`; the `/sandbox/...`
-//! control endpoints (mode, charges, refunds, reset) want nothing, and a test in the same process
-//! can skip HTTP altogether through [`PaymentSandbox`].
+//! control endpoints (mode, charges, refunds, reset, webhooks, events) want nothing, and a test in
+//! the same process can skip HTTP altogether through [`PaymentSandbox`].
+//!
+//! Like a real provider it sends signed webhooks, once a target is set
+//! ([`PaymentSandbox::set_webhooks`], `PUT /sandbox/webhooks`): every intent or refund the ledger
+//! creates becomes an event — `payment_intent.succeeded`, `payment_intent.payment_failed` or
+//! `charge.refunded` — and an idempotent replay or an order found already paid creates none.
+//! Events are emitted whatever the mode answers afterwards, so in `charge-then-fail` the client
+//! sees a 500 while the shop still learns of the charge by webhook. The body is
+//! `{"id":"evt_…","object":"event","type":…,"created":…,"data":{"object":…}}`, the object being
+//! the intent as the API returns it, or the refund with its `order_id` added. Each is POSTed with
+//! `Webhook-Signature: t=UNIX,v1=HEX` ([`webhook_signature`]: HMAC-SHA256 of `"{t}.{body}"`) by
+//! one background task, in creation order, with a 5 s timeout per attempt and up to 5 retries
+//! (backoff 100 ms doubling, at most 2 s) on an error or a non-2xx answer. Every event and
+//! attempt is recorded ([`PaymentSandbox::webhook_events`], `GET /sandbox/events`), and
+//! [`PaymentSandbox::redeliver`] sends one again for duplicate-delivery tests.
 
 mod ledger;
 mod mode;
 mod routes;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -18,8 +33,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use mode::PaymentMode;
+pub use webhooks::{DeliveryAttempt, SandboxEvent, webhook_signature};
 
 use ledger::Ledger;
+use webhooks::Webhooks;
 
 /// A running payment sandbox. Dropping it stops it: it accepts nothing more, and hung requests
 /// get a 503 as their connection closes.
@@ -96,11 +113,15 @@ impl PaymentSandbox {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
+        let (webhooks, queued) = Webhooks::new()?;
+        let webhooks = Arc::new(webhooks);
+        tokio::spawn(webhooks::deliver_queued(Arc::clone(&webhooks), queued, stopped.clone()));
         let state = Arc::new(SandboxState {
             secret: secret.to_owned(),
             start_mode: mode.clone(),
             mode: RwLock::new(mode.clone()),
             ledger: Mutex::new(Ledger::default()),
+            webhooks,
             stopped: stopped.clone(),
         });
         let server = axum::serve(listener, routes::router(Arc::clone(&state)))
@@ -154,7 +175,33 @@ impl PaymentSandbox {
         self.state.ledger().refunds().to_vec()
     }
 
-    /// Forgets every charge, refund and idempotency key and returns to the mode it started in.
+    /// From now on, POSTs every new event to `url` (a full URL, e.g.
+    /// `http://127.0.0.1:PORT/api/v1/payment-webhooks/sandbox`), signed with `secret`. Events
+    /// created before are not sent (see [`PaymentSandbox::redeliver`]).
+    pub fn set_webhooks(&self, url: impl Into<String>, secret: impl Into<String>) {
+        self.state.webhooks.set_target(url.into(), secret.into());
+    }
+
+    /// Stops sending: new events are still recorded, as not delivered, and an event being retried
+    /// gets no further attempt.
+    pub fn clear_webhooks(&self) {
+        self.state.webhooks.clear_target();
+    }
+
+    /// Every event emitted since the start or the last reset, oldest first, with its attempts.
+    pub fn webhook_events(&self) -> Vec<SandboxEvent> {
+        self.state.webhooks.events()
+    }
+
+    /// Sends the event `event_id` once more, right now, with a fresh signature, and returns the
+    /// status the receiver answered; the attempt is recorded. An error for an unknown event, no
+    /// webhook target, or a transport error.
+    pub async fn redeliver(&self, event_id: &str) -> Result<u16, String> {
+        self.state.webhooks.redeliver(event_id).await
+    }
+
+    /// Forgets every charge, refund, idempotency key and webhook event and returns to the mode it
+    /// started in; the webhook target stays.
     pub fn reset(&self) {
         self.state.reset();
     }
@@ -177,6 +224,7 @@ struct SandboxState {
     /// One lock over all the books: a charge decision and its record happen together, so
     /// concurrent retries cannot both charge.
     ledger: Mutex<Ledger>,
+    webhooks: Arc<Webhooks>,
     stopped: watch::Receiver<bool>,
 }
 
@@ -195,7 +243,11 @@ impl SandboxState {
     }
 
     fn reset(&self) {
-        *self.ledger() = Ledger::default();
+        // Under the ledger lock, as events are emitted: no event of a forgotten charge survives.
+        let mut ledger = self.ledger();
+        *ledger = Ledger::default();
+        self.webhooks.forget_events();
+        drop(ledger);
         self.set_mode(self.start_mode.clone());
         tracing::info!("payment sandbox reset");
     }

@@ -1,5 +1,6 @@
 //! The sandbox's HTTP face: the Stripe-like `/v1` API behind a bearer secret and the current
-//! [`PaymentMode`], and the `/sandbox` control endpoints, which no mode touches.
+//! [`PaymentMode`], and the `/sandbox` control endpoints, which no mode touches. What the ledger
+//! creates is handed to the webhooks under the ledger lock, so events keep creation order.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -37,7 +38,9 @@ pub(super) fn router(state: Arc<SandboxState>) -> Router {
         .route("/sandbox/mode", get(get_mode).put(put_mode))
         .route("/sandbox/charges", get(charges))
         .route("/sandbox/refunds", get(refunds))
-        .route("/sandbox/reset", post(reset));
+        .route("/sandbox/reset", post(reset))
+        .route("/sandbox/webhooks", put(put_webhooks).delete(delete_webhooks))
+        .route("/sandbox/events", get(events));
     api.merge(control).fallback(no_such_route).with_state(state)
 }
 
@@ -118,7 +121,12 @@ async fn create_intent(
         Ok(keyed) => keyed,
         Err(reply) => return reply,
     };
-    sandbox.ledger().create_intent(key, request, mode == PaymentMode::Decline)
+    let mut ledger = sandbox.ledger();
+    let (reply, created) = ledger.create_intent(key, request, mode == PaymentMode::Decline);
+    if let Some(created) = created {
+        sandbox.webhooks.emit(&created);
+    }
+    reply
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,7 +147,12 @@ async fn create_refund(State(sandbox): Sandbox, headers: HeaderMap, body: Bytes)
         Ok(keyed) => keyed,
         Err(reply) => return reply,
     };
-    sandbox.ledger().create_refund(key, request)
+    let mut ledger = sandbox.ledger();
+    let (reply, created) = ledger.create_refund(key, request);
+    if let Some(created) = created {
+        sandbox.webhooks.emit(&created);
+    }
+    reply
 }
 
 /// The `Idempotency-Key` every POST must carry and its JSON body.
@@ -199,6 +212,36 @@ async fn refunds(State(sandbox): Sandbox) -> Json<Value> {
 async fn reset(State(sandbox): Sandbox) -> Json<Value> {
     sandbox.reset();
     Json(json!({"reset": true, "mode": sandbox.mode().to_string()}))
+}
+
+async fn put_webhooks(State(sandbox): Sandbox, body: Bytes) -> Reply {
+    #[derive(Debug, Deserialize)]
+    struct WebhookTarget {
+        url: String,
+        secret: String,
+    }
+    let target = match serde_json::from_slice::<WebhookTarget>(&body) {
+        Ok(target) => target,
+        Err(error) => return invalid_request(format!("want {{\"url\": \"...\", \"secret\": \"...\"}}: {error}")),
+    };
+    match reqwest::Url::parse(&target.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+        _ => return invalid_request(format!("url must be an absolute http(s) URL, got {:?}", target.url)),
+    }
+    if target.secret.is_empty() {
+        return invalid_request("secret must not be empty");
+    }
+    sandbox.webhooks.set_target(target.url.clone(), target.secret);
+    Reply::ok(json!({"webhook_url": target.url}))
+}
+
+async fn delete_webhooks(State(sandbox): Sandbox) -> Json<Value> {
+    sandbox.webhooks.clear_target();
+    Json(json!({"webhook_url": null}))
+}
+
+async fn events(State(sandbox): Sandbox) -> Json<Value> {
+    Json(sandbox.webhooks.events_report())
 }
 
 async fn no_such_route() -> Reply {

@@ -94,6 +94,7 @@ pub fn api_routes(state: AppState) -> Result<(Router, serde_json::Value), String
         .routes(routes!(orders::cancel_order))
         .routes(routes!(orders::fulfil_order))
         .routes(routes!(orders::refund_order))
+        .routes(routes!(orders::payment_webhook))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .routes(routes!(openapi_document));

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use shop::orders::{CheckoutOutcome, CheckoutStart, OrderQuery, OrderStatus, SavedResponse};
+use shop::orders::{CheckoutOutcome, CheckoutStart, OrderQuery, OrderStatus, SavedResponse, WebhookRejection};
 use shop::{SortOrder, ValidationErrors};
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -334,4 +334,55 @@ pub async fn refund_order(
 ) -> Result<Response, ApiError> {
     let order = state.orders().refund_order(&caller, order_id(&raw_id)?).await?;
     Ok(private_json(StatusCode::ACCEPTED, &OrderBody::from(order)))
+}
+
+/// The largest webhook body read; a provider's events are a few kilobytes.
+const MAX_WEBHOOK_BODY: usize = 64 * 1024;
+
+/// What a payment webhook did, for the provider's delivery log.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentWebhookReceipt {
+    pub received: bool,
+    /// The event had been applied before: nothing changed.
+    pub duplicate: bool,
+    /// What the shop did, e.g. `order paid`, `no change: the order is paid`.
+    pub outcome: String,
+}
+
+/// A payment provider reports a charge, decline or refund. Verified by its HMAC signature
+/// (`Webhook-Signature: t=…,v1=…` over the raw body, within the replay window), applied once
+/// through the order state machine; a redelivered event is acknowledged and changes nothing.
+#[utoipa::path(post, path = "/payment-webhooks/{provider}", tag = "orders", security(()),
+    params(("provider" = String, Path, description = "The provider's configured name (`payments.name`)")),
+    responses(
+        (status = 200, description = "Applied (or already applied)", body = PaymentWebhookReceipt),
+        (status = 400, description = "Missing, forged or stale signature, or an unreadable event: nothing applied", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such provider, or it sends no webhooks here", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn payment_webhook(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let payments = state.orders().payments();
+    if provider != payments.name() {
+        return Err(ApiError::NotFound);
+    }
+    let body = axum::body::to_bytes(body, MAX_WEBHOOK_BODY).await.map_err(|_| ApiError::PayloadTooLarge)?;
+    let signature = headers.get("webhook-signature").and_then(|value| value.to_str().ok());
+    let event = state.orders().verify_payment_webhook(signature, &body).map_err(|rejection| {
+        tracing::warn!(provider = provider.as_str(), %rejection, "payment webhook refused");
+        match rejection {
+            WebhookRejection::NotAccepted => ApiError::NotFound,
+            WebhookRejection::Malformed(_) => ApiError::invalid("body", rejection.to_string()),
+            _ => ApiError::invalid("Webhook-Signature", rejection.to_string()),
+        }
+    })?;
+    let applied = state.orders().apply_payment_event(&provider, event).await?;
+    let receipt = PaymentWebhookReceipt { received: true, duplicate: applied.duplicate, outcome: applied.outcome };
+    Ok((StatusCode::OK, axum::Json(receipt)).into_response())
 }

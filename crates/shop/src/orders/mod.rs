@@ -8,10 +8,15 @@ mod service;
 
 pub use model::{
     CartLine, IdempotencyBegin, IdempotencyRecord, IdempotencyState, MAX_CART_LINES, MAX_LINE_QUANTITY, NewOrder,
-    Order, OrderLine, OrderQuery, OrderStatus, OrderTransition, ReservationFailure, SavedResponse, ShippingAddress,
+    Order, OrderLine, OrderQuery, OrderStatus, OrderTransition, PaymentEventRecord, ReservationFailure, SavedResponse,
+    ShippingAddress,
 };
-pub use payments::{ChargeOutcome, ChargeRequest, PaymentError, PaymentProvider, TestModePayments};
+pub use payments::{
+    ChargeOutcome, ChargeRequest, PaymentError, PaymentEvent, PaymentEventKind, PaymentProvider, TestModePayments,
+    WebhookRejection,
+};
 pub use service::{
     CHECKOUT_SCOPE, CheckoutOutcome, CheckoutStart, MAX_IDEMPOTENCY_KEY_LEN, OrderService, OrderSettings,
-    REFUND_PAYMENT, SEND_ORDER_CONFIRMATION, SETTLE_PAYMENT, SettleError, parse_shipping_address, request_hash,
+    PaymentEventApplied, REFUND_PAYMENT, SEND_ORDER_CONFIRMATION, SETTLE_PAYMENT, SettleError, parse_shipping_address,
+    request_hash,
 };

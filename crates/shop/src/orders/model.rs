@@ -277,3 +277,18 @@ mod tests {
         assert_eq!(PendingPayment.as_str(), "pending_payment");
     }
 }
+
+/// A payment provider's webhook event the shop applied, remembered by its id so a redelivery
+/// is acknowledged without acting twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentEventRecord {
+    /// The provider's name in the webhook URL.
+    pub provider: String,
+    pub event_id: String,
+    /// `charged`, `declined`, `refunded`, or the provider's type of an ignored event.
+    pub event_type: String,
+    pub order_id: Option<Uuid>,
+    /// What the shop did, e.g. `order paid`, `no change: order is paid`.
+    pub outcome: String,
+    pub received_at: OffsetDateTime,
+}

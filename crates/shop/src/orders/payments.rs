@@ -38,6 +38,65 @@ pub enum PaymentError {
     Unknown(String),
 }
 
+/// An event a provider reported by webhook, once its signature is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentEvent {
+    /// The provider's id of the event: a redelivery carries the same id.
+    pub id: String,
+    pub kind: PaymentEventKind,
+}
+
+/// What a webhook event says happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentEventKind {
+    /// The order was charged; `reference` is the charge.
+    Charged { order_id: Uuid, reference: String },
+    /// The order's charge was declined; nothing was charged.
+    Declined { order_id: Uuid, reason: String },
+    /// The order's charge was refunded (by us, or from the provider's dashboard).
+    Refunded { order_id: Uuid, reference: String },
+    /// An event type the shop does not act on; acknowledged and ignored.
+    Other { event_type: String },
+}
+
+impl PaymentEventKind {
+    pub fn order_id(&self) -> Option<Uuid> {
+        match self {
+            Self::Charged { order_id, .. } | Self::Declined { order_id, .. } | Self::Refunded { order_id, .. } => {
+                Some(*order_id)
+            }
+            Self::Other { .. } => None,
+        }
+    }
+
+    /// The event's type in logs and the event record.
+    pub fn label(&self) -> &str {
+        match self {
+            Self::Charged { .. } => "charged",
+            Self::Declined { .. } => "declined",
+            Self::Refunded { .. } => "refunded",
+            Self::Other { event_type } => event_type,
+        }
+    }
+}
+
+/// Why a webhook was refused. Nothing in it is acted on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookRejection {
+    /// This provider sends no webhooks here (the test mode, or no signing secret configured).
+    #[error("this payment provider sends no webhooks")]
+    NotAccepted,
+    #[error("the Webhook-Signature header is missing or malformed")]
+    MissingSignature,
+    #[error("the signature does not match the body")]
+    BadSignature,
+    /// Signed too long ago (or in the future): a replay, or a badly wrong clock.
+    #[error("the signature's timestamp is outside the tolerance of {tolerance_secs} s")]
+    Stale { tolerance_secs: u64 },
+    #[error("the event cannot be read: {0}")]
+    Malformed(String),
+}
+
 /// A payment provider (an HTTP API, or the built-in test mode).
 #[async_trait]
 pub trait PaymentProvider: Send + Sync {
@@ -53,6 +112,14 @@ pub trait PaymentProvider: Send + Sync {
     async fn find_charge(&self, order_id: Uuid) -> Result<Option<ChargeOutcome>, PaymentError>;
     /// Refunds the order's charge in full (idempotent per order); the refund's reference.
     async fn refund(&self, order_id: Uuid, amount: Money) -> Result<String, PaymentError>;
+    /// Verifies a webhook's signature (`Webhook-Signature` header value) over its raw body
+    /// and its timestamp against `now`, and reads the event. Nothing unverified is returned.
+    fn verify_webhook(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+        now: time::OffsetDateTime,
+    ) -> Result<PaymentEvent, WebhookRejection>;
 }
 
 /// The embedded default: approves every charge at once and charges nothing. Stateless, so
@@ -92,6 +159,16 @@ impl PaymentProvider for TestModePayments {
 
     async fn refund(&self, order_id: Uuid, _amount: Money) -> Result<String, PaymentError> {
         Ok(format!("test_re_{}", order_id.simple()))
+    }
+
+    fn verify_webhook(
+        &self,
+        _signature: Option<&str>,
+        _body: &[u8],
+        _now: time::OffsetDateTime,
+    ) -> Result<PaymentEvent, WebhookRejection> {
+        // Nothing happens elsewhere in test mode, so there is nothing to hear about.
+        Err(WebhookRejection::NotAccepted)
     }
 }
 

@@ -10,9 +10,12 @@ use uuid::Uuid;
 
 use super::model::{
     CartLine, IdempotencyBegin, IdempotencyRecord, IdempotencyState, MAX_CART_LINES, MAX_LINE_QUANTITY, NewOrder,
-    Order, OrderLine, OrderQuery, OrderStatus, OrderTransition, ReservationFailure, SavedResponse, ShippingAddress,
+    Order, OrderLine, OrderQuery, OrderStatus, OrderTransition, PaymentEventRecord, ReservationFailure, SavedResponse,
+    ShippingAddress,
 };
-use super::payments::{ChargeOutcome, ChargeRequest, PaymentError, PaymentProvider};
+use super::payments::{
+    ChargeOutcome, ChargeRequest, PaymentError, PaymentEvent, PaymentEventKind, PaymentProvider, WebhookRejection,
+};
 use crate::accounts::{Caller, Role};
 use crate::catalog::{IdOrSlug, Money, ProductStatus};
 use crate::clock::Clock;
@@ -46,6 +49,8 @@ pub struct OrderSettings {
     pub idempotency_lock: Duration,
     /// Carts untouched this long are emptied.
     pub abandoned_cart_ttl: Duration,
+    /// Applied payment webhook events are remembered (to absorb redeliveries) this long.
+    pub payment_event_retention: Duration,
     pub shop_name: String,
 }
 
@@ -57,6 +62,7 @@ impl Default for OrderSettings {
             idempotency_ttl: Duration::hours(24),
             idempotency_lock: Duration::seconds(60),
             abandoned_cart_ttl: Duration::days(30),
+            payment_event_retention: Duration::days(30),
             shop_name: "Shopkeep".into(),
         }
     }
@@ -189,9 +195,103 @@ impl OrderService {
         Ok(self.store.purge_abandoned_carts(before, limit).await?)
     }
 
-    /// Deletes at most `limit` expired idempotency records.
+    /// Deletes at most `limit` expired idempotency records and, within the same limit, records
+    /// of payment webhook events older than their retention.
     pub async fn purge_idempotency_records(&self, limit: u32) -> Result<u64, Error> {
-        Ok(self.store.purge_idempotency_records(self.clock.now(), limit).await?)
+        let now = self.clock.now();
+        let keys = self.store.purge_idempotency_records(now, limit).await?;
+        let left = u32::try_from(u64::from(limit).saturating_sub(keys)).unwrap_or(0);
+        if left == 0 {
+            return Ok(keys);
+        }
+        let events = self.store.purge_payment_events(now - self.settings.payment_event_retention, left).await?;
+        Ok(keys + events)
+    }
+
+    // ----- payment webhooks -----
+
+    /// Verifies a webhook of the configured provider (signature, replay window) against the
+    /// shop's clock and reads its event.
+    pub fn verify_payment_webhook(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<PaymentEvent, WebhookRejection> {
+        self.payments.verify_webhook(signature, body, self.clock.now())
+    }
+
+    /// Applies a verified webhook event of `provider` through the order state machine, once:
+    /// a redelivered event (same id) is acknowledged and changes nothing. An event about an
+    /// order this shop does not have, or one the order has moved past, is acknowledged too:
+    /// the provider need not send it again.
+    pub async fn apply_payment_event(&self, provider: &str, event: PaymentEvent) -> Result<PaymentEventApplied, Error> {
+        if self.store.payment_event_seen(provider, &event.id).await? {
+            tracing::info!(provider, eventId = event.id.as_str(), "payment webhook event already applied");
+            return Ok(PaymentEventApplied { duplicate: true, outcome: "already applied".into() });
+        }
+        let outcome = match event.kind.order_id() {
+            None => "ignored: not an event the shop acts on".to_owned(),
+            Some(order_id) => match self.store.find_order(order_id).await? {
+                None => "ignored: no such order".to_owned(),
+                Some(order) => self.apply_to_order(order, &event.kind).await?,
+            },
+        };
+        let record = PaymentEventRecord {
+            provider: provider.to_owned(),
+            event_id: event.id.clone(),
+            event_type: event.kind.label().to_owned(),
+            order_id: event.kind.order_id(),
+            outcome: outcome.clone(),
+            received_at: self.clock.now(),
+        };
+        // A concurrent delivery of the same event may have recorded it first; the state
+        // machine let only one of them change the order.
+        let first = self.store.record_payment_event(&record).await?;
+        tracing::info!(
+            provider,
+            eventId = event.id.as_str(),
+            kind = event.kind.label(),
+            outcome = outcome.as_str(),
+            "payment webhook event applied"
+        );
+        Ok(PaymentEventApplied { duplicate: !first, outcome })
+    }
+
+    async fn apply_to_order(&self, order: Order, kind: &PaymentEventKind) -> Result<String, Error> {
+        let unchanged = |order: &Order| format!("no change: the order is {}", order.status.as_str());
+        Ok(match kind {
+            PaymentEventKind::Charged { reference, .. } => match order.status {
+                // Paid now; or, if it was cancelled meanwhile, the charge is refunded.
+                OrderStatus::PendingPayment | OrderStatus::Cancelled => {
+                    let after = self.mark_paid(&order, reference.clone()).await?;
+                    match after.status {
+                        OrderStatus::Paid => "order paid".to_owned(),
+                        OrderStatus::Cancelled => "order was cancelled: charge refunded".to_owned(),
+                        _ => unchanged(&after),
+                    }
+                }
+                _ => unchanged(&order),
+            },
+            PaymentEventKind::Declined { reason, .. } if order.status == OrderStatus::PendingPayment => {
+                let after = self.cancel_unpaid(&order, &format!("payment declined: {reason}")).await?;
+                if after.status == OrderStatus::Cancelled { "order cancelled".to_owned() } else { unchanged(&after) }
+            }
+            PaymentEventKind::Refunded { .. } if order.status.can_become(OrderStatus::Refunded) => {
+                let mut transition = OrderTransition::new(order.id, OrderStatus::Refunded, self.clock.now());
+                transition.from = vec![order.status];
+                transition.release_stock = order.status == OrderStatus::Paid;
+                match self.store.transition_order(&transition).await? {
+                    Some(_) => "order refunded".to_owned(),
+                    None => {
+                        let current = self.store.find_order(order.id).await?.ok_or(Error::NotFound)?;
+                        unchanged(&current)
+                    }
+                }
+            }
+            PaymentEventKind::Declined { .. } | PaymentEventKind::Refunded { .. } | PaymentEventKind::Other { .. } => {
+                unchanged(&order)
+            }
+        })
     }
 
     // ----- checkout -----
@@ -551,6 +651,15 @@ impl OrderService {
         tracing::info!(orderId = %id, "refund requested");
         Ok(order)
     }
+}
+
+/// What a payment webhook event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentEventApplied {
+    /// The event had been applied before (a redelivery): nothing changed.
+    pub duplicate: bool,
+    /// What the shop did, e.g. `order paid`, `no change: the order is paid`.
+    pub outcome: String,
 }
 
 /// Why a settlement or refund job did not finish.

@@ -41,6 +41,32 @@ with_sandbox!(
     an_open_breaker_fails_checkout_fast_and_reserves_nothing
 );
 
+macro_rules! with_webhooks {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::run_with_webhooks(super::$name, crate::helpers::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::run_with_webhooks(super::$name, crate::helpers::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
+with_webhooks!(
+    a_charge_the_checkout_never_heard_back_from_is_paid_by_the_providers_webhook,
+    only_signed_fresh_webhooks_are_applied_and_each_event_once,
+    declines_and_refunds_reported_by_webhook_go_through_the_state_machine
+);
+
+const WEBHOOK_SECRET: &str = "whsec_sandbox_signing_secret";
+
 struct Shop {
     app: TestApp,
     sandbox: PaymentSandbox,
@@ -48,6 +74,16 @@ struct Shop {
 }
 
 async fn run<F: AsyncFnOnce(&Shop)>(test: F, backend: Backend) {
+    start(test, backend, false).await;
+}
+
+/// The provider sends signed webhooks to the shop, and settlement by polling waits ten
+/// minutes: whatever settles an order in these tests is the webhook.
+async fn run_with_webhooks<F: AsyncFnOnce(&Shop)>(test: F, backend: Backend) {
+    start(test, backend, true).await;
+}
+
+async fn start<F: AsyncFnOnce(&Shop)>(test: F, backend: Backend, webhooks: bool) {
     let sandbox = PaymentSandbox::start(SECRET).await.expect("the payment sandbox starts");
     let url = sandbox.url();
     let app = spawn_app_with(backend, |config| {
@@ -57,8 +93,16 @@ async fn run<F: AsyncFnOnce(&Shop)>(test: F, backend: Backend) {
         config.payments.attempt_timeout_secs = 1;
         config.orders.settle_after_secs = 1;
         config.admin.token = Some(Secret::new("an-admin-token-for-tests"));
+        if webhooks {
+            config.payments.name = "sandbox".into();
+            config.payments.webhook_secret = Some(Secret::new(WEBHOOK_SECRET));
+            config.orders.settle_after_secs = 600;
+        }
     })
     .await;
+    if webhooks {
+        sandbox.set_webhooks(app.url("/api/v1/payment-webhooks/sandbox"), WEBHOOK_SECRET);
+    }
     let staff = app.signed_in("staff@example.com", Role::Staff).await;
     let category = app.add_category(&staff, "things").await;
     let product = app.add_product(&staff, category["id"].as_str().unwrap(), "thing", "20.00", 10).await;
@@ -67,7 +111,37 @@ async fn run<F: AsyncFnOnce(&Shop)>(test: F, backend: Backend) {
     shop.app.stop().await;
 }
 
+/// Unix seconds now.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
 impl Shop {
+    /// POSTs a webhook to the shop as the provider would, signed with `signature`.
+    async fn webhook(&self, provider: &str, body: &str, signature: Option<String>) -> reqwest::Response {
+        let mut request = self
+            .app
+            .http
+            .post(self.app.url(&format!("/api/v1/payment-webhooks/{provider}")))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.to_owned());
+        if let Some(signature) = signature {
+            request = request.header("webhook-signature", signature);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// A provider event about `order_id`, signed now with the right secret.
+    fn event(kind: &str, object: Value) -> String {
+        json!({ "id": format!("evt_{}", uuid::Uuid::new_v4().simple()), "object": "event", "type": kind,
+                "created": unix_now(), "data": { "object": object } })
+        .to_string()
+    }
+
+    fn signed(body: &str) -> Option<String> {
+        Some(harness::webhook_signature(WEBHOOK_SECRET, unix_now(), body.as_bytes()))
+    }
+
     /// A guest with one unit of the product in the cart.
     async fn buyer(&self) -> Client {
         let client = self.app.new_client();
@@ -277,4 +351,116 @@ async fn an_open_breaker_fails_checkout_fast_and_reserves_nothing(shop: &Shop) {
     shop.app.limiter_clock.advance(Duration::from_secs(6));
     let healed = shop.checkout(&buyer, "while-open").await;
     assert_eq!(healed.status(), StatusCode::CREATED);
+}
+
+async fn a_charge_the_checkout_never_heard_back_from_is_paid_by_the_providers_webhook(shop: &Shop) {
+    // The provider charges and never answers; its webhook says what happened.
+    shop.sandbox.set_mode(PaymentMode::ChargeThenHang);
+    let buyer = shop.buyer().await;
+    let pending = shop.checkout(&buyer, "k1").await;
+    assert_eq!(pending.status(), StatusCode::ACCEPTED);
+    let order: Value = pending.json().await.unwrap();
+    let id = order["id"].as_str().unwrap();
+    let paid = shop.until_status(&buyer, id, "paid").await;
+    assert!(paid["paidAt"].is_string(), "{paid}");
+    assert_eq!(shop.sandbox.succeeded_charges_for(id).len(), 1);
+    let events = shop.sandbox.webhook_events();
+    let event = events.iter().find(|event| event.order_id == id).expect("the sandbox sent the charge's event");
+    assert_eq!(event.event_type, "payment_intent.succeeded");
+    assert!(event.delivered, "{event:?}");
+    // A redelivery (the provider did not see our 200) is acknowledged and changes nothing.
+    shop.sandbox.set_mode(PaymentMode::Approve);
+    assert_eq!(shop.sandbox.redeliver(&event.id).await, Ok(200));
+    let receipt: Value = shop.webhook("sandbox", &event.body, Shop::signed(&event.body)).await.json().await.unwrap();
+    assert_eq!((receipt["received"].as_bool(), receipt["duplicate"].as_bool()), (Some(true), Some(true)), "{receipt}");
+    assert_eq!(shop.order(&buyer, id).await["status"], "paid");
+    assert_eq!(shop.stock().await, 9);
+    assert_eq!(shop.sandbox.succeeded_charges_for(id).len(), 1, "charged once");
+}
+
+async fn only_signed_fresh_webhooks_are_applied_and_each_event_once(shop: &Shop) {
+    // An order whose charge never reached the provider: only a webhook could settle it now.
+    shop.sandbox.set_mode(PaymentMode::Hang);
+    let buyer = shop.buyer().await;
+    let pending: Value = shop.checkout(&buyer, "k1").await.json().await.unwrap();
+    let id = pending["id"].as_str().unwrap().to_owned();
+    let body =
+        Shop::event("payment_intent.succeeded", json!({ "id": "pi_forged", "status": "succeeded", "order_id": id }));
+    let now = unix_now();
+    let refusals = [
+        ("no signature", None),
+        ("the wrong secret", Some(harness::webhook_signature("whsec_someone_else_entirely", now, body.as_bytes()))),
+        ("a stale timestamp (a replay)", Some(harness::webhook_signature(WEBHOOK_SECRET, now - 600, body.as_bytes()))),
+        ("a future timestamp", Some(harness::webhook_signature(WEBHOOK_SECRET, now + 600, body.as_bytes()))),
+        ("a garbled header", Some("t=abc,v1=xyz".to_owned())),
+        ("a signature of another body", Some(harness::webhook_signature(WEBHOOK_SECRET, now, b"{}"))),
+    ];
+    for (what, signature) in refusals {
+        let refused = shop.webhook("sandbox", &body, signature).await;
+        let detail = problem(refused, StatusCode::BAD_REQUEST).await;
+        assert!(detail.to_string().contains("Webhook-Signature"), "{what}: {detail}");
+    }
+    let unreadable = "{\"id\": 1}";
+    problem(shop.webhook("sandbox", unreadable, Shop::signed(unreadable)).await, StatusCode::BAD_REQUEST).await;
+    problem(shop.webhook("other", &body, Shop::signed(&body)).await, StatusCode::NOT_FOUND).await;
+    let huge = "x".repeat(70 * 1024);
+    problem(shop.webhook("sandbox", &huge, Shop::signed(&huge)).await, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert_eq!(shop.order(&buyer, &id).await["status"], "pendingPayment", "nothing refused was applied");
+
+    let signature = Shop::signed(&body);
+    let applied = shop.webhook("sandbox", &body, signature.clone()).await;
+    assert_eq!(applied.status(), StatusCode::OK);
+    let receipt: Value = applied.json().await.unwrap();
+    assert_eq!(
+        (receipt["duplicate"].as_bool(), receipt["outcome"].as_str()),
+        (Some(false), Some("order paid")),
+        "{receipt}"
+    );
+    let order = shop.order(&buyer, &id).await;
+    assert_eq!(order["status"], "paid", "{order}");
+    // The very same request again, inside the window: acknowledged, not applied twice.
+    let again: Value = shop.webhook("sandbox", &body, signature).await.json().await.unwrap();
+    assert_eq!(again["duplicate"], true, "{again}");
+    // An event about an order the shop does not have, or of a type it ignores: acknowledged.
+    let stranger =
+        Shop::event("payment_intent.succeeded", json!({ "id": "pi_x", "order_id": uuid::Uuid::now_v7().to_string() }));
+    let receipt: Value = shop.webhook("sandbox", &stranger, Shop::signed(&stranger)).await.json().await.unwrap();
+    assert_eq!(receipt["outcome"], "ignored: no such order", "{receipt}");
+    let other = Shop::event("customer.created", json!({ "id": "cus_1" }));
+    let receipt: Value = shop.webhook("sandbox", &other, Shop::signed(&other)).await.json().await.unwrap();
+    assert_eq!(receipt["received"], true, "{receipt}");
+}
+
+async fn declines_and_refunds_reported_by_webhook_go_through_the_state_machine(shop: &Shop) {
+    shop.sandbox.set_mode(PaymentMode::Hang);
+    let buyer = shop.buyer().await;
+    let pending: Value = shop.checkout(&buyer, "k1").await.json().await.unwrap();
+    let id = pending["id"].as_str().unwrap().to_owned();
+    assert_eq!(shop.stock().await, 9);
+    let declined = Shop::event(
+        "payment_intent.payment_failed",
+        json!({ "id": "pi_1", "status": "declined", "order_id": id, "decline_reason": "insufficient_funds" }),
+    );
+    let receipt: Value = shop.webhook("sandbox", &declined, Shop::signed(&declined)).await.json().await.unwrap();
+    assert_eq!(receipt["outcome"], "order cancelled", "{receipt}");
+    let order = shop.order(&buyer, &id).await;
+    assert_eq!(order["status"], "cancelled");
+    assert!(order["cancelReason"].as_str().unwrap().contains("insufficient_funds"), "{order}");
+    assert_eq!(shop.stock().await, 10, "the reservation was released");
+
+    // A paid order refunded from the provider's side becomes refunded, its stock back.
+    shop.sandbox.set_mode(PaymentMode::Approve);
+    let buyer = shop.buyer().await;
+    let paid: Value = shop.checkout(&buyer, "k2").await.json().await.unwrap();
+    let id = paid["id"].as_str().unwrap().to_owned();
+    assert_eq!((paid["status"].as_str(), shop.stock().await), (Some("paid"), 9));
+    let refunded = Shop::event("charge.refunded", json!({ "id": "re_1", "payment_intent": "pi_2", "order_id": id }));
+    let receipt: Value = shop.webhook("sandbox", &refunded, Shop::signed(&refunded)).await.json().await.unwrap();
+    assert_eq!(receipt["outcome"], "order refunded", "{receipt}");
+    assert_eq!(shop.order(&buyer, &id).await["status"], "refunded");
+    assert_eq!(shop.stock().await, 10);
+    // A late decline of an order already refunded changes nothing.
+    let late = Shop::event("payment_intent.payment_failed", json!({ "id": "pi_2", "order_id": id }));
+    let receipt: Value = shop.webhook("sandbox", &late, Shop::signed(&late)).await.json().await.unwrap();
+    assert_eq!(receipt["outcome"], "no change: the order is refunded", "{receipt}");
 }
