@@ -47,7 +47,7 @@ struct PaymentsArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// Where to POST signed webhook events, e.g.
-    /// `http://127.0.0.1:8080/api/v1/payment-webhooks/sandbox` (with `--webhook-secret`).
+    /// `http://127.0.0.1:8080/api/v1/payment-webhooks/provider` (with `--webhook-secret`).
     #[arg(long, value_name = "URL", requires = "webhook_secret")]
     webhook_url: Option<String>,
     /// The secret webhook events are signed with (with `--webhook-url`).
@@ -104,7 +104,7 @@ async fn run_payment_sandbox(args: PaymentsArgs) -> anyhow::Result<()> {
          \x20 curl {url}/sandbox/charges\n\
          \x20 curl {url}/sandbox/refunds\n\
          \x20 curl -X POST {url}/sandbox/reset\n\
-         \x20 curl -X PUT -d '{{\"url\":\"http://127.0.0.1:8080/api/v1/payment-webhooks/sandbox\",\"secret\":\"whsec_...\"}}' {url}/sandbox/webhooks\n\
+         \x20 curl -X PUT -d '{{\"url\":\"http://127.0.0.1:8080/api/v1/payment-webhooks/provider\",\"secret\":\"whsec_...\"}}' {url}/sandbox/webhooks\n\
          \x20 curl -X DELETE {url}/sandbox/webhooks\n\
          \x20 curl {url}/sandbox/events"
     );

@@ -75,9 +75,16 @@ impl std::fmt::Debug for WebhookVerifier {
 }
 
 impl WebhookVerifier {
-    /// `secrets`: the signing secret, or while rotating, the new and the old one.
-    pub fn new(secrets: Vec<String>, tolerance: Duration) -> Self {
-        Self { secrets, tolerance }
+    /// The shortest signing secret accepted: an empty or short key would let anyone sign.
+    pub const MIN_SECRET_LEN: usize = 16;
+
+    /// `secrets`: the signing secret, or while rotating, the new and the old one. Refuses no
+    /// secret at all and any secret shorter than [`Self::MIN_SECRET_LEN`].
+    pub fn new(secrets: Vec<String>, tolerance: Duration) -> Result<Self, String> {
+        if secrets.is_empty() || secrets.iter().any(|secret| secret.trim().len() < Self::MIN_SECRET_LEN) {
+            return Err(format!("every webhook signing secret must be at least {} characters", Self::MIN_SECRET_LEN));
+        }
+        Ok(Self { secrets, tolerance })
     }
 
     /// Checks the signature header against the raw body and `now`.
@@ -110,7 +117,7 @@ impl WebhookVerifier {
             return Err(WebhookRejection::BadSignature);
         }
         // Checked after the signature, so an unsigned request learns nothing about our clock.
-        let age = (now.unix_timestamp() - timestamp).unsigned_abs();
+        let age = now.unix_timestamp().abs_diff(timestamp);
         if age > self.tolerance.as_secs() {
             return Err(WebhookRejection::Stale { tolerance_secs: self.tolerance.as_secs() });
         }
@@ -140,6 +147,9 @@ struct WebhookObject {
     order_id: Option<String>,
     #[serde(default)]
     decline_reason: Option<String>,
+    /// Of a refund: how much was refunded, in minor units.
+    #[serde(default)]
+    amount: Option<i64>,
 }
 
 /// Reads a verified event body.
@@ -166,9 +176,16 @@ fn parse_event(body: &[u8]) -> Result<PaymentEvent, WebhookRejection> {
             order_id: order_id()?,
             reason: event.data.object.decline_reason.clone().unwrap_or_else(|| "declined".into()),
         },
-        "charge.refunded" => {
-            PaymentEventKind::Refunded { order_id: order_id()?, reference: event.data.object.id.clone() }
-        }
+        "charge.refunded" => PaymentEventKind::Refunded {
+            order_id: order_id()?,
+            reference: event.data.object.id.clone(),
+            amount_minor: event
+                .data
+                .object
+                .amount
+                .ok_or_else(|| WebhookRejection::Malformed("charge.refunded names no amount".into()))?,
+        },
+        "" => return Err(WebhookRejection::Malformed("the event has no type".into())),
         other => PaymentEventKind::Other { event_type: other.chars().take(100).collect() },
     };
     Ok(PaymentEvent { id: event.id, kind })
@@ -226,6 +243,11 @@ impl HttpPayments {
                 "{error}, after {} attempt(s) that may have reached the provider",
                 delivery.attempts_sent
             )),
+            // The deadline passed while waiting for a slot or between refused connections:
+            // nothing reached the provider.
+            PaymentError::Unknown(_) if delivery.nothing_sent() => {
+                PaymentError::Unavailable { retry_after: Duration::from_secs(5) }
+            }
             classified => classified,
         })?;
         if response.status.is_success() {
@@ -368,7 +390,7 @@ impl PaymentProvider for HttpPayments {
 mod tests {
     use super::*;
 
-    const SECRET: &str = "whsec_test";
+    const SECRET: &str = "whsec_test_signing_secret";
 
     fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -378,7 +400,7 @@ mod tests {
     }
 
     fn verifier() -> WebhookVerifier {
-        WebhookVerifier::new(vec![SECRET.into()], Duration::from_secs(300))
+        WebhookVerifier::new(vec![SECRET.into()], Duration::from_secs(300)).unwrap()
     }
 
     fn now() -> OffsetDateTime {
@@ -393,10 +415,37 @@ mod tests {
         assert_eq!(verifier().verify(Some(&sign(SECRET, at - 300, body)), body, now()), Ok(()), "at the edge");
         // While rotating, the provider signs with both secrets; either matches.
         let old = sign(SECRET, at, body);
-        let both = format!("{},v1={}", sign("whsec_new", at, body), old.split_once(",v1=").unwrap().1);
+        let both = format!("{},v1={}", sign("whsec_new_secret_value", at, body), old.split_once(",v1=").unwrap().1);
         assert_eq!(verifier().verify(Some(&both), body, now()), Ok(()));
-        let rotated = WebhookVerifier::new(vec!["whsec_new".into(), SECRET.into()], Duration::from_secs(300));
+        let rotated =
+            WebhookVerifier::new(vec!["whsec_new_secret_value".into(), SECRET.into()], Duration::from_secs(300))
+                .unwrap();
         assert_eq!(rotated.verify(Some(&sign(SECRET, at, body)), body, now()), Ok(()));
+    }
+
+    #[test]
+    fn empty_or_short_signing_secrets_are_refused() {
+        let tolerance = Duration::from_secs(300);
+        assert!(WebhookVerifier::new(vec![], tolerance).is_err());
+        assert!(WebhookVerifier::new(vec![SECRET.into(), String::new()], tolerance).is_err(), "an empty old secret");
+        assert!(WebhookVerifier::new(vec!["short".into()], tolerance).is_err());
+    }
+
+    #[test]
+    fn the_signature_is_checked_before_the_body_is_read() {
+        let garbage = b"not json at all";
+        let at = now().unix_timestamp();
+        assert_eq!(
+            verifier().verify(Some(&sign("whsec_someone_elses_secret", at, garbage)), garbage, now()),
+            Err(WebhookRejection::BadSignature)
+        );
+        // Extreme timestamps are refused without overflow.
+        for extreme in [i64::MIN, i64::MAX] {
+            assert_eq!(
+                verifier().verify(Some(&sign(SECRET, extreme, garbage)), garbage, now()),
+                Err(WebhookRejection::Stale { tolerance_secs: 300 })
+            );
+        }
     }
 
     #[test]
@@ -404,7 +453,7 @@ mod tests {
         let body = br#"{"id":"evt_1"}"#;
         let at = now().unix_timestamp();
         let verify = |header: Option<&str>, body: &[u8]| verifier().verify(header, body, now());
-        assert_eq!(verify(Some(&sign("whsec_other", at, body)), body), Err(WebhookRejection::BadSignature));
+        assert_eq!(verify(Some(&sign("whsec_other_signing_key", at, body)), body), Err(WebhookRejection::BadSignature));
         assert_eq!(verify(Some(&sign(SECRET, at, body)), br#"{"id":"evt_2"}"#), Err(WebhookRejection::BadSignature));
         // The timestamp is signed too: moving it breaks the signature.
         let moved = sign(SECRET, at - 1_000, body).replace(&format!("t={}", at - 1_000), &format!("t={at}"));
@@ -444,10 +493,20 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(declined.kind, PaymentEventKind::Declined { order_id: order, reason: "card_declined".into() });
-        let refunded =
-            parse_event(&event("charge.refunded", serde_json::json!({"id": "re_1", "order_id": order.to_string()})))
-                .unwrap();
-        assert_eq!(refunded.kind, PaymentEventKind::Refunded { order_id: order, reference: "re_1".into() });
+        let refunded = parse_event(&event(
+            "charge.refunded",
+            serde_json::json!({"id": "re_1", "order_id": order.to_string(), "amount": 500}),
+        ))
+        .unwrap();
+        assert_eq!(
+            refunded.kind,
+            PaymentEventKind::Refunded { order_id: order, reference: "re_1".into(), amount_minor: 500 }
+        );
+        assert!(matches!(
+            parse_event(&event("charge.refunded", serde_json::json!({"id": "re_1", "order_id": order.to_string()}))),
+            Err(WebhookRejection::Malformed(_))
+        ));
+        assert!(matches!(parse_event(&event("", serde_json::json!({"id": "x"}))), Err(WebhookRejection::Malformed(_))));
         let other = parse_event(&event("customer.created", serde_json::json!({"id": "cus_1"}))).unwrap();
         assert_eq!(other.kind, PaymentEventKind::Other { event_type: "customer.created".into() });
         assert!(matches!(

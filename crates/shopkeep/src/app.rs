@@ -127,7 +127,9 @@ pub fn payment_provider(
             .map(|secret| secret.expose().to_owned())
             .collect();
         let tolerance = Duration::from_secs(config.payments.webhook_tolerance_secs);
-        provider = provider.with_webhooks(&config.payments.name, payments::WebhookVerifier::new(secrets, tolerance));
+        let verifier = payments::WebhookVerifier::new(secrets, tolerance)
+            .map_err(|problem| anyhow::anyhow!("payments.webhook_secret: {problem}"))?;
+        provider = provider.with_webhooks(&config.payments.name, verifier);
         tracing::info!(
             path = format!("/api/v1/payment-webhooks/{}", config.payments.name),
             "payment webhooks accepted"

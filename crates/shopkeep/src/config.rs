@@ -774,8 +774,12 @@ impl Config {
         if payments.webhook_secret.is_some() && payments.url.is_none() {
             problems.push("payments.webhook_secret: needs payments.url (the test mode sends no webhooks)".into());
         }
-        if payments.webhook_secret.as_ref().is_some_and(|secret| secret.expose().len() < 16) {
+        if payments.webhook_secret.as_ref().is_some_and(|secret| secret.expose().trim().len() < 16) {
             problems.push("payments.webhook_secret: must be at least 16 characters".into());
+        }
+        // An empty or short key would let anyone sign webhooks.
+        if payments.webhook_previous_secret.as_ref().is_some_and(|secret| secret.expose().trim().len() < 16) {
+            problems.push("payments.webhook_previous_secret: must be at least 16 characters".into());
         }
         if payments.webhook_previous_secret.is_some() && payments.webhook_secret.is_none() {
             problems.push("payments.webhook_previous_secret: needs payments.webhook_secret".into());

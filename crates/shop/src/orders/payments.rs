@@ -53,8 +53,9 @@ pub enum PaymentEventKind {
     Charged { order_id: Uuid, reference: String },
     /// The order's charge was declined; nothing was charged.
     Declined { order_id: Uuid, reason: String },
-    /// The order's charge was refunded (by us, or from the provider's dashboard).
-    Refunded { order_id: Uuid, reference: String },
+    /// Some or all of the order's charge was refunded (by us, or from the provider's
+    /// dashboard); `amount_minor` is how much.
+    Refunded { order_id: Uuid, reference: String, amount_minor: i64 },
     /// An event type the shop does not act on; acknowledged and ignored.
     Other { event_type: String },
 }

@@ -263,35 +263,75 @@ impl OrderService {
             PaymentEventKind::Charged { reference, .. } => match order.status {
                 // Paid now; or, if it was cancelled meanwhile, the charge is refunded.
                 OrderStatus::PendingPayment | OrderStatus::Cancelled => {
-                    let after = self.mark_paid(&order, reference.clone()).await?;
-                    match after.status {
-                        OrderStatus::Paid => "order paid".to_owned(),
-                        OrderStatus::Cancelled => "order was cancelled: charge refunded".to_owned(),
-                        _ => unchanged(&after),
+                    match self.mark_paid_reporting(&order, reference.clone()).await? {
+                        (_, true) => "order paid".to_owned(),
+                        (after, false) if after.status == OrderStatus::Cancelled => {
+                            "the order was cancelled: a refund of the charge is queued".to_owned()
+                        }
+                        (after, false) => unchanged(&after),
                     }
                 }
                 _ => unchanged(&order),
             },
-            PaymentEventKind::Declined { reason, .. } if order.status == OrderStatus::PendingPayment => {
-                let after = self.cancel_unpaid(&order, &format!("payment declined: {reason}")).await?;
-                if after.status == OrderStatus::Cancelled { "order cancelled".to_owned() } else { unchanged(&after) }
+            PaymentEventKind::Declined { reason, .. } => {
+                if order.status != OrderStatus::PendingPayment {
+                    return Ok(unchanged(&order));
+                }
+                // Events may come out of order: a declined attempt can precede the charge that
+                // succeeded. The provider's record of the order decides, as in settlement.
+                match self.payments.find_charge(order.id).await {
+                    Ok(Some(ChargeOutcome::Approved { reference })) => {
+                        match self.mark_paid_reporting(&order, reference).await? {
+                            (_, true) => "a later charge succeeded: order paid".to_owned(),
+                            (after, false) => unchanged(&after),
+                        }
+                    }
+                    Ok(_) => {
+                        match self.cancel_unpaid_reporting(&order, &format!("payment declined: {reason}")).await? {
+                            (_, true) => "order cancelled".to_owned(),
+                            (after, false) => unchanged(&after),
+                        }
+                    }
+                    Err(error) => return Err(payments_unconfirmed(&error)),
+                }
             }
-            PaymentEventKind::Refunded { .. } if order.status.can_become(OrderStatus::Refunded) => {
-                let mut transition = OrderTransition::new(order.id, OrderStatus::Refunded, self.clock.now());
-                transition.from = vec![order.status];
-                transition.release_stock = order.status == OrderStatus::Paid;
-                match self.store.transition_order(&transition).await? {
-                    Some(_) => "order refunded".to_owned(),
-                    None => {
-                        let current = self.store.find_order(order.id).await?.ok_or(Error::NotFound)?;
-                        unchanged(&current)
+            PaymentEventKind::Refunded { amount_minor, .. } if *amount_minor < order.total_minor => {
+                // A goodwill refund of part of the price: the sale stands.
+                format!("no change: a partial refund of {amount_minor} of {}", order.total_minor)
+            }
+            PaymentEventKind::Refunded { .. } => self.refunded_by_provider(order).await?,
+            PaymentEventKind::Other { .. } => unchanged(&order),
+        })
+    }
+
+    /// The provider refunded the whole charge: a paid, fulfilled or cancelled order becomes
+    /// `refunded` (stock released if it had not shipped); an order still awaiting its payment
+    /// is cancelled, its stock released — the money is back, so it must never ship.
+    async fn refunded_by_provider(&self, mut order: Order) -> Result<String, Error> {
+        // Twice: a concurrent transition (fulfilment, our own refund job) may change the
+        // status between the read and the conditional update.
+        for _ in 0..2 {
+            if order.status == OrderStatus::PendingPayment {
+                match self.cancel_unpaid_reporting(&order, "the payment was refunded by the provider").await? {
+                    (_, true) => return Ok("order cancelled: its payment was refunded".to_owned()),
+                    (after, false) => {
+                        order = after;
+                        continue;
                     }
                 }
             }
-            PaymentEventKind::Declined { .. } | PaymentEventKind::Refunded { .. } | PaymentEventKind::Other { .. } => {
-                unchanged(&order)
+            if !order.status.can_become(OrderStatus::Refunded) {
+                return Ok(format!("no change: the order is {}", order.status.as_str()));
             }
-        })
+            let mut transition = OrderTransition::new(order.id, OrderStatus::Refunded, self.clock.now());
+            transition.from = vec![order.status];
+            transition.release_stock = order.status == OrderStatus::Paid;
+            if self.store.transition_order(&transition).await?.is_some() {
+                return Ok("order refunded".to_owned());
+            }
+            order = self.store.find_order(order.id).await?.ok_or(Error::NotFound)?;
+        }
+        Err(stale(order.id))
     }
 
     // ----- checkout -----
@@ -450,6 +490,11 @@ impl OrderService {
             Ok(ChargeOutcome::Approved { reference }) => {
                 self.mark_paid(&order, reference).await.map(CheckoutOutcome::Paid)
             }
+            // A resumed checkout's earlier attempt may have charged: a refusal of this one
+            // proves nothing, so settlement asks the provider about the order.
+            Ok(ChargeOutcome::Declined { reason }) if attempt == Attempt::Resumed => {
+                self.await_settlement(&order, &format!("the resumed charge was refused: {reason}")).await
+            }
             Ok(ChargeOutcome::Declined { reason }) => {
                 let reason = format!("payment declined: {reason}");
                 self.cancel_unpaid(&order, &reason).await.map(CheckoutOutcome::Declined)
@@ -478,13 +523,25 @@ impl OrderService {
             .max_attempts(20)
             .unique_key(format!("{SETTLE_PAYMENT}:unknown:{}", order.id));
         self.store.enqueue_job(&settle).await?;
-        Ok(CheckoutOutcome::Pending(order.clone()))
+        // A webhook may have settled it meanwhile: answer (and save for replays) what it is now.
+        let current = self.store.find_order(order.id).await?.ok_or(Error::NotFound)?;
+        Ok(match current.status {
+            OrderStatus::PendingPayment => CheckoutOutcome::Pending(current),
+            OrderStatus::Cancelled => CheckoutOutcome::Declined(current),
+            _ => CheckoutOutcome::Paid(current),
+        })
     }
 
     /// `pendingPayment → paid`, the cart's ordered products removed and the confirmation
     /// queued in the same transaction. If the order was cancelled meanwhile (it expired while
     /// the charge was under way), the charge is refunded.
     async fn mark_paid(&self, order: &Order, reference: String) -> Result<Order, Error> {
+        self.mark_paid_reporting(order, reference).await.map(|(order, _)| order)
+    }
+
+    /// [`mark_paid`](Self::mark_paid), also saying whether this call made the order paid (of
+    /// concurrent callers, one does).
+    async fn mark_paid_reporting(&self, order: &Order, reference: String) -> Result<(Order, bool), Error> {
         let now = self.clock.now();
         let confirmation =
             NewJob::new(SEND_ORDER_CONFIRMATION, serde_json::json!({ "orderId": order.id.to_string() }), now)
@@ -497,18 +554,23 @@ impl OrderService {
         transition.jobs = vec![confirmation];
         if let Some(paid) = self.store.transition_order(&transition).await? {
             tracing::info!(orderId = %order.id, "order paid");
-            return Ok(paid);
+            return Ok((paid, true));
         }
         let current = self.store.find_order(order.id).await?.ok_or(Error::NotFound)?;
         if current.status == OrderStatus::Cancelled {
             tracing::warn!(orderId = %order.id, "charged after the order was cancelled; refunding");
             self.store.enqueue_job(&refund_job(order.id, now)).await?;
         }
-        Ok(current)
+        Ok((current, false))
     }
 
     /// `pendingPayment → cancelled` with the stock released.
     async fn cancel_unpaid(&self, order: &Order, reason: &str) -> Result<Order, Error> {
+        self.cancel_unpaid_reporting(order, reason).await.map(|(order, _)| order)
+    }
+
+    /// [`cancel_unpaid`](Self::cancel_unpaid), also saying whether this call cancelled it.
+    async fn cancel_unpaid_reporting(&self, order: &Order, reason: &str) -> Result<(Order, bool), Error> {
         let mut transition = OrderTransition::new(order.id, OrderStatus::Cancelled, self.clock.now());
         transition.from = vec![OrderStatus::PendingPayment];
         transition.cancel_reason = Some(reason.to_owned());
@@ -516,9 +578,9 @@ impl OrderService {
         match self.store.transition_order(&transition).await? {
             Some(cancelled) => {
                 tracing::info!(orderId = %order.id, reason, "unpaid order cancelled; stock released");
-                Ok(cancelled)
+                Ok((cancelled, true))
             }
-            None => self.store.find_order(order.id).await?.ok_or(Error::NotFound),
+            None => Ok((self.store.find_order(order.id).await?.ok_or(Error::NotFound)?, false)),
         }
     }
 
@@ -695,6 +757,16 @@ fn not_on_sale() -> Error {
 enum Attempt {
     First,
     Resumed,
+}
+
+/// The provider could not confirm what a webhook said; the event is not recorded, so the
+/// provider's redelivery is applied later.
+fn payments_unconfirmed(error: &PaymentError) -> Error {
+    tracing::warn!(%error, "could not confirm a payment webhook with the provider");
+    Error::Unavailable {
+        detail: "the payment provider could not confirm the event; send it again later",
+        retry_after_seconds: 30,
+    }
 }
 
 fn payments_unavailable(retry_after: std::time::Duration) -> Error {

@@ -61,6 +61,8 @@ macro_rules! with_webhooks {
 
 with_webhooks!(
     a_charge_the_checkout_never_heard_back_from_is_paid_by_the_providers_webhook,
+    a_charge_reported_after_the_buyer_cancelled_is_refunded,
+    concurrent_deliveries_of_one_event_apply_it_once,
     only_signed_fresh_webhooks_are_applied_and_each_event_once,
     declines_and_refunds_reported_by_webhook_go_through_the_state_machine
 );
@@ -357,17 +359,26 @@ async fn a_charge_the_checkout_never_heard_back_from_is_paid_by_the_providers_we
     // The provider charges and never answers; its webhook says what happened.
     shop.sandbox.set_mode(PaymentMode::ChargeThenHang);
     let buyer = shop.buyer().await;
-    let pending = shop.checkout(&buyer, "k1").await;
-    assert_eq!(pending.status(), StatusCode::ACCEPTED);
-    let order: Value = pending.json().await.unwrap();
+    let answered = shop.checkout(&buyer, "k1").await;
+    // The webhook came while the checkout was still waiting for the hung call: the checkout's
+    // answer (saved for replays) is the order as it is then, paid, not a stale 202.
+    assert_eq!(answered.status(), StatusCode::CREATED);
+    let order: Value = answered.json().await.unwrap();
     let id = order["id"].as_str().unwrap();
     let paid = shop.until_status(&buyer, id, "paid").await;
     assert!(paid["paidAt"].is_string(), "{paid}");
     assert_eq!(shop.sandbox.succeeded_charges_for(id).len(), 1);
-    let events = shop.sandbox.webhook_events();
-    let event = events.iter().find(|event| event.order_id == id).expect("the sandbox sent the charge's event");
+    // The shop answered 200 before the sandbox wrote that down: wait for its record.
+    let mut event = None;
+    for _ in 0..100 {
+        event = shop.sandbox.webhook_events().into_iter().find(|event| event.order_id == id && event.delivered);
+        if event.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let event = event.expect("the sandbox delivered the charge's event");
     assert_eq!(event.event_type, "payment_intent.succeeded");
-    assert!(event.delivered, "{event:?}");
     // A redelivery (the provider did not see our 200) is acknowledged and changes nothing.
     shop.sandbox.set_mode(PaymentMode::Approve);
     assert_eq!(shop.sandbox.redeliver(&event.id).await, Ok(200));
@@ -441,6 +452,12 @@ async fn declines_and_refunds_reported_by_webhook_go_through_the_state_machine(s
         "payment_intent.payment_failed",
         json!({ "id": "pi_1", "status": "declined", "order_id": id, "decline_reason": "insufficient_funds" }),
     );
+    // A decline is confirmed with the provider first (a later charge may have succeeded);
+    // while it cannot answer, the event is refused unapplied and the provider sends it again.
+    let unconfirmed = shop.webhook("sandbox", &declined, Shop::signed(&declined)).await;
+    problem(unconfirmed, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(shop.order(&buyer, &id).await["status"], "pendingPayment");
+    shop.sandbox.set_mode(PaymentMode::Approve);
     let receipt: Value = shop.webhook("sandbox", &declined, Shop::signed(&declined)).await.json().await.unwrap();
     assert_eq!(receipt["outcome"], "order cancelled", "{receipt}");
     let order = shop.order(&buyer, &id).await;
@@ -449,18 +466,98 @@ async fn declines_and_refunds_reported_by_webhook_go_through_the_state_machine(s
     assert_eq!(shop.stock().await, 10, "the reservation was released");
 
     // A paid order refunded from the provider's side becomes refunded, its stock back.
-    shop.sandbox.set_mode(PaymentMode::Approve);
     let buyer = shop.buyer().await;
     let paid: Value = shop.checkout(&buyer, "k2").await.json().await.unwrap();
     let id = paid["id"].as_str().unwrap().to_owned();
     assert_eq!((paid["status"].as_str(), shop.stock().await), (Some("paid"), 9));
-    let refunded = Shop::event("charge.refunded", json!({ "id": "re_1", "payment_intent": "pi_2", "order_id": id }));
+    let partial = Shop::event(
+        "charge.refunded",
+        json!({ "id": "re_0", "payment_intent": "pi_2", "order_id": id, "amount": 500 }),
+    );
+    let receipt: Value = shop.webhook("sandbox", &partial, Shop::signed(&partial)).await.json().await.unwrap();
+    assert_eq!(receipt["outcome"], "no change: a partial refund of 500 of 2000", "{receipt}");
+    assert_eq!(shop.order(&buyer, &id).await["status"], "paid", "a goodwill refund leaves the sale standing");
+    let refunded = Shop::event(
+        "charge.refunded",
+        json!({ "id": "re_1", "payment_intent": "pi_2", "order_id": id, "amount": 2000 }),
+    );
     let receipt: Value = shop.webhook("sandbox", &refunded, Shop::signed(&refunded)).await.json().await.unwrap();
     assert_eq!(receipt["outcome"], "order refunded", "{receipt}");
     assert_eq!(shop.order(&buyer, &id).await["status"], "refunded");
+    assert_eq!(shop.stock().await, 10);
+    // A refund of an order whose charge the shop never heard of: cancelled, never shipped.
+    shop.sandbox.set_mode(PaymentMode::Hang);
+    let buyer = shop.buyer().await;
+    let pending: Value = shop.checkout(&buyer, "k3").await.json().await.unwrap();
+    let unpaid = pending["id"].as_str().unwrap().to_owned();
+    let returned = Shop::event(
+        "charge.refunded",
+        json!({ "id": "re_2", "payment_intent": "pi_3", "order_id": unpaid, "amount": 2000 }),
+    );
+    let receipt: Value = shop.webhook("sandbox", &returned, Shop::signed(&returned)).await.json().await.unwrap();
+    assert_eq!(receipt["outcome"], "order cancelled: its payment was refunded", "{receipt}");
+    assert_eq!(shop.order(&buyer, &unpaid).await["status"], "cancelled");
     assert_eq!(shop.stock().await, 10);
     // A late decline of an order already refunded changes nothing.
     let late = Shop::event("payment_intent.payment_failed", json!({ "id": "pi_2", "order_id": id }));
     let receipt: Value = shop.webhook("sandbox", &late, Shop::signed(&late)).await.json().await.unwrap();
     assert_eq!(receipt["outcome"], "no change: the order is refunded", "{receipt}");
+}
+
+async fn a_charge_reported_after_the_buyer_cancelled_is_refunded(shop: &Shop) {
+    // The provider charges but neither the answer nor its webhook arrives in time.
+    shop.sandbox.clear_webhooks();
+    shop.sandbox.set_mode(PaymentMode::ChargeThenHang);
+    let buyer = shop.buyer().await;
+    let pending: Value = shop.checkout(&buyer, "k1").await.json().await.unwrap();
+    let id = pending["id"].as_str().unwrap().to_owned();
+    let cancelled = buyer.post(shop.app.url(&format!("/api/v1/orders/{id}/cancel"))).send().await.unwrap();
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    assert_eq!(shop.stock().await, 10);
+    // Now the webhook comes: the order stays cancelled and the charge is to be refunded.
+    shop.sandbox.set_webhooks(shop.app.url("/api/v1/payment-webhooks/sandbox"), WEBHOOK_SECRET);
+    let event = shop.sandbox.webhook_events().into_iter().find(|event| event.order_id == id).expect("an event");
+    let receipt: Value = shop.webhook("sandbox", &event.body, Shop::signed(&event.body)).await.json().await.unwrap();
+    assert_eq!(receipt["outcome"], "the order was cancelled: a refund of the charge is queued", "{receipt}");
+    assert_eq!(shop.order(&buyer, &id).await["status"], "cancelled");
+    assert_eq!(shop.stock().await, 10, "a cancelled order's stock stays released");
+    let jobs: Value = shop
+        .app
+        .http
+        .get(shop.app.admin_url("/admin/v1/jobs?state=queued&kind=payments.refund"))
+        .bearer_auth("an-admin-token-for-tests")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refunds = jobs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|job| job["kind"] == "payments.refund" && job["payload"]["orderId"] == id.as_str())
+        .count();
+    assert_eq!(refunds, 1, "one refund job for the order: {jobs}");
+}
+
+async fn concurrent_deliveries_of_one_event_apply_it_once(shop: &Shop) {
+    shop.sandbox.set_mode(PaymentMode::Hang);
+    let buyer = shop.buyer().await;
+    let pending: Value = shop.checkout(&buyer, "k1").await.json().await.unwrap();
+    let id = pending["id"].as_str().unwrap().to_owned();
+    let body = Shop::event("payment_intent.succeeded", json!({ "id": "pi_1", "status": "succeeded", "order_id": id }));
+    let signature = Shop::signed(&body);
+    let deliveries = (0..8).map(|_| shop.webhook("sandbox", &body, signature.clone()));
+    let mut applied = 0;
+    for response in futures::future::join_all(deliveries).await {
+        assert_eq!(response.status(), StatusCode::OK);
+        let receipt: Value = response.json().await.unwrap();
+        if receipt["outcome"] == "order paid" {
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, 1, "one delivery paid the order; the others changed nothing");
+    assert_eq!(shop.order(&buyer, &id).await["status"], "paid");
+    assert_eq!(shop.stock().await, 9);
 }
