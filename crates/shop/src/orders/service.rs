@@ -22,6 +22,7 @@ use crate::mail::MAIL_QUEUE;
 use crate::pagination::Page;
 use crate::ports::Store;
 use crate::validation::ValidationErrors;
+use crate::webhooks::order_event_job;
 
 /// The idempotency scope of checkout.
 pub const CHECKOUT_SCOPE: &str = "POST /orders";
@@ -395,7 +396,7 @@ impl OrderService {
         transition.payment_reference = Some(reference);
         transition.clear_cart = true;
         transition.jobs = vec![confirmation];
-        if let Some(paid) = self.store.transition_order(&transition).await? {
+        if let Some(paid) = self.apply(transition).await? {
             tracing::info!(orderId = %order.id, "order paid");
             return Ok(paid);
         }
@@ -413,13 +414,20 @@ impl OrderService {
         transition.from = vec![OrderStatus::PendingPayment];
         transition.cancel_reason = Some(reason.to_owned());
         transition.release_stock = true;
-        match self.store.transition_order(&transition).await? {
+        match self.apply(transition).await? {
             Some(cancelled) => {
                 tracing::info!(orderId = %order.id, reason, "unpaid order cancelled; stock released");
                 Ok(cancelled)
             }
             None => self.store.find_order(order.id).await?.ok_or(Error::NotFound),
         }
+    }
+
+    /// Applies a transition with its `webhooks.dispatch` event job added, so every state change
+    /// that merchants can subscribe to enqueues its event in the change's own transaction.
+    async fn apply(&self, mut transition: OrderTransition) -> Result<Option<Order>, StoreError> {
+        transition.jobs.extend(order_event_job(transition.to, transition.order_id, transition.at));
+        self.store.transition_order(&transition).await
     }
 
     // ----- settlement jobs -----
@@ -471,7 +479,7 @@ impl OrderService {
         let mut transition = OrderTransition::new(order_id, OrderStatus::Refunded, self.clock.now());
         transition.from = vec![order.status];
         transition.release_stock = order.status == OrderStatus::Paid;
-        if self.store.transition_order(&transition).await?.is_none() {
+        if self.apply(transition).await?.is_none() {
             return Err(SettleError::Raced);
         }
         tracing::info!(orderId = %order_id, refund = reference, "order refunded");
@@ -524,7 +532,7 @@ impl OrderService {
         transition.cancel_reason = Some(format!("cancelled by {by}"));
         transition.release_stock = true;
         transition.jobs = vec![refund_job(id, now).run_at(refund_at)];
-        let cancelled = self.store.transition_order(&transition).await?.ok_or_else(|| stale(id))?;
+        let cancelled = self.apply(transition).await?.ok_or_else(|| stale(id))?;
         tracing::info!(orderId = %id, by, "order cancelled; stock released");
         Ok(cancelled)
     }
@@ -537,7 +545,7 @@ impl OrderService {
         }
         let mut transition = OrderTransition::new(id, OrderStatus::Fulfilled, self.clock.now());
         transition.from = vec![order.status];
-        self.store.transition_order(&transition).await?.ok_or_else(|| stale(id))
+        self.apply(transition).await?.ok_or_else(|| stale(id))
     }
 
     /// Staff: refunds a paid or fulfilled order through a job (the order becomes `refunded`
