@@ -60,7 +60,7 @@ impl Default for WebhookSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryPlan {
     /// Send the delivery's payload to the endpoint.
-    Send { endpoint: WebhookEndpoint, delivery: WebhookDelivery },
+    Send { endpoint: Box<WebhookEndpoint>, delivery: Box<WebhookDelivery> },
     /// Nothing: the delivery is gone, finished, or was just abandoned (endpoint disabled).
     Nothing,
 }
@@ -333,7 +333,7 @@ impl WebhookService {
             self.store.record_webhook_attempt(&attempt).await?;
             return Ok(DeliveryPlan::Nothing);
         }
-        Ok(DeliveryPlan::Send { endpoint, delivery })
+        Ok(DeliveryPlan::Send { endpoint: Box::new(endpoint), delivery: Box::new(delivery) })
     }
 
     /// Records an attempt's outcome: `status` is the HTTP status when there was an answer,
