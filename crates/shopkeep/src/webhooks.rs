@@ -270,3 +270,55 @@ impl JobHandler for PurgeWebhookDeliveries {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clients(allow_private_networks: bool) -> WebhookClients {
+        WebhookClients::new(
+            resilience::BreakerRegistry::new(),
+            Arc::new(resilience::ManualClock::default()),
+            Duration::from_secs(2),
+            4,
+            allow_private_networks,
+        )
+    }
+
+    #[tokio::test]
+    async fn hosts_resolving_to_private_addresses_are_refused_before_sending() {
+        let strict = clients(false);
+        for url in ["http://localhost:9/hook", "https://127.0.0.1/hook", "https://[::1]:8443/", "https://10.0.0.7/"] {
+            let refused = strict.check_destination(url).await.unwrap_err();
+            assert!(refused.contains("non-public"), "{url}: {refused}");
+        }
+        assert!(clients(true).check_destination("http://localhost:9/hook").await.is_ok());
+    }
+
+    #[test]
+    fn each_endpoint_gets_its_own_breaker_replaced_when_its_url_changes_and_dropped_when_it_goes() {
+        let clients = clients(true);
+        let mut endpoint = WebhookEndpoint {
+            id: Uuid::now_v7(),
+            url: "http://127.0.0.1:9/a".into(),
+            description: None,
+            events: vec![shop::webhooks::WebhookEventType::OrderPaid],
+            secret: shop::webhooks::WebhookSecret::generate(),
+            disabled_at: None,
+            disabled_reason: None,
+            consecutive_failures: 0,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            updated_at: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let name = breaker_name(endpoint.id);
+        let first = clients.client_for(&endpoint).unwrap();
+        assert_eq!(first.name(), name);
+        assert!(Arc::ptr_eq(clients.client_for(&endpoint).unwrap().breaker(), first.breaker()), "cached");
+        endpoint.url = "http://127.0.0.1:9/b".into();
+        let second = clients.client_for(&endpoint).unwrap();
+        assert!(!Arc::ptr_eq(second.breaker(), first.breaker()), "a new URL, a new client");
+        assert!(Arc::ptr_eq(&clients.breakers.get(&name).unwrap(), second.breaker()));
+        clients.retain(&[]);
+        assert!(clients.breakers.get(&name).is_none());
+    }
+}
