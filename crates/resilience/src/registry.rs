@@ -33,6 +33,19 @@ impl BreakerRegistry {
         Ok(())
     }
 
+    /// Adds a breaker under its configured name, replacing any breaker of that name (a client
+    /// rebuilt for a changed endpoint).
+    pub fn replace(&self, breaker: Arc<CircuitBreaker>) {
+        let mut breakers = self.breakers.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        breakers.insert(breaker.name().to_owned(), breaker);
+    }
+
+    /// Forgets a breaker (its dependency is gone); `false` when there was none of that name.
+    pub fn remove(&self, name: &str) -> bool {
+        let mut breakers = self.breakers.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        breakers.remove(name).is_some()
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<CircuitBreaker>> {
         self.breakers.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(name).cloned()
     }
@@ -73,5 +86,17 @@ mod tests {
         let names = snapshots.iter().map(|s| (s.name.as_str(), s.state)).collect::<Vec<_>>();
         assert_eq!(names, [("payments", BreakerState::ForcedOpen), ("redis", BreakerState::Closed)]);
         assert!(registry.get("smtp").is_none());
+    }
+
+    #[test]
+    fn breakers_are_replaced_and_removed_by_name() {
+        let registry = BreakerRegistry::new();
+        registry.register(breaker("webhook-1")).unwrap();
+        registry.get("webhook-1").unwrap().force_open();
+        registry.replace(breaker("webhook-1"));
+        assert_eq!(registry.get("webhook-1").unwrap().snapshot().state, BreakerState::Closed);
+        assert!(registry.remove("webhook-1"));
+        assert!(!registry.remove("webhook-1"));
+        assert!(registry.snapshots().is_empty());
     }
 }

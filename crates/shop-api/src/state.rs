@@ -73,6 +73,7 @@ pub struct AppParts {
     /// The configured OpenID Connect providers by name (none by default).
     pub identity_providers: IdentityProviders,
     pub orders: shop::orders::OrderService,
+    pub webhooks: shop::webhooks::WebhookService,
 }
 
 /// OpenID Connect providers by their configured name.
@@ -95,6 +96,7 @@ pub(crate) struct Inner {
     pub jobs: shop::jobs::JobService,
     pub identity_providers: IdentityProviders,
     pub orders: shop::orders::OrderService,
+    pub webhooks: shop::webhooks::WebhookService,
     /// The global in-flight limit of the public listener.
     pub shedder: resilience::LoadShedder,
 }
@@ -112,6 +114,7 @@ impl AppState {
             jobs,
             identity_providers,
             orders,
+            webhooks,
         } = parts;
         let shedder = resilience::LoadShedder::new(settings.concurrency, Arc::new(resilience::MonotonicClock));
         let inner = Inner {
@@ -125,6 +128,7 @@ impl AppState {
             jobs,
             identity_providers,
             orders,
+            webhooks,
             shedder,
         };
         Self { inner: Arc::new(inner) }
@@ -136,6 +140,10 @@ impl AppState {
 
     pub(crate) fn orders(&self) -> &shop::orders::OrderService {
         &self.inner.orders
+    }
+
+    pub(crate) fn webhooks(&self) -> &shop::webhooks::WebhookService {
+        &self.inner.webhooks
     }
 
     pub(crate) fn catalog(&self) -> &CatalogService {

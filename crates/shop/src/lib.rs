@@ -16,6 +16,7 @@ pub mod pagination;
 pub mod ports;
 pub mod secrets;
 pub mod validation;
+pub mod webhooks;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, StoreError};

@@ -161,6 +161,42 @@ pub fn order_service(
     shop::orders::OrderService::new(store, payments, clock, settings)
 }
 
+/// The webhook service as configured.
+pub fn webhook_service(
+    config: &Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> shop::webhooks::WebhookService {
+    let webhooks = &config.webhooks;
+    let settings = shop::webhooks::WebhookSettings {
+        url_policy: shop::webhooks::UrlPolicy {
+            allow_insecure: webhooks.allow_insecure_urls,
+            allow_private_networks: webhooks.allow_private_networks,
+        },
+        max_endpoints: webhooks.max_endpoints,
+        max_attempts: webhooks.max_attempts,
+        disable_after_failures: webhooks.disable_after_failures,
+        retention: time::Duration::days(webhooks.retention_days as i64),
+    };
+    shop::webhooks::WebhookService::new(store, clock, settings)
+}
+
+/// The per-endpoint HTTP clients of webhook deliveries; their breakers (`webhook-{id}`) join
+/// `breakers` as endpoints are first delivered to.
+pub fn webhook_clients(
+    config: &Config,
+    breakers: &resilience::BreakerRegistry,
+    clock: Arc<dyn resilience::Clock>,
+) -> Arc<crate::webhooks::WebhookClients> {
+    Arc::new(crate::webhooks::WebhookClients::new(
+        breakers.clone(),
+        clock,
+        Duration::from_secs(config.webhooks.timeout_secs),
+        config.webhooks.max_concurrent,
+        config.webhooks.allow_private_networks,
+    ))
+}
+
 /// The configured OpenID Connect providers, their breakers registered (`oidc-{name}`). Nothing
 /// is fetched yet: a provider down at startup only fails its own sign-ins.
 fn identity_providers(
@@ -233,6 +269,8 @@ impl Application {
         let breakers = resilience::BreakerRegistry::new();
         let payments = payment_provider(&config, &breakers, Arc::clone(&limiter_clock))?;
         let orders = order_service(&config, Arc::clone(&store), Arc::clone(&clock), payments);
+        let webhooks = webhook_service(&config, Arc::clone(&store), Arc::clone(&clock));
+        let webhook_clients = webhook_clients(&config, &breakers, Arc::clone(&limiter_clock));
         let shared_limits = match &config.redis.url {
             None => None,
             Some(url) => {
@@ -283,6 +321,7 @@ impl Application {
             jobs: jobs.clone(),
             identity_providers,
             orders: orders.clone(),
+            webhooks: webhooks.clone(),
         });
         let public_router = shop_api::public_router(state.clone()).map_err(|problem| anyhow::anyhow!(problem))?;
         let public = TcpListener::bind(config.listen())
@@ -299,6 +338,7 @@ impl Application {
                 accounts.clone(),
                 orders.clone(),
                 mailer,
+                crate::jobs::WebhookParts { service: webhooks.clone(), clients: Arc::clone(&webhook_clients) },
             )
         });
         Ok(Self {

@@ -27,6 +27,49 @@ pub struct Config {
     pub oidc: OidcConfig,
     pub orders: OrdersConfig,
     pub payments: PaymentsConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// Merchant webhooks: endpoints registered through the API, deliveries made by jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Accept `http://` endpoint URLs (tests, local development); otherwise only `https://`.
+    pub allow_insecure_urls: bool,
+    /// Accept endpoints on loopback, private and link-local addresses (tests, an intranet).
+    pub allow_private_networks: bool,
+    /// Endpoints that may exist at once.
+    pub max_endpoints: u32,
+    /// One delivery attempt (connect, send, answer) must finish within this.
+    pub timeout_secs: u64,
+    /// Attempts per delivery; the job queue's backoff (`jobs.retry_base_secs` doubling up to
+    /// `jobs.retry_max_secs`) runs between them.
+    pub max_attempts: u32,
+    /// An endpoint whose delivery used its last attempt is disabled when this many attempts in
+    /// a row (across its deliveries) failed.
+    pub disable_after_failures: u32,
+    /// The `webhook_auto_disable` governor: endpoints disabled automatically per hour at most.
+    pub auto_disable_max_per_hour: u32,
+    /// Deliveries sent at once, over all endpoints (a bulkhead per endpoint as well).
+    pub max_concurrent: usize,
+    /// Finished deliveries are deleted from the log this long after they were created.
+    pub retention_days: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            allow_insecure_urls: false,
+            allow_private_networks: false,
+            max_endpoints: 20,
+            timeout_secs: 10,
+            max_attempts: 15,
+            disable_after_failures: 15,
+            auto_disable_max_per_hour: 5,
+            max_concurrent: 4,
+            retention_days: 30,
+        }
+    }
 }
 
 /// The payment provider. Without a URL (the embedded default) the built-in test mode approves
@@ -219,7 +262,9 @@ impl Default for JobsConfig {
     fn default() -> Self {
         Self {
             run_worker_in_serve: true,
-            queues: [("default".to_owned(), 8), ("mail".to_owned(), 4)].into_iter().collect(),
+            queues: [("default".to_owned(), 8), ("mail".to_owned(), 4), ("webhooks".to_owned(), 4)]
+                .into_iter()
+                .collect(),
             batch_size: 16,
             poll_interval_ms: 1_000,
             lease_secs: 60,
@@ -848,8 +893,32 @@ impl Config {
         if problems.is_empty() { Ok(()) } else { Err(ConfigErrors(problems)) }
     }
 
+    fn validate_webhooks(&self, problems: &mut Vec<String>) {
+        let webhooks = &self.webhooks;
+        for (name, value, range) in [
+            ("webhooks.max_endpoints", u64::from(webhooks.max_endpoints), 1..=1_000),
+            ("webhooks.timeout_secs", webhooks.timeout_secs, 1..=60),
+            ("webhooks.max_attempts", u64::from(webhooks.max_attempts), 1..=30),
+            ("webhooks.disable_after_failures", u64::from(webhooks.disable_after_failures), 1..=10_000),
+            ("webhooks.auto_disable_max_per_hour", u64::from(webhooks.auto_disable_max_per_hour), 0..=1_000),
+            ("webhooks.max_concurrent", webhooks.max_concurrent as u64, 1..=256),
+            ("webhooks.retention_days", webhooks.retention_days, 1..=3_650),
+        ] {
+            if !range.contains(&value) {
+                problems.push(format!("{name}: must be between {} and {}", range.start(), range.end()));
+            }
+        }
+        if !self.jobs.queues.contains_key(shop::webhooks::WEBHOOKS_QUEUE) {
+            problems.push(format!(
+                "jobs.queues: the {:?} queue is needed (webhooks are delivered from it)",
+                shop::webhooks::WEBHOOKS_QUEUE
+            ));
+        }
+    }
+
     fn validate(&self, problems: &mut Vec<String>) {
         self.validate_oidc(problems);
+        self.validate_webhooks(problems);
         self.validate_orders(problems);
         let listen = parse_address("server.listen", &self.server.listen, problems);
         let admin_listen = parse_address("server.admin_listen", &self.server.admin_listen, problems);

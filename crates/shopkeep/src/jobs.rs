@@ -21,9 +21,23 @@ pub const PURGE_ACCOUNT_TOKENS: &str = "accounts.purge_tokens";
 pub const PURGE_GUESTS: &str = "accounts.purge_guests";
 pub const PURGE_CARTS: &str = "carts.purge_abandoned";
 pub const PURGE_IDEMPOTENCY: &str = "orders.purge_idempotency_keys";
+pub const PURGE_WEBHOOK_DELIVERIES: &str = shop::webhooks::PURGE_WEBHOOK_DELIVERIES;
 /// Every recurring job, by name (the keys of `jobs.schedules`).
-pub const RECURRING: [&str; 6] =
-    [PURGE_SESSIONS, PURGE_GUESTS, PURGE_ACCOUNT_TOKENS, PURGE_MAIL_OUTBOX, PURGE_CARTS, PURGE_IDEMPOTENCY];
+pub const RECURRING: [&str; 7] = [
+    PURGE_SESSIONS,
+    PURGE_GUESTS,
+    PURGE_ACCOUNT_TOKENS,
+    PURGE_MAIL_OUTBOX,
+    PURGE_CARTS,
+    PURGE_IDEMPOTENCY,
+    PURGE_WEBHOOK_DELIVERIES,
+];
+
+/// What the worker needs for merchant webhooks.
+pub struct WebhookParts {
+    pub service: shop::webhooks::WebhookService,
+    pub clients: Arc<crate::webhooks::WebhookClients>,
+}
 
 /// The order id of an order job's payload.
 fn order_id(job: &Job) -> Result<uuid::Uuid, HandlerError> {
@@ -247,8 +261,25 @@ pub fn build_worker(
     accounts: AccountService,
     orders: OrderService,
     mailer: Arc<dyn Mailer>,
+    webhooks: WebhookParts,
 ) -> Worker {
     let mut handlers = Handlers::new();
+    handlers.register(
+        shop::webhooks::DISPATCH_WEBHOOKS,
+        crate::webhooks::DispatchWebhooks { store: Arc::clone(&store), webhooks: webhooks.service.clone() },
+    );
+    handlers.register(
+        shop::webhooks::DELIVER_WEBHOOK,
+        crate::webhooks::DeliverWebhook {
+            webhooks: webhooks.service.clone(),
+            clients: Arc::clone(&webhooks.clients),
+            governor: hourly_governor("webhook_auto_disable", config.webhooks.auto_disable_max_per_hour),
+        },
+    );
+    handlers.register(
+        PURGE_WEBHOOK_DELIVERIES,
+        crate::webhooks::PurgeWebhookDeliveries { webhooks: webhooks.service, clients: webhooks.clients },
+    );
     handlers.register(shop::orders::SETTLE_PAYMENT, SettlePayment { orders: orders.clone() });
     handlers.register(shop::orders::REFUND_PAYMENT, RefundPayment { orders: orders.clone() });
     handlers.register(
@@ -318,6 +349,13 @@ pub fn build_worker(
             kind: PURGE_CARTS.into(),
             queue: "default".into(),
             schedule: schedule(config, PURGE_CARTS, Duration::from_secs(86_400)),
+            payload: serde_json::json!({}),
+        })
+        .schedule(RecurringJob {
+            name: PURGE_WEBHOOK_DELIVERIES.into(),
+            kind: PURGE_WEBHOOK_DELIVERIES.into(),
+            queue: "default".into(),
+            schedule: schedule(config, PURGE_WEBHOOK_DELIVERIES, Duration::from_secs(86_400)),
             payload: serde_json::json!({}),
         })
         .schedule(RecurringJob {

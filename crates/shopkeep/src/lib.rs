@@ -9,6 +9,7 @@ mod commands;
 pub mod config;
 pub mod jobs;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -99,9 +100,13 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     let jobs = shop::jobs::JobService::new(Arc::clone(&store), Arc::clone(&clock), jobs::job_settings(&config));
     let breakers = resilience::BreakerRegistry::new();
     let payments = app::payment_provider(&config, &breakers, Arc::new(resilience::MonotonicClock))?;
-    let orders = app::order_service(&config, Arc::clone(&store), clock, payments);
+    let orders = app::order_service(&config, Arc::clone(&store), Arc::clone(&clock), payments);
     let mailer = jobs::build_mailer(&config, Arc::clone(&store), &breakers, Arc::new(resilience::MonotonicClock))?;
-    let worker = jobs::build_worker(&config, Arc::clone(&store), jobs, accounts, orders, mailer);
+    let webhooks = jobs::WebhookParts {
+        service: app::webhook_service(&config, Arc::clone(&store), clock),
+        clients: app::webhook_clients(&config, &breakers, Arc::new(resilience::MonotonicClock)),
+    };
+    let worker = jobs::build_worker(&config, Arc::clone(&store), jobs, accounts, orders, mailer, webhooks);
     let waking = CancellationToken::new();
     let wake = tokio::spawn(jobs::wake_on_new_jobs(&config, store.as_ref(), worker.wakers(), waking.clone()));
     worker.run(shutdown).await;

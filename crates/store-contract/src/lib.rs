@@ -14,6 +14,7 @@ mod idempotency;
 mod jobs;
 mod mail;
 mod orders;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub use idempotency::*;
 pub use jobs::*;
 pub use mail::*;
 pub use orders::*;
+pub use webhooks::*;
 
 /// A fixed point in time with whole microseconds, so values round-trip exactly.
 pub fn at(seconds_after_start: i64) -> OffsetDateTime {
@@ -85,7 +87,14 @@ macro_rules! contract_tests {
             deleted_products_leave_their_order_lines, guests_with_orders_are_not_deleted,
             idempotent_requests_start_once, expired_idempotency_locks_are_taken_over,
             completed_idempotent_requests_keep_their_response, idempotency_records_are_purged_by_cutoff_and_limit,
-            concurrent_idempotent_starts_have_one_winner, payment_events_are_recorded_once_and_purged
+            concurrent_idempotent_starts_have_one_winner, payment_events_are_recorded_once_and_purged,
+            webhook_endpoints_round_trip_under_their_limit, webhook_endpoint_changes_and_disabling,
+            webhook_deliveries_are_unique_per_event_and_enqueue_their_job,
+            webhook_deliveries_list_newest_first_filtered_and_paged,
+            webhook_attempts_count_the_endpoints_failure_streak,
+            only_failed_or_abandoned_webhook_deliveries_are_requeued,
+            deleting_a_webhook_endpoint_deletes_its_deliveries,
+            finished_webhook_deliveries_are_purged_by_cutoff_and_limit
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -15,6 +15,7 @@ mod mail;
 mod notifications;
 mod orders;
 pub mod provisioning;
+mod webhooks;
 
 pub use notifications::listen_for_jobs;
 

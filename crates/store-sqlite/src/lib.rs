@@ -13,6 +13,7 @@ mod idempotency;
 mod jobs;
 mod mail;
 mod orders;
+mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -6,6 +6,7 @@ mod catalog;
 mod external_logins;
 pub(crate) mod health;
 mod orders;
+mod webhooks;
 
 use std::sync::OnceLock;
 
@@ -29,6 +30,7 @@ use crate::state::AppState;
         (name = "accounts", description = "Sign-up, sessions, users and API tokens"),
         (name = "catalog", description = "Categories and products"),
         (name = "orders", description = "Carts, checkout and orders"),
+        (name = "webhooks", description = "Merchant webhooks: endpoints and their delivery log (admin)"),
         (name = "operations", description = "Health and the API description")
     )
 )]
@@ -95,6 +97,11 @@ pub fn api_routes(state: AppState) -> Result<(Router, serde_json::Value), String
         .routes(routes!(orders::fulfil_order))
         .routes(routes!(orders::refund_order))
         .routes(routes!(orders::payment_webhook))
+        .routes(routes!(webhooks::create_endpoint, webhooks::list_endpoints))
+        .routes(routes!(webhooks::get_endpoint, webhooks::update_endpoint, webhooks::delete_endpoint))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::retry_delivery))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .routes(routes!(openapi_document));

@@ -25,6 +25,7 @@ use crate::mail::MAIL_QUEUE;
 use crate::pagination::Page;
 use crate::ports::Store;
 use crate::validation::ValidationErrors;
+use crate::webhooks::order_event_job;
 
 /// The idempotency scope of checkout.
 pub const CHECKOUT_SCOPE: &str = "POST /orders";
@@ -326,7 +327,7 @@ impl OrderService {
             let mut transition = OrderTransition::new(order.id, OrderStatus::Refunded, self.clock.now());
             transition.from = vec![order.status];
             transition.release_stock = order.status == OrderStatus::Paid;
-            if self.store.transition_order(&transition).await?.is_some() {
+            if self.apply(transition).await?.is_some() {
                 return Ok("order refunded".to_owned());
             }
             order = self.store.find_order(order.id).await?.ok_or(Error::NotFound)?;
@@ -552,7 +553,7 @@ impl OrderService {
         transition.payment_reference = Some(reference);
         transition.clear_cart = true;
         transition.jobs = vec![confirmation];
-        if let Some(paid) = self.store.transition_order(&transition).await? {
+        if let Some(paid) = self.apply(transition).await? {
             tracing::info!(orderId = %order.id, "order paid");
             return Ok((paid, true));
         }
@@ -575,13 +576,20 @@ impl OrderService {
         transition.from = vec![OrderStatus::PendingPayment];
         transition.cancel_reason = Some(reason.to_owned());
         transition.release_stock = true;
-        match self.store.transition_order(&transition).await? {
+        match self.apply(transition).await? {
             Some(cancelled) => {
                 tracing::info!(orderId = %order.id, reason, "unpaid order cancelled; stock released");
                 Ok((cancelled, true))
             }
             None => Ok((self.store.find_order(order.id).await?.ok_or(Error::NotFound)?, false)),
         }
+    }
+
+    /// Applies a transition with its `webhooks.dispatch` event job added, so every state change
+    /// that merchants can subscribe to enqueues its event in the change's own transaction.
+    async fn apply(&self, mut transition: OrderTransition) -> Result<Option<Order>, StoreError> {
+        transition.jobs.extend(order_event_job(transition.to, transition.order_id, transition.at));
+        self.store.transition_order(&transition).await
     }
 
     // ----- settlement jobs -----
@@ -633,7 +641,7 @@ impl OrderService {
         let mut transition = OrderTransition::new(order_id, OrderStatus::Refunded, self.clock.now());
         transition.from = vec![order.status];
         transition.release_stock = order.status == OrderStatus::Paid;
-        if self.store.transition_order(&transition).await?.is_none() {
+        if self.apply(transition).await?.is_none() {
             return Err(SettleError::Raced);
         }
         tracing::info!(orderId = %order_id, refund = reference, "order refunded");
@@ -686,7 +694,7 @@ impl OrderService {
         transition.cancel_reason = Some(format!("cancelled by {by}"));
         transition.release_stock = true;
         transition.jobs = vec![refund_job(id, now).run_at(refund_at)];
-        let cancelled = self.store.transition_order(&transition).await?.ok_or_else(|| stale(id))?;
+        let cancelled = self.apply(transition).await?.ok_or_else(|| stale(id))?;
         tracing::info!(orderId = %id, by, "order cancelled; stock released");
         Ok(cancelled)
     }
@@ -699,7 +707,7 @@ impl OrderService {
         }
         let mut transition = OrderTransition::new(id, OrderStatus::Fulfilled, self.clock.now());
         transition.from = vec![order.status];
-        self.store.transition_order(&transition).await?.ok_or_else(|| stale(id))
+        self.apply(transition).await?.ok_or_else(|| stale(id))
     }
 
     /// Staff: refunds a paid or fulfilled order through a job (the order becomes `refunded`

@@ -20,3 +20,4 @@ mod payments;
 mod recovery;
 mod stability;
 mod stack;
+mod webhooks;

@@ -1,0 +1,19 @@
+//! Outbound webhooks for merchants: endpoints an admin registers for order events, the events
+//! (enqueued in the order transition's own transaction), their signed deliveries with retries,
+//! the delivery log, and the rules that disable an endpoint that keeps failing.
+
+mod model;
+mod service;
+mod signing;
+mod url_rules;
+
+pub use model::{
+    DeliveryAttempt, DeliveryQuery, DeliveryState, MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_URL_LEN,
+    WebhookDelivery, WebhookEndpoint, WebhookEndpointChanges, WebhookEvent, WebhookEventType,
+};
+pub use service::{
+    DELIVER_WEBHOOK, DISPATCH_WEBHOOKS, DeliveryPlan, PURGE_WEBHOOK_DELIVERIES, WEBHOOKS_QUEUE, WebhookService,
+    WebhookSettings, order_event_job,
+};
+pub use signing::{WebhookSecret, signature_header};
+pub use url_rules::{UrlPolicy, is_public_address, parse_endpoint_url};

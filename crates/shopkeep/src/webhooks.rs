@@ -1,0 +1,324 @@
+//! Merchant webhooks in the binary: the HTTP side of a delivery (one integration client, so
+//! one circuit breaker `webhook-{endpoint id}` and one bulkhead, per endpoint; signed headers;
+//! the host resolved and checked before each attempt) and the jobs `webhooks.dispatch`,
+//! `webhooks.deliver` and `webhooks.purge_deliveries`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use integration::{IntegrationClient, IntegrationConfig, IntegrationError, OutboundRequest};
+use shop::Store;
+use shop::jobs::Job;
+use shop::webhooks::{
+    DeliveryPlan, WebhookDelivery, WebhookEndpoint, WebhookEvent, WebhookService, is_public_address, signature_header,
+};
+use uuid::Uuid;
+use worker::{HandlerError, JobHandler};
+
+/// The longest excerpt of a receiver's answer kept in the delivery log.
+const RESPONSE_EXCERPT_CHARS: usize = 200;
+
+/// One integration client per endpoint (and URL: a changed URL gets a fresh client and
+/// breaker), made when first needed; their breakers are on the admin status page.
+pub struct WebhookClients {
+    clients: Mutex<HashMap<Uuid, (String, IntegrationClient)>>,
+    breakers: resilience::BreakerRegistry,
+    clock: Arc<dyn resilience::Clock>,
+    timeout: Duration,
+    max_concurrent: usize,
+    allow_private_networks: bool,
+}
+
+impl WebhookClients {
+    pub fn new(
+        breakers: resilience::BreakerRegistry,
+        clock: Arc<dyn resilience::Clock>,
+        timeout: Duration,
+        max_concurrent: usize,
+        allow_private_networks: bool,
+    ) -> Self {
+        Self { clients: Mutex::default(), breakers, clock, timeout, max_concurrent, allow_private_networks }
+    }
+
+    fn client_for(&self, endpoint: &WebhookEndpoint) -> Result<IntegrationClient, String> {
+        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((url, client)) = clients.get(&endpoint.id)
+            && *url == endpoint.url
+        {
+            return Ok(client.clone());
+        }
+        let mut config = IntegrationConfig::new(&breaker_name(endpoint.id), &endpoint.url);
+        config.connect_timeout = config.connect_timeout.min(self.timeout);
+        config.attempt_timeout = self.timeout;
+        config.total_timeout = self.timeout;
+        config.max_concurrent = self.max_concurrent;
+        let client = IntegrationClient::new(config, Arc::clone(&self.clock)).map_err(|error| error.to_string())?;
+        self.breakers.replace(Arc::clone(client.breaker()));
+        clients.insert(endpoint.id, (endpoint.url.clone(), client.clone()));
+        Ok(client)
+    }
+
+    /// Drops the clients (and breakers) of endpoints that no longer exist.
+    fn retain(&self, existing: &[Uuid]) {
+        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        clients.retain(|id, _| {
+            let keep = existing.contains(id);
+            if !keep {
+                self.breakers.remove(&breaker_name(*id));
+            }
+            keep
+        });
+    }
+
+    /// Refuses a host that is, or resolves to, a non-public address (unless private networks
+    /// are allowed). The connection resolves the name again: a DNS answer that changes in
+    /// between (rebinding) is not caught here — see the README.
+    async fn check_destination(&self, url: &str) -> Result<(), String> {
+        if self.allow_private_networks {
+            return Ok(());
+        }
+        let parsed = url::Url::parse(url).map_err(|error| format!("invalid URL: {error}"))?;
+        let host = parsed.host_str().ok_or("the URL has no host")?.trim_matches(['[', ']']).to_owned();
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        let addresses: Vec<_> = tokio::time::timeout(self.timeout, tokio::net::lookup_host((host.as_str(), port)))
+            .await
+            .map_err(|_| format!("resolving {host} timed out"))?
+            .map_err(|error| format!("could not resolve {host}: {error}"))?
+            .collect();
+        if addresses.is_empty() {
+            return Err(format!("{host} has no address"));
+        }
+        if let Some(address) = addresses.iter().find(|address| !is_public_address(address.ip())) {
+            return Err(format!("{host} resolves to a non-public address ({}); refused", address.ip()));
+        }
+        Ok(())
+    }
+
+    /// One attempt: the answer's status when 2xx, else the status (if any) and why it failed.
+    async fn send(&self, endpoint: &WebhookEndpoint, delivery: &WebhookDelivery) -> Result<u16, (Option<u16>, String)> {
+        let client = self.client_for(endpoint).map_err(|error| (None, error))?;
+        self.check_destination(&endpoint.url).await.map_err(|error| (None, error))?;
+        let body: serde_json::Value = serde_json::from_str(&delivery.payload)
+            .map_err(|error| (None, format!("stored payload is not JSON: {error}")))?;
+        // `post_json` serialises the value exactly so; that string is what is signed.
+        let raw = body.to_string();
+        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let signature = signature_header(&endpoint.secret, timestamp, raw.as_bytes());
+        let mut request = OutboundRequest::post_json(&endpoint.url, &body, resilience::Idempotency::NotIdempotent);
+        let header = |value: String| value.parse().map_err(|_| (None, "invalid header value".to_owned()));
+        request.headers.insert("user-agent", header("Shopkeep-Webhooks/1".into())?);
+        request.headers.insert("shopkeep-event", header(delivery.event_type.as_str().into())?);
+        request.headers.insert("shopkeep-event-id", header(delivery.event_id.to_string())?);
+        request.headers.insert("shopkeep-delivery-id", header(delivery.id.to_string())?);
+        request.headers.insert("shopkeep-signature", header(signature)?);
+        match client.send(request).await {
+            Ok(response) if response.status.is_success() => Ok(response.status.as_u16()),
+            Ok(response) => {
+                let excerpt: String = String::from_utf8_lossy(&response.body)
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(RESPONSE_EXCERPT_CHARS)
+                    .collect();
+                let status = response.status.as_u16();
+                Err((Some(status), format!("answered {status}: {excerpt}")))
+            }
+            Err(error @ IntegrationError::Status { status, .. }) => Err((Some(status.as_u16()), error.to_string())),
+            Err(error) => Err((None, error.to_string())),
+        }
+    }
+}
+
+fn breaker_name(endpoint_id: Uuid) -> String {
+    format!("webhook-{endpoint_id}")
+}
+
+fn uuid_in(job: &Job, field: &str) -> Result<Uuid, HandlerError> {
+    job.payload[field]
+        .as_str()
+        .and_then(|raw| Uuid::parse_str(raw).ok())
+        .ok_or_else(|| HandlerError::Permanent(format!("payload without a {field}")))
+}
+
+fn transient(error: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Transient(error.to_string())
+}
+
+/// `webhooks.dispatch`: an order event becomes one delivery (and `webhooks.deliver` job) per
+/// enabled endpoint subscribed to it. Without subscribers it stops after one query.
+/// Idempotent: an endpoint has at most one delivery of an event.
+pub struct DispatchWebhooks {
+    pub store: Arc<dyn Store>,
+    pub webhooks: WebhookService,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for DispatchWebhooks {
+    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
+        let event = WebhookEvent::from_payload(&job.payload).map_err(HandlerError::Permanent)?;
+        let endpoints = self.webhooks.subscribers(event.event_type).await.map_err(transient)?;
+        if endpoints.is_empty() {
+            return Ok(());
+        }
+        let Some(order) = self.store.find_order(event.order_id).await.map_err(transient)? else {
+            return Err(HandlerError::Permanent(format!("order {} does not exist", event.order_id)));
+        };
+        let order = shop_api::order_json(order).map_err(transient)?;
+        let created = self
+            .webhooks
+            .create_deliveries(&event, &endpoints, serde_json::json!({ "order": order }))
+            .await
+            .map_err(transient)?;
+        tracing::debug!(eventId = %event.id, event = event.event_type.as_str(), created, "webhook deliveries created");
+        Ok(())
+    }
+}
+
+/// `webhooks.deliver`: one signed POST of a delivery to its endpoint. A 2xx succeeds; anything
+/// else (an open breaker too) is a failed attempt, recorded in the delivery log, and the job
+/// runs again after the queue's backoff. After the last attempt the delivery is abandoned and,
+/// when the endpoint has failed persistently, it is disabled (under the governor).
+/// At least once: a crash after the POST and before the record sends it again, with the same
+/// `Shopkeep-Event-Id`.
+pub struct DeliverWebhook {
+    pub webhooks: WebhookService,
+    pub clients: Arc<WebhookClients>,
+    pub governor: resilience::ActionGovernor,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for DeliverWebhook {
+    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
+        let delivery_id = uuid_in(job, "deliveryId")?;
+        let DeliveryPlan::Send { endpoint, delivery } =
+            self.webhooks.plan_delivery(delivery_id).await.map_err(transient)?
+        else {
+            return Ok(());
+        };
+        let last = job.attempts >= job.max_attempts;
+        let started = Instant::now();
+        let outcome = self.clients.send(&endpoint, &delivery).await;
+        metrics::histogram!("webhook_delivery_duration_seconds").record(started.elapsed().as_secs_f64());
+        let (status, error) = match &outcome {
+            Ok(status) => (Some(*status), None),
+            Err((status, error)) => (*status, Some(error.as_str())),
+        };
+        let label = match (error, last) {
+            (None, _) => "succeeded",
+            (Some(_), false) => "failed",
+            (Some(_), true) => "abandoned",
+        };
+        metrics::counter!("webhook_deliveries_total", "outcome" => label).increment(1);
+        let (_, disable) = self.webhooks.record_attempt(&delivery, status, error, last).await.map_err(transient)?;
+        if disable {
+            self.disable(&endpoint).await;
+        }
+        match error {
+            None => Ok(()),
+            Some(error) => {
+                tracing::info!(deliveryId = %delivery.id, endpointId = %endpoint.id, attempt = job.attempts, error, "webhook attempt failed");
+                Err(HandlerError::Transient(error.to_owned()))
+            }
+        }
+    }
+}
+
+impl DeliverWebhook {
+    async fn disable(&self, endpoint: &WebhookEndpoint) {
+        let grant = self.governor.request(1);
+        if grant.granted == 0 {
+            // The governor logged it: a bug (or an outage of our own) must not switch off every
+            // merchant's endpoint at once. The next exhausted delivery asks again.
+            return;
+        }
+        let reason = format!(
+            "disabled automatically: a delivery used all {} attempts and the last {} attempts failed",
+            self.webhooks.settings().max_attempts,
+            self.webhooks.settings().disable_after_failures
+        );
+        match self.webhooks.disable_failing_endpoint(endpoint.id, &reason).await {
+            Ok(Some(_)) => metrics::counter!("webhook_endpoints_disabled_total").increment(1),
+            Ok(None) => self.governor.release(1),
+            Err(error) => {
+                self.governor.release(1);
+                tracing::error!(endpointId = %endpoint.id, %error, "could not disable a failing webhook endpoint");
+            }
+        }
+    }
+}
+
+/// `webhooks.purge_deliveries`: deletes finished deliveries past their retention (steady
+/// state), and forgets the clients of deleted endpoints. Idempotent.
+pub struct PurgeWebhookDeliveries {
+    pub webhooks: WebhookService,
+    pub clients: Arc<WebhookClients>,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for PurgeWebhookDeliveries {
+    async fn run(&self, _job: &Job) -> Result<(), HandlerError> {
+        loop {
+            let purged = self.webhooks.purge_deliveries(1_000).await.map_err(transient)?;
+            metrics::counter!("webhook_deliveries_purged_total").increment(purged);
+            if purged < 1_000 {
+                break;
+            }
+        }
+        let existing: Vec<Uuid> =
+            self.webhooks.list_endpoints().await.map_err(transient)?.iter().map(|endpoint| endpoint.id).collect();
+        self.clients.retain(&existing);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clients(allow_private_networks: bool) -> WebhookClients {
+        WebhookClients::new(
+            resilience::BreakerRegistry::new(),
+            Arc::new(resilience::ManualClock::default()),
+            Duration::from_secs(2),
+            4,
+            allow_private_networks,
+        )
+    }
+
+    #[tokio::test]
+    async fn hosts_resolving_to_private_addresses_are_refused_before_sending() {
+        let strict = clients(false);
+        for url in ["http://localhost:9/hook", "https://127.0.0.1/hook", "https://[::1]:8443/", "https://10.0.0.7/"] {
+            let refused = strict.check_destination(url).await.unwrap_err();
+            assert!(refused.contains("non-public"), "{url}: {refused}");
+        }
+        assert!(clients(true).check_destination("http://localhost:9/hook").await.is_ok());
+    }
+
+    #[test]
+    fn each_endpoint_gets_its_own_breaker_replaced_when_its_url_changes_and_dropped_when_it_goes() {
+        let clients = clients(true);
+        let mut endpoint = WebhookEndpoint {
+            id: Uuid::now_v7(),
+            url: "http://127.0.0.1:9/a".into(),
+            description: None,
+            events: vec![shop::webhooks::WebhookEventType::OrderPaid],
+            secret: shop::webhooks::WebhookSecret::generate(),
+            disabled_at: None,
+            disabled_reason: None,
+            consecutive_failures: 0,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            updated_at: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let name = breaker_name(endpoint.id);
+        let first = clients.client_for(&endpoint).unwrap();
+        assert_eq!(first.name(), name);
+        assert!(Arc::ptr_eq(clients.client_for(&endpoint).unwrap().breaker(), first.breaker()), "cached");
+        endpoint.url = "http://127.0.0.1:9/b".into();
+        let second = clients.client_for(&endpoint).unwrap();
+        assert!(!Arc::ptr_eq(second.breaker(), first.breaker()), "a new URL, a new client");
+        assert!(Arc::ptr_eq(&clients.breakers.get(&name).unwrap(), second.breaker()));
+        clients.retain(&[]);
+        assert!(clients.breakers.get(&name).is_none());
+    }
+}
