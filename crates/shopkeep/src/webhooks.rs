@@ -19,6 +19,18 @@ use worker::{HandlerError, JobHandler};
 /// The longest excerpt of a receiver's answer kept in the delivery log.
 const RESPONSE_EXCERPT_CHARS: usize = 200;
 
+/// When a refused delivery runs again if the refusal says nothing: a forced-open breaker (no
+/// probe time) or a full bulkhead.
+const REFUSED_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Why one try at sending a delivery did not deliver it.
+enum NotDelivered {
+    /// An attempt that failed: the status when the receiver answered, and why.
+    Failed(Option<u16>, String),
+    /// Nothing was sent: the endpoint's breaker is open or its bulkhead full. Not an attempt.
+    Refused { reason: String, retry_after: Duration },
+}
+
 /// One integration client per endpoint (and URL: a changed URL gets a fresh client and
 /// breaker), made when first needed; their breakers are on the admin status page.
 pub struct WebhookClients {
@@ -53,6 +65,9 @@ impl WebhookClients {
         config.attempt_timeout = self.timeout;
         config.total_timeout = self.timeout;
         config.max_concurrent = self.max_concurrent;
+        // A receiver that answers within the timeout is not slow: otherwise a 10 s timeout and
+        // the default 5 s threshold would open the breaker on receivers answering 2xx in 6–9 s.
+        config.breaker.slow_call_duration = config.breaker.slow_call_duration.max(self.timeout);
         let client = IntegrationClient::new(config, Arc::clone(&self.clock)).map_err(|error| error.to_string())?;
         self.breakers.replace(Arc::clone(client.breaker()));
         clients.insert(endpoint.id, (endpoint.url.clone(), client.clone()));
@@ -95,18 +110,19 @@ impl WebhookClients {
         Ok(())
     }
 
-    /// One attempt: the answer's status when 2xx, else the status (if any) and why it failed.
-    async fn send(&self, endpoint: &WebhookEndpoint, delivery: &WebhookDelivery) -> Result<u16, (Option<u16>, String)> {
-        let client = self.client_for(endpoint).map_err(|error| (None, error))?;
-        self.check_destination(&endpoint.url).await.map_err(|error| (None, error))?;
+    /// One try: the answer's status when 2xx, else a failed attempt or a refusal (nothing sent).
+    async fn send(&self, endpoint: &WebhookEndpoint, delivery: &WebhookDelivery) -> Result<u16, NotDelivered> {
+        let failed = |error: String| NotDelivered::Failed(None, error);
+        let client = self.client_for(endpoint).map_err(failed)?;
+        self.check_destination(&endpoint.url).await.map_err(failed)?;
         let body: serde_json::Value = serde_json::from_str(&delivery.payload)
-            .map_err(|error| (None, format!("stored payload is not JSON: {error}")))?;
+            .map_err(|error| failed(format!("stored payload is not JSON: {error}")))?;
         // `post_json` serialises the value exactly so; that string is what is signed.
         let raw = body.to_string();
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let signature = signature_header(&endpoint.secret, timestamp, raw.as_bytes());
         let mut request = OutboundRequest::post_json(&endpoint.url, &body, resilience::Idempotency::NotIdempotent);
-        let header = |value: String| value.parse().map_err(|_| (None, "invalid header value".to_owned()));
+        let header = |value: String| value.parse().map_err(|_| failed("invalid header value".to_owned()));
         request.headers.insert("user-agent", header("Shopkeep-Webhooks/1".into())?);
         request.headers.insert("shopkeep-event", header(delivery.event_type.as_str().into())?);
         request.headers.insert("shopkeep-event-id", header(delivery.event_id.to_string())?);
@@ -121,10 +137,20 @@ impl WebhookClients {
                     .take(RESPONSE_EXCERPT_CHARS)
                     .collect();
                 let status = response.status.as_u16();
-                Err((Some(status), format!("answered {status}: {excerpt}")))
+                Err(NotDelivered::Failed(Some(status), format!("answered {status}: {excerpt}")))
             }
-            Err(error @ IntegrationError::Status { status, .. }) => Err((Some(status.as_u16()), error.to_string())),
-            Err(error) => Err((None, error.to_string())),
+            Err(IntegrationError::BreakerOpen(rejected)) => Err(NotDelivered::Refused {
+                reason: "not sent: the endpoint's circuit breaker is open".into(),
+                retry_after: rejected.retry_after.unwrap_or(REFUSED_RETRY_AFTER),
+            }),
+            Err(IntegrationError::BulkheadFull(_)) => Err(NotDelivered::Refused {
+                reason: "not sent: too many deliveries to this endpoint are under way".into(),
+                retry_after: REFUSED_RETRY_AFTER,
+            }),
+            Err(error @ IntegrationError::Status { status, .. }) => {
+                Err(NotDelivered::Failed(Some(status.as_u16()), error.to_string()))
+            }
+            Err(error) => Err(failed(error.to_string())),
         }
     }
 }
@@ -175,9 +201,12 @@ impl JobHandler for DispatchWebhooks {
 }
 
 /// `webhooks.deliver`: one signed POST of a delivery to its endpoint. A 2xx succeeds; anything
-/// else (an open breaker too) is a failed attempt, recorded in the delivery log, and the job
-/// runs again after the queue's backoff. After the last attempt the delivery is abandoned and,
-/// when the endpoint has failed persistently, it is disabled (under the governor).
+/// else is a failed attempt, recorded in the delivery log, and the job runs again after the
+/// queue's backoff. An open breaker or a full bulkhead sends nothing: that is no attempt (the
+/// delivery's attempts, the endpoint's failure count and the job's attempts stay as they are)
+/// and the job is deferred until the breaker lets a probe through. After the last attempt the
+/// delivery is abandoned and, when the endpoint has failed persistently, it is disabled (under
+/// the governor).
 /// At least once: a crash after the POST and before the record sends it again, with the same
 /// `Shopkeep-Event-Id`.
 pub struct DeliverWebhook {
@@ -201,7 +230,13 @@ impl JobHandler for DeliverWebhook {
         metrics::histogram!("webhook_delivery_duration_seconds").record(started.elapsed().as_secs_f64());
         let (status, error) = match &outcome {
             Ok(status) => (Some(*status), None),
-            Err((status, error)) => (*status, Some(error.as_str())),
+            Err(NotDelivered::Failed(status, error)) => (*status, Some(error.as_str())),
+            Err(NotDelivered::Refused { reason, retry_after }) => {
+                metrics::counter!("webhook_deliveries_total", "outcome" => "deferred").increment(1);
+                self.webhooks.record_not_sent(&delivery, reason).await.map_err(transient)?;
+                tracing::info!(deliveryId = %delivery.id, endpointId = %endpoint.id, reason, "webhook delivery deferred");
+                return Err(HandlerError::Deferred { reason: reason.clone(), retry_after: *retry_after });
+            }
         };
         let label = match (error, last) {
             (None, _) => "succeeded",

@@ -49,11 +49,11 @@ fn ids(jobs: &[Job]) -> Vec<Uuid> {
 }
 
 fn retry_at(seconds: i64) -> JobFailure {
-    JobFailure { error: "upstream timed out".into(), retry_at: Some(at(seconds)) }
+    JobFailure { error: "upstream timed out".into(), retry_at: Some(at(seconds)), attempt_counted: true }
 }
 
 fn fatal() -> JobFailure {
-    JobFailure { error: "the address does not exist".into(), retry_at: None }
+    JobFailure { error: "the address does not exist".into(), retry_at: None, attempt_counted: true }
 }
 
 pub async fn jobs_round_trip(store: SharedStore) {
@@ -202,7 +202,7 @@ pub async fn expired_leases_are_recovered(store: SharedStore) {
 pub async fn failed_jobs_wait_for_their_retry_at(store: SharedStore) {
     let id = enqueue(&store, &new_job("flaky", 0)).await;
     claim_one(&store, "default", "w1", 10).await;
-    let failure = JobFailure { error: "é".repeat(5_000), retry_at: Some(at(60)) };
+    let failure = JobFailure { error: "é".repeat(5_000), retry_at: Some(at(60)), attempt_counted: true };
     assert!(store.fail_job(id, "w1", &failure, at(11)).await.unwrap());
     let failed = find(&store, id).await;
     assert_eq!(failed.state, JobState::Failed);
@@ -213,6 +213,18 @@ pub async fn failed_jobs_wait_for_their_retry_at(store: SharedStore) {
     assert!(store.claim_jobs(&claim_at("default", "w1", 10, 59)).await.unwrap().is_empty());
     let again = claim_one(&store, "default", "w2", 60).await;
     assert_eq!((again.id, again.attempts), (id, 2));
+}
+
+pub async fn deferred_jobs_get_their_attempt_back(store: SharedStore) {
+    let id = enqueue(&store, &new_job("refused", 0)).await;
+    assert_eq!(claim_one(&store, "default", "w1", 10).await.attempts, 1);
+    let deferral = JobFailure { error: "breaker open".into(), retry_at: Some(at(30)), attempt_counted: false };
+    assert!(store.fail_job(id, "w1", &deferral, at(11)).await.unwrap());
+    let deferred = find(&store, id).await;
+    assert_eq!((deferred.state, deferred.attempts, deferred.run_at), (JobState::Failed, 0, at(30)));
+    assert!(store.claim_jobs(&claim_at("default", "w1", 10, 29)).await.unwrap().is_empty());
+    let again = claim_one(&store, "default", "w2", 30).await;
+    assert_eq!((again.id, again.attempts), (id, 1), "the refused attempt was not counted");
 }
 
 pub async fn failing_without_a_retry_kills_the_job(store: SharedStore) {

@@ -55,6 +55,7 @@ macro_rules! contract_tests {
             product_list_filters, product_list_sorts_and_pages, conditional_product_update, product_delete,
             jobs_round_trip, claims_take_due_jobs_by_priority_then_run_at, claims_take_only_the_kinds_asked_for, concurrent_claims_take_each_job_once,
             only_the_lease_owner_finishes_a_job, expired_leases_are_recovered, failed_jobs_wait_for_their_retry_at,
+            deferred_jobs_get_their_attempt_back,
             failing_without_a_retry_kills_the_job, jobs_die_after_their_last_attempt, released_jobs_are_due_again,
             operators_retry_dead_and_failed_jobs, unique_keys_allow_one_live_job,
             insert_user_enqueues_its_jobs_atomically, job_list_filters_sorts_and_pages,

@@ -225,13 +225,15 @@ impl JobRepository for PostgresStore {
         let worker = worker.to_owned();
         let last_error = truncate_error(&failure.error);
         let retry_at = failure.retry_at;
+        let attempt_counted = failure.attempt_counted;
         let updated = self
             .execute(
                 "update jobs set state = case when $1::timestamptz is null then 'dead' else 'failed' end, \
                  run_at = coalesce($1, run_at), finished_at = case when $1::timestamptz is null then $2 end, \
-                 updated_at = $2, last_error = $3, lease_owner = null, lease_expires_at = null \
+                 updated_at = $2, last_error = $3, lease_owner = null, lease_expires_at = null, \
+                 attempts = case when $6 then attempts else greatest(attempts - 1, 0) end \
                  where id = $4 and state = 'running' and lease_owner = $5",
-                |q| q.bind(retry_at).bind(now).bind(last_error).bind(id).bind(worker),
+                |q| q.bind(retry_at).bind(now).bind(last_error).bind(id).bind(worker).bind(attempt_counted),
             )
             .await?;
         Ok(updated == 1)

@@ -15,6 +15,10 @@ pub enum HandlerError {
     /// Will never work (a malformed payload, a thing that no longer exists): dead at once.
     #[error("{0}")]
     Permanent(String),
+    /// Not tried at all (a dependency's breaker is open, its bulkhead full): runs again after
+    /// `retry_after` and the attempt is given back, so refusals never use up a job's attempts.
+    #[error("{reason}")]
+    Deferred { reason: String, retry_after: std::time::Duration },
 }
 
 /// Runs jobs of one kind. Must be idempotent: the same job may run more than once.

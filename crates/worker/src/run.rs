@@ -311,7 +311,9 @@ async fn execute(shared: Arc<Shared>, job: Job, _permit: OwnedSemaphorePermit) {
                 HandlerError::Transient(_) => {
                     Some(now + retry_delay(job.attempts, shared.settings.retry_base, shared.settings.retry_max))
                 }
+                HandlerError::Deferred { retry_after, .. } => Some(now + *retry_after),
             };
+            let attempt_counted = !matches!(error, HandlerError::Deferred { .. });
             let dead = retry_at.is_none();
             if dead {
                 tracing::error!(
@@ -326,8 +328,13 @@ async fn execute(shared: Arc<Shared>, job: Job, _permit: OwnedSemaphorePermit) {
                     retryAt = ?retry_at, "job attempt failed; it will run again"
                 );
             }
-            let failure = JobFailure { error: error.to_string(), retry_at };
-            (shared.store.fail_job(job.id, worker, &failure, now).await, if dead { "dead" } else { "failed" })
+            let failure = JobFailure { error: error.to_string(), retry_at, attempt_counted };
+            let label = match (dead, attempt_counted) {
+                (true, _) => "dead",
+                (false, true) => "failed",
+                (false, false) => "deferred",
+            };
+            (shared.store.fail_job(job.id, worker, &failure, now).await, label)
         }
     };
     match acknowledged {

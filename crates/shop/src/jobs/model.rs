@@ -142,6 +142,9 @@ pub struct JobFailure {
     pub error: String,
     /// `Some`: run again then (state `failed`); `None`: dead.
     pub retry_at: Option<OffsetDateTime>,
+    /// `false` when the attempt was not really made (deferred: a dependency refused before
+    /// anything was tried): the attempt the claim counted is given back.
+    pub attempt_counted: bool,
 }
 
 /// Sort orders of the admin job list.

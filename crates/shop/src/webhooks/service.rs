@@ -368,6 +368,23 @@ impl WebhookService {
         Ok((endpoint, disable))
     }
 
+    /// Records that nothing was sent this time (the endpoint's breaker is open, its bulkhead
+    /// full): the delivery stays live with `reason` as its error; its attempts and the
+    /// endpoint's failure count stay as they are.
+    pub async fn record_not_sent(&self, delivery: &WebhookDelivery, reason: &str) -> Result<(), Error> {
+        let attempt = DeliveryAttempt {
+            delivery_id: delivery.id,
+            endpoint_id: delivery.endpoint_id,
+            state: delivery.state,
+            status: None,
+            error: Some(reason.chars().take(MAX_ERROR_CHARS).collect()),
+            at: self.clock.now(),
+            attempted: false,
+        };
+        self.store.record_webhook_attempt(&attempt).await?;
+        Ok(())
+    }
+
     /// Disables an endpoint that keeps failing (the caller's governor allowed it); its live
     /// deliveries are abandoned. `None` when it was already disabled or is gone.
     pub async fn disable_failing_endpoint(&self, id: Uuid, reason: &str) -> Result<Option<WebhookEndpoint>, Error> {
