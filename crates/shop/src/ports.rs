@@ -393,9 +393,11 @@ pub trait WebhookRepository: Send + Sync {
     async fn find_webhook_delivery(&self, id: Uuid) -> Result<Option<WebhookDelivery>, StoreError>;
     /// One endpoint's deliveries, newest first.
     async fn list_webhook_deliveries(&self, query: &DeliveryQuery) -> Result<Page<WebhookDelivery>, StoreError>;
-    /// Records an attempt: the delivery's state, attempts + 1, status, error and time; the
-    /// endpoint's `consecutive_failures` reset on success, else incremented. One transaction;
-    /// the endpoint as it is afterwards, `None` when the delivery or endpoint is gone.
+    /// Records an attempt of a live (`pending` or `failed`) delivery: its state, attempts + 1,
+    /// status, error and time; the endpoint's `consecutive_failures` reset on success, else
+    /// incremented. Not `attempted`: only the state changes, and the error is kept when the
+    /// delivery already has one. One transaction; the endpoint as it is afterwards, `None`
+    /// (and nothing written) when the delivery is gone or no longer live, or the endpoint gone.
     async fn record_webhook_attempt(&self, attempt: &DeliveryAttempt) -> Result<Option<WebhookEndpoint>, StoreError>;
     /// An admin's retry: a `failed` or `abandoned` delivery of the endpoint becomes `pending`
     /// and `job` is enqueued, in one transaction. `NotFound`; `Conflict { webhook_deliveries_state }`

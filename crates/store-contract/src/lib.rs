@@ -93,6 +93,7 @@ macro_rules! contract_tests {
             webhook_deliveries_are_unique_per_event_and_enqueue_their_job,
             webhook_deliveries_list_newest_first_filtered_and_paged,
             webhook_attempts_count_the_endpoints_failure_streak,
+            webhook_attempts_change_only_live_deliveries,
             only_failed_or_abandoned_webhook_deliveries_are_requeued,
             deleting_a_webhook_endpoint_deletes_its_deliveries,
             finished_webhook_deliveries_are_purged_by_cutoff_and_limit

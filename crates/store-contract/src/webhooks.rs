@@ -209,6 +209,41 @@ pub async fn webhook_attempts_count_the_endpoints_failure_streak(store: SharedSt
     assert_eq!(store.record_webhook_attempt(&attempt(&gone, DeliveryState::Failed, None, 7)).await.unwrap(), None);
 }
 
+pub async fn webhook_attempts_change_only_live_deliveries(store: SharedStore) {
+    let endpoint = add_endpoint(&store, "https://hooks.example.com/a", 0).await;
+    let succeeded = add_delivery(&store, endpoint.id, 1).await;
+    store.record_webhook_attempt(&attempt(&succeeded, DeliveryState::Succeeded, Some(200), 2)).await.unwrap();
+    let late = store.record_webhook_attempt(&attempt(&succeeded, DeliveryState::Failed, Some(500), 3)).await.unwrap();
+    assert_eq!(late, None, "a finished delivery is not changed");
+    let recorded = delivery(&store, succeeded.id).await;
+    assert_eq!((recorded.state, recorded.attempts, recorded.last_status), (DeliveryState::Succeeded, 1, Some(200)));
+    assert_eq!(store.find_webhook_endpoint(endpoint.id).await.unwrap().unwrap().consecutive_failures, 0);
+    // Not attempted: an existing error (the last real failure) is kept; none is filled in.
+    let failed = add_delivery(&store, endpoint.id, 4).await;
+    store.record_webhook_attempt(&attempt(&failed, DeliveryState::Failed, Some(500), 5)).await.unwrap();
+    let not_sent = |delivery: &WebhookDelivery, state, seconds| DeliveryAttempt {
+        error: Some("not sent: the breaker is open".into()),
+        attempted: false,
+        ..attempt(delivery, state, None, seconds)
+    };
+    store.record_webhook_attempt(&not_sent(&failed, DeliveryState::Failed, 6)).await.unwrap();
+    let recorded = delivery(&store, failed.id).await;
+    assert_eq!((recorded.state, recorded.attempts, recorded.last_status), (DeliveryState::Failed, 1, Some(500)));
+    assert_eq!(recorded.last_error.as_deref(), Some("answered Some(500)"));
+    let pending = add_delivery(&store, endpoint.id, 7).await;
+    let after = store.record_webhook_attempt(&not_sent(&pending, DeliveryState::Pending, 8)).await.unwrap();
+    assert_eq!(after.unwrap().consecutive_failures, 1, "not attempted: not a failure");
+    let recorded = delivery(&store, pending.id).await;
+    assert_eq!((recorded.state, recorded.attempts), (DeliveryState::Pending, 0));
+    assert_eq!(recorded.last_error.as_deref(), Some("not sent: the breaker is open"));
+    // Disabling abandons both: an attempt in flight meanwhile neither revives nor counts.
+    store.disable_webhook_endpoint(endpoint.id, "disabled by an admin", at(9)).await.unwrap().unwrap();
+    let in_flight = store.record_webhook_attempt(&attempt(&failed, DeliveryState::Failed, Some(500), 10)).await;
+    assert_eq!(in_flight.unwrap(), None);
+    assert_eq!(delivery(&store, failed.id).await.state, DeliveryState::Abandoned);
+    assert_eq!(store.find_webhook_endpoint(endpoint.id).await.unwrap().unwrap().consecutive_failures, 1);
+}
+
 pub async fn only_failed_or_abandoned_webhook_deliveries_are_requeued(store: SharedStore) {
     let endpoint = add_endpoint(&store, "https://hooks.example.com/a", 0).await;
     let pending = add_delivery(&store, endpoint.id, 1).await;

@@ -332,9 +332,10 @@ impl WebhookRepository for PostgresStore {
         let mut tx = begin(&mut conn).await?;
         let recorded = sqlx::query(
             "update webhook_deliveries set state = $1, attempts = attempts + (case when $2 then 1 else 0 end), \
-             last_status = case when $2 then $3 else last_status end, last_error = $4, \
+             last_status = case when $2 then $3 else last_status end, \
+             last_error = case when $2 then $4 else coalesce(last_error, $4) end, \
              last_attempt_at = case when $2 then $5 else last_attempt_at end, updated_at = $5 \
-             where id = $6 and endpoint_id = $7",
+             where id = $6 and endpoint_id = $7 and state in ('pending', 'failed')",
         )
         .bind(attempt.state.as_str())
         .bind(attempt.attempted)

@@ -334,14 +334,17 @@ impl WebhookRepository for SqliteStore {
         let mut tx = Self::begin_write(&mut conn).await?;
         let recorded = sqlx::query(
             "update webhook_deliveries set state = ?, attempts = attempts + ?, \
-             last_status = case when ? = 1 then ? else last_status end, last_error = ?, \
+             last_status = case when ? = 1 then ? else last_status end, \
+             last_error = case when ? = 1 then ? else coalesce(last_error, ?) end, \
              last_attempt_at = case when ? = 1 then ? else last_attempt_at end, updated_at = ? \
-             where id = ? and endpoint_id = ?",
+             where id = ? and endpoint_id = ? and state in ('pending', 'failed')",
         )
         .bind(attempt.state.as_str())
         .bind(counted)
         .bind(counted)
         .bind(attempt.status.map(i64::from))
+        .bind(counted)
+        .bind(attempt.error.as_deref())
         .bind(attempt.error.as_deref())
         .bind(counted)
         .bind(&at)
