@@ -409,6 +409,15 @@ pub trait WebhookRepository: Send + Sync {
         job: &NewJob,
         now: OffsetDateTime,
     ) -> Result<WebhookDelivery, StoreError>;
+    /// Abandons the live (`pending` or `failed`) deliveries last changed before `before`, with
+    /// `reason` as their error: their job died without recording (a database error, a lost
+    /// lease). Returns how many.
+    async fn abandon_stale_webhook_deliveries(
+        &self,
+        before: OffsetDateTime,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
     /// Deletes at most `limit` finished (succeeded or abandoned) deliveries created before `before`.
     async fn purge_webhook_deliveries(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
 }

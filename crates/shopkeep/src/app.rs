@@ -177,8 +177,17 @@ pub fn webhook_service(
         max_attempts: webhooks.max_attempts,
         disable_after_failures: webhooks.disable_after_failures,
         retention: time::Duration::days(webhooks.retention_days as i64),
+        stale_after: stale_delivery_bound(webhooks.max_attempts, config.jobs.retry_max_secs),
     };
     shop::webhooks::WebhookService::new(store, clock, settings)
+}
+
+/// How long a live delivery may go unchanged before the purge abandons it: every wait of its
+/// job (at most `retry_max_secs` each, jitter included, one per attempt) plus a day for queue
+/// backlogs and attempts themselves. An attempt, a deferral or an admin's retry changes it.
+fn stale_delivery_bound(max_attempts: u32, retry_max_secs: u64) -> time::Duration {
+    let waits = u64::from(max_attempts).saturating_mul(retry_max_secs);
+    time::Duration::seconds(i64::try_from(waits).unwrap_or(i64::MAX / 2)) + time::Duration::days(1)
 }
 
 /// The per-endpoint HTTP clients of webhook deliveries; their breakers (`webhook-{id}`) join

@@ -250,6 +250,12 @@ impl JobHandler for DeliverWebhook {
         }
         match error {
             None => Ok(()),
+            // The abandonment is recorded: a dead job would only say so again, and retrying it
+            // would do nothing (an admin retries the delivery instead).
+            Some(error) if last => {
+                tracing::warn!(deliveryId = %delivery.id, endpointId = %endpoint.id, attempt = job.attempts, error, "webhook delivery abandoned after its last attempt");
+                Ok(())
+            }
             Some(error) => {
                 tracing::info!(deliveryId = %delivery.id, endpointId = %endpoint.id, attempt = job.attempts, error, "webhook attempt failed");
                 Err(HandlerError::Transient(error.to_owned()))
@@ -282,8 +288,9 @@ impl DeliverWebhook {
     }
 }
 
-/// `webhooks.purge_deliveries`: deletes finished deliveries past their retention (steady
-/// state), and forgets the clients of deleted endpoints. Idempotent.
+/// `webhooks.purge_deliveries`: abandons live deliveries whose job died without recording
+/// (unchanged for longer than any retry span), deletes finished deliveries past their retention
+/// (steady state), and forgets the clients of deleted endpoints. Idempotent.
 pub struct PurgeWebhookDeliveries {
     pub webhooks: WebhookService,
     pub clients: Arc<WebhookClients>,
@@ -292,6 +299,10 @@ pub struct PurgeWebhookDeliveries {
 #[async_trait::async_trait]
 impl JobHandler for PurgeWebhookDeliveries {
     async fn run(&self, _job: &Job) -> Result<(), HandlerError> {
+        let abandoned = self.webhooks.abandon_stale_deliveries().await.map_err(transient)?;
+        if abandoned > 0 {
+            tracing::warn!(abandoned, "webhook deliveries whose job ended without recording were abandoned");
+        }
         loop {
             let purged = self.webhooks.purge_deliveries(1_000).await.map_err(transient)?;
             metrics::counter!("webhook_deliveries_purged_total").increment(purged);

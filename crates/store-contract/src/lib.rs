@@ -96,6 +96,7 @@ macro_rules! contract_tests {
             webhook_attempts_change_only_live_deliveries,
             only_failed_or_abandoned_webhook_deliveries_are_requeued,
             deleting_a_webhook_endpoint_deletes_its_deliveries,
+            stale_live_webhook_deliveries_are_abandoned,
             finished_webhook_deliveries_are_purged_by_cutoff_and_limit
         );
     };

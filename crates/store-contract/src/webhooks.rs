@@ -275,6 +275,32 @@ pub async fn deleting_a_webhook_endpoint_deletes_its_deliveries(store: SharedSto
     assert!(matches!(store.delete_webhook_endpoint(endpoint.id).await, Err(StoreError::NotFound)));
 }
 
+pub async fn stale_live_webhook_deliveries_are_abandoned(store: SharedStore) {
+    let endpoint = add_endpoint(&store, "https://hooks.example.com/a", 0).await;
+    let stale_pending = add_delivery(&store, endpoint.id, 1).await;
+    let stale_failed = add_delivery(&store, endpoint.id, 2).await;
+    store.record_webhook_attempt(&attempt(&stale_failed, DeliveryState::Failed, Some(500), 3)).await.unwrap();
+    let recently_failed = add_delivery(&store, endpoint.id, 4).await;
+    store.record_webhook_attempt(&attempt(&recently_failed, DeliveryState::Failed, Some(500), 60)).await.unwrap();
+    let succeeded = add_delivery(&store, endpoint.id, 5).await;
+    store.record_webhook_attempt(&attempt(&succeeded, DeliveryState::Succeeded, Some(200), 6)).await.unwrap();
+    let abandoned = store.abandon_stale_webhook_deliveries(at(50), "abandoned: stale", at(100)).await.unwrap();
+    assert_eq!(abandoned, 2);
+    for id in [stale_pending.id, stale_failed.id] {
+        let recorded = delivery(&store, id).await;
+        assert_eq!(
+            (recorded.state, recorded.last_error.as_deref()),
+            (DeliveryState::Abandoned, Some("abandoned: stale"))
+        );
+        assert_eq!(recorded.updated_at, at(100));
+    }
+    assert_eq!(delivery(&store, recently_failed.id).await.state, DeliveryState::Failed, "changed since the cutoff");
+    assert_eq!(delivery(&store, succeeded.id).await.state, DeliveryState::Succeeded);
+    let streak = store.find_webhook_endpoint(endpoint.id).await.unwrap().unwrap().consecutive_failures;
+    assert_eq!(streak, 0, "abandoning is not a failure (the last attempt succeeded)");
+    assert_eq!(store.abandon_stale_webhook_deliveries(at(50), "abandoned: stale", at(101)).await.unwrap(), 0);
+}
+
 pub async fn finished_webhook_deliveries_are_purged_by_cutoff_and_limit(store: SharedStore) {
     let endpoint = add_endpoint(&store, "https://hooks.example.com/a", 0).await;
     let mut finished = Vec::new();

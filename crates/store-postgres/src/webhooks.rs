@@ -413,6 +413,21 @@ impl WebhookRepository for PostgresStore {
         row.into_delivery()
     }
 
+    async fn abandon_stale_webhook_deliveries(
+        &self,
+        before: OffsetDateTime,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let reason = reason.to_owned();
+        self.execute(
+            "update webhook_deliveries set state = 'abandoned', last_error = $1, updated_at = $2 \
+             where updated_at < $3 and state in ('pending', 'failed')",
+            |q| q.bind(reason).bind(now).bind(before),
+        )
+        .await
+    }
+
     async fn purge_webhook_deliveries(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
         self.execute(
             "delete from webhook_deliveries where id in (select id from webhook_deliveries \

@@ -409,6 +409,21 @@ impl WebhookRepository for SqliteStore {
         Ok(requeued)
     }
 
+    async fn abandon_stale_webhook_deliveries(
+        &self,
+        before: OffsetDateTime,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let reason = reason.to_owned();
+        self.execute_write(
+            "update webhook_deliveries set state = 'abandoned', last_error = ?, updated_at = ? \
+             where updated_at < ? and state in ('pending', 'failed')",
+            |q| q.bind(reason).bind(timestamp(now)).bind(timestamp(before)),
+        )
+        .await
+    }
+
     async fn purge_webhook_deliveries(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
         self.execute_write(
             "delete from webhook_deliveries where id in (select id from webhook_deliveries \

@@ -42,6 +42,9 @@ pub struct WebhookSettings {
     pub disable_after_failures: u32,
     /// Finished deliveries are deleted from the log this long after they were created.
     pub retention: Duration,
+    /// A live delivery unchanged for this long lost its job (it died without recording) and is
+    /// abandoned by the purge. Longer than any wait between two attempts of a live job.
+    pub stale_after: Duration,
 }
 
 impl Default for WebhookSettings {
@@ -52,6 +55,7 @@ impl Default for WebhookSettings {
             max_attempts: 15,
             disable_after_failures: 15,
             retention: Duration::days(30),
+            stale_after: Duration::days(2),
         }
     }
 }
@@ -393,6 +397,17 @@ impl WebhookService {
             tracing::warn!(target: "audit", endpointId = %id, reason, "webhook endpoint disabled automatically");
         }
         Ok(disabled)
+    }
+
+    /// Abandons the live deliveries unchanged for longer than `stale_after` (their job died
+    /// without recording); returns how many.
+    pub async fn abandon_stale_deliveries(&self) -> Result<u64, Error> {
+        let now = self.clock.now();
+        let reason = format!(
+            "abandoned: nothing recorded for {} hours (its delivery job ended without recording)",
+            self.settings.stale_after.whole_hours()
+        );
+        Ok(self.store.abandon_stale_webhook_deliveries(now - self.settings.stale_after, &reason, now).await?)
     }
 
     /// Deletes at most `limit` finished deliveries past the retention period.
