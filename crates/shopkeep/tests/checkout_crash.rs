@@ -112,7 +112,9 @@ async fn crash_test(database_url: String) {
     let directory = tempfile::tempdir().unwrap();
     // Slow answers, so that kills land while charges are under way.
     let sandbox = PaymentSandbox::start(SECRET).await.unwrap();
-    sandbox.set_mode(PaymentMode::Slow { delay: Duration::from_millis(150) });
+    // 800 ms per charge: all buyers start together, so the first kill (200–400 ms in) lands
+    // while every first charge is under way; the later ones land among the retries.
+    sandbox.set_mode(PaymentMode::Slow { delay: Duration::from_millis(800) });
     let config = write_config(directory.path(), &sandbox.url());
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -212,8 +214,8 @@ async fn crash_test(database_url: String) {
     }
 
     // Meanwhile: kill the shop at random moments and start it again on the same port.
-    for _ in 0..KILLS {
-        let wait = rand::rng().random_range(150..600);
+    for kill in 0..KILLS {
+        let wait = if kill == 0 { rand::rng().random_range(200..400) } else { rand::rng().random_range(150..900) };
         tokio::time::sleep(Duration::from_millis(wait)).await;
         shop.kill().await;
         tokio::time::sleep(Duration::from_millis(100)).await;
