@@ -362,11 +362,11 @@ impl IntegrationClient {
             builder = builder.body(body.clone());
         }
         let response =
-            builder.send().await.map_err(|error| classify(&error, dependency(), self.config.attempt_timeout))?;
+            builder.send().await.map_err(|error| classify(error, dependency(), self.config.attempt_timeout))?;
         let status = response.status();
         let headers = response.headers().clone();
         let body =
-            response.bytes().await.map_err(|error| classify(&error, dependency(), self.config.attempt_timeout))?;
+            response.bytes().await.map_err(|error| classify(error, dependency(), self.config.attempt_timeout))?;
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             let retry_after = headers
                 .get(RETRY_AFTER)
@@ -423,15 +423,18 @@ fn tls_config(config: &IntegrationConfig) -> Result<rustls::ClientConfig, Integr
     Ok(tls)
 }
 
-fn classify(error: &reqwest::Error, dependency: String, attempt_timeout: Duration) -> IntegrationError {
+/// The error without its URL: a URL may carry a token in its query (a webhook endpoint's), and
+/// this text reaches logs and delivery logs.
+fn classify(error: reqwest::Error, dependency: String, attempt_timeout: Duration) -> IntegrationError {
+    let error = error.without_url();
     if error.is_timeout() {
         IntegrationError::Timeout { dependency, after: attempt_timeout }
     } else if error.is_connect() {
-        // The chain, because the top error only names the URL: the cause (refused, unknown
+        // The chain, because the top error only says "error sending request": the cause (refused, unknown
         // certificate issuer, name mismatch) is underneath.
-        IntegrationError::Connect { dependency, detail: error_chain(error) }
+        IntegrationError::Connect { dependency, detail: error_chain(&error) }
     } else {
-        IntegrationError::Protocol { dependency, detail: error_chain(error) }
+        IntegrationError::Protocol { dependency, detail: error_chain(&error) }
     }
 }
 

@@ -92,8 +92,10 @@ async fn every_failure_mode_ends_within_the_total_timeout() {
     }
     let refused = Harness::refusing_address().await.unwrap();
     let (_, client) = client(&format!("http://{refused}"));
-    let error = client.send(OutboundRequest::get("/")).await.unwrap_err();
+    let error = client.send(OutboundRequest::get("/hook?token=s3cr3t")).await.unwrap_err();
     assert!(matches!(error, IntegrationError::Connect { .. }), "{error:?}");
+    // The text reaches logs and webhook delivery logs: no URL, so no token in a query.
+    assert!(!error.to_string().contains("s3cr3t"), "{error}");
 }
 
 #[tokio::test]

@@ -164,7 +164,9 @@ impl WebhookService {
         };
         match self.store.insert_webhook_endpoint(&endpoint, self.settings.max_endpoints).await {
             Ok(created) => {
-                tracing::info!(target: "audit", endpointId = %created.id, url = created.url.as_str(), "webhook endpoint registered");
+                // The host only: the path or query of a receiver's URL may hold a token.
+                let host = url::Url::parse(&created.url).ok().and_then(|url| url.host_str().map(str::to_owned));
+                tracing::info!(target: "audit", endpointId = %created.id, host = host.as_deref().unwrap_or(""), "webhook endpoint registered");
                 Ok(created)
             }
             Err(StoreError::Conflict { constraint }) if constraint == "webhook_endpoints_limit" => {
