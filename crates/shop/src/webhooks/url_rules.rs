@@ -60,7 +60,9 @@ pub fn parse_endpoint_url(raw: &str, policy: UrlPolicy) -> Result<String, String
 }
 
 /// Whether an address is globally routable: not loopback, private, link-local, shared (CGNAT),
-/// unspecified, multicast, broadcast, documentation or unique-local.
+/// unspecified, multicast, broadcast, documentation, unique-local, or an IPv6 range that embeds
+/// an IPv4 address (IPv4-mapped ones are judged by that address; NAT64, 6to4 and
+/// IPv4-compatible are refused).
 pub fn is_public_address(address: IpAddr) -> bool {
     match address {
         IpAddr::V4(v4) => is_public_v4(v4),
@@ -89,11 +91,23 @@ fn is_public_v4(address: Ipv4Addr) -> bool {
         || a >= 240)
 }
 
+/// Ranges that embed or translate to an IPv4 address (NAT64, 6to4, IPv4-compatible) are not
+/// public: the IPv4 address they reach may be internal, and a gateway on our network would
+/// carry the request there.
 fn is_public_v6(address: Ipv6Addr) -> bool {
-    let first = address.segments()[0];
+    let segments = address.segments();
+    let first = segments[0];
     !(address.is_loopback()
         || address.is_unspecified()
         || address.is_multicast()
+        // ::/96, IPv4-compatible (deprecated; `::` and `::1` are in it too).
+        || segments[..6] == [0; 6]
+        // 64:ff9b::/96, NAT64 well-known prefix.
+        || segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        // 64:ff9b:1::/48, NAT64 local-use prefix.
+        || segments[..3] == [0x64, 0xff9b, 1]
+        // 2002::/16, 6to4.
+        || first == 0x2002
         // fc00::/7, unique local.
         || (first & 0xfe00) == 0xfc00
         // fe80::/10, link-local.
@@ -132,6 +146,19 @@ mod tests {
             "https://[::ffff:127.0.0.1]/",
             "https://localhost/",
             "https://hooks.example.com/#fragment",
+            // IPv4 literals in decimal, hexadecimal and octal: the url crate reads them as
+            // 127.0.0.1, so they are refused like it.
+            "https://2130706433/",
+            "https://0x7f.1/",
+            "https://0x7f000001/",
+            "https://017700000001/",
+            "https://0177.0.0.1/",
+            "https://[::ffff:10.0.0.1]/",
+            "https://[::ffff:7f00:1]/",
+            "https://[::127.0.0.1]/",
+            "https://[64:ff9b::a00:1]/",
+            "https://[64:ff9b:1::a00:1]/",
+            "https://[2002:a00:1::1]/",
         ] {
             assert!(parse_endpoint_url(bad, STRICT).is_err(), "{bad:?} accepted");
         }
@@ -153,5 +180,9 @@ mod tests {
         assert!(is_public_address("2606:4700::1111".parse().unwrap()));
         assert!(!is_public_address("127.0.0.53".parse().unwrap()));
         assert!(!is_public_address("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(is_public_address("::ffff:93.184.216.34".parse().unwrap()), "IPv4-mapped: by its address");
+        for embedding in ["::10.0.0.1", "::93.184.216.34", "64:ff9b::7f00:1", "64:ff9b:1::1", "2002:7f00:1::1"] {
+            assert!(!is_public_address(embedding.parse().unwrap()), "{embedding} is public");
+        }
     }
 }
