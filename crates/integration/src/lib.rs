@@ -96,13 +96,19 @@ impl OutboundRequest {
     }
 
     pub fn post_json(path: &str, body: &serde_json::Value, idempotency: Idempotency) -> Self {
+        Self::post_json_bytes(path, body.to_string(), idempotency)
+    }
+
+    /// A POST of JSON already serialised, sent byte for byte as given (a signed body must be
+    /// sent exactly as it was signed).
+    pub fn post_json_bytes(path: &str, body: impl Into<Bytes>, idempotency: Idempotency) -> Self {
         let mut headers = HeaderMap::new();
         headers.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Self {
             method: Method::POST,
             path: path.to_owned(),
             headers,
-            body: Some(Bytes::from(body.to_string())),
+            body: Some(body.into()),
             idempotency,
             trace_id: None,
         }

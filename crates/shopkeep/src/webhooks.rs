@@ -114,17 +114,23 @@ impl WebhookClients {
     }
 
     /// One try: the answer's status when 2xx, else a failed attempt or a refusal (nothing sent).
-    async fn send(&self, endpoint: &WebhookEndpoint, delivery: &WebhookDelivery) -> Result<u16, NotDelivered> {
+    /// The stored payload is signed (with `signed_at` as the signature's timestamp) and sent
+    /// byte for byte.
+    async fn send(
+        &self,
+        endpoint: &WebhookEndpoint,
+        delivery: &WebhookDelivery,
+        signed_at: time::OffsetDateTime,
+    ) -> Result<u16, NotDelivered> {
         let failed = |error: String| NotDelivered::Failed(None, error);
         let client = self.client_for(endpoint).map_err(failed)?;
         self.check_destination(&endpoint.url).await.map_err(failed)?;
-        let body: serde_json::Value = serde_json::from_str(&delivery.payload)
-            .map_err(|error| failed(format!("stored payload is not JSON: {error}")))?;
-        // `post_json` serialises the value exactly so; that string is what is signed.
-        let raw = body.to_string();
-        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
-        let signature = signature_header(&endpoint.secret, timestamp, raw.as_bytes());
-        let mut request = OutboundRequest::post_json(&endpoint.url, &body, resilience::Idempotency::NotIdempotent);
+        let signature = signature_header(&endpoint.secret, signed_at.unix_timestamp(), delivery.payload.as_bytes());
+        let mut request = OutboundRequest::post_json_bytes(
+            &endpoint.url,
+            delivery.payload.clone(),
+            resilience::Idempotency::NotIdempotent,
+        );
         let header = |value: String| value.parse().map_err(|_| failed("invalid header value".to_owned()));
         request.headers.insert("user-agent", header("Shopkeep-Webhooks/1".into())?);
         request.headers.insert("shopkeep-event", header(delivery.event_type.as_str().into())?);
@@ -229,7 +235,7 @@ impl JobHandler for DeliverWebhook {
         };
         let last = job.attempts >= job.max_attempts;
         let started = Instant::now();
-        let outcome = self.clients.send(&endpoint, &delivery).await;
+        let outcome = self.clients.send(&endpoint, &delivery, self.webhooks.now()).await;
         metrics::histogram!("webhook_delivery_duration_seconds").record(started.elapsed().as_secs_f64());
         let (status, error) = match &outcome {
             Ok(status) => (Some(*status), None),

@@ -132,6 +132,11 @@ impl WebhookService {
         &self.settings
     }
 
+    /// The time by the service's clock (a delivery's signature timestamp).
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
     // ----- endpoints (admin) -----
 
     /// Registers an endpoint with a fresh signing secret (in the returned endpoint: show it once).
