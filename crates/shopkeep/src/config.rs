@@ -48,9 +48,10 @@ pub struct WebhooksConfig {
     /// An endpoint whose delivery used its last attempt is disabled when this many attempts in
     /// a row (across its deliveries) failed.
     pub disable_after_failures: u32,
-    /// The `webhook_auto_disable` governor: endpoints disabled automatically per hour at most.
+    /// The `webhook_auto_disable` governor: endpoints disabled automatically per hour at most,
+    /// per worker process.
     pub auto_disable_max_per_hour: u32,
-    /// Deliveries sent at once, over all endpoints (a bulkhead per endpoint as well).
+    /// Deliveries sent at once to one endpoint, per worker process (each endpoint's bulkhead).
     pub max_concurrent: usize,
     /// Finished deliveries are deleted from the log this long after they were created.
     pub retention_days: u64,
