@@ -333,6 +333,9 @@ pub struct HealthBody {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalIdentityBody {
+    /// Names the link for `DELETE /users/me/identities/{id}`: derived from the issuer and the
+    /// provider's subject, the same for as long as the link exists.
+    pub id: String,
     /// The OpenID Connect issuer (`https://accounts.google.com`).
     pub issuer: String,
     /// The address the provider gave when the link was made.
@@ -345,6 +348,7 @@ pub struct ExternalIdentityBody {
 impl From<ExternalIdentity> for ExternalIdentityBody {
     fn from(identity: ExternalIdentity) -> Self {
         Self {
+            id: identity.link_id(),
             issuer: identity.issuer,
             email: identity.email.map(|email| email.as_str().to_owned()),
             created_at: identity.created_at,

@@ -2,10 +2,14 @@
 //! once (also under concurrency) and never after it expired, abandoned ones are purged by cutoff
 //! and limit, an issuer's subject links to one account (the same subject under another issuer is
 //! another identity), an account created through a provider comes with its link and jobs or not at
-//! all, and links go with their account.
+//! all, links go with their account, and an account's last way to sign in is never unlinked (also
+//! under concurrency).
 
 use shop::StoreError;
-use shop::accounts::{Email, ExternalIdentity, MAX_ISSUER_LEN, MAX_SUBJECT_LEN, PendingExternalLogin, Role, User};
+use shop::accounts::{
+    Email, ExternalIdentity, LAST_SIGN_IN_METHOD, MAX_ISSUER_LEN, MAX_SUBJECT_LEN, NewUser, PendingExternalLogin, Role,
+    User,
+};
 use shop::jobs::JobQuery;
 use shop::secrets::SecretToken;
 use uuid::Uuid;
@@ -266,4 +270,81 @@ pub async fn external_identities_go_with_their_user(store: SharedStore) {
     // The rows are gone, not only unreachable: the subject can be linked again.
     store.link_external_identity(&new_identity(ISSUER, "guest-subject", ada.id, 60)).await.unwrap();
     assert_eq!(linked_user(&store, ISSUER, "guest-subject").await, Some(ada));
+}
+
+/// An account made by a provider sign-in: its password hash is a marker, no PHC string.
+async fn insert_passwordless_user(store: &SharedStore, email: &str) -> User {
+    let user = NewUser { password_hash: "!external".into(), ..new_user(email, Role::Customer, 0) };
+    store.insert_user(&user, &[]).await.unwrap()
+}
+
+pub async fn external_identities_are_unlinked_only_by_their_account(store: SharedStore) {
+    let ada = insert_user(&store, "ada@example.com").await;
+    let bob = insert_passwordless_user(&store, "bob@example.com").await;
+    let adas = new_identity(ISSUER, "ada-subject", ada.id, 0);
+    let bobs = new_identity(ISSUER, "bob-subject", bob.id, 0);
+    let bobs_other = new_identity(OTHER_ISSUER, "bob-subject", bob.id, 1);
+    for link in [&adas, &bobs, &bobs_other] {
+        store.link_external_identity(link).await.unwrap();
+    }
+    // Someone else's link, an unknown one, the right subject at another issuer: not found.
+    let result = store.unlink_external_identity(ada.id, ISSUER, "bob-subject", &[]).await;
+    assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
+    let result = store.unlink_external_identity(ada.id, ISSUER, "unknown", &[]).await;
+    assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
+    let result = store.unlink_external_identity(ada.id, OTHER_ISSUER, "ada-subject", &[]).await;
+    assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
+    let result = store.unlink_external_identity(shop::new_id(), ISSUER, "ada-subject", &[]).await;
+    assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
+    assert_eq!(store.list_external_identities(bob.id).await.unwrap(), [bobs.clone(), bobs_other.clone()]);
+
+    // An account with a password may unlink its only link, with its jobs.
+    let mail = new_job("mail.send", 5).queue("mail");
+    store.unlink_external_identity(ada.id, ISSUER, "ada-subject", std::slice::from_ref(&mail)).await.unwrap();
+    assert!(store.list_external_identities(ada.id).await.unwrap().is_empty());
+    assert_eq!(linked_user(&store, ISSUER, "ada-subject").await, None);
+    assert_eq!(store.find_job(mail.id).await.unwrap().unwrap().payload, mail.payload);
+    let again = store.unlink_external_identity(ada.id, ISSUER, "ada-subject", &[]).await;
+    assert!(matches!(again, Err(StoreError::NotFound)), "unlinked once: {again:?}");
+
+    // Without a password, one of two links may go, the last one not: nothing changes, no job.
+    store.unlink_external_identity(bob.id, OTHER_ISSUER, "bob-subject", &[]).await.unwrap();
+    let orphan = new_job("mail.send", 6).queue("mail");
+    assert_conflict(
+        store.unlink_external_identity(bob.id, ISSUER, "bob-subject", std::slice::from_ref(&orphan)).await,
+        LAST_SIGN_IN_METHOD,
+    );
+    assert_eq!(store.list_external_identities(bob.id).await.unwrap(), [bobs]);
+    assert_eq!(linked_user(&store, ISSUER, "bob-subject").await, Some(bob));
+    assert!(store.find_job(orphan.id).await.unwrap().is_none());
+    // The subject unlinked from Ada can be linked anew.
+    store.link_external_identity(&new_identity(ISSUER, "ada-subject", ada.id, 10)).await.unwrap();
+    assert_eq!(linked_user(&store, ISSUER, "ada-subject").await, Some(ada));
+}
+
+pub async fn concurrent_unlinks_of_the_last_two_external_identities_leave_one(store: SharedStore) {
+    for round in 0..5 {
+        let carol = insert_passwordless_user(&store, &format!("carol{round}@example.com")).await;
+        let first = new_identity(ISSUER, &format!("carol-{round}"), carol.id, 0);
+        let second = new_identity(OTHER_ISSUER, &format!("carol-{round}"), carol.id, 0);
+        store.link_external_identity(&first).await.unwrap();
+        store.link_external_identity(&second).await.unwrap();
+        let mut contenders = tokio::task::JoinSet::new();
+        for link in [first.clone(), second.clone()] {
+            let store = store.clone();
+            contenders.spawn(async move {
+                store.unlink_external_identity(link.user_id, &link.issuer, &link.subject, &[]).await
+            });
+        }
+        let (mut unlinked, mut refused) = (0, 0);
+        while let Some(outcome) = contenders.join_next().await {
+            match outcome.unwrap() {
+                Ok(()) => unlinked += 1,
+                Err(StoreError::Conflict { constraint }) if constraint == LAST_SIGN_IN_METHOD => refused += 1,
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!((unlinked, refused), (1, 1), "exactly one unlink goes");
+        assert_eq!(store.list_external_identities(carol.id).await.unwrap().len(), 1, "one way in stays");
+    }
 }

@@ -1,11 +1,13 @@
 //! Sign-ins with external identity providers in PostgreSQL: pending logins between the redirect
 //! and the callback, and the links from an issuer's subject to an account. Taking a pending
 //! login is one `DELETE … RETURNING` statement: a concurrent take waits for the row lock, then
-//! finds the row gone.
+//! finds the row gone. Unlinking first locks the account's row (`for no key update`, which
+//! foreign key checks do not wait for), so two unlinks of one account's last links take turns and
+//! the second, in a new snapshot, sees the first one's link gone.
 
 use async_trait::async_trait;
 use shop::StoreError;
-use shop::accounts::{Email, ExternalIdentity, NewUser, PendingExternalLogin, User};
+use shop::accounts::{Email, ExternalIdentity, LAST_SIGN_IN_METHOD, NewUser, PendingExternalLogin, User};
 use shop::jobs::NewJob;
 use shop::ports::ExternalLoginRepository;
 use shop::secrets::SecretHash;
@@ -191,5 +193,59 @@ impl ExternalLoginRepository for PostgresStore {
         .await
         .map_err(error("failed to list external identities"))?;
         rows.into_iter().map(ExternalIdentityRow::into_identity).collect()
+    }
+
+    async fn unlink_external_identity(
+        &self,
+        user_id: Uuid,
+        issuer: &str,
+        subject: &str,
+        jobs: &[NewJob],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        let mut tx = begin(&mut conn).await?;
+        // Without the lock, two unlinks (each of one of the last two links) would each see the
+        // other's link in their snapshot and both go. Returning early rolls the transaction back.
+        let account: Option<i32> = sqlx::query_scalar("select 1 from users where id = $1 for no key update")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(error("failed to lock user for unlinking"))?;
+        if account.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        // A password is a PHC string (`$argon2id$…`); accounts without one hold a `!` marker.
+        let deleted = sqlx::query(
+            "delete from external_identities where issuer = $1 and subject = $2 and user_id = $3 \
+             and (exists (select 1 from users where id = $3 and substr(password_hash, 1, 1) = '$') \
+                  or exists (select 1 from external_identities as other where other.user_id = $3 \
+                             and not (other.issuer = $1 and other.subject = $2)))",
+        )
+        .bind(issuer)
+        .bind(subject)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(error("failed to unlink external identity"))?
+        .rows_affected();
+        if deleted == 0 {
+            let linked: Option<i32> = sqlx::query_scalar(
+                "select 1 from external_identities where issuer = $1 and subject = $2 and user_id = $3",
+            )
+            .bind(issuer)
+            .bind(subject)
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(error("failed to find external identity"))?;
+            return Err(match linked {
+                Some(_) => StoreError::Conflict { constraint: LAST_SIGN_IN_METHOD.into() },
+                None => StoreError::NotFound,
+            });
+        }
+        for job in jobs {
+            insert_job(&mut tx, job).await?;
+        }
+        commit(tx).await
     }
 }

@@ -1,11 +1,12 @@
 //! Sign-ins with external identity providers in SQLite: pending logins between the redirect and
 //! the callback, and the links from an issuer's subject to an account. Taking a pending login
 //! is one `DELETE … RETURNING` inside `BEGIN IMMEDIATE`, so of two concurrent takes only the
-//! first finds the row.
+//! first finds the row. Unlinking checks that the account keeps a way to sign in and deletes in
+//! one statement inside `BEGIN IMMEDIATE`, so two unlinks of one account's last links take turns.
 
 use async_trait::async_trait;
 use shop::StoreError;
-use shop::accounts::{Email, ExternalIdentity, NewUser, PendingExternalLogin, User};
+use shop::accounts::{Email, ExternalIdentity, LAST_SIGN_IN_METHOD, NewUser, PendingExternalLogin, User};
 use shop::jobs::NewJob;
 use shop::ports::ExternalLoginRepository;
 use shop::secrets::SecretHash;
@@ -209,5 +210,52 @@ impl ExternalLoginRepository for SqliteStore {
         .await
         .map_err(error("failed to list external identities"))?;
         rows.into_iter().map(ExternalIdentityRow::into_identity).collect()
+    }
+
+    async fn unlink_external_identity(
+        &self,
+        user_id: Uuid,
+        issuer: &str,
+        subject: &str,
+        jobs: &[NewJob],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        let mut tx = Self::begin_write(&mut conn).await?;
+        // A password is a PHC string (`$argon2id$…`); accounts without one hold a `!` marker.
+        let deleted = sqlx::query(
+            "delete from external_identities where issuer = ?1 and subject = ?2 and user_id = ?3 \
+             and (exists (select 1 from users where id = ?3 and substr(password_hash, 1, 1) = '$') \
+                  or exists (select 1 from external_identities as other where other.user_id = ?3 \
+                             and not (other.issuer = ?1 and other.subject = ?2)))",
+        )
+        .bind(issuer)
+        .bind(subject)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(error("failed to unlink external identity"))?
+        .rows_affected();
+        if deleted == 0 {
+            let linked: Option<i64> = sqlx::query_scalar(
+                "select 1 from external_identities where issuer = ? and subject = ? and user_id = ?",
+            )
+            .bind(issuer)
+            .bind(subject)
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(error("failed to find external identity"))?;
+            // Dropping the transaction rolls it back: nothing was written.
+            return Err(match linked {
+                Some(_) => StoreError::Conflict { constraint: LAST_SIGN_IN_METHOD.into() },
+                None => StoreError::NotFound,
+            });
+        }
+        for job in jobs {
+            insert_job(&mut tx, job).await?;
+        }
+        commit(tx).await?;
+        self.announce_jobs(jobs.iter().map(|job| job.queue.as_str()));
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Sign-in with an external OpenID Connect provider: `start` sends the browser to the provider
 //! (state, nonce, PKCE) with a cookie naming the pending sign-in; `callback` checks it, has the
-//! provider's answer verified and signs in (or holds the sign-in for a mailed confirmation).
+//! provider's answer verified and signs in (or holds the sign-in for a mailed confirmation). The
+//! signed-in user lists their linked providers and unlinks them.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -181,4 +182,27 @@ pub async fn my_identities(
     let identities = state.accounts().external_identities(&caller).await?;
     let body: Vec<ExternalIdentityBody> = identities.into_iter().map(ExternalIdentityBody::from).collect();
     Ok(private_json(StatusCode::OK, &body))
+}
+
+/// Unlinks one of the signed-in user's providers: it no longer signs in to this account (signing
+/// in with it again links it again, by verified address, or makes a new account). The owner is
+/// mailed about it. An account keeps at least one way to sign in: its last link goes only once
+/// it has a password.
+#[utoipa::path(delete, path = "/users/me/identities/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "The link's `id` from `GET /users/me/identities`")),
+    security(("session" = ["customer"]), ("apiToken" = ["customer"])),
+    responses(
+        (status = 204, description = "Unlinked"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such link of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It is the account's only way to sign in (no password, no other link): set a password first (`POST /password-resets`)", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn unlink_my_identity(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.accounts().unlink_external_identity(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -82,6 +82,7 @@ pub fn api_routes(state: AppState) -> Result<(Router, serde_json::Value), String
         .routes(routes!(external_logins::start))
         .routes(routes!(external_logins::callback))
         .routes(routes!(external_logins::my_identities))
+        .routes(routes!(external_logins::unlink_my_identity))
         .routes(routes!(accounts::create_api_token, accounts::list_api_tokens))
         .routes(routes!(accounts::revoke_api_token))
         .routes(routes!(catalog::list_categories, catalog::create_category))

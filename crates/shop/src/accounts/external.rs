@@ -52,6 +52,25 @@ pub struct ExternalIdentity {
     pub created_at: OffsetDateTime,
 }
 
+impl ExternalIdentity {
+    /// The link's identifier in the API (`DELETE /users/me/identities/{id}`): the unpadded
+    /// base64url SHA-256 of the issuer and the subject. The table has no id column and needs
+    /// none: (issuer, subject) is its key, and hashing it gives a short, path-safe name that
+    /// stays the same as long as the link exists, without putting the subject into URLs.
+    pub fn link_id(&self) -> String {
+        use base64::Engine as _;
+        use sha2::{Digest as _, Sha256};
+        // The issuer's length first, so that no two pairs hash the same bytes.
+        let issuer_len = u64::try_from(self.issuer.len()).unwrap_or(u64::MAX);
+        let digest = Sha256::new()
+            .chain_update(issuer_len.to_be_bytes())
+            .chain_update(self.issuer.as_bytes())
+            .chain_update(self.subject.as_bytes())
+            .finalize();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+    }
+}
+
 /// The start of a provider's authorization request: where to send the browser, and the
 /// single-use values the callback is checked against.
 #[derive(Clone)]
@@ -134,6 +153,9 @@ impl std::fmt::Debug for ExternalCallback {
 /// External-only accounts have no password: this is no Argon2 hash, so nothing verifies
 /// against it (a password can be set later through a password reset).
 const NO_PASSWORD: &str = "!external";
+
+/// The conflict the store reports when a link is an account's last way to sign in.
+pub const LAST_SIGN_IN_METHOD: &str = "external_identities_last_sign_in_method";
 
 fn start_again(message: &str) -> Error {
     Error::Invalid(ValidationErrors::single("state", message))
@@ -362,6 +384,47 @@ impl AccountService {
     /// The issuers an account is linked to (for `GET /users/me/identities`).
     pub async fn external_identities(&self, caller: &Caller) -> Result<Vec<ExternalIdentity>, Error> {
         Ok(self.store.list_external_identities(caller.user.id).await?)
+    }
+
+    /// Unlinks one of the caller's identities, named by its [`ExternalIdentity::link_id`], and
+    /// mails the owner about it. Someone else's link and an unknown id are both "not found". The
+    /// store refuses to unlink an account's last way to sign in (no password, no other link),
+    /// atomically with the unlinking, so two concurrent unlinks never leave it locked out.
+    pub async fn unlink_external_identity(&self, caller: &Caller, link_id: &str) -> Result<(), Error> {
+        // Guests never have links (a provider sign-in refuses them), so for them every id is unknown.
+        if caller.user.guest {
+            return Err(Error::NotFound);
+        }
+        let identity = self
+            .store
+            .list_external_identities(caller.user.id)
+            .await?
+            .into_iter()
+            .find(|identity| identity.link_id() == link_id)
+            .ok_or(Error::NotFound)?;
+        let now = self.clock.now();
+        let mail = crate::mail::external_identity_unlinked(
+            &caller.user.email,
+            caller.user.name.as_str(),
+            &identity.issuer,
+            now,
+            &self.settings.shop_name,
+        );
+        let job = crate::mail::send_mail_job(&mail, None, now);
+        match self.store.unlink_external_identity(caller.user.id, &identity.issuer, &identity.subject, &[job]).await {
+            Ok(()) => {
+                tracing::info!(userId = %caller.user.id, issuer = %identity.issuer, "external identity unlinked");
+                Ok(())
+            }
+            Err(StoreError::Conflict { constraint }) if constraint == LAST_SIGN_IN_METHOD => Err(Error::Conflict(
+                "this is the only way to sign in to your account: set a password first (request a password \
+                 reset at POST /api/v1/password-resets), or link another provider, then unlink this one"
+                    .into(),
+            )),
+            // Unlinked meanwhile (another request, another device).
+            Err(StoreError::NotFound) => Err(Error::NotFound),
+            Err(other) => Err(other.into()),
+        }
     }
 }
 

@@ -62,6 +62,40 @@ pub fn account_locked(to: &Email, name: &str, locked_until: OffsetDateTime, shop
     Mail::new(to, subject, text, html)
 }
 
+/// To the owner of an account whose sign-in through an external provider was just unlinked, so
+/// that an unlinking they did not do (someone else in their session) does not go unnoticed.
+pub fn external_identity_unlinked(
+    to: &Email,
+    name: &str,
+    issuer: &str,
+    unlinked_at: OffsetDateTime,
+    shop_name: &str,
+) -> Mail {
+    let when = unlinked_at.format(&Rfc2822).unwrap_or_else(|_| unlinked_at.to_string());
+    let subject = format!("{shop_name}: a sign-in provider was unlinked from your account");
+    let text = format!(
+        "Hello {name},\n\n\
+         Signing in to your {shop_name} account through {issuer} was turned off on {when} (UTC): \
+         that provider no longer signs you in here.\n\n\
+         If this was you, there is nothing to do. If it was not, someone else may be signed in to \
+         your account: change your password, which signs out your other devices.\n"
+    );
+    let html = html_page(
+        &subject,
+        &format!(
+            "<p>Hello {},</p>\n<p>Signing in to your {} account through <strong>{}</strong> was turned \
+             off on {} (UTC): that provider no longer signs you in here.</p>\n\
+             <p>If this was you, there is nothing to do. If it was not, someone else may be signed in \
+             to your account: change your password, which signs out your other devices.</p>",
+            HtmlEscaped(name),
+            HtmlEscaped(shop_name),
+            HtmlEscaped(issuer),
+            HtmlEscaped(&when)
+        ),
+    );
+    Mail::new(to, subject, text, html)
+}
+
 /// How long, in words, for mail text: "30 minutes", "48 hours".
 fn in_words(duration: time::Duration) -> String {
     let minutes = duration.whole_minutes();
@@ -233,5 +267,16 @@ mod tests {
         let verify = verify_email(&to, "Ada", link, time::Duration::hours(48), "Shop");
         assert!(verify.text.contains("within 48 hours"), "{}", verify.text);
         assert!(verify.subject.contains("confirm your email"));
+    }
+
+    #[test]
+    fn the_unlinking_mail_names_the_issuer_escaped_in_html() {
+        let to = Email::parse("ada@example.com").unwrap();
+        let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let mail = external_identity_unlinked(&to, "Ada", "https://idp.example/?a=1&b=<2>", at, "Shop");
+        assert!(mail.text.contains("through https://idp.example/?a=1&b=<2> was turned off"), "{}", mail.text);
+        assert!(mail.text.contains("Fri, 15 Jan 2027 08:00:00 +0000"), "{}", mail.text);
+        assert!(mail.html.contains("https://idp.example/?a=1&amp;b=&lt;2&gt;"), "{}", mail.html);
+        assert!(mail.subject.starts_with("Shop: a sign-in provider was unlinked"));
     }
 }

@@ -137,6 +137,7 @@ oidc_tests!(
     an_address_the_provider_has_not_verified_makes_no_account,
     callbacks_are_bound_to_the_browser_and_used_once,
     refusals_of_the_provider_and_bad_input_are_clear_errors,
+    a_link_is_unlinked_once_the_account_has_another_way_in,
 );
 
 fn location(response: &reqwest::Response) -> String {
@@ -434,6 +435,81 @@ async fn refusals_of_the_provider_and_bad_input_are_clear_errors(app: &TestApp, 
         problem(browser.get(&mixed_up).send().await.unwrap(), StatusCode::BAD_REQUEST).await["errors"][0]["field"],
         "code"
     );
+}
+
+async fn identities(app: &TestApp, client: &Client) -> Vec<Value> {
+    let response = client.get(app.url("/api/v1/users/me/identities")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+fn unlink(app: &TestApp, client: &Client, id: &str) -> reqwest::RequestBuilder {
+    client.delete(app.url(&format!("/api/v1/users/me/identities/{id}")))
+}
+
+async fn a_link_is_unlinked_once_the_account_has_another_way_in(app: &TestApp, provider: &Provider) {
+    // An account made by the provider sign-in: no password, one link.
+    let browser = app.new_client();
+    assert_eq!(sign_in(app, provider, &browser, "ivy@example.test").await.status(), StatusCode::FOUND);
+    let user = me(app, &browser).await;
+    let linked = identities(app, &browser).await;
+    assert_eq!(linked.len(), 1);
+    assert_eq!(linked[0]["issuer"], provider.issuer.as_str());
+    let id = linked[0]["id"].as_str().expect("an id").to_owned();
+    // Its only way to sign in is not unlinked.
+    let refused = problem(unlink(app, &browser, &id).send().await.unwrap(), StatusCode::CONFLICT).await;
+    assert!(refused["detail"].as_str().unwrap().contains("set a password first"), "{refused}");
+    assert_eq!(identities(app, &browser).await, linked, "nothing changed");
+    // Nobody else can unlink it, and they learn nothing: the same 404 as for an unknown id.
+    problem(unlink(app, &app.http, &id).send().await.unwrap(), StatusCode::UNAUTHORIZED).await;
+    let stranger = app.new_client();
+    assert_eq!(sign_in(app, provider, &stranger, "jack@example.test").await.status(), StatusCode::FOUND);
+    problem(unlink(app, &stranger, &id).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    problem(unlink(app, &stranger, "no-such-link").send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    problem(unlink(app, &browser, "no-such-link").send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    // A guest has no links: every id is unknown.
+    let guest = app.new_client();
+    assert_eq!(guest.post(app.url("/api/v1/guests")).send().await.unwrap().status(), StatusCode::CREATED);
+    assert!(identities(app, &guest).await.is_empty());
+    problem(unlink(app, &guest, &id).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    assert_eq!(identities(app, &browser).await, linked, "still linked");
+
+    // Once the owner sets a password (through a reset), the link can go.
+    let requested =
+        app.api(reqwest::Method::POST, "/password-resets").json(&json!({ "email": "ivy@example.test" })).send().await;
+    assert_eq!(requested.unwrap().status(), StatusCode::ACCEPTED);
+    let mail = app.outbox_with(1).await;
+    let text = &mail[0].mail.text;
+    let token = text[text.find("token=").unwrap() + 6..].split_whitespace().next().unwrap().to_owned();
+    let reset = app
+        .api(reqwest::Method::POST, "/password-resets/confirm")
+        .json(&json!({ "token": token, "newPassword": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    let owner = app.new_client();
+    let logged_in = owner
+        .post(app.url("/api/v1/sessions"))
+        .json(&json!({ "email": "ivy@example.test", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logged_in.status(), StatusCode::CREATED);
+    assert_eq!(unlink(app, &owner, &id).send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    assert!(identities(app, &owner).await.is_empty());
+    problem(unlink(app, &owner, &id).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    let mail = app.outbox_with(2).await;
+    let notice = mail.iter().find(|sent| sent.mail.subject.contains("unlinked")).expect("the owner is told");
+    assert_eq!(notice.mail.to, "ivy@example.test");
+    assert!(notice.mail.text.contains(&provider.issuer), "{}", notice.mail.text);
+    // Signing in with the provider again links it again (the address is verified on both sides).
+    let again = app.new_client();
+    assert_eq!(sign_in(app, provider, &again, "ivy@example.test").await.status(), StatusCode::FOUND);
+    assert_eq!(me(app, &again).await["id"], user["id"], "the same account");
+    let relinked = identities(app, &owner).await;
+    assert_eq!(relinked.len(), 1);
+    assert_eq!(relinked[0]["id"], id.as_str(), "the same issuer and subject, the same id");
 }
 
 /// A provider that puts the address into the ID token itself (no userinfo call needed).
