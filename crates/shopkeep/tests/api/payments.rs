@@ -105,6 +105,14 @@ fn unix_now() -> i64 {
 }
 
 impl Shop {
+    /// A GET on the admin listener, with the admin token.
+    async fn admin(&self, path: &str) -> Value {
+        let response =
+            self.app.http.get(self.app.admin_url(path)).bearer_auth("an-admin-token-for-tests").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.json().await.unwrap()
+    }
+
     /// POSTs a webhook to the shop as the provider would, signed with `signature`.
     async fn webhook(&self, provider: &str, body: &str, signature: Option<String>) -> reqwest::Response {
         let mut request = self
@@ -320,17 +328,7 @@ async fn an_open_breaker_fails_checkout_fast_and_reserves_nothing(shop: &Shop) {
     assert_eq!(shop.stock().await, reserved_before, "nothing reserved");
     // Browsing and carts are unaffected.
     assert_eq!(shop.app.http.get(shop.app.url("/api/v1/products")).send().await.unwrap().status(), StatusCode::OK);
-    let status: Value = shop
-        .app
-        .http
-        .get(shop.app.admin_url("/admin/v1/status"))
-        .bearer_auth("an-admin-token-for-tests")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = shop.admin("/admin/v1/status").await;
     let breaker = status["breakers"].as_array().unwrap().iter().find(|b| b["name"] == "payments").cloned();
     assert_eq!(breaker.map(|b| b["state"].clone()), Some(json!("open")), "{status}");
     // The provider heals; after the open wait a probe goes through and checkout works again,
@@ -507,17 +505,7 @@ async fn a_charge_reported_after_the_buyer_cancelled_queues_its_refund(shop: &Sh
     assert_eq!(receipt["outcome"], "the order was cancelled: a refund of the charge is queued", "{receipt}");
     assert_eq!(shop.order(&buyer, &id).await["status"], "cancelled");
     assert_eq!(shop.stock().await, 10, "a cancelled order's stock stays released");
-    let jobs: Value = shop
-        .app
-        .http
-        .get(shop.app.admin_url("/admin/v1/jobs?state=queued&kind=payments.refund"))
-        .bearer_auth("an-admin-token-for-tests")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs = shop.admin("/admin/v1/jobs?state=queued&kind=payments.refund").await;
     let refunds = jobs["data"]
         .as_array()
         .unwrap()
