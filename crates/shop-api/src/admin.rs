@@ -447,19 +447,14 @@ async fn list_jobs(
     Ok(axum::Json(crate::wire::Paged::from_page(page, JobBody::from)).into_response())
 }
 
-fn parse_job_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
-    // An id that cannot exist is simply not found.
-    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
-}
-
 /// `GET /admin/v1/jobs/{id}`.
 async fn get_job(State(state): State<AdminState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let job = state.app.inner.jobs.find(parse_job_id(&id)?).await?;
+    let job = state.app.inner.jobs.find(crate::routes::path_id(&id)?).await?;
     Ok(axum::Json(JobBody::from(job)).into_response())
 }
 
 /// `POST /admin/v1/jobs/{id}/retry`: a dead or failed job runs again with fresh attempts.
 async fn retry_job(State(state): State<AdminState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let job = state.app.inner.jobs.retry(parse_job_id(&id)?).await?;
+    let job = state.app.inner.jobs.retry(crate::routes::path_id(&id)?).await?;
     Ok(axum::Json(JobBody::from(job)).into_response())
 }

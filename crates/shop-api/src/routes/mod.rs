@@ -121,6 +121,11 @@ pub fn api_routes(state: AppState) -> Result<(Router, serde_json::Value), String
     Ok((router, document))
 }
 
+/// The id in a resource's path; one that is not a UUID cannot exist, so it is simply not found.
+pub(crate) fn path_id(raw: &str) -> Result<uuid::Uuid, crate::error::ApiError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| crate::error::ApiError::NotFound)
+}
+
 /// Adds a `Location` header (for 201 responses).
 pub(crate) fn with_location(mut response: axum::response::Response, location: &str) -> axum::response::Response {
     if let Ok(value) = axum::http::HeaderValue::from_str(location) {

@@ -11,19 +11,16 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::accounts::parse_page;
+use super::path_id;
 use crate::auth::Authenticated;
 use crate::error::{ApiError, CommonErrors, Problem};
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Query, RawBody};
 use crate::routes::caching::private_json;
 use crate::state::AppState;
 use crate::wire::{CartBody, CheckoutRequest, OrderBody, Paged, SetQuantityRequest};
 
 fn product_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::invalid("productId", "is not a product id"))
-}
-
-fn order_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
 }
 
 fn order_location(id: Uuid) -> String {
@@ -271,7 +268,7 @@ pub async fn get_order(
     Authenticated(caller): Authenticated,
     Path(raw_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let order = state.orders().get_order(&caller, order_id(&raw_id)?).await?;
+    let order = state.orders().get_order(&caller, path_id(&raw_id)?).await?;
     Ok(private_json(StatusCode::OK, &OrderBody::from(order)))
 }
 
@@ -291,7 +288,7 @@ pub async fn cancel_order(
     Authenticated(caller): Authenticated,
     Path(raw_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let order = state.orders().cancel_order(&caller, order_id(&raw_id)?).await?;
+    let order = state.orders().cancel_order(&caller, path_id(&raw_id)?).await?;
     Ok(private_json(StatusCode::OK, &OrderBody::from(order)))
 }
 
@@ -311,7 +308,7 @@ pub async fn fulfil_order(
     Authenticated(caller): Authenticated,
     Path(raw_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let order = state.orders().fulfil_order(&caller, order_id(&raw_id)?).await?;
+    let order = state.orders().fulfil_order(&caller, path_id(&raw_id)?).await?;
     Ok(private_json(StatusCode::OK, &OrderBody::from(order)))
 }
 
@@ -332,12 +329,9 @@ pub async fn refund_order(
     Authenticated(caller): Authenticated,
     Path(raw_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let order = state.orders().refund_order(&caller, order_id(&raw_id)?).await?;
+    let order = state.orders().refund_order(&caller, path_id(&raw_id)?).await?;
     Ok(private_json(StatusCode::ACCEPTED, &OrderBody::from(order)))
 }
-
-/// The largest webhook body read; a provider's events are a few kilobytes.
-const MAX_WEBHOOK_BODY: usize = 64 * 1024;
 
 /// What a payment webhook did, for the provider's delivery log.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -359,20 +353,18 @@ pub struct PaymentWebhookReceipt {
         (status = 200, description = "Applied (or already applied)", body = PaymentWebhookReceipt),
         (status = 400, description = "Missing, forged or stale signature, or an unreadable event: nothing applied", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such provider, or it sends no webhooks here", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than `http.body_limit_bytes`", body = Problem, content_type = "application/problem+json"),
         CommonErrors
     ))]
 pub async fn payment_webhook(
     State(state): State<AppState>,
     Path(provider): Path<String>,
     headers: HeaderMap,
-    body: axum::body::Body,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let payments = state.orders().payments();
-    if provider != payments.name() {
+    if provider != state.orders().payments().name() {
         return Err(ApiError::NotFound);
     }
-    let body = axum::body::to_bytes(body, MAX_WEBHOOK_BODY).await.map_err(|_| ApiError::PayloadTooLarge)?;
     let signature = headers.get("webhook-signature").and_then(|value| value.to_str().ok());
     let event = state.orders().verify_payment_webhook(signature, &body).map_err(|rejection| {
         tracing::warn!(provider = provider.as_str(), %rejection, "payment webhook refused");

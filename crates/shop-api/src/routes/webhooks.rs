@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::accounts::parse_page;
+use super::path_id;
 use super::with_location;
 use crate::error::{ApiError, CommonErrors, Problem};
 use crate::extract::{Json, Query};
@@ -176,10 +177,6 @@ pub struct DeliveryListQuery {
 
 // === handlers ===
 
-fn id_of(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
-}
-
 fn location(id: Uuid) -> String {
     format!("/api/v1/webhook-endpoints/{id}")
 }
@@ -234,7 +231,7 @@ pub async fn list_endpoints(State(state): State<AppState>) -> Result<Response, A
         CommonErrors
     ))]
 pub async fn get_endpoint(State(state): State<AppState>, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
-    let endpoint = state.webhooks().get_endpoint(id_of(&raw_id)?).await?;
+    let endpoint = state.webhooks().get_endpoint(path_id(&raw_id)?).await?;
     Ok(private_json(StatusCode::OK, &WebhookEndpointBody::from(endpoint)))
 }
 
@@ -256,7 +253,7 @@ pub async fn update_endpoint(
     Path(raw_id): Path<String>,
     Json(body): Json<UpdateWebhookEndpointRequest>,
 ) -> Result<Response, ApiError> {
-    let id = id_of(&raw_id)?;
+    let id = path_id(&raw_id)?;
     let description = body.description.as_ref().map(|description| description.as_deref());
     let endpoint = state
         .webhooks()
@@ -279,7 +276,7 @@ pub async fn delete_endpoint(
     State(state): State<AppState>,
     Path(raw_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.webhooks().delete_endpoint(id_of(&raw_id)?).await?;
+    state.webhooks().delete_endpoint(path_id(&raw_id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -296,7 +293,7 @@ pub async fn delete_endpoint(
         CommonErrors
     ))]
 pub async fn rotate_secret(State(state): State<AppState>, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
-    let endpoint = state.webhooks().rotate_secret(id_of(&raw_id)?).await?;
+    let endpoint = state.webhooks().rotate_secret(path_id(&raw_id)?).await?;
     Ok(private_json(StatusCode::OK, &WebhookEndpointWithSecretBody::from(endpoint)))
 }
 
@@ -322,7 +319,7 @@ pub async fn list_deliveries(
         errors.check("state", DeliveryState::parse(raw).ok_or("must be pending, succeeded, failed or abandoned"))
     });
     errors.into_result()?;
-    let page = state.webhooks().list_deliveries(id_of(&raw_id)?, delivery_state, page).await?;
+    let page = state.webhooks().list_deliveries(path_id(&raw_id)?, delivery_state, page).await?;
     Ok(private_json(StatusCode::OK, &Paged::from_page(page, WebhookDeliveryBody::from)))
 }
 
@@ -342,6 +339,6 @@ pub async fn retry_delivery(
     State(state): State<AppState>,
     Path((raw_id, raw_delivery)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let delivery = state.webhooks().retry_delivery(id_of(&raw_id)?, id_of(&raw_delivery)?).await?;
+    let delivery = state.webhooks().retry_delivery(path_id(&raw_id)?, path_id(&raw_delivery)?).await?;
     Ok(private_json(StatusCode::ACCEPTED, &WebhookDeliveryBody::from(delivery)))
 }
