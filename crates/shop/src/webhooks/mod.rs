@@ -8,12 +8,12 @@ mod signing;
 mod url_rules;
 
 pub use model::{
-    DeliveryAttempt, DeliveryQuery, DeliveryState, MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_URL_LEN,
-    WebhookDelivery, WebhookEndpoint, WebhookEndpointChanges, WebhookEvent, WebhookEventType,
+    DeliveryAttempt, DeliveryQuery, DeliveryState, MAX_ERROR_CHARS, WebhookDelivery, WebhookEndpoint,
+    WebhookEndpointChanges, WebhookEvent, WebhookEventType,
 };
 pub use service::{
     DELIVER_WEBHOOK, DISPATCH_WEBHOOKS, DeliveryPlan, PURGE_WEBHOOK_DELIVERIES, WEBHOOKS_QUEUE, WebhookService,
     WebhookSettings, order_event_job,
 };
 pub use signing::{WebhookSecret, signature_header};
-pub use url_rules::{UrlPolicy, is_public_address, parse_endpoint_url};
+pub use url_rules::{UrlPolicy, is_public_address};

@@ -98,8 +98,8 @@ pub struct WebhookEndpointChanges {
     /// `Some(None)` clears the description.
     pub description: Option<Option<String>>,
     pub secret: Option<WebhookSecret>,
-    /// `Some(true)` enables it and resets its failure count; `Some(false)` is not accepted here
-    /// (disabling abandons deliveries: `WebhookRepository::disable_webhook_endpoint`).
+    /// `true` enables it and resets its failure count; disabling is not a change made here (it
+    /// abandons deliveries: `WebhookRepository::disable_webhook_endpoint`).
     pub enable: bool,
 }
 

@@ -47,19 +47,6 @@ pub struct WebhookSettings {
     pub stale_after: Duration,
 }
 
-impl Default for WebhookSettings {
-    fn default() -> Self {
-        Self {
-            url_policy: UrlPolicy::default(),
-            max_endpoints: 20,
-            max_attempts: 15,
-            disable_after_failures: 15,
-            retention: Duration::days(30),
-            stale_after: Duration::days(2),
-        }
-    }
-}
-
 /// What a `webhooks.deliver` job should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryPlan {

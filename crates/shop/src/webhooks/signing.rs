@@ -1,11 +1,10 @@
 //! Signing secrets and the `Shopkeep-Signature` header: `t=<unix seconds>,v1=<hex HMAC-SHA256>`
 //! over `"{t}.{raw body}"`, so a receiver can check both origin and freshness.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac as _};
-use rand::RngCore as _;
 use sha2::Sha256;
+
+use crate::secrets::SecretToken;
 
 /// An endpoint's signing secret: `whsec_` and 32 random bytes (URL-safe base64). Stored in
 /// plain text (the shop must be able to sign with it); shown to the admin only when created or
@@ -16,11 +15,9 @@ pub struct WebhookSecret(String);
 impl WebhookSecret {
     pub const PREFIX: &'static str = "whsec_";
 
-    /// A fresh secret from the operating system's CSPRNG (via `rand::rng()`).
+    /// A fresh secret: a [`SecretToken`] (256 bits from a CSPRNG) with the `whsec_` prefix.
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        Self(format!("{}{}", Self::PREFIX, URL_SAFE_NO_PAD.encode(bytes)))
+        Self(SecretToken::generate(Self::PREFIX).expose().to_owned())
     }
 
     /// A secret read back from storage.
