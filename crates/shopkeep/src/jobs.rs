@@ -114,7 +114,7 @@ impl JobHandler for PurgeOrderData {
             if self.carts {
                 self.orders.purge_abandoned_carts(limit).await
             } else {
-                self.orders.purge_idempotency_records(limit).await
+                self.orders.purge_request_records(limit).await
             }
         });
         let outcome = run.await.map_err(|error| HandlerError::Transient(error.to_string()))?;
@@ -222,7 +222,7 @@ fn handler_error(error: MailError) -> HandlerError {
 }
 
 /// A governor allowing `max_actions` per hour to the automation `name`.
-fn hourly_governor(name: &str, max_actions: u32) -> resilience::ActionGovernor {
+pub(crate) fn hourly_governor(name: &str, max_actions: u32) -> resilience::ActionGovernor {
     resilience::ActionGovernor::new(
         resilience::ActionGovernorConfig { name: name.into(), max_actions, period: Duration::from_secs(3_600) },
         Arc::new(resilience::MonotonicClock),
@@ -278,7 +278,11 @@ pub fn build_worker(
     );
     handlers.register(
         PURGE_WEBHOOK_DELIVERIES,
-        crate::webhooks::PurgeWebhookDeliveries { webhooks: webhooks.service, clients: webhooks.clients },
+        crate::webhooks::PurgeWebhookDeliveries {
+            webhooks: webhooks.service,
+            clients: webhooks.clients,
+            governor: hourly_governor(PURGE_WEBHOOK_DELIVERIES, 100_000),
+        },
     );
     handlers.register(shop::orders::SETTLE_PAYMENT, SettlePayment { orders: orders.clone() });
     handlers.register(shop::orders::REFUND_PAYMENT, RefundPayment { orders: orders.clone() });
@@ -466,7 +470,7 @@ fn worker_settings(config: &Config) -> WorkerSettings {
 }
 
 /// Sessions deleted per statement, so a large purge never holds a long write lock.
-const SESSION_PURGE_BATCH: u32 = 1_000;
+pub(crate) const SESSION_PURGE_BATCH: u32 = 1_000;
 
 /// `sessions.purge`: deletes expired sessions (steady state) at the pace its governor allows.
 /// Idempotent: deleting what is already gone deletes nothing.
@@ -489,15 +493,15 @@ impl JobHandler for PurgeSessions {
 
 /// What one governed purge did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PurgeOutcome {
-    purged: u64,
+pub(crate) struct PurgeOutcome {
+    pub(crate) purged: u64,
     /// The governor stopped the purge while rows may remain (it logged a warning).
     held_back: bool,
 }
 
 /// Deletes in batches of at most `batch` rows while `governor` allows, until a batch comes back
 /// short (nothing left). Unused grants are given back, so only rows really deleted count.
-async fn governed_purge<F, Fut>(
+pub(crate) async fn governed_purge<F, Fut>(
     governor: &resilience::ActionGovernor,
     batch: u32,
     mut delete: F,

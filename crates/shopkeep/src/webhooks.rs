@@ -303,6 +303,8 @@ impl DeliverWebhook {
 pub struct PurgeWebhookDeliveries {
     pub webhooks: WebhookService,
     pub clients: Arc<WebhookClients>,
+    /// Paces the deletes, as every purge's governor does.
+    pub governor: resilience::ActionGovernor,
 }
 
 #[async_trait::async_trait]
@@ -312,13 +314,11 @@ impl JobHandler for PurgeWebhookDeliveries {
         if abandoned > 0 {
             tracing::warn!(abandoned, "webhook deliveries whose job ended without recording were abandoned");
         }
-        loop {
-            let purged = self.webhooks.purge_deliveries(1_000).await.map_err(transient)?;
-            metrics::counter!("webhook_deliveries_purged_total").increment(purged);
-            if purged < 1_000 {
-                break;
-            }
-        }
+        let purge = crate::jobs::governed_purge(&self.governor, crate::jobs::SESSION_PURGE_BATCH, |limit| {
+            self.webhooks.purge_deliveries(limit)
+        });
+        let outcome = purge.await.map_err(transient)?;
+        metrics::counter!("webhook_deliveries_purged_total").increment(outcome.purged);
         let existing: Vec<Uuid> =
             self.webhooks.list_endpoints().await.map_err(transient)?.iter().map(|endpoint| endpoint.id).collect();
         self.clients.retain(&existing);

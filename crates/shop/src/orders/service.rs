@@ -198,7 +198,7 @@ impl OrderService {
 
     /// Deletes at most `limit` expired idempotency records and, within the same limit, records
     /// of payment webhook events older than their retention.
-    pub async fn purge_idempotency_records(&self, limit: u32) -> Result<u64, Error> {
+    pub async fn purge_request_records(&self, limit: u32) -> Result<u64, Error> {
         let now = self.clock.now();
         let keys = self.store.purge_idempotency_records(now, limit).await?;
         let left = u32::try_from(u64::from(limit).saturating_sub(keys)).unwrap_or(0);
@@ -264,7 +264,7 @@ impl OrderService {
             PaymentEventKind::Charged { reference, .. } => match order.status {
                 // Paid now; or, if it was cancelled meanwhile, the charge is refunded.
                 OrderStatus::PendingPayment | OrderStatus::Cancelled => {
-                    match self.mark_paid_reporting(&order, reference.clone()).await? {
+                    match self.mark_paid(&order, reference.clone()).await? {
                         (_, true) => "order paid".to_owned(),
                         (after, false) if after.status == OrderStatus::Cancelled => {
                             "the order was cancelled: a refund of the charge is queued".to_owned()
@@ -281,18 +281,14 @@ impl OrderService {
                 // Events may come out of order: a declined attempt can precede the charge that
                 // succeeded. The provider's record of the order decides, as in settlement.
                 match self.payments.find_charge(order.id).await {
-                    Ok(Some(ChargeOutcome::Approved { reference })) => {
-                        match self.mark_paid_reporting(&order, reference).await? {
-                            (_, true) => "a later charge succeeded: order paid".to_owned(),
-                            (after, false) => unchanged(&after),
-                        }
-                    }
-                    Ok(_) => {
-                        match self.cancel_unpaid_reporting(&order, &format!("payment declined: {reason}")).await? {
-                            (_, true) => "order cancelled".to_owned(),
-                            (after, false) => unchanged(&after),
-                        }
-                    }
+                    Ok(Some(ChargeOutcome::Approved { reference })) => match self.mark_paid(&order, reference).await? {
+                        (_, true) => "a later charge succeeded: order paid".to_owned(),
+                        (after, false) => unchanged(&after),
+                    },
+                    Ok(_) => match self.cancel_unpaid(&order, &format!("payment declined: {reason}")).await? {
+                        (_, true) => "order cancelled".to_owned(),
+                        (after, false) => unchanged(&after),
+                    },
                     Err(error) => return Err(payments_unconfirmed(&error)),
                 }
             }
@@ -313,7 +309,7 @@ impl OrderService {
         // status between the read and the conditional update.
         for _ in 0..2 {
             if order.status == OrderStatus::PendingPayment {
-                match self.cancel_unpaid_reporting(&order, "the payment was refunded by the provider").await? {
+                match self.cancel_unpaid(&order, "the payment was refunded by the provider").await? {
                     (_, true) => return Ok("order cancelled: its payment was refunded".to_owned()),
                     (after, false) => {
                         order = after;
@@ -489,7 +485,7 @@ impl OrderService {
         let request = ChargeRequest { order_id: order.id, amount, description: format!("Order {}", order.id) };
         match self.payments.charge(&request).await {
             Ok(ChargeOutcome::Approved { reference }) => {
-                self.mark_paid(&order, reference).await.map(CheckoutOutcome::Paid)
+                self.mark_paid(&order, reference).await.map(|(order, _)| CheckoutOutcome::Paid(order))
             }
             // A resumed checkout's earlier attempt may have charged: a refusal of this one
             // proves nothing, so settlement asks the provider about the order.
@@ -498,7 +494,7 @@ impl OrderService {
             }
             Ok(ChargeOutcome::Declined { reason }) => {
                 let reason = format!("payment declined: {reason}");
-                self.cancel_unpaid(&order, &reason).await.map(CheckoutOutcome::Declined)
+                self.cancel_unpaid(&order, &reason).await.map(|(order, _)| CheckoutOutcome::Declined(order))
             }
             Err(PaymentError::Unavailable { retry_after }) if attempt == Attempt::First => {
                 // Nothing reached the provider: undo the reservation, let the client retry.
@@ -535,14 +531,9 @@ impl OrderService {
 
     /// `pendingPayment → paid`, the cart's ordered products removed and the confirmation
     /// queued in the same transaction. If the order was cancelled meanwhile (it expired while
-    /// the charge was under way), the charge is refunded.
-    async fn mark_paid(&self, order: &Order, reference: String) -> Result<Order, Error> {
-        self.mark_paid_reporting(order, reference).await.map(|(order, _)| order)
-    }
-
-    /// [`mark_paid`](Self::mark_paid), also saying whether this call made the order paid (of
-    /// concurrent callers, one does).
-    async fn mark_paid_reporting(&self, order: &Order, reference: String) -> Result<(Order, bool), Error> {
+    /// the charge was under way), the charge is refunded. Also says whether this call made the
+    /// order paid (of concurrent callers, one does).
+    async fn mark_paid(&self, order: &Order, reference: String) -> Result<(Order, bool), Error> {
         let now = self.clock.now();
         let confirmation =
             NewJob::new(SEND_ORDER_CONFIRMATION, serde_json::json!({ "orderId": order.id.to_string() }), now)
@@ -565,13 +556,9 @@ impl OrderService {
         Ok((current, false))
     }
 
-    /// `pendingPayment → cancelled` with the stock released.
-    async fn cancel_unpaid(&self, order: &Order, reason: &str) -> Result<Order, Error> {
-        self.cancel_unpaid_reporting(order, reason).await.map(|(order, _)| order)
-    }
-
-    /// [`cancel_unpaid`](Self::cancel_unpaid), also saying whether this call cancelled it.
-    async fn cancel_unpaid_reporting(&self, order: &Order, reason: &str) -> Result<(Order, bool), Error> {
+    /// `pendingPayment → cancelled` with the stock released; also says whether this call
+    /// cancelled it.
+    async fn cancel_unpaid(&self, order: &Order, reason: &str) -> Result<(Order, bool), Error> {
         let mut transition = OrderTransition::new(order.id, OrderStatus::Cancelled, self.clock.now());
         transition.from = vec![OrderStatus::PendingPayment];
         transition.cancel_reason = Some(reason.to_owned());
