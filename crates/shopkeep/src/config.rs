@@ -734,38 +734,16 @@ impl Config {
                 Err(problem) => problems.push(format!("mail.smtp_url_file: {problem}")),
             }
         }
-        if let Some(path) = &self.payments.secret_file {
-            if self.payments.secret.is_some() {
-                problems.push("payments.secret_file: give either secret or secret_file, not both".into());
-            }
-            match read_secret(path) {
-                Ok(value) => self.payments.secret = Some(Secret(value)),
-                Err(problem) => problems.push(format!("payments.secret_file: {problem}")),
-            }
-        }
-        if let Some(path) = &self.payments.webhook_secret_file {
-            if self.payments.webhook_secret.is_some() {
-                problems.push(
-                    "payments.webhook_secret_file: give either webhook_secret or webhook_secret_file, not both".into(),
-                );
-            }
-            match read_secret(path) {
-                Ok(value) => self.payments.webhook_secret = Some(Secret(value)),
-                Err(problem) => problems.push(format!("payments.webhook_secret_file: {problem}")),
-            }
-        }
+        secret_from_file(&mut self.payments.secret, self.payments.secret_file.as_deref(), "payments.secret", problems);
+        secret_from_file(
+            &mut self.payments.webhook_secret,
+            self.payments.webhook_secret_file.as_deref(),
+            "payments.webhook_secret",
+            problems,
+        );
         for (name, provider) in &mut self.oidc.providers {
-            if let Some(path) = &provider.client_secret_file {
-                if provider.client_secret.is_some() {
-                    problems.push(format!(
-                        "oidc.providers.{name}.client_secret_file: give either client_secret or client_secret_file, not both"
-                    ));
-                }
-                match read_secret(path) {
-                    Ok(value) => provider.client_secret = Some(Secret(value)),
-                    Err(problem) => problems.push(format!("oidc.providers.{name}.client_secret_file: {problem}")),
-                }
-            }
+            let key = format!("oidc.providers.{name}.client_secret");
+            secret_from_file(&mut provider.client_secret, provider.client_secret_file.as_deref(), &key, problems);
         }
         if let Some(path) = &self.admin.token_file {
             match read_secret(path) {
@@ -820,12 +798,15 @@ impl Config {
         if payments.webhook_secret.is_some() && payments.url.is_none() {
             problems.push("payments.webhook_secret: needs payments.url (the test mode sends no webhooks)".into());
         }
-        if payments.webhook_secret.as_ref().is_some_and(|secret| secret.expose().trim().len() < 16) {
-            problems.push("payments.webhook_secret: must be at least 16 characters".into());
-        }
         // An empty or short key would let anyone sign webhooks.
-        if payments.webhook_previous_secret.as_ref().is_some_and(|secret| secret.expose().trim().len() < 16) {
-            problems.push("payments.webhook_previous_secret: must be at least 16 characters".into());
+        let min = payments::WebhookVerifier::MIN_SECRET_LEN;
+        for (key, secret) in [
+            ("payments.webhook_secret", &payments.webhook_secret),
+            ("payments.webhook_previous_secret", &payments.webhook_previous_secret),
+        ] {
+            if secret.as_ref().is_some_and(|secret| secret.expose().trim().len() < min) {
+                problems.push(format!("{key}: must be at least {min} characters"));
+            }
         }
         if payments.webhook_previous_secret.is_some() && payments.webhook_secret.is_none() {
             problems.push("payments.webhook_previous_secret: needs payments.webhook_secret".into());
@@ -1143,6 +1124,19 @@ fn is_origin(raw: &str) -> bool {
                 && url.username().is_empty()
         }
         Err(_) => false,
+    }
+}
+
+/// Reads the optional secret `key` from `{key}_file` when one is given; both given is a problem
+/// (which one wins would be up to precedence).
+fn secret_from_file(secret: &mut Option<Secret>, file: Option<&Path>, key: &str, problems: &mut Vec<String>) {
+    let Some(path) = file else { return };
+    if secret.is_some() {
+        problems.push(format!("{key}_file: give either {key} or {key}_file, not both"));
+    }
+    match read_secret(path) {
+        Ok(value) => *secret = Some(Secret(value)),
+        Err(problem) => problems.push(format!("{key}_file: {problem}")),
     }
 }
 
