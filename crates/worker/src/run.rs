@@ -321,11 +321,17 @@ async fn execute(shared: Arc<Shared>, job: Job, _permit: OwnedSemaphorePermit) {
                     attempt = job.attempts, maxAttempts = job.max_attempts, %error,
                     "job failed for the last time and is dead; an operator can retry it"
                 );
-            } else {
+            } else if attempt_counted {
                 tracing::warn!(
                     jobId = %job.id, kind = job.kind.as_str(), queue = job.queue.as_str(),
                     attempt = job.attempts, maxAttempts = job.max_attempts, %error,
                     retryAt = ?retry_at, "job attempt failed; it will run again"
+                );
+            } else {
+                // Nothing was tried (a dependency refused first): the handler says why.
+                tracing::debug!(
+                    jobId = %job.id, kind = job.kind.as_str(), %error, retryAt = ?retry_at,
+                    "job deferred; its attempt is given back"
                 );
             }
             let failure = JobFailure { error: error.to_string(), retry_at, attempt_counted };
