@@ -11,13 +11,13 @@ use mailer::OutboxMailer;
 use shop::mail::Mail;
 use shop::ports::Mailer as _;
 use shop::{ManualClock, PageRequest, Store};
-use store_sqlite::{SqliteSettings, SqliteStore};
+use store_sqlx::{SqlStore, SqliteSettings};
 use support::CapturedLogs;
 use time::macros::datetime;
 use uuid::Uuid;
 
 async fn fresh_store(directory: &tempfile::TempDir) -> Arc<dyn Store> {
-    let store = SqliteStore::connect(&SqliteSettings {
+    let store = SqlStore::sqlite(&SqliteSettings {
         url: format!("sqlite://{}", directory.path().join("shop.db").display()),
         max_connections: 2,
         acquire_timeout: Duration::from_secs(10),

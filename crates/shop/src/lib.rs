@@ -19,7 +19,7 @@ pub mod validation;
 pub mod webhooks;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Error, StoreError};
+pub use error::{Conflict, Error, StoreError};
 pub use pagination::{Page, PageRequest, SortOrder};
 pub use ports::Store;
 pub use validation::{FieldError, ValidationErrors};

@@ -299,7 +299,7 @@ pub trait ExternalLoginRepository: Send + Sync {
     async fn list_external_identities(&self, user_id: Uuid) -> Result<Vec<ExternalIdentity>, StoreError>;
     /// Unlinks the issuer's subject from the account `user_id` and enqueues `jobs`, in one
     /// transaction. `NotFound` when the subject is not linked to that account (someone else's or
-    /// none). A `Conflict` naming [`crate::accounts::LAST_SIGN_IN_METHOD`] (and no change) when it
+    /// none). A `Conflict::LastSignInMethod` (and no change) when it
     /// is the account's last way to sign in: no password (a hash that is no PHC string, see
     /// [`crate::accounts::PasswordHasher::is_hash`]) and no other link. Concurrent unlinks of one
     /// account's links are serialised, so of its last two at most one goes.

@@ -15,8 +15,7 @@ use shop_api::{
     AdminSettings, AppParts, AppState, HttpSettings, MetricsRenderer, RateLimitSettings, RateLimiters, Readiness,
     SharedLimits,
 };
-use store_postgres::{PostgresSettings, PostgresStore};
-use store_sqlite::{SqliteSettings, SqliteStore};
+use store_sqlx::{PostgresSettings, SqlStore, SqliteSettings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -46,22 +45,18 @@ pub struct Application {
 pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
     let database = &config.database;
     let backend = config.backend().map_err(|problem| anyhow::anyhow!(problem))?;
-    Ok(match backend {
+    let store = match backend {
         Backend::Sqlite => {
-            let store = SqliteStore::connect(&SqliteSettings {
+            SqlStore::sqlite(&SqliteSettings {
                 url: database.url.expose().to_owned(),
                 max_connections: database.max_connections,
                 acquire_timeout: Duration::from_secs(database.acquire_timeout_secs),
                 busy_timeout: Duration::from_secs(database.busy_timeout_secs),
             })
-            .await?;
-            if migrate {
-                store.migrate_up().await?;
-            }
-            Arc::new(store)
+            .await?
         }
         Backend::Postgres => {
-            let store = PostgresStore::connect(&PostgresSettings {
+            SqlStore::postgres(&PostgresSettings {
                 url: database.url.expose().to_owned(),
                 max_connections: database.max_connections,
                 min_connections: database.min_connections,
@@ -69,13 +64,13 @@ pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dy
                 statement_timeout: Duration::from_secs(database.statement_timeout_secs),
                 pgbouncer: database.pgbouncer,
             })
-            .await?;
-            if migrate {
-                store.migrate_up().await?;
-            }
-            Arc::new(store)
+            .await?
         }
-    })
+    };
+    if migrate {
+        store.migrate_up().await?;
+    }
+    Ok(Arc::new(store))
 }
 
 /// The account service as configured (also used by `shopkeep admin create-user`).

@@ -8,41 +8,11 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use shop::SystemClock;
 use shop::accounts::{Email, PasswordPlain, PersonName, Role};
-use store_postgres::{PostgresSettings, PostgresStore, provisioning};
-use store_sqlite::{SqliteSettings, SqliteStore};
+use store_sqlx::{PostgresSettings, SqlStore, SqliteSettings, provisioning};
 
 use crate::app::{account_service, open_store};
 use crate::cli::MigrateAction;
 use crate::config::{Backend, Config, redacted_url};
-
-/// The configured database, for migration commands.
-enum MigrationTarget {
-    Sqlite(SqliteStore),
-    Postgres(PostgresStore),
-}
-
-impl MigrationTarget {
-    async fn up(&self) -> anyhow::Result<()> {
-        match self {
-            Self::Sqlite(store) => store.migrate_up().await,
-            Self::Postgres(store) => store.migrate_up().await,
-        }
-    }
-
-    async fn down(&self) -> anyhow::Result<Option<i64>> {
-        match self {
-            Self::Sqlite(store) => store.migrate_down().await,
-            Self::Postgres(store) => store.migrate_down().await,
-        }
-    }
-
-    async fn status(&self) -> anyhow::Result<Vec<store_sqlite::MigrationState>> {
-        match self {
-            Self::Sqlite(store) => store.migration_status().await,
-            Self::Postgres(store) => store.migration_status().await,
-        }
-    }
-}
 
 /// `migrate up|down|status`. On PostgreSQL, `up` creates the database first if it is missing.
 pub async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<()> {
@@ -50,45 +20,43 @@ pub async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<(
     let url = database.url.expose();
     let acquire_timeout = Duration::from_secs(database.acquire_timeout_secs);
     let target = match config.backend().map_err(|problem| anyhow::anyhow!(problem))? {
-        Backend::Sqlite => MigrationTarget::Sqlite(
-            SqliteStore::connect(&SqliteSettings {
+        Backend::Sqlite => {
+            SqlStore::sqlite(&SqliteSettings {
                 url: url.to_owned(),
                 max_connections: 1,
                 acquire_timeout,
                 busy_timeout: Duration::from_secs(database.busy_timeout_secs),
             })
-            .await?,
-        ),
+            .await?
+        }
         Backend::Postgres => {
             if action == MigrateAction::Up && provisioning::create_database_if_missing(url).await? {
                 println!("created database {}", redacted_url(url));
             }
-            MigrationTarget::Postgres(
-                PostgresStore::connect(&PostgresSettings {
-                    url: url.to_owned(),
-                    max_connections: 1,
-                    min_connections: 0,
-                    acquire_timeout,
-                    // Migrations may legitimately run long.
-                    statement_timeout: Duration::from_secs(600),
-                    pgbouncer: database.pgbouncer,
-                })
-                .await?,
-            )
+            SqlStore::postgres(&PostgresSettings {
+                url: url.to_owned(),
+                max_connections: 1,
+                min_connections: 0,
+                acquire_timeout,
+                // Migrations may legitimately run long.
+                statement_timeout: Duration::from_secs(600),
+                pgbouncer: database.pgbouncer,
+            })
+            .await?
         }
     };
     match action {
         MigrateAction::Up => {
-            target.up().await?;
+            target.migrate_up().await?;
             println!("migrations applied");
         }
-        MigrateAction::Down => match target.down().await? {
+        MigrateAction::Down => match target.migrate_down().await? {
             Some(version) => println!("reverted migration {version}"),
             None => println!("no migration to revert"),
         },
         MigrateAction::Status => {}
     }
-    for migration in target.status().await? {
+    for migration in target.migration_status().await? {
         let state = if migration.applied { "applied" } else { "pending" };
         println!("{} {state:<9} {}", migration.version, migration.description);
     }

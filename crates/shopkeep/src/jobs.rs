@@ -415,7 +415,7 @@ pub fn wake_on_new_jobs(
                     Some(queue) => wakers.wake(queue),
                     None => wakers.wake_all(),
                 };
-                store_postgres::listen_for_jobs(url, on_job, stop.clone()).await;
+                store_sqlx::listen_for_jobs(url, on_job, stop.clone()).await;
             }
         };
         let announced = async {

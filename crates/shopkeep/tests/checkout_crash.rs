@@ -290,7 +290,7 @@ async fn kills_mid_checkout_never_double_charge_or_lose_stock_on_postgres() {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let base = server.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(server);
     let url = format!("{base}/shopkeep_crash_{}", uuid::Uuid::new_v4().simple());
-    store_postgres::provisioning::create_database_if_missing(&url).await.expect("PostgreSQL is reachable");
+    store_sqlx::provisioning::create_database_if_missing(&url).await.expect("PostgreSQL is reachable");
     crash_test(url.clone()).await;
-    store_postgres::provisioning::drop_database(&url).await.expect("the test database is dropped");
+    store_sqlx::provisioning::drop_database(&url).await.expect("the test database is dropped");
 }

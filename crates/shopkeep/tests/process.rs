@@ -397,7 +397,7 @@ async fn migrate_up_down_status_on_postgres_creating_the_database() {
     let base = server.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap();
     let url = format!("{base}/shopkeep_migrate_cli_{}", uuid::Uuid::new_v4().simple());
     migrate_round_trip(&url).await;
-    store_postgres::provisioning::drop_database(&url).await.unwrap();
+    store_sqlx::provisioning::drop_database(&url).await.unwrap();
 }
 
 #[tokio::test]
@@ -456,7 +456,7 @@ async fn the_worker_command_runs_jobs_and_operators_retry_dead_ones_from_the_cli
     .expect("the worker starts within 30 s");
 
     // A mail job whose payload is no mail: the worker dead-letters it.
-    let store = store_sqlite::SqliteStore::connect(&store_sqlite::SqliteSettings {
+    let store = store_sqlx::SqlStore::sqlite(&store_sqlx::SqliteSettings {
         url: url.clone(),
         max_connections: 1,
         acquire_timeout: Duration::from_secs(5),
@@ -519,7 +519,7 @@ async fn admin_mail_list_shows_the_outbox_marked_as_not_delivered() {
     let url = sqlite_url(directory.path());
     let (code, _, stderr) = output(shopkeep().args(["migrate", "up"]).env("DATABASE_URL", &url)).await;
     assert_eq!(code, 0, "{stderr}");
-    let store = store_sqlite::SqliteStore::connect(&store_sqlite::SqliteSettings {
+    let store = store_sqlx::SqlStore::sqlite(&store_sqlx::SqliteSettings {
         url: url.clone(),
         max_connections: 1,
         acquire_timeout: Duration::from_secs(5),

@@ -7,7 +7,7 @@ use shop::accounts::{
 };
 use shop::jobs::JobQuery;
 use shop::secrets::SecretToken;
-use shop::{PageRequest, StoreError};
+use shop::{Conflict, PageRequest, StoreError};
 use uuid::Uuid;
 
 use crate::{SharedStore, at, new_account_token, new_job};
@@ -60,10 +60,7 @@ pub async fn users_round_trip(store: SharedStore) {
 pub async fn duplicate_email_is_a_conflict(store: SharedStore) {
     store.insert_user(&new_user("ada@example.com", Role::Customer, 0), &[]).await.unwrap();
     let error = store.insert_user(&new_user("ada@example.com", Role::Staff, 1), &[]).await.unwrap_err();
-    assert!(
-        matches!(&error, StoreError::Conflict { constraint } if constraint == "users_email_key"),
-        "unexpected {error:?}"
-    );
+    assert!(matches!(&error, StoreError::Conflict(Conflict::EmailTaken)), "unexpected {error:?}");
 }
 
 pub async fn update_user_changes_only_given_fields(store: SharedStore) {
@@ -305,7 +302,7 @@ pub async fn upgrading_a_guest_keeps_its_id_and_sessions(store: SharedStore) {
     assert!(store.find_job(again.id).await.unwrap().is_none());
 }
 
-async fn assert_upgrade_refused(store: &SharedStore, id: Uuid, email: &str, expected: &str) {
+async fn assert_upgrade_refused(store: &SharedStore, id: Uuid, email: &str, expected: Option<Conflict>) {
     let orphan = new_job("mail.welcome", 60).queue("mail");
     let jobs_before = store.list_jobs(&JobQuery::default()).await.unwrap().total;
     let error = store
@@ -320,18 +317,18 @@ async fn assert_upgrade_refused(store: &SharedStore, id: Uuid, email: &str, expe
         .await
         .unwrap_err();
     let matched = match &error {
-        StoreError::NotFound => expected == "not found",
-        StoreError::Conflict { constraint } => constraint == expected,
+        StoreError::NotFound => expected.is_none(),
+        StoreError::Conflict(conflict) => expected.as_ref() == Some(conflict),
         _ => false,
     };
-    assert!(matched, "expected {expected}, got {error:?}");
+    assert!(matched, "expected {expected:?} (none: not found), got {error:?}");
     assert!(store.find_job(orphan.id).await.unwrap().is_none(), "the failed upgrade left no job behind");
     assert_eq!(store.list_jobs(&JobQuery::default()).await.unwrap().total, jobs_before);
 }
 
 pub async fn upgrading_a_full_account_is_not_found(store: SharedStore) {
     let full = store.insert_user(&new_user("ada@example.com", Role::Customer, 0), &[]).await.unwrap();
-    assert_upgrade_refused(&store, full.id, "grace@example.com", "not found").await;
+    assert_upgrade_refused(&store, full.id, "grace@example.com", None).await;
     let stored = store.find_user_with_password(full.id).await.unwrap().unwrap();
     assert_eq!(stored.user, full, "unchanged");
     assert_eq!(stored.password_hash, new_user("ada@example.com", Role::Customer, 0).password_hash);
@@ -339,7 +336,7 @@ pub async fn upgrading_a_full_account_is_not_found(store: SharedStore) {
 
 pub async fn upgrading_an_unknown_id_is_not_found(store: SharedStore) {
     store.insert_user(&new_guest(0), &[]).await.unwrap();
-    assert_upgrade_refused(&store, Uuid::now_v7(), "grace@example.com", "not found").await;
+    assert_upgrade_refused(&store, Uuid::now_v7(), "grace@example.com", None).await;
     assert!(store.find_user_by_email(&Email::parse("grace@example.com").unwrap()).await.unwrap().is_none());
 }
 
@@ -347,7 +344,7 @@ pub async fn upgrading_a_guest_to_a_taken_address_is_a_conflict(store: SharedSto
     let ada = store.insert_user(&new_user("ada@example.com", Role::Customer, 0), &[]).await.unwrap();
     let new = new_guest(1);
     let guest = store.insert_user(&new, &[]).await.unwrap();
-    assert_upgrade_refused(&store, guest.id, "ada@example.com", "users_email_key").await;
+    assert_upgrade_refused(&store, guest.id, "ada@example.com", Some(Conflict::EmailTaken)).await;
     let stored = store.find_user_with_password(guest.id).await.unwrap().unwrap();
     assert_eq!(stored.user, guest, "the guest is unchanged");
     assert_eq!(stored.password_hash, new.password_hash);

@@ -2,6 +2,7 @@
 //! changes, removal, the line limit and unknown products as named conflicts, merging a guest's
 //! cart into an account's, and the purge of abandoned carts.
 
+use shop::Conflict;
 use shop::StoreError;
 use shop::accounts::{Role, User};
 use shop::catalog::{IdOrSlug, Money, Product, ProductChanges};
@@ -23,9 +24,9 @@ async fn set_quantity(store: &SharedStore, user_id: Uuid, product: &Product, qua
     store.set_cart_quantity(user_id, product.id, quantity, 50, at(seconds)).await.unwrap();
 }
 
-fn assert_conflict(result: Result<(), StoreError>, expected: &str) {
+fn assert_conflict(result: Result<(), StoreError>, expected: Conflict) {
     let error = result.unwrap_err();
-    assert!(matches!(&error, StoreError::Conflict { constraint } if constraint == expected), "{error:?}");
+    assert!(matches!(&error, StoreError::Conflict(conflict) if *conflict == expected), "{error:?}");
 }
 
 pub async fn cart_lines_round_trip_oldest_first(store: SharedStore) {
@@ -95,7 +96,7 @@ pub async fn cart_line_limit_is_a_conflict(store: SharedStore) {
     for (seconds, product) in products[..2].iter().enumerate() {
         store.set_cart_quantity(ada.id, product.id, 1, 2, at(seconds as i64)).await.unwrap();
     }
-    assert_conflict(store.set_cart_quantity(ada.id, products[2].id, 1, 2, at(10)).await, "cart_items_limit");
+    assert_conflict(store.set_cart_quantity(ada.id, products[2].id, 1, 2, at(10)).await, Conflict::CartFull);
     assert_eq!(cart_of(&store, ada.id).await, [(products[0].id, 1), (products[1].id, 1)], "nothing added");
     store.set_cart_quantity(ada.id, products[0].id, 5, 2, at(11)).await.unwrap();
     store.set_cart_quantity(grace.id, products[2].id, 1, 2, at(12)).await.unwrap();
@@ -107,9 +108,9 @@ pub async fn cart_line_limit_is_a_conflict(store: SharedStore) {
 pub async fn unknown_products_in_a_cart_are_a_conflict(store: SharedStore) {
     let ada = add_customer(&store, "ada@example.com").await;
     let products = add_products(&store, &[("pen", 250, 10)]).await;
-    assert_conflict(store.set_cart_quantity(ada.id, Uuid::now_v7(), 1, 50, at(1)).await, "cart_items_product_id_fkey");
+    assert_conflict(store.set_cart_quantity(ada.id, Uuid::now_v7(), 1, 50, at(1)).await, Conflict::UnknownProduct);
     store.delete_product(products[0].id).await.unwrap();
-    assert_conflict(store.set_cart_quantity(ada.id, products[0].id, 1, 50, at(2)).await, "cart_items_product_id_fkey");
+    assert_conflict(store.set_cart_quantity(ada.id, products[0].id, 1, 50, at(2)).await, Conflict::UnknownProduct);
     assert!(store.cart_lines(ada.id).await.unwrap().is_empty());
 }
 

@@ -5,10 +5,10 @@
 //! all, links go with their account, and an account's last way to sign in is never unlinked (also
 //! under concurrency).
 
+use shop::Conflict;
 use shop::StoreError;
 use shop::accounts::{
-    Email, ExternalIdentity, LAST_SIGN_IN_METHOD, MAX_ISSUER_LEN, MAX_SUBJECT_LEN, NewUser, PendingExternalLogin, Role,
-    User,
+    Email, ExternalIdentity, MAX_ISSUER_LEN, MAX_SUBJECT_LEN, NewUser, PendingExternalLogin, Role, User,
 };
 use shop::jobs::JobQuery;
 use shop::secrets::SecretToken;
@@ -63,9 +63,9 @@ async fn linked_user(store: &SharedStore, issuer: &str, subject: &str) -> Option
     store.find_user_by_external_identity(issuer, subject).await.unwrap()
 }
 
-fn assert_conflict(result: Result<impl std::fmt::Debug, StoreError>, expected: &str) {
+fn assert_conflict(result: Result<impl std::fmt::Debug, StoreError>, expected: Conflict) {
     let error = result.unwrap_err();
-    assert!(matches!(&error, StoreError::Conflict { constraint } if constraint == expected), "{error:?}");
+    assert!(matches!(&error, StoreError::Conflict(conflict) if *conflict == expected), "{error:?}");
 }
 
 pub async fn pending_external_logins_are_taken_once(store: SharedStore) {
@@ -174,8 +174,8 @@ pub async fn linking_a_linked_subject_is_a_conflict(store: SharedStore) {
     store.link_external_identity(&identity).await.unwrap();
 
     let to_bob = new_identity(ISSUER, "subject-1", bob.id, 20);
-    assert_conflict(store.link_external_identity(&to_bob).await, "external_identities_pkey");
-    assert_conflict(store.link_external_identity(&identity).await, "external_identities_pkey");
+    assert_conflict(store.link_external_identity(&to_bob).await, Conflict::IdentityLinked);
+    assert_conflict(store.link_external_identity(&identity).await, Conflict::IdentityLinked);
     assert_eq!(linked_user(&store, ISSUER, "subject-1").await, Some(ada.clone()), "the first link stays");
     assert_eq!(store.list_external_identities(ada.id).await.unwrap(), [identity]);
     assert!(store.list_external_identities(bob.id).await.unwrap().is_empty());
@@ -184,7 +184,7 @@ pub async fn linking_a_linked_subject_is_a_conflict(store: SharedStore) {
 pub async fn linking_to_an_unknown_user_is_a_conflict(store: SharedStore) {
     let nobody = shop::new_id();
     let identity = new_identity(ISSUER, "subject-1", nobody, 10);
-    assert_conflict(store.link_external_identity(&identity).await, "external_identities_user_id_fkey");
+    assert_conflict(store.link_external_identity(&identity).await, Conflict::UnknownUser);
     assert_eq!(linked_user(&store, ISSUER, "subject-1").await, None);
     assert!(store.list_external_identities(nobody).await.unwrap().is_empty());
 }
@@ -230,7 +230,7 @@ pub async fn insert_external_user_creates_the_user_identity_and_jobs_atomically(
             std::slice::from_ref(&orphan),
         )
         .await;
-    assert_conflict(result, "users_email_key");
+    assert_conflict(result, Conflict::EmailTaken);
     assert_eq!(linked_user(&store, ISSUER, "subject-3").await, None);
     assert!(store.list_external_identities(taken.id).await.unwrap().is_empty());
     assert!(store.find_job(orphan.id).await.unwrap().is_none());
@@ -246,7 +246,7 @@ pub async fn insert_external_user_creates_the_user_identity_and_jobs_atomically(
             std::slice::from_ref(&stray),
         )
         .await;
-    assert_conflict(result, "external_identities_pkey");
+    assert_conflict(result, Conflict::IdentityLinked);
     assert!(store.find_user(carol.id).await.unwrap().is_none());
     assert!(store.find_user_by_email(&carol.email).await.unwrap().is_none());
     assert!(store.find_job(stray.id).await.unwrap().is_none());
@@ -312,7 +312,7 @@ pub async fn external_identities_are_unlinked_only_by_their_account(store: Share
     let orphan = new_job("mail.send", 6).queue("mail");
     assert_conflict(
         store.unlink_external_identity(bob.id, ISSUER, "bob-subject", std::slice::from_ref(&orphan)).await,
-        LAST_SIGN_IN_METHOD,
+        Conflict::LastSignInMethod,
     );
     assert_eq!(store.list_external_identities(bob.id).await.unwrap(), [bobs]);
     assert_eq!(linked_user(&store, ISSUER, "bob-subject").await, Some(bob));
@@ -340,7 +340,7 @@ pub async fn concurrent_unlinks_of_the_last_two_external_identities_leave_one(st
         while let Some(outcome) = contenders.join_next().await {
             match outcome.unwrap() {
                 Ok(()) => unlinked += 1,
-                Err(StoreError::Conflict { constraint }) if constraint == LAST_SIGN_IN_METHOD => refused += 1,
+                Err(StoreError::Conflict(Conflict::LastSignInMethod)) => refused += 1,
                 Err(other) => panic!("unexpected {other:?}"),
             }
         }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde_json::json;
 use shop::accounts::Role;
 use shop::jobs::{Claim, Job, JobFailure, JobQuery, JobSort, JobState, NewJob, QueueDepth};
-use shop::{PageRequest, StoreError};
+use shop::{Conflict, PageRequest, StoreError};
 use uuid::Uuid;
 
 use crate::{SharedStore, at, new_user};
@@ -298,7 +298,7 @@ pub async fn operators_retry_dead_and_failed_jobs(store: SharedStore) {
     store.complete_job(succeeded, "w1", at(11)).await.unwrap();
     for id in [queued, succeeded, dead] {
         let error = store.retry_job(id, at(30)).await.unwrap_err();
-        assert!(matches!(&error, StoreError::Conflict { constraint } if constraint == "jobs_state"), "{error:?}");
+        assert!(matches!(&error, StoreError::Conflict(Conflict::JobState)), "{error:?}");
     }
     assert_eq!(find(&store, succeeded).await.state, JobState::Succeeded, "a refused retry changes nothing");
     let error = store.retry_job(Uuid::now_v7(), at(30)).await.unwrap_err();
@@ -331,7 +331,7 @@ pub async fn unique_keys_allow_one_live_job(store: SharedStore) {
     store.fail_job(dead, "w1", &fatal(), at(11)).await.unwrap();
     enqueue(&store, &new_job("report", 12).queue("reports").unique_key("report")).await;
     let error = store.retry_job(dead, at(13)).await.unwrap_err();
-    assert!(matches!(&error, StoreError::Conflict { constraint } if constraint == "jobs_unique_key"), "{error:?}");
+    assert!(matches!(&error, StoreError::Conflict(Conflict::DuplicateJob)), "{error:?}");
     assert_eq!(find(&store, dead).await.state, JobState::Dead);
 }
 
@@ -347,7 +347,7 @@ pub async fn insert_user_enqueues_its_jobs_atomically(store: SharedStore) {
         .insert_user(&new_user("ada@example.com", Role::Staff, 1), std::slice::from_ref(&orphan))
         .await
         .unwrap_err();
-    assert!(matches!(&error, StoreError::Conflict { constraint } if constraint == "users_email_key"), "{error:?}");
+    assert!(matches!(&error, StoreError::Conflict(Conflict::EmailTaken)), "{error:?}");
     let jobs = store.list_jobs(&JobQuery::default()).await.unwrap();
     assert_eq!(jobs.total, 2, "the failed sign-up left no job behind");
     assert!(!ids(&jobs.items).contains(&orphan.id));

@@ -3,6 +3,7 @@
 //! with the endpoint's failure streak, admin retries only of failed or abandoned deliveries,
 //! cascades, and purges of finished deliveries by cutoff and limit.
 
+use shop::Conflict;
 use shop::PageRequest;
 use shop::StoreError;
 use shop::jobs::NewJob;
@@ -89,7 +90,7 @@ pub async fn webhook_endpoints_round_trip_under_their_limit(store: SharedStore) 
     store.insert_webhook_endpoint(&second, 2).await.unwrap();
     let third = webhook_endpoint("https://hooks.example.com/c", 2);
     match store.insert_webhook_endpoint(&third, 2).await {
-        Err(StoreError::Conflict { constraint }) => assert_eq!(constraint, "webhook_endpoints_limit"),
+        Err(StoreError::Conflict(conflict)) => assert_eq!(conflict, Conflict::WebhookEndpointLimit),
         other => panic!("a third endpoint over a limit of 2: {other:?}"),
     }
     let listed: Vec<Uuid> = store.list_webhook_endpoints().await.unwrap().iter().map(|e| e.id).collect();
@@ -249,11 +250,11 @@ pub async fn only_failed_or_abandoned_webhook_deliveries_are_requeued(store: Sha
     let pending = add_delivery(&store, endpoint.id, 1).await;
     // Its first job is still queued: the state says pending.
     let refused = store.requeue_webhook_delivery(endpoint.id, pending.id, &deliver_job(&pending), at(2)).await;
-    assert!(matches!(refused, Err(StoreError::Conflict { constraint }) if constraint == "webhook_deliveries_state"));
+    assert!(matches!(refused, Err(StoreError::Conflict(Conflict::DeliveryState))));
     // Failed, but its retry job is still live: the unique key refuses a second.
     store.record_webhook_attempt(&attempt(&pending, DeliveryState::Failed, Some(500), 2)).await.unwrap();
     let duplicate = store.requeue_webhook_delivery(endpoint.id, pending.id, &deliver_job(&pending), at(3)).await;
-    assert!(matches!(duplicate, Err(StoreError::Conflict { constraint }) if constraint == "jobs_unique_key"));
+    assert!(matches!(duplicate, Err(StoreError::Conflict(Conflict::DuplicateJob))));
     // Abandoned, its job finished (here: a delivery whose job never existed): requeued.
     let abandoned = webhook_delivery(endpoint.id, 4);
     assert!(store.insert_webhook_delivery(&abandoned, &deliver_job(&abandoned).unique_key("other")).await.unwrap());

@@ -1,101 +1,190 @@
-//! What the SQL storage adapters share, generic over the sqlx database: running, reverting and
-//! listing migrations, counting tasks that wait for a pooled connection, and the rules of stock
-//! reservations.
+//! Shopkeep's one SQL storage adapter: every repository port implemented once, for SQLite (the
+//! embedded default) and PostgreSQL (scale-out), with a small dialect seam for what truly differs.
 
 #![forbid(unsafe_code)]
 
+mod account_tokens;
+mod accounts;
+mod carts;
+mod catalog;
+mod codec;
+mod dialect;
+mod exec;
+mod external_logins;
+mod idempotency;
+mod jobs;
+mod mail;
+mod migrations;
+mod orders;
+pub mod postgres;
 pub mod reservations;
+mod sqlite;
+mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::Context as _;
+use async_trait::async_trait;
 use shop::StoreError;
-use sqlx::migrate::{Migrate, Migrator};
-use sqlx::pool::PoolConnection;
-use sqlx::{Database, Pool};
+use shop::ports::{PoolStats, StoreHealth};
+use sqlx::{PgPool, SqlitePool};
 
-/// One migration and whether it is applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MigrationState {
-    pub version: i64,
-    pub description: String,
-    pub applied: bool,
+pub use migrations::MigrationState;
+pub use postgres::{PostgresSettings, listen_for_jobs, provisioning};
+pub use sqlite::SqliteSettings;
+
+use crate::dialect::Dialect;
+use crate::exec::{Connection, Executor as _, Row, Statement};
+
+/// The storage adapter: implements every repository port of `shop` on SQLite or PostgreSQL.
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: Pool,
+    waiting: PoolWaiters,
+    /// Announces committed job inserts (their queue) to this process's worker. SQLite has no
+    /// NOTIFY and a worker in another process polls; on PostgreSQL nobody subscribes (workers
+    /// LISTEN), and an announcement without a receiver is dropped.
+    jobs_enqueued: tokio::sync::broadcast::Sender<String>,
 }
 
-/// Applies every pending migration.
-pub async fn migrate_up<DB>(pool: &Pool<DB>, migrator: &Migrator) -> anyhow::Result<()>
-where
-    DB: Database,
-    DB::Connection: Migrate,
-{
-    migrator.run(pool).await.context("failed to apply migrations")
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
 }
 
-/// Reverts the most recently applied migration; returns its version, or `None` if none was applied.
-pub async fn migrate_down<DB>(pool: &Pool<DB>, migrator: &Migrator) -> anyhow::Result<Option<i64>>
-where
-    DB: Database,
-    DB::Connection: Migrate,
-{
-    let applied = applied_versions(pool, migrator).await?;
-    let Some(&latest) = applied.last() else { return Ok(None) };
-    let target = applied.iter().rev().nth(1).copied().unwrap_or(0);
-    migrator.undo(pool, target).await.context("failed to revert the migration")?;
-    Ok(Some(latest))
+impl SqlStore {
+    fn new(pool: Pool) -> Self {
+        let (jobs_enqueued, _) = tokio::sync::broadcast::channel(256);
+        Self { pool, waiting: PoolWaiters::default(), jobs_enqueued }
+    }
+
+    fn dialect(&self) -> Dialect {
+        match self.pool {
+            Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate_up(&self) -> anyhow::Result<()> {
+        match &self.pool {
+            Pool::Sqlite(pool) => migrations::up(pool, &sqlite::MIGRATOR).await,
+            Pool::Postgres(pool) => migrations::up(pool, &postgres::MIGRATOR).await,
+        }
+    }
+
+    /// Reverts the most recently applied migration; returns its version, or `None` if none was applied.
+    pub async fn migrate_down(&self) -> anyhow::Result<Option<i64>> {
+        match &self.pool {
+            Pool::Sqlite(pool) => migrations::down(pool, &sqlite::MIGRATOR).await,
+            Pool::Postgres(pool) => migrations::down(pool, &postgres::MIGRATOR).await,
+        }
+    }
+
+    /// Every known migration and whether it is applied, oldest first.
+    pub async fn migration_status(&self) -> anyhow::Result<Vec<MigrationState>> {
+        match &self.pool {
+            Pool::Sqlite(pool) => migrations::status(pool, &sqlite::MIGRATOR).await,
+            Pool::Postgres(pool) => migrations::status(pool, &postgres::MIGRATOR).await,
+        }
+    }
+
+    /// A pooled connection, counted as "waiting" until the pool hands it over.
+    async fn connection(&self) -> Result<Connection, StoreError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => self.waiting.acquire(pool).await.map(Connection::Sqlite),
+            Pool::Postgres(pool) => self.waiting.acquire(pool).await.map(Connection::Postgres),
+        }
+    }
+
+    /// Runs one writing statement; returns the rows affected. In SQLite it runs in its own
+    /// `BEGIN IMMEDIATE` transaction (a statement that reads before it writes could otherwise
+    /// fail on lock upgrade instead of waiting); in PostgreSQL it runs on its own.
+    async fn execute_write(&self, statement: Statement) -> Result<u64, StoreError> {
+        let mut conn = self.connection().await?;
+        match conn.dialect() {
+            Dialect::Sqlite => {
+                let mut tx = conn.begin_write().await?;
+                let affected = tx.execute(statement).await.map_err(codec::error("failed to write"))?;
+                tx.commit().await?;
+                Ok(affected)
+            }
+            Dialect::Postgres => conn.execute(statement).await.map_err(codec::error("failed to write")),
+        }
+    }
+
+    /// Runs one writing statement that returns rows (`returning …`), in its own transaction
+    /// on SQLite as [`SqlStore::execute_write`] does.
+    async fn write_returning<R: Row>(&self, statement: Statement, context: &'static str) -> Result<Vec<R>, StoreError> {
+        let mut conn = self.connection().await?;
+        match conn.dialect() {
+            Dialect::Sqlite => {
+                let mut tx = conn.begin_write().await?;
+                let rows = tx.fetch_all(statement).await.map_err(codec::error(context))?;
+                tx.commit().await?;
+                Ok(rows)
+            }
+            Dialect::Postgres => conn.fetch_all(statement).await.map_err(codec::error(context)),
+        }
+    }
+
+    /// Tells listeners (the in-process worker) that jobs of these queues were committed.
+    fn announce_jobs<'a>(&self, queues: impl IntoIterator<Item = &'a str>) {
+        for queue in queues {
+            // No receiver (no worker in this process, or PostgreSQL's NOTIFY in use) is fine:
+            // polling finds the job.
+            let _ = self.jobs_enqueued.send(queue.to_owned());
+        }
+    }
 }
 
-/// Every known migration and whether it is applied, oldest first.
-pub async fn migration_status<DB>(pool: &Pool<DB>, migrator: &Migrator) -> anyhow::Result<Vec<MigrationState>>
-where
-    DB: Database,
-    DB::Connection: Migrate,
-{
-    let applied = applied_versions(pool, migrator).await?;
-    Ok(migrator
-        .iter()
-        .filter(|migration| migration.migration_type.is_up_migration())
-        .map(|migration| MigrationState {
-            version: migration.version,
-            description: migration.description.to_string(),
-            applied: applied.contains(&migration.version),
-        })
-        .collect())
-}
+#[async_trait]
+impl StoreHealth for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        conn.execute(exec::sql("select 1")).await.map(|_| ()).map_err(codec::error("ping failed"))
+    }
 
-async fn applied_versions<DB>(pool: &Pool<DB>, migrator: &Migrator) -> anyhow::Result<Vec<i64>>
-where
-    DB: Database,
-    DB::Connection: Migrate,
-{
-    let mut conn = pool.acquire().await.context("failed to acquire a database connection")?;
-    conn.ensure_migrations_table(&migrator.table_name).await.context("failed to create the migrations table")?;
-    let mut versions: Vec<i64> = conn
-        .list_applied_migrations(&migrator.table_name)
-        .await
-        .context("failed to list applied migrations")?
-        .into_iter()
-        .map(|migration| migration.version)
-        .collect();
-    versions.sort_unstable();
-    Ok(versions)
+    fn pool_stats(&self) -> PoolStats {
+        let (size, idle, max_size) = match &self.pool {
+            Pool::Sqlite(pool) => (pool.size(), pool.num_idle(), pool.options().get_max_connections()),
+            Pool::Postgres(pool) => (pool.size(), pool.num_idle(), pool.options().get_max_connections()),
+        };
+        PoolStats { size, idle: u32::try_from(idle).unwrap_or(u32::MAX), waiting: self.waiting.count(), max_size }
+    }
+
+    fn backend(&self) -> &'static str {
+        self.dialect().name()
+    }
+
+    async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
 }
 
 /// Counts the tasks waiting for a pooled connection (sqlx does not report it), for the
 /// `db_pool_connections{state="waiting"}` metric.
 #[derive(Debug, Clone, Default)]
-pub struct PoolWaiters(Arc<AtomicU32>);
+struct PoolWaiters(Arc<AtomicU32>);
 
 impl PoolWaiters {
     /// A connection from `pool`, counting this task as waiting until the pool hands it over
     /// (or the wait is cancelled or times out).
-    pub async fn acquire<DB: Database>(&self, pool: &Pool<DB>) -> Result<PoolConnection<DB>, StoreError> {
+    async fn acquire<DB: sqlx::Database>(
+        &self,
+        pool: &sqlx::Pool<DB>,
+    ) -> Result<sqlx::pool::PoolConnection<DB>, StoreError> {
         self.0.fetch_add(1, Ordering::Relaxed);
         let _waiting = Decrement(&self.0);
         pool.acquire().await.context("failed to acquire a database connection").map_err(StoreError::other)
     }
 
-    pub fn count(&self) -> u32 {
+    fn count(&self) -> u32 {
         self.0.load(Ordering::Relaxed)
     }
 }

@@ -27,8 +27,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use shop::jobs::{Job, JobService, JobSettings, JobState, NewJob};
 use shop::{Clock as _, Store, SystemClock};
-use store_postgres::{PostgresSettings, PostgresStore, provisioning};
-use store_sqlite::{SqliteSettings, SqliteStore};
+use store_sqlx::{PostgresSettings, SqlStore, SqliteSettings, provisioning};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -146,7 +145,7 @@ async fn measure_latency(options: &Options, database: &Database, jobs: &JobServi
                 Some(queue) => wakers.wake(queue),
                 None => wakers.wake_all(),
             };
-            Some(tokio::spawn(store_postgres::listen_for_jobs(url.clone(), on_job, stop.clone())))
+            Some(tokio::spawn(store_sqlx::listen_for_jobs(url.clone(), on_job, stop.clone())))
         }
         _ => None,
     };
@@ -393,7 +392,7 @@ impl Database {
         match options.backend {
             Backend::Sqlite => {
                 let directory = tempfile::tempdir()?;
-                let store = SqliteStore::connect(&SqliteSettings {
+                let store = SqlStore::sqlite(&SqliteSettings {
                     url: format!("sqlite://{}", directory.path().join("jobs.db").display()),
                     max_connections: options.max_connections.unwrap_or(8),
                     acquire_timeout: Duration::from_secs(30),
@@ -411,7 +410,7 @@ impl Database {
                 };
                 provisioning::create_database_if_missing(&url).await?;
                 let connected = async {
-                    let store = PostgresStore::connect(&PostgresSettings {
+                    let store = SqlStore::postgres(&PostgresSettings {
                         url: url.clone(),
                         // The default of `database.max_connections`.
                         max_connections: options.max_connections.unwrap_or(10),

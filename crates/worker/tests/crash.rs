@@ -15,7 +15,7 @@ use rand::Rng as _;
 use shop::jobs::{Job, JobQuery, JobService, JobSettings, JobState, NewJob};
 use shop::{PageRequest, Store, SystemClock};
 use sqlx::SqlitePool;
-use store_sqlite::{SqliteSettings, SqliteStore};
+use store_sqlx::{SqlStore, SqliteSettings};
 use tokio_util::sync::CancellationToken;
 use worker::{HandlerError, Handlers, JobHandler, QueueSettings, Worker, WorkerSettings};
 
@@ -57,7 +57,7 @@ impl JobHandler for RecordEffect {
 #[ignore = "the entry point of the crash test's worker process, run by crash_test itself"]
 async fn crash_worker_process() {
     let path = std::env::var(DATABASE).expect("run by the crash test");
-    let store = SqliteStore::connect(&settings(&path)).await.unwrap();
+    let store = SqlStore::sqlite(&settings(&path)).await.unwrap();
     let pool = SqlitePool::connect(&format!("sqlite://{path}")).await.unwrap();
     let store: Arc<dyn Store> = Arc::new(store);
     let jobs = JobService::new(Arc::clone(&store), Arc::new(SystemClock), JobSettings::default());
@@ -102,7 +102,7 @@ fn signal(child: &std::process::Child, signal: &str) {
 async fn a_worker_killed_again_and_again_still_finishes_every_job_once_in_effect() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("crash.db").display().to_string();
-    let store = SqliteStore::connect(&settings(&path)).await.unwrap();
+    let store = SqlStore::sqlite(&settings(&path)).await.unwrap();
     store.migrate_up().await.unwrap();
     let pool = SqlitePool::connect(&format!("sqlite://{path}")).await.unwrap();
     sqlx::query("create table crash_effects (job_id text primary key not null, runs integer not null)")

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use shop::jobs::{Claim, Job, JobQuery, JobService, JobSettings, JobState, NewJob, RecurringJob, Schedule};
 use shop::{PageRequest, Store, SystemClock};
-use store_sqlite::{SqliteSettings, SqliteStore};
+use store_sqlx::{SqlStore, SqliteSettings};
 use tokio_util::sync::CancellationToken;
 use worker::{HandlerError, Handlers, JobHandler, QueueSettings, Worker, WorkerSettings};
 
@@ -23,7 +23,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let directory = tempfile::tempdir().unwrap();
-    let store = SqliteStore::connect(&SqliteSettings {
+    let store = SqlStore::sqlite(&SqliteSettings {
         url: format!("sqlite://{}", directory.path().join("jobs.db").display()),
         max_connections: 8,
         acquire_timeout: Duration::from_secs(5),

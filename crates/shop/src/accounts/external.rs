@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::service::{AccountService, LoginOutcome};
 use super::user::{Caller, NewUser, User};
 use super::{Email, PersonName, Role};
-use crate::error::{Error, StoreError};
+use crate::error::{Conflict, Error, StoreError};
 use crate::ports::IdentityProvider;
 use crate::secrets::{SecretHash, SecretToken};
 use crate::validation::ValidationErrors;
@@ -153,9 +153,6 @@ impl std::fmt::Debug for ExternalCallback {
 /// External-only accounts have no password: this is no Argon2 hash, so nothing verifies
 /// against it (a password can be set later through a password reset).
 const NO_PASSWORD: &str = "!external";
-
-/// The conflict the store reports when a link is an account's last way to sign in.
-pub const LAST_SIGN_IN_METHOD: &str = "external_identities_last_sign_in_method";
 
 fn start_again(message: &str) -> Error {
     Error::Invalid(ValidationErrors::single("state", message))
@@ -338,7 +335,7 @@ impl AccountService {
                     tracing::info!(userId = %user.id, provider = %profile.provider, "external identity linked by verified email");
                     Ok(user)
                 }
-                Err(StoreError::Conflict { .. }) => self.linked_meanwhile(profile).await,
+                Err(StoreError::Conflict(_)) => self.linked_meanwhile(profile).await,
                 Err(other) => Err(other.into()),
             };
         }
@@ -363,7 +360,7 @@ impl AccountService {
                 Ok(user)
             }
             // A concurrent callback of the same person won the race: use what it made.
-            Err(StoreError::Conflict { .. }) => self.linked_meanwhile(profile).await,
+            Err(StoreError::Conflict(_)) => self.linked_meanwhile(profile).await,
             Err(other) => Err(other.into()),
         }
     }
@@ -416,7 +413,7 @@ impl AccountService {
                 tracing::info!(userId = %caller.user.id, issuer = %identity.issuer, "external identity unlinked");
                 Ok(())
             }
-            Err(StoreError::Conflict { constraint }) if constraint == LAST_SIGN_IN_METHOD => Err(Error::Conflict(
+            Err(StoreError::Conflict(Conflict::LastSignInMethod)) => Err(Error::Conflict(
                 "this is the only way to sign in to your account: set a password first (request a password \
                  reset at POST /api/v1/password-resets), or link another provider, then unlink this one"
                     .into(),

@@ -49,7 +49,7 @@ impl AccountService {
         let jobs = [super::links::send_link_job(super::links::SEND_VERIFICATION, caller.user.id, now)];
         let user = self.store.upgrade_guest(caller.user.id, &email, &name, &password_hash, now, &jobs).await.map_err(
             |error| match error {
-                StoreError::Conflict { .. } => Error::Conflict("an account with this email already exists".into()),
+                StoreError::Conflict(_) => Error::Conflict("an account with this email already exists".into()),
                 StoreError::NotFound => Error::Conflict("this account is already a full account".into()),
                 other => other.into(),
             },

@@ -12,7 +12,7 @@ mod user;
 pub use email::Email;
 pub use external::{
     AuthorizationRequest, ExternalCallback, ExternalIdentity, ExternalLoginError, ExternalLoginStart, ExternalProfile,
-    LAST_SIGN_IN_METHOD, MAX_ISSUER_LEN, MAX_RETURN_TO_LEN, MAX_SUBJECT_LEN, PendingExternalLogin,
+    MAX_ISSUER_LEN, MAX_RETURN_TO_LEN, MAX_SUBJECT_LEN, PendingExternalLogin,
 };
 pub use links::{LinkContext, SEND_LOGIN_CHALLENGE, SEND_PASSWORD_RESET, SEND_VERIFICATION};
 pub use password::{PasswordHasher, PasswordPlain};

@@ -153,7 +153,7 @@ impl AccountService {
         let password_hash = self.hasher.hash(&password).await?;
         let new_user = NewUser { id, email, name, role, password_hash, guest: false, created_at: self.clock.now() };
         self.store.insert_user(&new_user, jobs).await.map_err(|error| match error {
-            StoreError::Conflict { .. } => Error::Conflict("an account with this email already exists".into()),
+            StoreError::Conflict(_) => Error::Conflict("an account with this email already exists".into()),
             other => other.into(),
         })
     }

@@ -10,7 +10,7 @@ use super::model::{
 };
 use super::{Slug, Text};
 use crate::clock::Clock;
-use crate::error::{Error, StoreError};
+use crate::error::{Conflict, Error, StoreError};
 use crate::pagination::{Page, PageRequest, SortOrder};
 use crate::ports::Store;
 use crate::validation::ValidationErrors;
@@ -54,7 +54,7 @@ impl CatalogService {
     pub async fn delete_category(&self, key: &IdOrSlug) -> Result<(), Error> {
         let category = self.get_category(key).await?;
         self.store.delete_category(category.id).await.map_err(|error| match error {
-            StoreError::Conflict { .. } => {
+            StoreError::Conflict(_) => {
                 Error::Conflict("the category still has products; move or delete them first".into())
             }
             other => other.into(),
@@ -141,17 +141,17 @@ pub struct NewProductInput {
 
 fn category_conflict(error: StoreError) -> Error {
     match error {
-        StoreError::Conflict { .. } => Error::Conflict("a category with this slug already exists".into()),
+        StoreError::Conflict(_) => Error::Conflict("a category with this slug already exists".into()),
         other => other.into(),
     }
 }
 
 fn product_conflict(error: StoreError) -> Error {
     match error {
-        StoreError::Conflict { constraint } if constraint.contains("category") => {
+        StoreError::Conflict(Conflict::UnknownCategory) => {
             Error::Invalid(ValidationErrors::single("categoryId", "no such category"))
         }
-        StoreError::Conflict { .. } => Error::Conflict("a product with this slug already exists".into()),
+        StoreError::Conflict(_) => Error::Conflict("a product with this slug already exists".into()),
         other => other.into(),
     }
 }

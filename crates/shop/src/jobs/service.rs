@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::model::{Job, JobQuery, JobState, NewJob, QueueDepth};
 use crate::clock::Clock;
-use crate::error::{Error, StoreError};
+use crate::error::{Conflict, Error, StoreError};
 use crate::pagination::Page;
 use crate::ports::Store;
 
@@ -66,10 +66,10 @@ impl JobService {
                 tracing::info!(jobId = %job.id, kind = job.kind.as_str(), "job retried by an operator");
                 Ok(job)
             }
-            Err(StoreError::Conflict { constraint }) if constraint == "jobs_unique_key" => Err(Error::Conflict(
+            Err(StoreError::Conflict(Conflict::DuplicateJob)) => Err(Error::Conflict(
                 "another job with the same unique key is queued or running; this one would duplicate it".into(),
             )),
-            Err(StoreError::Conflict { .. }) => {
+            Err(StoreError::Conflict(_)) => {
                 Err(Error::Conflict("only dead or failed jobs can be retried; this one is not".into()))
             }
             Err(error) => Err(error.into()),

@@ -19,7 +19,7 @@ use super::payments::{
 use crate::accounts::{Caller, Role};
 use crate::catalog::{IdOrSlug, Money, ProductStatus};
 use crate::clock::Clock;
-use crate::error::{Error, StoreError};
+use crate::error::{Conflict, Error, StoreError};
 use crate::jobs::NewJob;
 use crate::mail::MAIL_QUEUE;
 use crate::pagination::Page;
@@ -165,11 +165,11 @@ impl OrderService {
         let now = self.clock.now();
         match self.store.set_cart_quantity(caller.user.id, product_id, quantity, MAX_CART_LINES, now).await {
             Ok(()) => self.cart(caller).await,
-            Err(StoreError::Conflict { constraint }) if constraint == "cart_items_limit" => Err(Error::Conflict(
-                format!("a cart holds at most {MAX_CART_LINES} different products; remove one first"),
-            )),
+            Err(StoreError::Conflict(Conflict::CartFull)) => Err(Error::Conflict(format!(
+                "a cart holds at most {MAX_CART_LINES} different products; remove one first"
+            ))),
             // Deleted between the check and the insert.
-            Err(StoreError::Conflict { .. }) => Err(not_on_sale()),
+            Err(StoreError::Conflict(_)) => Err(not_on_sale()),
             Err(other) => Err(other.into()),
         }
     }

@@ -15,7 +15,7 @@ use super::model::{
 use super::signing::WebhookSecret;
 use super::url_rules::{UrlPolicy, parse_endpoint_url};
 use crate::clock::Clock;
-use crate::error::{Error, StoreError};
+use crate::error::{Conflict, Error, StoreError};
 use crate::jobs::NewJob;
 use crate::orders::OrderStatus;
 use crate::pagination::{Page, PageRequest};
@@ -161,12 +161,10 @@ impl WebhookService {
                 tracing::info!(target: "audit", endpointId = %created.id, host = host.as_deref().unwrap_or(""), "webhook endpoint registered");
                 Ok(created)
             }
-            Err(StoreError::Conflict { constraint }) if constraint == "webhook_endpoints_limit" => {
-                Err(Error::Conflict(format!(
-                    "at most {} webhook endpoints may exist; delete one first",
-                    self.settings.max_endpoints
-                )))
-            }
+            Err(StoreError::Conflict(Conflict::WebhookEndpointLimit)) => Err(Error::Conflict(format!(
+                "at most {} webhook endpoints may exist; delete one first",
+                self.settings.max_endpoints
+            ))),
             Err(other) => Err(other.into()),
         }
     }
@@ -247,10 +245,10 @@ impl WebhookService {
                 tracing::info!(target: "audit", endpointId = %endpoint_id, deliveryId = %delivery_id, "webhook delivery retried by an admin");
                 Ok(delivery)
             }
-            Err(StoreError::Conflict { constraint }) if constraint == "jobs_unique_key" => {
+            Err(StoreError::Conflict(Conflict::DuplicateJob)) => {
                 Err(Error::Conflict("this delivery's next attempt is already scheduled".into()))
             }
-            Err(StoreError::Conflict { .. }) => {
+            Err(StoreError::Conflict(_)) => {
                 Err(Error::Conflict("only failed or abandoned deliveries can be retried".into()))
             }
             Err(other) => Err(other.into()),

@@ -113,7 +113,7 @@ async fn readiness_turns_503_when_the_database_is_unreachable() {
     let app = spawn_app(Backend::Postgres).await;
     assert_eq!(app.http.get(app.url("/health/ready")).send().await.unwrap().status(), StatusCode::OK);
     // Take the database away underneath the running server.
-    store_postgres::provisioning::drop_database(app.config.database.url.expose()).await.unwrap();
+    store_sqlx::provisioning::drop_database(app.config.database.url.expose()).await.unwrap();
     let response = app.http.get(app.url("/health/ready")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.headers().contains_key("retry-after"));

@@ -58,7 +58,7 @@ impl Drop for DatabaseGuard {
             // Drop runs inside the test's runtime, which cannot block on itself: use a thread.
             let _ = std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                runtime.block_on(store_postgres::provisioning::drop_database(&url)).ok()
+                runtime.block_on(store_sqlx::provisioning::drop_database(&url)).ok()
             })
             .join();
         }
@@ -124,7 +124,7 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Config
         }
         Backend::Postgres => {
             let url = fresh_postgres_url();
-            store_postgres::provisioning::create_database_if_missing(&url)
+            store_sqlx::provisioning::create_database_if_missing(&url)
                 .await
                 .expect("PostgreSQL must be reachable for the postgres tests (see README: Tests)");
             (url.clone(), DatabaseGuard::Postgres(url))

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use shop::Store;
 use shop::ports::StoreHealth as _;
-use store_postgres::{PostgresSettings, PostgresStore, provisioning};
+use store_sqlx::{PostgresSettings, SqlStore, provisioning};
 
 /// Drops the test database when the test ends.
 struct DropDatabase(String);
@@ -32,7 +32,7 @@ async fn fresh_store() -> (Arc<dyn Store>, DropDatabase) {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let url = url_with_database(&server, &format!("shopkeep_contract_{}", uuid::Uuid::new_v4().simple()));
     provisioning::create_database_if_missing(&url).await.expect("PostgreSQL must be reachable for these tests");
-    let store = PostgresStore::connect(&PostgresSettings {
+    let store = SqlStore::postgres(&PostgresSettings {
         url: url.clone(),
         max_connections: 5,
         min_connections: 0,
@@ -69,7 +69,7 @@ async fn migrations_go_down_and_up_again() {
         statement_timeout: Duration::from_secs(10),
         pgbouncer: false,
     };
-    let store = PostgresStore::connect(&settings).await.unwrap();
+    let store = SqlStore::postgres(&settings).await.unwrap();
     store.migrate_up().await.unwrap();
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied));
     // Each step reverts the newest applied migration, until none is left.

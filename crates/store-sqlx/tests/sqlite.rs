@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use shop::Store;
 use shop::ports::StoreHealth as _;
-use store_sqlite::{SqliteSettings, SqliteStore};
+use store_sqlx::{SqlStore, SqliteSettings};
 
 fn settings(directory: &tempfile::TempDir) -> SqliteSettings {
     SqliteSettings {
@@ -21,7 +21,7 @@ fn settings(directory: &tempfile::TempDir) -> SqliteSettings {
 /// A migrated store in a temporary directory, removed when the returned guard drops.
 async fn fresh_store() -> (Arc<dyn Store>, tempfile::TempDir) {
     let directory = tempfile::tempdir().unwrap();
-    let store = SqliteStore::connect(&settings(&directory)).await.unwrap();
+    let store = SqlStore::sqlite(&settings(&directory)).await.unwrap();
     store.migrate_up().await.unwrap();
     (Arc::new(store), directory)
 }
@@ -31,7 +31,7 @@ store_contract::contract_tests!(fresh_store());
 #[tokio::test]
 async fn migrations_go_down_and_up_again() {
     let directory = tempfile::tempdir().unwrap();
-    let store = SqliteStore::connect(&settings(&directory)).await.unwrap();
+    let store = SqlStore::sqlite(&settings(&directory)).await.unwrap();
     store.migrate_up().await.unwrap();
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied));
     // Each step reverts the newest applied migration, until none is left.
@@ -50,9 +50,9 @@ async fn migrations_go_down_and_up_again() {
 #[tokio::test]
 async fn the_database_file_uses_wal_and_foreign_keys() {
     let directory = tempfile::tempdir().unwrap();
-    let store = SqliteStore::connect(&settings(&directory)).await.unwrap();
+    let store = SqlStore::sqlite(&settings(&directory)).await.unwrap();
     store.migrate_up().await.unwrap();
-    let (journal_mode, foreign_keys) = store.pragmas().await.unwrap();
+    let (journal_mode, foreign_keys) = store.sqlite_pragmas().await.unwrap();
     assert_eq!(journal_mode, "wal");
     assert!(foreign_keys);
     store.close().await;

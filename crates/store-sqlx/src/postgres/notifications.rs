@@ -52,6 +52,6 @@ pub async fn listen_for_jobs(url: String, on_job: impl Fn(Option<&str>) + Send +
 
 async fn connect(url: &str) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect(url).await?;
-    listener.listen(crate::jobs::JOBS_CHANNEL).await?;
+    listener.listen(super::JOBS_CHANNEL).await?;
     Ok(listener)
 }

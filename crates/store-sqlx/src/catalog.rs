@@ -1,0 +1,340 @@
+//! Categories and products.
+
+use async_trait::async_trait;
+use shop::catalog::{
+    Category, CategoryChanges, CategorySort, Currency, IdOrSlug, Money, NewCategory, NewProduct, Product,
+    ProductChanges, ProductQuery, ProductSort, ProductStatus, Slug, Stock, Text,
+};
+use shop::ports::{CategoryRepository, ProductRepository};
+use shop::{Conflict, Page, PageRequest, SortOrder, StoreError};
+use sqlx::FromRow;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::SqlStore;
+use crate::codec::{Timestamp, corrupt, count, error, error_with_foreign_key, offset};
+use crate::exec::{Executor as _, Statement, Value, sql};
+
+macro_rules! category_columns {
+    () => {
+        "categories.id, categories.name, categories.slug, categories.description, categories.created_at, \
+         categories.updated_at"
+    };
+}
+
+macro_rules! product_columns {
+    () => {
+        "products.id, products.name, products.slug, products.description, products.price_minor, products.currency, \
+         products.stock, products.category_id, cast(products.status as text) as status, products.version, \
+         products.created_at, products.updated_at"
+    };
+}
+pub(crate) use product_columns;
+
+#[derive(FromRow)]
+struct CategoryRow {
+    id: Uuid,
+    name: String,
+    slug: String,
+    description: String,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl CategoryRow {
+    fn into_category(self) -> Result<Category, StoreError> {
+        Ok(Category {
+            id: self.id,
+            name: Text::name(&self.name).map_err(|e| corrupt("category name", e))?,
+            slug: Slug::parse(&self.slug).map_err(|e| corrupt("category slug", e))?,
+            description: Text::description(&self.description).map_err(|e| corrupt("category description", e))?,
+            created_at: self.created_at.into(),
+            updated_at: self.updated_at.into(),
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct ProductRow {
+    id: Uuid,
+    name: String,
+    slug: String,
+    description: String,
+    price_minor: i64,
+    currency: String,
+    stock: i64,
+    category_id: Uuid,
+    status: String,
+    version: i64,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl ProductRow {
+    pub(crate) fn into_product(self) -> Result<Product, StoreError> {
+        let currency = Currency::parse(&self.currency).map_err(|e| corrupt("currency", e))?;
+        Ok(Product {
+            id: self.id,
+            name: Text::name(&self.name).map_err(|e| corrupt("product name", e))?,
+            slug: Slug::parse(&self.slug).map_err(|e| corrupt("product slug", e))?,
+            description: Text::description(&self.description).map_err(|e| corrupt("product description", e))?,
+            price: Money::from_minor(self.price_minor, currency).map_err(|e| corrupt("price", e))?,
+            stock: Stock::new(self.stock).map_err(|e| corrupt("stock", e))?,
+            category_id: self.category_id,
+            status: ProductStatus::parse(&self.status).map_err(|e| corrupt("product status", e))?,
+            version: self.version,
+            created_at: self.created_at.into(),
+            updated_at: self.updated_at.into(),
+        })
+    }
+}
+
+/// A product status as a bind value of the `product_status` enum (text in SQLite).
+fn status_value(status: Option<ProductStatus>) -> Value {
+    Value::label("product_status", status.map(ProductStatus::as_str))
+}
+
+#[async_trait]
+impl CategoryRepository for SqlStore {
+    async fn insert_category(&self, category: &NewCategory) -> Result<Category, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin_write().await?;
+        let created_at = category.created_at;
+        let row: CategoryRow = tx
+            .fetch_one(
+                sql(concat!(
+                    "insert into categories (id, name, slug, description, created_at, updated_at) \
+                     values ($1, $2, $3, $4, $5, $6) returning ",
+                    category_columns!()
+                ))
+                .bind(category.id)
+                .bind(category.name.as_str())
+                .bind(category.slug.as_str())
+                .bind(category.description.as_str())
+                .bind(created_at)
+                .bind(created_at),
+            )
+            .await
+            .map_err(error("failed to insert category"))?;
+        tx.commit().await?;
+        row.into_category()
+    }
+
+    async fn find_category(&self, key: &IdOrSlug) -> Result<Option<Category>, StoreError> {
+        let mut conn = self.connection().await?;
+        let statement = match key {
+            IdOrSlug::Id(id) => sql(concat!("select ", category_columns!(), " from categories where id = $1")).bind(id),
+            IdOrSlug::Slug(slug) => {
+                sql(concat!("select ", category_columns!(), " from categories where slug = $1")).bind(slug.as_str())
+            }
+        };
+        let row: Option<CategoryRow> =
+            conn.fetch_optional(statement).await.map_err(error("failed to find category"))?;
+        row.map(CategoryRow::into_category).transpose()
+    }
+
+    async fn list_categories(
+        &self,
+        page: PageRequest,
+        sort_by: CategorySort,
+        sort_order: SortOrder,
+    ) -> Result<Page<Category>, StoreError> {
+        let mut conn = self.connection().await?;
+        let total: i64 = conn
+            .fetch_scalar(sql("select count(*) from categories"))
+            .await
+            .map_err(error("failed to count categories"))?;
+        let column = match sort_by {
+            CategorySort::CreatedAt => "created_at",
+            CategorySort::Name => "name",
+        };
+        let order = sort_order.sql();
+        let mut select = sql(concat!("select ", category_columns!(), " from categories"));
+        select.push(&format!(" order by {column} {order}, id {order} limit "));
+        select.push_bind(page.limit()).push(" offset ").push_bind(offset(page));
+        let rows: Vec<CategoryRow> = conn.fetch_all(select).await.map_err(error("failed to list categories"))?;
+        let items = rows.into_iter().map(CategoryRow::into_category).collect::<Result<_, _>>()?;
+        Ok(Page { items, total: count(total), request: page })
+    }
+
+    async fn update_category(
+        &self,
+        id: Uuid,
+        changes: &CategoryChanges,
+        now: OffsetDateTime,
+    ) -> Result<Category, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin_write().await?;
+        let row: Option<CategoryRow> = tx
+            .fetch_optional(
+                sql(concat!(
+                    "update categories set name = coalesce($1, name), slug = coalesce($2, slug), \
+                     description = coalesce($3, description), updated_at = $4 where id = $5 returning ",
+                    category_columns!()
+                ))
+                .bind(changes.name.as_ref().map(Text::as_str))
+                .bind(changes.slug.as_ref().map(Slug::as_str))
+                .bind(changes.description.as_ref().map(Text::as_str))
+                .bind(now)
+                .bind(id),
+            )
+            .await
+            .map_err(error("failed to update category"))?;
+        tx.commit().await?;
+        row.ok_or(StoreError::NotFound)?.into_category()
+    }
+
+    async fn delete_category(&self, id: Uuid) -> Result<(), StoreError> {
+        let deleted = self.execute_write(sql("delete from categories where id = $1").bind(id)).await.map_err(
+            |error| match error {
+                // The one rule deleting a category can break: products still belong to it.
+                StoreError::Conflict(_) => StoreError::Conflict(Conflict::CategoryInUse),
+                other => other,
+            },
+        )?;
+        if deleted == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+}
+
+#[async_trait]
+impl ProductRepository for SqlStore {
+    async fn insert_product(&self, product: &NewProduct) -> Result<Product, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin_write().await?;
+        let created_at = product.created_at;
+        let row: ProductRow = tx
+            .fetch_one(
+                sql(concat!(
+                    "insert into products (id, name, slug, description, price_minor, currency, stock, category_id, \
+                     status, version, created_at, updated_at) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, 'active', 1, $9, $10) returning ",
+                    product_columns!()
+                ))
+                .bind(product.id)
+                .bind(product.name.as_str())
+                .bind(product.slug.as_str())
+                .bind(product.description.as_str())
+                .bind(product.price.minor())
+                .bind(product.price.currency().as_str())
+                .bind(product.stock.units())
+                .bind(product.category_id)
+                .bind(created_at)
+                .bind(created_at),
+            )
+            .await
+            .map_err(error_with_foreign_key("failed to insert product", Conflict::UnknownCategory))?;
+        tx.commit().await?;
+        row.into_product()
+    }
+
+    async fn find_product(&self, key: &IdOrSlug) -> Result<Option<Product>, StoreError> {
+        let mut conn = self.connection().await?;
+        let statement = match key {
+            IdOrSlug::Id(id) => sql(concat!("select ", product_columns!(), " from products where id = $1")).bind(id),
+            IdOrSlug::Slug(slug) => {
+                sql(concat!("select ", product_columns!(), " from products where slug = $1")).bind(slug.as_str())
+            }
+        };
+        let row: Option<ProductRow> = conn.fetch_optional(statement).await.map_err(error("failed to find product"))?;
+        row.map(ProductRow::into_product).transpose()
+    }
+
+    async fn list_products(&self, query: &ProductQuery) -> Result<Page<Product>, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut count_query = sql("select count(*) from products");
+        push_product_filters(&mut count_query, query);
+        let total: i64 = conn.fetch_scalar(count_query).await.map_err(error("failed to count products"))?;
+        let mut select = sql(concat!("select ", product_columns!(), " from products"));
+        push_product_filters(&mut select, query);
+        let column = match query.sort_by {
+            ProductSort::CreatedAt => "products.created_at",
+            ProductSort::UpdatedAt => "products.updated_at",
+            ProductSort::Name => "products.name",
+            ProductSort::Price => "products.price_minor",
+            ProductSort::Stock => "products.stock",
+        };
+        let order = query.sort_order.sql();
+        select.push(&format!(" order by {column} {order}, products.id {order} limit "));
+        select.push_bind(query.page.limit()).push(" offset ").push_bind(offset(query.page));
+        let rows: Vec<ProductRow> = conn.fetch_all(select).await.map_err(error("failed to list products"))?;
+        let items = rows.into_iter().map(ProductRow::into_product).collect::<Result<_, _>>()?;
+        Ok(Page { items, total: count(total), request: query.page })
+    }
+
+    async fn update_product(
+        &self,
+        id: Uuid,
+        changes: &ProductChanges,
+        expected_version: Option<i64>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Product>, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin_write().await?;
+        let row: Option<ProductRow> = tx
+            .fetch_optional(
+                sql(concat!(
+                    "update products set name = coalesce($1, name), slug = coalesce($2, slug), \
+                     description = coalesce($3, description), price_minor = coalesce($4, price_minor), \
+                     currency = coalesce($5, currency), stock = coalesce($6, stock), \
+                     category_id = coalesce($7, category_id), status = coalesce($8, status), \
+                     version = version + 1, updated_at = $9 \
+                     where id = $10 and ($11 is null or version = $11) returning ",
+                    product_columns!()
+                ))
+                .bind(changes.name.as_ref().map(Text::as_str))
+                .bind(changes.slug.as_ref().map(Slug::as_str))
+                .bind(changes.description.as_ref().map(Text::as_str))
+                .bind(changes.price.map(|p| p.minor()))
+                .bind(changes.price.map(|p| p.currency().as_str().to_owned()))
+                .bind(changes.stock.map(|s| s.units()))
+                .bind(changes.category_id)
+                .bind(status_value(changes.status))
+                .bind(now)
+                .bind(id)
+                .bind(expected_version),
+            )
+            .await
+            .map_err(error_with_foreign_key("failed to update product", Conflict::UnknownCategory))?;
+        tx.commit().await?;
+        row.map(ProductRow::into_product).transpose()
+    }
+
+    async fn delete_product(&self, id: Uuid) -> Result<(), StoreError> {
+        let deleted = self.execute_write(sql("delete from products where id = $1").bind(id)).await?;
+        if deleted == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+}
+
+fn push_product_filters(statement: &mut Statement, query: &ProductQuery) {
+    statement.push(" where 1 = 1");
+    if let Some(status) = query.status {
+        statement.push(" and products.status = ").push_bind(status_value(Some(status)));
+    }
+    match &query.category {
+        Some(IdOrSlug::Id(id)) => {
+            statement.push(" and products.category_id = ").push_bind(id);
+        }
+        Some(IdOrSlug::Slug(slug)) => {
+            statement
+                .push(" and products.category_id = (select id from categories where slug = ")
+                .push_bind(slug.as_str())
+                .push(")");
+        }
+        None => {}
+    }
+    if let Some(min) = query.min_price_minor {
+        statement.push(" and products.price_minor >= ").push_bind(min);
+    }
+    if let Some(max) = query.max_price_minor {
+        statement.push(" and products.price_minor <= ").push_bind(max);
+    }
+    match query.in_stock {
+        Some(true) => {
+            statement.push(" and products.stock > 0");
+        }
+        Some(false) => {
+            statement.push(" and products.stock = 0");
+        }
+        None => {}
+    }
+}
