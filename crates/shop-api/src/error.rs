@@ -141,6 +141,8 @@ impl From<shop::Error> for ApiError {
             shop::Error::NotFound => Self::NotFound,
             shop::Error::Conflict(detail) => Self::Conflict(detail),
             shop::Error::PreconditionFailed => Self::PreconditionFailed,
+            shop::Error::RequestInProgress { retry_after_seconds } => Self::InProgress { retry_after_seconds },
+            shop::Error::IdempotencyKeyReused => Self::KeyReused,
             shop::Error::InvalidCredentials => Self::InvalidCredentials,
             shop::Error::Forbidden => Self::Forbidden("your role does not allow this"),
             shop::Error::Unavailable { detail, retry_after_seconds } => {

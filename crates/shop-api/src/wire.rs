@@ -433,6 +433,19 @@ pub struct AddressBody {
     pub country: Option<String>,
 }
 
+impl From<AddressBody> for shop::orders::ShippingAddressInput {
+    fn from(body: AddressBody) -> Self {
+        Self {
+            name: body.name,
+            line1: body.line1,
+            line2: body.line2,
+            city: body.city,
+            postal_code: body.postal_code,
+            country: body.country,
+        }
+    }
+}
+
 /// `POST /orders`: checks out the current cart.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -88,6 +88,13 @@ pub enum Error {
     /// The request clashes with the current state (duplicate key, thing still in use).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The same idempotent request (same key) is still being processed: try again after
+    /// `retry_after_seconds`.
+    #[error("the request with this key is still in progress")]
+    RequestInProgress { retry_after_seconds: u32 },
+    /// The idempotency key was used before with a different request.
+    #[error("the idempotency key was used with another request")]
+    IdempotencyKeyReused,
     /// A conditional update found the record changed since the caller read it.
     #[error("the resource has changed since it was read")]
     PreconditionFailed,

@@ -16,8 +16,8 @@ use crate::error::StoreError;
 use crate::jobs::{Claim, Job, JobFailure, JobQuery, JobState, NewJob, QueueDepth};
 use crate::mail::{Mail, MailError, OutboxMail};
 use crate::orders::{
-    CartLine, IdempotencyBegin, IdempotencyRecord, NewOrder, Order, OrderQuery, OrderTransition, PaymentEventRecord,
-    ReservationFailure, SavedResponse,
+    CartLine, CheckoutResult, IdempotencyBegin, IdempotencyRecord, NewOrder, Order, OrderQuery, OrderTransition,
+    PaymentEventRecord, ReservationFailure,
 };
 use crate::pagination::{Page, PageRequest, SortOrder};
 use crate::secrets::SecretHash;
@@ -448,13 +448,14 @@ pub trait IdempotencyRepository: Send + Sync {
         record: &IdempotencyRecord,
         now: OffsetDateTime,
     ) -> Result<IdempotencyBegin, StoreError>;
-    /// Saves the response of a finished request.
+    /// Records how a finished request ended and for which order, for its replays.
     async fn complete_idempotent(
         &self,
         user_id: Uuid,
         scope: &str,
         key: &str,
-        response: &SavedResponse,
+        result: CheckoutResult,
+        order_id: Uuid,
     ) -> Result<(), StoreError>;
     /// Forgets a request that ended without effect (it may be sent again).
     async fn release_idempotent(&self, user_id: Uuid, scope: &str, key: &str) -> Result<(), StoreError>;

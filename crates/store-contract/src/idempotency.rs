@@ -1,13 +1,13 @@
 //! Contract cases for idempotency keys: a key starts once per user and scope (also under
 //! concurrency), an expired lock is taken over by exactly one caller, a completed request keeps
-//! its response, a released one can start again, and expired records are purged by cutoff and
-//! limit.
+//! its outcome and order, a released one can start again, and expired records are purged by
+//! cutoff and limit.
 
 use shop::accounts::{Role, User};
-use shop::orders::{IdempotencyBegin, IdempotencyRecord, IdempotencyState, PaymentEventRecord, SavedResponse};
+use shop::orders::{CheckoutResult, IdempotencyBegin, IdempotencyRecord, IdempotencyState, Order, PaymentEventRecord};
 use uuid::Uuid;
 
-use crate::{SharedStore, at, new_user};
+use crate::{SharedStore, add_products, at, new_order, new_user};
 
 /// A checkout request with `key`, started at `at(seconds)`, locked for 30 seconds and kept for a day.
 pub fn new_idempotency_record(user_id: Uuid, key: &str, seconds: i64) -> IdempotencyRecord {
@@ -29,6 +29,12 @@ async fn add_customer(store: &SharedStore, email: &str) -> User {
 
 async fn begin(store: &SharedStore, record: &IdempotencyRecord, seconds: i64) -> IdempotencyBegin {
     store.begin_idempotent(record, at(seconds)).await.unwrap()
+}
+
+/// An order of one product placed by `user_id`, for a completed request to name.
+async fn placed_order(store: &SharedStore, user_id: Uuid, slug: &str) -> Order {
+    let products = add_products(store, &[(slug, 500, 5)]).await;
+    store.place_order(&new_order(user_id, &[(&products[0], 1)], 0), None, &[]).await.unwrap().unwrap()
 }
 
 fn locked_until(record: &IdempotencyRecord, seconds: i64) -> IdempotencyRecord {
@@ -72,17 +78,17 @@ pub async fn expired_idempotency_locks_are_taken_over(store: SharedStore) {
     );
 }
 
-pub async fn completed_idempotent_requests_keep_their_response(store: SharedStore) {
+pub async fn completed_idempotent_requests_keep_their_outcome(store: SharedStore) {
     let ada = add_customer(&store, "ada@example.com").await;
     let record = new_idempotency_record(ada.id, "key-1", 0);
     begin(&store, &record, 0).await;
-    let response = SavedResponse {
-        status: 201,
-        body: r#"{"id":"0192","status":"pendingPayment","note":"café"}"#.into(),
-        location: Some("/orders/0192".into()),
+    let paid = placed_order(&store, ada.id, "dune").await;
+    store.complete_idempotent(ada.id, "checkout", "key-1", CheckoutResult::Paid, paid.id).await.unwrap();
+    let completed = IdempotencyRecord {
+        state: IdempotencyState::Completed(CheckoutResult::Paid),
+        order_id: Some(paid.id),
+        ..record.clone()
     };
-    store.complete_idempotent(ada.id, "checkout", "key-1", &response).await.unwrap();
-    let completed = IdempotencyRecord { state: IdempotencyState::Completed(response), ..record.clone() };
     // Long after its lock: a completed request is never taken over.
     assert_eq!(
         begin(&store, &new_idempotency_record(ada.id, "key-1", 500), 500).await,
@@ -91,9 +97,13 @@ pub async fn completed_idempotent_requests_keep_their_response(store: SharedStor
 
     let declined = new_idempotency_record(ada.id, "key-2", 10);
     begin(&store, &declined, 10).await;
-    let no_location = SavedResponse { status: 402, body: "{}".into(), location: None };
-    store.complete_idempotent(ada.id, "checkout", "key-2", &no_location).await.unwrap();
-    let expected = IdempotencyRecord { state: IdempotencyState::Completed(no_location), ..declined };
+    let cancelled = placed_order(&store, ada.id, "emma").await;
+    store.complete_idempotent(ada.id, "checkout", "key-2", CheckoutResult::Declined, cancelled.id).await.unwrap();
+    let expected = IdempotencyRecord {
+        state: IdempotencyState::Completed(CheckoutResult::Declined),
+        order_id: Some(cancelled.id),
+        ..declined
+    };
     assert_eq!(begin(&store, &expected, 11).await, IdempotencyBegin::Existing(expected.clone()));
 
     // A request that ended without effect is forgotten and may be sent again.
@@ -110,10 +120,8 @@ pub async fn idempotency_records_are_purged_by_cutoff_and_limit(store: SharedSto
         let record = IdempotencyRecord { expires_at: at(expires), ..new_idempotency_record(ada.id, key, 0) };
         begin(&store, &record, 0).await;
     }
-    store
-        .complete_idempotent(ada.id, "checkout", "a", &SavedResponse { status: 201, body: "{}".into(), location: None })
-        .await
-        .unwrap();
+    let order = placed_order(&store, ada.id, "dune").await;
+    store.complete_idempotent(ada.id, "checkout", "a", CheckoutResult::Pending, order.id).await.unwrap();
     assert_eq!(store.purge_idempotency_records(at(30), 1).await.unwrap(), 1, "at most the limit");
     assert_eq!(store.purge_idempotency_records(at(30), 10).await.unwrap(), 1, "then the rest");
     assert_eq!(store.purge_idempotency_records(at(30), 10).await.unwrap(), 0);

@@ -88,7 +88,7 @@ macro_rules! contract_tests {
             paying_an_order_clears_the_ordered_cart_lines, orders_are_found_and_listed,
             deleted_products_leave_their_order_lines, guests_with_orders_are_not_deleted,
             idempotent_requests_start_once, expired_idempotency_locks_are_taken_over,
-            completed_idempotent_requests_keep_their_response, idempotency_records_are_purged_by_cutoff_and_limit,
+            completed_idempotent_requests_keep_their_outcome, idempotency_records_are_purged_by_cutoff_and_limit,
             concurrent_idempotent_starts_have_one_winner, payment_events_are_recorded_once_and_purged,
             webhook_endpoints_round_trip_under_their_limit, webhook_endpoint_changes_and_disabling,
             webhook_deliveries_are_unique_per_event_and_enqueue_their_job,

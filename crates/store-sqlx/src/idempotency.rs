@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 use shop::StoreError;
-use shop::orders::{IdempotencyBegin, IdempotencyRecord, IdempotencyState, PaymentEventRecord, SavedResponse};
+use shop::orders::{CheckoutResult, IdempotencyBegin, IdempotencyRecord, IdempotencyState, PaymentEventRecord};
 use shop::ports::IdempotencyRepository;
 use sqlx::FromRow;
 use time::OffsetDateTime;
@@ -24,8 +24,7 @@ const BEGIN_ATTEMPTS: usize = 3;
 
 macro_rules! idempotency_columns {
     () => {
-        "user_id, scope, key, request_hash, state, locked_until, response_status, response_body, \
-         response_location, order_id, created_at, expires_at"
+        "user_id, scope, key, request_hash, state, locked_until, outcome, order_id, created_at, expires_at"
     };
 }
 
@@ -37,9 +36,7 @@ struct IdempotencyRow {
     request_hash: Vec<u8>,
     state: String,
     locked_until: Option<Timestamp>,
-    response_status: Option<i32>,
-    response_body: Option<String>,
-    response_location: Option<String>,
+    outcome: Option<String>,
     order_id: Option<Uuid>,
     created_at: Timestamp,
     expires_at: Timestamp,
@@ -47,15 +44,13 @@ struct IdempotencyRow {
 
 impl IdempotencyRow {
     fn into_record(self) -> Result<IdempotencyRecord, StoreError> {
-        let state = match (self.state.as_str(), self.locked_until, self.response_status, self.response_body) {
-            ("in_progress", Some(locked_until), _, _) => {
+        let state = match (self.state.as_str(), self.locked_until, self.outcome.as_deref()) {
+            ("in_progress", Some(locked_until), _) => {
                 IdempotencyState::InProgress { locked_until: locked_until.into() }
             }
-            ("completed", _, Some(status), Some(body)) => IdempotencyState::Completed(SavedResponse {
-                status: u16::try_from(status).map_err(|e| corrupt("response status", e.to_string()))?,
-                body,
-                location: self.response_location,
-            }),
+            ("completed", _, Some(outcome)) => IdempotencyState::Completed(
+                CheckoutResult::parse(outcome).ok_or_else(|| corrupt("checkout outcome", outcome.to_owned()))?,
+            ),
             (state, ..) => return Err(corrupt("idempotency state", state.to_owned())),
         };
         Ok(IdempotencyRecord {
@@ -75,19 +70,11 @@ impl IdempotencyRow {
     }
 }
 
-/// The state columns of a record: state, lock, response status, body and location.
-type StateColumns<'a> = (&'static str, Option<OffsetDateTime>, Option<i32>, Option<&'a str>, Option<&'a str>);
-
-fn state_columns(state: &IdempotencyState) -> StateColumns<'_> {
+/// The state columns of a record: state, lock and outcome.
+fn state_columns(state: &IdempotencyState) -> (&'static str, Option<OffsetDateTime>, Option<&'static str>) {
     match state {
-        IdempotencyState::InProgress { locked_until } => ("in_progress", Some(*locked_until), None, None, None),
-        IdempotencyState::Completed(response) => (
-            "completed",
-            None,
-            Some(i32::from(response.status)),
-            Some(response.body.as_str()),
-            response.location.as_deref(),
-        ),
+        IdempotencyState::InProgress { locked_until } => ("in_progress", Some(*locked_until), None),
+        IdempotencyState::Completed(result) => ("completed", None, Some(result.as_str())),
     }
 }
 
@@ -118,24 +105,22 @@ impl IdempotencyRepository for SqlStore {
         record: &IdempotencyRecord,
         now: OffsetDateTime,
     ) -> Result<IdempotencyBegin, StoreError> {
-        let (state, locked_until, status, body, location) = state_columns(&record.state);
+        let (state, locked_until, outcome) = state_columns(&record.state);
         let mut conn = self.connection().await?;
         let mut tx = conn.begin_write().await?;
         for _ in 0..BEGIN_ATTEMPTS {
             let inserted = tx
                 .execute(
                     sql("insert into idempotency_records (user_id, scope, key, request_hash, state, locked_until, \
-                         response_status, response_body, response_location, order_id, created_at, expires_at) \
-                         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) on conflict do nothing")
+                         outcome, order_id, created_at, expires_at) \
+                         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) on conflict do nothing")
                     .bind(record.user_id)
                     .bind(&record.scope)
                     .bind(&record.key)
                     .bind(record.request_hash.as_slice())
                     .bind(state)
                     .bind(locked_until)
-                    .bind(status)
-                    .bind(body)
-                    .bind(location)
+                    .bind(outcome)
                     .bind(record.order_id)
                     .bind(record.created_at)
                     .bind(record.expires_at),
@@ -193,14 +178,14 @@ impl IdempotencyRepository for SqlStore {
         user_id: Uuid,
         scope: &str,
         key: &str,
-        response: &SavedResponse,
+        result: CheckoutResult,
+        order_id: Uuid,
     ) -> Result<(), StoreError> {
         self.execute_write(
-            sql("update idempotency_records set state = 'completed', locked_until = null, response_status = $1, \
-                 response_body = $2, response_location = $3 where user_id = $4 and scope = $5 and key = $6")
-            .bind(i32::from(response.status))
-            .bind(&response.body)
-            .bind(response.location.as_deref())
+            sql("update idempotency_records set state = 'completed', locked_until = null, outcome = $1, \
+                 order_id = $2 where user_id = $3 and scope = $4 and key = $5")
+            .bind(result.as_str())
+            .bind(order_id)
             .bind(user_id)
             .bind(scope)
             .bind(key),

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,6 +117,31 @@ async fn job_inserts_wake_listening_workers_at_commit() {
     assert_eq!(next_queue(&mut listener).await, "reports");
 
     drop(listener);
+    store.close().await;
+    drop(database);
+}
+
+#[tokio::test]
+async fn saved_checkout_responses_become_outcomes() {
+    let server = std::env::var("SHOPKEEP_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let url = url_with_database(&server, &format!("shopkeep_outcomes_{}", uuid::Uuid::new_v4().simple()));
+    provisioning::create_database_if_missing(&url).await.unwrap();
+    let database = DropDatabase(url.clone());
+    let store = SqlStore::postgres(&PostgresSettings {
+        url: url.clone(),
+        max_connections: 2,
+        min_connections: 0,
+        acquire_timeout: Duration::from_secs(10),
+        statement_timeout: Duration::from_secs(10),
+        pgbouncer: false,
+    })
+    .await
+    .unwrap();
+    store.migrate_up().await.unwrap();
+    let mut raw = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    support::saved_checkout_responses_become_outcomes(store.clone(), &mut raw).await;
+    drop(raw);
     store.close().await;
     drop(database);
 }

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,4 +80,14 @@ async fn job_inserts_wake_the_in_process_worker_at_commit() {
     assert!(wakeups.try_recv().is_err());
     store.close().await;
     drop(directory);
+}
+
+#[tokio::test]
+async fn saved_checkout_responses_become_outcomes() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = SqlStore::sqlite(&settings(&directory)).await.unwrap();
+    store.migrate_up().await.unwrap();
+    let mut raw = <sqlx::SqliteConnection as sqlx::Connection>::connect(&settings(&directory).url).await.unwrap();
+    support::saved_checkout_responses_become_outcomes(store.clone(), &mut raw).await;
+    store.close().await;
 }

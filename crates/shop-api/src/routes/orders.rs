@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use shop::orders::{CheckoutOutcome, CheckoutStart, OrderQuery, OrderStatus, SavedResponse, WebhookRejection};
+use shop::orders::{Checkout, CheckoutOutcome, OrderQuery, OrderStatus, ShippingAddress, WebhookRejection};
 use shop::{SortOrder, ValidationErrors};
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -111,98 +111,53 @@ pub async fn checkout(
     if key.is_none_or(str::is_empty) {
         errors.add("Idempotency-Key", "is required: send a new unique key (a UUID) with each checkout attempt");
     }
-    let address = body.shipping_address.clone().unwrap_or_default();
-    let shipping = shop::orders::parse_shipping_address(
-        address.name.as_deref(),
-        address.line1.as_deref(),
-        address.line2.as_deref(),
-        address.city.as_deref(),
-        address.postal_code.as_deref(),
-        address.country.as_deref(),
-    );
-    if let Err(problems) = &shipping {
+    let address = ShippingAddress::parse(&body.shipping_address.clone().unwrap_or_default().into());
+    if let Err(problems) = &address {
         for problem in problems.errors() {
             errors.add(&problem.field, problem.message.clone());
         }
     }
     errors.into_result()?;
-    let (Some(key), Ok(shipping)) = (key, shipping) else {
+    let (Some(key), Ok(address)) = (key, address) else {
         return Err(ApiError::invalid("body", "is invalid"));
     };
     let canonical = serde_json::to_vec(&body).map_err(|error| ApiError::Internal(error.into()))?;
-    let orders = state.orders();
-    let resume = match orders.start_checkout(&caller, key, shop::orders::request_hash(&canonical)).await? {
-        CheckoutStart::Proceed { resume } => resume,
-        CheckoutStart::Replay(saved) => {
-            metrics::counter!("checkouts_total", "outcome" => "replayed").increment(1);
-            return render(&saved);
-        }
-        CheckoutStart::Busy { retry_after_seconds } => return Err(ApiError::InProgress { retry_after_seconds }),
-        CheckoutStart::KeyReused => return Err(ApiError::KeyReused),
-    };
-    match orders.checkout(&caller, key, shipping, resume).await {
-        Ok(outcome) => {
-            let (label, saved) = saved_response(outcome)?;
-            metrics::counter!("checkouts_total", "outcome" => label).increment(1);
-            orders.finish_checkout(&caller, key, Some(&saved)).await?;
-            render(&saved)
-        }
-        Err(error @ (shop::Error::Invalid(_) | shop::Error::Conflict(_) | shop::Error::Unavailable { .. })) => {
-            // Nothing was charged and nothing stays reserved: the key may be used again.
-            let label = match &error {
-                shop::Error::Unavailable { .. } => "unavailable",
-                shop::Error::Conflict(_) => "conflict",
-                _ => "invalid",
-            };
-            metrics::counter!("checkouts_total", "outcome" => label).increment(1);
-            orders.finish_checkout(&caller, key, None).await?;
-            Err(error.into())
-        }
-        // Anything else may have happened after the order was placed: the key stays held
-        // until its lock expires, and a retry then resumes that order (charging it once).
-        Err(error) => {
-            metrics::counter!("checkouts_total", "outcome" => "error").increment(1);
-            Err(error.into())
-        }
+    let checkout = state.orders().checkout(&caller, key, shop::orders::request_hash(&canonical), address).await;
+    if let Some(label) = checkout_metric_label(&checkout) {
+        metrics::counter!("checkouts_total", "outcome" => label).increment(1);
     }
+    render(checkout?.outcome)
 }
 
-/// The response to keep for replays of a checkout.
-fn saved_response(outcome: CheckoutOutcome) -> Result<(&'static str, SavedResponse), ApiError> {
-    let json = |value: &serde_json::Value| value.to_string();
-    Ok(match outcome {
-        CheckoutOutcome::Paid(order) => {
-            let location = Some(order_location(order.id));
-            let body =
-                serde_json::to_string(&OrderBody::from(order)).map_err(|error| ApiError::Internal(error.into()))?;
-            ("paid", SavedResponse { status: 201, body, location })
-        }
-        CheckoutOutcome::Pending(order) => {
-            let location = Some(order_location(order.id));
-            let body =
-                serde_json::to_string(&OrderBody::from(order)).map_err(|error| ApiError::Internal(error.into()))?;
-            ("pending", SavedResponse { status: 202, body, location })
-        }
-        CheckoutOutcome::Declined(order) => {
-            let reason = order.cancel_reason.clone().unwrap_or_else(|| "the payment was declined".into());
-            let detail = format!("{reason}; order {} is cancelled and nothing was charged", order.id);
-            let body = json(&serde_json::json!({ "detail": detail, "orderId": order.id }));
-            ("declined", SavedResponse { status: 402, body, location: Some(order_location(order.id)) })
-        }
+/// The `checkouts_total` label of a checkout's end; `None` for a request its key refused
+/// (still in progress, or reused), which did not check out at all.
+fn checkout_metric_label(checkout: &Result<Checkout, shop::Error>) -> Option<&'static str> {
+    Some(match checkout {
+        Ok(Checkout { replayed: true, .. }) => "replayed",
+        Ok(Checkout { outcome: CheckoutOutcome::Paid(_), .. }) => "paid",
+        Ok(Checkout { outcome: CheckoutOutcome::Pending(_), .. }) => "pending",
+        Ok(Checkout { outcome: CheckoutOutcome::Declined(_), .. }) => "declined",
+        Err(shop::Error::RequestInProgress { .. } | shop::Error::IdempotencyKeyReused) => return None,
+        Err(shop::Error::Unavailable { .. }) => "unavailable",
+        Err(shop::Error::Conflict(_)) => "conflict",
+        Err(shop::Error::Invalid(_)) => "invalid",
+        Err(_) => "error",
     })
 }
 
-/// A saved checkout response, as first sent.
-fn render(saved: &SavedResponse) -> Result<Response, ApiError> {
-    let location = saved.location.clone().unwrap_or_default();
-    if saved.status == 402 {
-        let body: serde_json::Value =
-            serde_json::from_str(&saved.body).map_err(|error| ApiError::Internal(error.into()))?;
-        let detail = body["detail"].as_str().unwrap_or("the payment was declined").to_owned();
-        return Err(ApiError::PaymentDeclined { detail, location });
-    }
-    let status = StatusCode::from_u16(saved.status).map_err(|error| ApiError::Internal(error.into()))?;
-    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], saved.body.clone()).into_response();
+/// A checkout's answer, the same for its first request and every replay: 201 paid or 202
+/// pending with the order, 402 declined; the order at `Location`.
+fn render(outcome: CheckoutOutcome) -> Result<Response, ApiError> {
+    let location = order_location(outcome.order().id);
+    let (status, order) = match outcome {
+        CheckoutOutcome::Paid(order) => (StatusCode::CREATED, order),
+        CheckoutOutcome::Pending(order) => (StatusCode::ACCEPTED, order),
+        CheckoutOutcome::Declined(order) => {
+            return Err(ApiError::PaymentDeclined { detail: CheckoutOutcome::decline_detail(&order), location });
+        }
+    };
+    let body = serde_json::to_string(&OrderBody::from(order)).map_err(|error| ApiError::Internal(error.into()))?;
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     if let Ok(value) = HeaderValue::from_str(&location) {

@@ -2,21 +2,22 @@
 //! checkout that reserves stock atomically and charges once however often it is retried, and
 //! the order state machine.
 
+mod checkout;
 mod model;
 mod payments;
 mod service;
 
+pub use checkout::{CHECKOUT_SCOPE, Checkout, CheckoutOutcome, MAX_IDEMPOTENCY_KEY_LEN, request_hash};
 pub use model::{
-    CartLine, IdempotencyBegin, IdempotencyRecord, IdempotencyState, MAX_CART_LINES, MAX_LINE_QUANTITY, NewOrder,
-    Order, OrderLine, OrderQuery, OrderStatus, OrderTransition, PaymentEventRecord, ReservationFailure, SavedResponse,
-    ShippingAddress,
+    CartLine, CheckoutResult, IdempotencyBegin, IdempotencyRecord, IdempotencyState, MAX_CART_LINES, MAX_LINE_QUANTITY,
+    NewOrder, Order, OrderLine, OrderQuery, OrderStatus, OrderTransition, PaymentEventRecord, ReservationFailure,
+    ShippingAddress, ShippingAddressInput,
 };
 pub use payments::{
     ChargeOutcome, ChargeRequest, PaymentError, PaymentEvent, PaymentEventKind, PaymentProvider, TestModePayments,
     WebhookRejection,
 };
 pub use service::{
-    CHECKOUT_SCOPE, CheckoutOutcome, CheckoutStart, MAX_IDEMPOTENCY_KEY_LEN, OrderService, OrderSettings,
-    PaymentEventApplied, REFUND_PAYMENT, SEND_ORDER_CONFIRMATION, SETTLE_PAYMENT, SettleError, parse_shipping_address,
-    request_hash,
+    OrderService, OrderSettings, PaymentEventApplied, REFUND_PAYMENT, SEND_ORDER_CONFIRMATION, SETTLE_PAYMENT,
+    SettleError,
 };

@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use crate::catalog::{Currency, Product};
 use crate::pagination::{PageRequest, SortOrder};
+use crate::validation::ValidationErrors;
 
 /// The most lines one cart may hold (unbounded results, seed 002).
 pub const MAX_CART_LINES: u32 = 50;
@@ -78,6 +79,17 @@ impl OrderStatus {
     }
 }
 
+/// A postal address as a client sent it: every field optional, nothing checked yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShippingAddressInput {
+    pub name: Option<String>,
+    pub line1: Option<String>,
+    pub line2: Option<String>,
+    pub city: Option<String>,
+    pub postal_code: Option<String>,
+    pub country: Option<String>,
+}
+
 /// A postal address, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShippingAddress {
@@ -88,6 +100,39 @@ pub struct ShippingAddress {
     pub postal_code: String,
     /// ISO 3166-1 alpha-2, upper case.
     pub country: String,
+}
+
+impl ShippingAddress {
+    /// Validates an address, every problem at once (fields named `shippingAddress.*`).
+    pub fn parse(input: &ShippingAddressInput) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let mut text = |field: &str, value: Option<&str>, max: usize| -> String {
+            let value = value.unwrap_or_default().trim();
+            if value.is_empty() {
+                errors.add(&format!("shippingAddress.{field}"), "is required");
+            } else if value.chars().count() > max || value.chars().any(char::is_control) {
+                errors.add(
+                    &format!("shippingAddress.{field}"),
+                    format!("must be at most {max} characters, no control characters"),
+                );
+            }
+            value.to_owned()
+        };
+        let name = text("name", input.name.as_deref(), 100);
+        let line1 = text("line1", input.line1.as_deref(), 200);
+        let city = text("city", input.city.as_deref(), 100);
+        let postal_code = text("postalCode", input.postal_code.as_deref(), 20);
+        let country = input.country.as_deref().unwrap_or_default().trim().to_ascii_uppercase();
+        let line2 = input.line2.as_deref().map(str::trim).filter(|line| !line.is_empty()).map(str::to_owned);
+        if line2.as_ref().is_some_and(|line| line.chars().count() > 200 || line.chars().any(char::is_control)) {
+            errors.add("shippingAddress.line2", "must be at most 200 characters, no control characters");
+        }
+        if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+            errors.add("shippingAddress.country", "must be an ISO 3166-1 alpha-2 code like DE or US");
+        }
+        errors.into_result()?;
+        Ok(Self { name, line1, line2, city, postal_code, country })
+    }
 }
 
 /// One line of an order: the product's name and price when it was ordered.
@@ -208,17 +253,37 @@ pub struct OrderQuery {
 pub enum IdempotencyState {
     /// Being processed by whoever holds the lock until then.
     InProgress { locked_until: OffsetDateTime },
-    /// Finished: the saved response.
-    Completed(SavedResponse),
+    /// Finished with this result (the record's `order_id` names the order): replays answer
+    /// with it and the order as it is then.
+    Completed(CheckoutResult),
 }
 
-/// A response kept for replays of the same request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SavedResponse {
-    pub status: u16,
-    /// JSON.
-    pub body: String,
-    pub location: Option<String>,
+/// How a finished checkout ended, as kept under its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckoutResult {
+    /// Charged: the order is paid.
+    Paid,
+    /// The provider's answer was unknown: the order waited for settlement.
+    Pending,
+    /// The provider refused: the order was cancelled.
+    Declined,
+}
+
+impl CheckoutResult {
+    pub const ALL: [Self; 3] = [Self::Paid, Self::Pending, Self::Declined];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Paid => "paid",
+            Self::Pending => "pending",
+            Self::Declined => "declined",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|result| result.as_str() == raw)
+    }
 }
 
 /// One idempotent request: per user, operation (`scope`) and client key.

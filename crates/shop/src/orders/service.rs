@@ -4,18 +4,13 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::model::{
-    CartLine, IdempotencyBegin, IdempotencyRecord, IdempotencyState, MAX_CART_LINES, MAX_LINE_QUANTITY, NewOrder,
-    Order, OrderLine, OrderQuery, OrderStatus, OrderTransition, PaymentEventRecord, ReservationFailure, SavedResponse,
-    ShippingAddress,
+    CartLine, MAX_CART_LINES, MAX_LINE_QUANTITY, Order, OrderQuery, OrderStatus, OrderTransition, PaymentEventRecord,
 };
-use super::payments::{
-    ChargeOutcome, ChargeRequest, PaymentError, PaymentEvent, PaymentEventKind, PaymentProvider, WebhookRejection,
-};
+use super::payments::{ChargeOutcome, PaymentError, PaymentEvent, PaymentEventKind, PaymentProvider, WebhookRejection};
 use crate::accounts::{Caller, Role};
 use crate::catalog::{IdOrSlug, Money, ProductStatus};
 use crate::clock::Clock;
@@ -27,14 +22,10 @@ use crate::ports::Store;
 use crate::validation::ValidationErrors;
 use crate::webhooks::order_event_job;
 
-/// The idempotency scope of checkout.
-pub const CHECKOUT_SCOPE: &str = "POST /orders";
 /// Job kinds.
 pub const SETTLE_PAYMENT: &str = "payments.settle";
 pub const REFUND_PAYMENT: &str = "payments.refund";
 pub const SEND_ORDER_CONFIRMATION: &str = "orders.send_confirmation";
-/// The longest `Idempotency-Key` accepted.
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// Timings of checkout and payment settlement.
 #[derive(Debug, Clone)]
@@ -69,37 +60,13 @@ impl Default for OrderSettings {
     }
 }
 
-/// How a checkout request may proceed, decided by its `Idempotency-Key`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckoutStart {
-    /// Go ahead; `resume` names the order an earlier attempt (whose process died) created.
-    Proceed { resume: Option<Uuid> },
-    /// The same request finished before: answer with its saved response.
-    Replay(SavedResponse),
-    /// The same request is still running elsewhere: try again shortly.
-    Busy { retry_after_seconds: u32 },
-    /// The key was used for a different request body.
-    KeyReused,
-}
-
-/// How a checkout ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckoutOutcome {
-    /// Charged: the order is `paid`.
-    Paid(Order),
-    /// The provider's answer is unknown: the order stays `pendingPayment` and is settled later.
-    Pending(Order),
-    /// The provider refused: the order is `cancelled` and its stock released.
-    Declined(Order),
-}
-
 /// Carts, checkout and orders.
 #[derive(Clone)]
 pub struct OrderService {
-    store: Arc<dyn Store>,
-    payments: Arc<dyn PaymentProvider>,
-    clock: Arc<dyn Clock>,
-    settings: OrderSettings,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) payments: Arc<dyn PaymentProvider>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) settings: OrderSettings,
 }
 
 impl std::fmt::Debug for OrderService {
@@ -109,11 +76,6 @@ impl std::fmt::Debug for OrderService {
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
-}
-
-/// SHA-256 of a request body, for comparing replays.
-pub fn request_hash(body: &[u8]) -> [u8; 32] {
-    Sha256::digest(body).into()
 }
 
 impl OrderService {
@@ -331,209 +293,11 @@ impl OrderService {
         Err(stale(order.id))
     }
 
-    // ----- checkout -----
-
-    /// Claims the `Idempotency-Key` for this request (its body's hash), or says how to answer.
-    pub async fn start_checkout(
-        &self,
-        caller: &Caller,
-        key: &str,
-        request_hash: [u8; 32],
-    ) -> Result<CheckoutStart, Error> {
-        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(Error::Invalid(ValidationErrors::single(
-                "Idempotency-Key",
-                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters (a UUID is a good choice)"),
-            )));
-        }
-        let now = self.clock.now();
-        let record = IdempotencyRecord {
-            user_id: caller.user.id,
-            scope: CHECKOUT_SCOPE.to_owned(),
-            key: key.to_owned(),
-            request_hash,
-            state: IdempotencyState::InProgress { locked_until: now + self.settings.idempotency_lock },
-            order_id: None,
-            created_at: now,
-            expires_at: now + self.settings.idempotency_ttl,
-        };
-        Ok(match self.store.begin_idempotent(&record, now).await? {
-            IdempotencyBegin::Started => CheckoutStart::Proceed { resume: None },
-            IdempotencyBegin::Resumed(existing) if existing.request_hash == request_hash => {
-                tracing::warn!(userId = %caller.user.id, orderId = ?existing.order_id, "resuming a checkout whose process stopped");
-                CheckoutStart::Proceed { resume: existing.order_id }
-            }
-            IdempotencyBegin::Resumed(_) => CheckoutStart::KeyReused,
-            IdempotencyBegin::Existing(existing) if existing.request_hash != request_hash => CheckoutStart::KeyReused,
-            IdempotencyBegin::Existing(existing) => match existing.state {
-                IdempotencyState::Completed(response) => CheckoutStart::Replay(response),
-                IdempotencyState::InProgress { locked_until } => {
-                    let seconds = (locked_until - now).whole_seconds().clamp(1, 60);
-                    CheckoutStart::Busy { retry_after_seconds: u32::try_from(seconds).unwrap_or(1) }
-                }
-            },
-        })
-    }
-
-    /// Keeps the response of a finished checkout for replays, or (`None`) frees the key of one
-    /// that had no effect, so the client may send it again.
-    pub async fn finish_checkout(
-        &self,
-        caller: &Caller,
-        key: &str,
-        response: Option<&SavedResponse>,
-    ) -> Result<(), Error> {
-        match response {
-            Some(response) => self.store.complete_idempotent(caller.user.id, CHECKOUT_SCOPE, key, response).await?,
-            None => self.store.release_idempotent(caller.user.id, CHECKOUT_SCOPE, key).await?,
-        }
-        Ok(())
-    }
-
-    /// Checks out the caller's cart: one order with every line's stock reserved (all or none),
-    /// then one charge through the provider, outside any transaction, keyed by the order id.
-    /// With `resume`, continues the order an earlier attempt of the same request created.
-    pub async fn checkout(
-        &self,
-        caller: &Caller,
-        key: &str,
-        shipping_address: ShippingAddress,
-        resume: Option<Uuid>,
-    ) -> Result<CheckoutOutcome, Error> {
-        if let Some(order_id) = resume {
-            let order = self.store.find_order(order_id).await?.filter(|order| order.user_id == caller.user.id);
-            if let Some(order) = order {
-                return self.pay(order, Attempt::Resumed).await;
-            }
-        }
-        if let Err(retry_after) = self.payments.accepting() {
-            return Err(payments_unavailable(retry_after));
-        }
-        let order = self.new_order(caller, shipping_address).await?;
-        let expire =
-            NewJob::new(SETTLE_PAYMENT, serde_json::json!({ "orderId": order.id.to_string() }), order.created_at)
-                .run_at(order.created_at + self.settings.pending_payment_timeout)
-                .max_attempts(20)
-                .unique_key(format!("{SETTLE_PAYMENT}:expire:{}", order.id));
-        let placed = match self.store.place_order(&order, Some((CHECKOUT_SCOPE, key)), &[expire]).await? {
-            Ok(placed) => placed,
-            Err(failure) => {
-                return Err(reservation_error(&failure));
-            }
-        };
-        tracing::info!(orderId = %placed.id, userId = %caller.user.id, total = placed.total_minor, "order placed; stock reserved");
-        self.pay(placed, Attempt::First).await
-    }
-
-    /// The order for the caller's cart as it is now.
-    async fn new_order(&self, caller: &Caller, shipping_address: ShippingAddress) -> Result<NewOrder, Error> {
-        let cart = self.store.cart_lines(caller.user.id).await?;
-        let Some(first) = cart.first() else {
-            return Err(Error::Invalid(ValidationErrors::single("cart", "is empty; add products before checking out")));
-        };
-        let currency = first.product.price.currency();
-        let mut lines = Vec::with_capacity(cart.len());
-        let mut total: i64 = 0;
-        for line in &cart {
-            let product = &line.product;
-            if product.status != ProductStatus::Active {
-                return Err(Error::Conflict(format!(
-                    "{} is no longer sold; remove it from your cart",
-                    product.name.as_str()
-                )));
-            }
-            if product.price.currency() != currency {
-                return Err(Error::Invalid(ValidationErrors::single(
-                    "cart",
-                    "holds products priced in different currencies; check them out separately",
-                )));
-            }
-            let line = OrderLine {
-                product_id: Some(product.id),
-                name: product.name.as_str().to_owned(),
-                unit_price_minor: product.price.minor(),
-                quantity: line.quantity,
-            };
-            total = total
-                .checked_add(line.total_minor())
-                .filter(|total| Money::from_minor(*total, currency).is_ok())
-                .ok_or_else(|| Error::Invalid(ValidationErrors::single("cart", "its total is too large")))?;
-            lines.push(line);
-        }
-        Ok(NewOrder {
-            id: crate::new_id(),
-            user_id: caller.user.id,
-            currency,
-            total_minor: total,
-            lines,
-            shipping_address,
-            test_mode: self.payments.test_mode(),
-            created_at: self.clock.now(),
-        })
-    }
-
-    /// Charges a `pendingPayment` order (again: the provider knows it by its id) and records
-    /// the outcome; an order already settled is reported as it is.
-    async fn pay(&self, order: Order, attempt: Attempt) -> Result<CheckoutOutcome, Error> {
-        match order.status {
-            OrderStatus::PendingPayment => {}
-            OrderStatus::Cancelled => return Ok(CheckoutOutcome::Declined(order)),
-            _ => return Ok(CheckoutOutcome::Paid(order)),
-        }
-        let amount =
-            Money::from_minor(order.total_minor, order.currency).map_err(|problem| Error::Internal(problem.into()))?;
-        let request = ChargeRequest { order_id: order.id, amount, description: format!("Order {}", order.id) };
-        match self.payments.charge(&request).await {
-            Ok(ChargeOutcome::Approved { reference }) => {
-                self.mark_paid(&order, reference).await.map(|(order, _)| CheckoutOutcome::Paid(order))
-            }
-            // A resumed checkout's earlier attempt may have charged: a refusal of this one
-            // proves nothing, so settlement asks the provider about the order.
-            Ok(ChargeOutcome::Declined { reason }) if attempt == Attempt::Resumed => {
-                self.await_settlement(&order, &format!("the resumed charge was refused: {reason}")).await
-            }
-            Ok(ChargeOutcome::Declined { reason }) => {
-                let reason = format!("payment declined: {reason}");
-                self.cancel_unpaid(&order, &reason).await.map(|(order, _)| CheckoutOutcome::Declined(order))
-            }
-            Err(PaymentError::Unavailable { retry_after }) if attempt == Attempt::First => {
-                // Nothing reached the provider: undo the reservation, let the client retry.
-                self.cancel_unpaid(&order, "the payment provider was unavailable").await?;
-                Err(payments_unavailable(retry_after))
-            }
-            // A resumed checkout's earlier attempt may have charged before the process died:
-            // not hearing from the provider now proves nothing, so settlement decides.
-            Err(PaymentError::Unavailable { .. }) => {
-                self.await_settlement(&order, "the payment provider is unavailable").await
-            }
-            Err(PaymentError::Unknown(detail)) => self.await_settlement(&order, &detail).await,
-        }
-    }
-
-    /// Leaves an order whose charge may or may not have happened `pendingPayment` and has the
-    /// `payments.settle` job ask the provider about it later.
-    async fn await_settlement(&self, order: &Order, detail: &str) -> Result<CheckoutOutcome, Error> {
-        tracing::warn!(orderId = %order.id, detail, "payment outcome unknown; the order waits for settlement");
-        let now = self.clock.now();
-        let settle = NewJob::new(SETTLE_PAYMENT, serde_json::json!({ "orderId": order.id.to_string() }), now)
-            .run_at(now + self.settings.settle_after)
-            .max_attempts(20)
-            .unique_key(format!("{SETTLE_PAYMENT}:unknown:{}", order.id));
-        self.store.enqueue_job(&settle).await?;
-        // A webhook may have settled it meanwhile: answer (and save for replays) what it is now.
-        let current = self.store.find_order(order.id).await?.ok_or(Error::NotFound)?;
-        Ok(match current.status {
-            OrderStatus::PendingPayment => CheckoutOutcome::Pending(current),
-            OrderStatus::Cancelled => CheckoutOutcome::Declined(current),
-            _ => CheckoutOutcome::Paid(current),
-        })
-    }
-
     /// `pendingPayment → paid`, the cart's ordered products removed and the confirmation
     /// queued in the same transaction. If the order was cancelled meanwhile (it expired while
     /// the charge was under way), the charge is refunded. Also says whether this call made the
     /// order paid (of concurrent callers, one does).
-    async fn mark_paid(&self, order: &Order, reference: String) -> Result<(Order, bool), Error> {
+    pub(super) async fn mark_paid(&self, order: &Order, reference: String) -> Result<(Order, bool), Error> {
         let now = self.clock.now();
         let confirmation =
             NewJob::new(SEND_ORDER_CONFIRMATION, serde_json::json!({ "orderId": order.id.to_string() }), now)
@@ -558,7 +322,7 @@ impl OrderService {
 
     /// `pendingPayment → cancelled` with the stock released; also says whether this call
     /// cancelled it.
-    async fn cancel_unpaid(&self, order: &Order, reason: &str) -> Result<(Order, bool), Error> {
+    pub(super) async fn cancel_unpaid(&self, order: &Order, reason: &str) -> Result<(Order, bool), Error> {
         let mut transition = OrderTransition::new(order.id, OrderStatus::Cancelled, self.clock.now());
         transition.from = vec![OrderStatus::PendingPayment];
         transition.cancel_reason = Some(reason.to_owned());
@@ -746,14 +510,6 @@ fn not_on_sale() -> Error {
     Error::Invalid(ValidationErrors::single("productId", "is not a product on sale"))
 }
 
-/// Whether this is an order's first charge attempt, or a checkout resumed after an attempt
-/// that may have reached the provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Attempt {
-    First,
-    Resumed,
-}
-
 /// The provider could not confirm what a webhook said; the event is not recorded, so the
 /// provider's redelivery is applied later.
 fn payments_unconfirmed(error: &PaymentError) -> Error {
@@ -764,69 +520,10 @@ fn payments_unconfirmed(error: &PaymentError) -> Error {
     }
 }
 
-fn payments_unavailable(retry_after: std::time::Duration) -> Error {
-    Error::Unavailable {
-        detail: "payments are unavailable right now; nothing was reserved or charged — try again shortly",
-        retry_after_seconds: u32::try_from(retry_after.as_secs().clamp(1, 300)).unwrap_or(30),
-    }
-}
-
-fn reservation_error(failure: &ReservationFailure) -> Error {
-    Error::Conflict(match failure {
-        ReservationFailure::OutOfStock { product_id, available } => {
-            format!("not enough stock of product {product_id}: {available} left; nothing was reserved or charged")
-        }
-        ReservationFailure::PriceChanged { product_id } => {
-            format!("the price of product {product_id} changed; review your cart and check out again")
-        }
-        ReservationFailure::Unavailable { product_id } => {
-            format!("product {product_id} is no longer sold; remove it from your cart")
-        }
-    })
-}
-
 fn illegal(from: OrderStatus, to: OrderStatus) -> Error {
     Error::Conflict(format!("an order that is {} cannot become {}", from.api_name(), to.api_name()))
 }
 
 fn stale(id: Uuid) -> Error {
     Error::Conflict(format!("order {id} changed meanwhile; fetch it again"))
-}
-
-/// Validates a shipping address, every problem at once (fields named `shippingAddress.*`).
-pub fn parse_shipping_address(
-    name: Option<&str>,
-    line1: Option<&str>,
-    line2: Option<&str>,
-    city: Option<&str>,
-    postal_code: Option<&str>,
-    country: Option<&str>,
-) -> Result<ShippingAddress, ValidationErrors> {
-    let mut errors = ValidationErrors::new();
-    let mut text = |field: &str, value: Option<&str>, max: usize| -> String {
-        let value = value.unwrap_or_default().trim();
-        if value.is_empty() {
-            errors.add(&format!("shippingAddress.{field}"), "is required");
-        } else if value.chars().count() > max || value.chars().any(char::is_control) {
-            errors.add(
-                &format!("shippingAddress.{field}"),
-                format!("must be at most {max} characters, no control characters"),
-            );
-        }
-        value.to_owned()
-    };
-    let name = text("name", name, 100);
-    let line1 = text("line1", line1, 200);
-    let city = text("city", city, 100);
-    let postal_code = text("postalCode", postal_code, 20);
-    let country = country.unwrap_or_default().trim().to_ascii_uppercase();
-    let line2 = line2.map(str::trim).filter(|line| !line.is_empty()).map(str::to_owned);
-    if line2.as_ref().is_some_and(|line| line.chars().count() > 200 || line.chars().any(char::is_control)) {
-        errors.add("shippingAddress.line2", "must be at most 200 characters, no control characters");
-    }
-    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
-        errors.add("shippingAddress.country", "must be an ISO 3166-1 alpha-2 code like DE or US");
-    }
-    errors.into_result()?;
-    Ok(ShippingAddress { name, line1, line2, city, postal_code, country })
 }
