@@ -5,10 +5,7 @@
 //! is logged at WARN; metrics: `governor_actions_total{name,outcome}`, `governor_allowance{name}`.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
@@ -32,15 +29,6 @@ pub struct Grant {
     pub refused: u32,
     /// When something was refused: time until at least one more action is allowed. `None` when
     /// nothing was refused, or when `max_actions` is zero and nothing ever will be allowed.
-    pub retry_after: Option<Duration>,
-}
-
-/// An action refused by a governor (the error of [`ActionGovernor::layer`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("governor {name} holds back further automatic actions")]
-pub struct Throttled {
-    pub name: String,
-    /// Time until one more action is allowed; `None` if none ever will be (`max_actions` is zero).
     pub retry_after: Option<Duration>,
 }
 
@@ -168,13 +156,6 @@ impl ActionGovernor {
         drop(log);
         self.report_allowance(allowance);
     }
-
-    /// A tower layer that counts one action per request and refuses the request with
-    /// [`Throttled`] once the allowance is spent. An admitted request counts whether or not it
-    /// succeeds: a failed destructive call may still have done part of its damage.
-    pub fn layer(self: &Arc<Self>) -> ActionGovernorLayer {
-        ActionGovernorLayer { governor: Arc::clone(self) }
-    }
 }
 
 impl std::fmt::Debug for ActionGovernor {
@@ -183,65 +164,9 @@ impl std::fmt::Debug for ActionGovernor {
     }
 }
 
-// === impl ActionGovernorLayer ===
-
-/// Tower layer for [`ActionGovernor::layer`].
-#[derive(Debug, Clone)]
-pub struct ActionGovernorLayer {
-    governor: Arc<ActionGovernor>,
-}
-
-impl<S> tower::Layer<S> for ActionGovernorLayer {
-    type Service = ActionGovernorService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ActionGovernorService { inner, governor: Arc::clone(&self.governor) }
-    }
-}
-
-/// The service made by [`ActionGovernorLayer`]. Errors are boxed; a refusal is a [`Throttled`].
-#[derive(Debug, Clone)]
-pub struct ActionGovernorService<S> {
-    inner: S,
-    governor: Arc<ActionGovernor>,
-}
-
-impl<S, Request> tower::Service<Request> for ActionGovernorService<S>
-where
-    S: tower::Service<Request> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<tower::BoxError>,
-    Request: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = tower::BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, tower::BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // The allowance is taken per call, so a refusal is immediate instead of a wait.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let grant = self.governor.request(1);
-        if grant.granted == 0 {
-            let throttled = Throttled { name: self.governor.config.name.clone(), retry_after: grant.retry_after };
-            return Box::pin(async move { Err(throttled.into()) });
-        }
-        let mut inner = self.inner.clone();
-        Box::pin(async move {
-            let service = tower::ServiceExt::ready(&mut inner).await.map_err(Into::into)?;
-            service.call(request).await.map_err(Into::into)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
-
     use proptest::prelude::*;
-    use tower::{Service as _, ServiceExt as _};
 
     use super::*;
     use crate::clock::ManualClock;
@@ -307,30 +232,6 @@ mod tests {
     fn zero_max_actions_holds_back_everything() {
         let (_, governor) = governor(0, Duration::from_secs(60));
         assert_eq!(governor.request(3), Grant { granted: 0, refused: 3, retry_after: None });
-    }
-
-    #[tokio::test]
-    async fn the_layer_refuses_with_throttled() {
-        let (clock, governor) = governor(2, Duration::from_secs(60));
-        let governor = Arc::new(governor);
-        let disabled = Arc::new(AtomicU32::new(0));
-        let disable_webhook = tower::service_fn({
-            let disabled = Arc::clone(&disabled);
-            move |webhook_id: u32| {
-                disabled.fetch_add(1, Ordering::SeqCst);
-                async move { Ok::<_, std::convert::Infallible>(webhook_id) }
-            }
-        });
-        let mut service = tower::ServiceBuilder::new().layer(governor.layer()).service(disable_webhook);
-        assert_eq!(service.ready().await.unwrap().call(1).await.unwrap(), 1);
-        clock.advance(Duration::from_secs(10));
-        assert_eq!(service.ready().await.unwrap().call(2).await.unwrap(), 2);
-        let error = service.ready().await.unwrap().call(3).await.unwrap_err();
-        let throttled = error.downcast_ref::<Throttled>().unwrap();
-        assert_eq!(throttled, &Throttled { name: "order_expiry".into(), retry_after: Some(Duration::from_secs(50)) });
-        assert_eq!(disabled.load(Ordering::SeqCst), 2, "a throttled request never reaches the inner service");
-        clock.advance(Duration::from_secs(50));
-        assert_eq!(service.ready().await.unwrap().call(3).await.unwrap(), 3);
     }
 
     proptest! {

@@ -3,9 +3,7 @@
 //! refused. Metrics: `bulkhead_in_use{name}`, `bulkhead_rejected_total{name}`.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -90,68 +88,10 @@ impl Bulkhead {
         let _permit = self.acquire().await?;
         Ok(operation().await)
     }
-
-    /// A tower layer that runs every request in a slot of this bulkhead.
-    pub fn layer(self: &Arc<Self>) -> BulkheadLayer {
-        BulkheadLayer { bulkhead: Arc::clone(self) }
-    }
-}
-
-// === impl BulkheadLayer ===
-
-/// Tower layer for [`Bulkhead::layer`].
-#[derive(Debug, Clone)]
-pub struct BulkheadLayer {
-    bulkhead: Arc<Bulkhead>,
-}
-
-impl<S> tower::Layer<S> for BulkheadLayer {
-    type Service = BulkheadService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        BulkheadService { inner, bulkhead: Arc::clone(&self.bulkhead) }
-    }
-}
-
-/// The service made by [`BulkheadLayer`]. Errors are boxed; a refusal is a [`BulkheadFull`].
-#[derive(Debug, Clone)]
-pub struct BulkheadService<S> {
-    inner: S,
-    bulkhead: Arc<Bulkhead>,
-}
-
-impl<S, Request> tower::Service<Request> for BulkheadService<S>
-where
-    S: tower::Service<Request> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<tower::BoxError>,
-    Request: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = tower::BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, tower::BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Readiness is decided per call, after a slot is taken.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let bulkhead = Arc::clone(&self.bulkhead);
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let _permit = bulkhead.acquire().await?;
-            let mut inner = inner;
-            let service = tower::ServiceExt::ready(&mut inner).await.map_err(Into::into)?;
-            service.call(request).await.map_err(Into::into)
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use tower::{Service as _, ServiceExt as _};
-
     use super::*;
 
     fn bulkhead(max_concurrent: usize, max_wait: Duration) -> Arc<Bulkhead> {
@@ -190,24 +130,5 @@ mod tests {
         let _held = bulkhead.acquire().await.unwrap();
         assert!(bulkhead.acquire().await.is_err());
         assert!(bulkhead.run(|| async { 1 }).await.is_err());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_layer_refuses_when_full() {
-        let bulkhead = bulkhead(1, Duration::ZERO);
-        let slow = tower::service_fn(|wait: u64| async move {
-            tokio::time::sleep(Duration::from_secs(wait)).await;
-            Ok::<u64, std::convert::Infallible>(wait)
-        });
-        let mut service = tower::ServiceBuilder::new().layer(bulkhead.layer()).service(slow);
-        let busy = tokio::spawn({
-            let mut service = service.clone();
-            async move { service.ready().await.unwrap().call(10).await.map_err(|e| e.to_string()) }
-        });
-        tokio::task::yield_now().await;
-        let error = service.ready().await.unwrap().call(0).await.unwrap_err();
-        assert!(error.downcast_ref::<BulkheadFull>().is_some(), "{error}");
-        assert_eq!(busy.await.unwrap(), Ok(10));
-        assert_eq!(service.ready().await.unwrap().call(0).await.unwrap(), 0);
     }
 }

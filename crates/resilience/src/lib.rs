@@ -1,10 +1,11 @@
 //! Stability patterns from *Release It!*, knowing nothing about the shop: each is a plain type
-//! usable directly, plus a tower layer. Time comes from an injected [`Clock`], so every state
-//! change is testable without sleeping.
+//! its callers use directly (no tower layers: the `integration` client and `shop-api`'s
+//! middleware each need their own typed errors and responses). Time comes from an injected
+//! [`Clock`], so every state change is testable without sleeping.
 //!
 //! There is no timeout type here on purpose: a per-call or per-attempt timeout is tower's
-//! `TimeoutLayer` (in a stack of these layers) or `tokio::time::timeout` around one future, as
-//! the `integration` crate does for its attempts and total time.
+//! `TimeoutLayer` or `tokio::time::timeout` around one future, as the `integration` crate does
+//! for its attempts and total time.
 
 #![forbid(unsafe_code)]
 
@@ -18,16 +19,14 @@ pub mod registry;
 pub mod retry;
 pub mod shared_limit;
 
-pub use action_governor::{
-    ActionGovernor, ActionGovernorConfig, ActionGovernorLayer, ActionGovernorService, Grant, Throttled,
-};
+pub use action_governor::{ActionGovernor, ActionGovernorConfig, Grant};
 pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadFull};
 pub use circuit_breaker::{
     BreakerSnapshot, BreakerState, CallOutcome, CircuitBreaker, CircuitBreakerConfig, OpenWait, Rejected, SlidingWindow,
 };
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use load_shed::{ConcurrencyLimit, LoadShedder, Overloaded, ShedPermit};
-pub use rate_limit::{Decision, KeyedLimiter, Quota, RateLimited, SlidingWindowCounter};
+pub use rate_limit::{Decision, KeyedLimiter, Quota, SlidingWindowCounter};
 pub use registry::{BreakerRegistry, DuplicateBreaker};
 pub use retry::{Idempotency, Retry, RetryConfig, Verdict};
 pub use shared_limit::{FailureMode, LockoutRule, SharedLimitError, SharedLimiter};

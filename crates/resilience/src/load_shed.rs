@@ -3,13 +3,9 @@
 //! measured latency stays near the best seen, the limit grows; when latency rises (a queue is
 //! forming somewhere), it shrinks, so excess requests are refused at once instead of waiting
 //! until they time out. Metrics: `load_shed_limit`, `load_shed_rejected_total`.
-//! [`LoadShedder::layer`] sheds the requests of a tower service.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
@@ -155,80 +151,14 @@ impl LoadShedder {
     }
 }
 
-impl LoadShedder {
-    /// A tower layer that admits a request only under the limit and refuses it at once with
-    /// [`Overloaded`] otherwise. The permit is held until the response future completes, so an
-    /// adaptive limit measures the whole call (for HTTP: until the response head, not the body).
-    pub fn layer(&self) -> LoadShedderLayer {
-        LoadShedderLayer { shedder: self.clone() }
-    }
-}
-
 impl std::fmt::Debug for LoadShedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadShedder").field("limit", &self.limit()).field("in_flight", &self.in_flight()).finish()
     }
 }
 
-// === impl LoadShedderLayer ===
-
-/// Tower layer for [`LoadShedder::layer`].
-#[derive(Debug, Clone)]
-pub struct LoadShedderLayer {
-    shedder: LoadShedder,
-}
-
-impl<S> tower::Layer<S> for LoadShedderLayer {
-    type Service = LoadShedderService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        LoadShedderService { inner, shedder: self.shedder.clone() }
-    }
-}
-
-/// The service made by [`LoadShedderLayer`]. Errors are boxed; a refusal is an [`Overloaded`].
-#[derive(Debug, Clone)]
-pub struct LoadShedderService<S> {
-    inner: S,
-    shedder: LoadShedder,
-}
-
-impl<S, Request> tower::Service<Request> for LoadShedderService<S>
-where
-    S: tower::Service<Request> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<tower::BoxError>,
-    Request: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = tower::BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, tower::BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // The limit is checked per call, so a refusal is immediate instead of a wait for readiness.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let permit = match self.shedder.try_acquire() {
-            Ok(permit) => permit,
-            Err(overloaded) => return Box::pin(async move { Err(overloaded.into()) }),
-        };
-        let mut inner = self.inner.clone();
-        Box::pin(async move {
-            let service = tower::ServiceExt::ready(&mut inner).await.map_err(Into::into)?;
-            let response = service.call(request).await.map_err(Into::into);
-            drop(permit);
-            response
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use tokio::sync::oneshot;
-    use tower::{Service as _, ServiceExt as _};
-
     use super::*;
     use crate::clock::ManualClock;
 
@@ -266,63 +196,5 @@ mod tests {
         let fast = LoadShedder::new(ConcurrencyLimit::Adaptive { initial: 20, min: 5, max: 30 }, clock.clone());
         run(&fast, &clock, Duration::from_millis(1), 500);
         assert_eq!(fast.limit(), 30, "never above the maximum");
-    }
-
-    /// A service that answers each request when its sender says so.
-    fn answered_by_the_test()
-    -> impl tower::Service<oneshot::Receiver<u32>, Response = u32, Error = oneshot::error::RecvError, Future: Send>
-    + Clone
-    + Send
-    + 'static {
-        tower::service_fn(|answer: oneshot::Receiver<u32>| answer)
-    }
-
-    #[tokio::test]
-    async fn the_layer_refuses_beyond_the_limit_and_admits_again_when_a_call_ends() {
-        let clock = Arc::new(ManualClock::default());
-        let shedder = LoadShedder::new(ConcurrencyLimit::Fixed(2), clock);
-        let mut service = tower::ServiceBuilder::new().layer(shedder.layer()).service(answered_by_the_test());
-        let (first_answer, first_request) = oneshot::channel();
-        let first = service.ready().await.unwrap().call(first_request);
-        let (_second_answer, second_request) = oneshot::channel();
-        let second = service.ready().await.unwrap().call(second_request);
-        assert_eq!(shedder.in_flight(), 2, "admission happens in call, before the futures are polled");
-
-        let (_third_answer, third_request) = oneshot::channel();
-        let error = service.ready().await.unwrap().call(third_request).await.unwrap_err();
-        assert_eq!(error.downcast_ref::<Overloaded>(), Some(&Overloaded { in_flight: 2, limit: 2 }), "{error}");
-
-        first_answer.send(1).unwrap();
-        assert_eq!(first.await.unwrap(), 1);
-        assert_eq!(shedder.in_flight(), 1, "the permit ends with the response future");
-        let (fourth_answer, fourth_request) = oneshot::channel();
-        fourth_answer.send(4).unwrap();
-        assert_eq!(service.ready().await.unwrap().call(fourth_request).await.unwrap(), 4);
-        drop(second);
-        assert_eq!(shedder.in_flight(), 0, "an abandoned call frees its slot");
-    }
-
-    #[tokio::test]
-    async fn the_layer_measures_latency_until_the_response_future_completes() {
-        let clock = Arc::new(ManualClock::default());
-        let shedder = LoadShedder::new(ConcurrencyLimit::Adaptive { initial: 20, min: 5, max: 200 }, clock.clone());
-        let mut service = tower::ServiceBuilder::new().layer(shedder.layer()).service(answered_by_the_test());
-        for _ in 0..200 {
-            let (answer, request) = oneshot::channel();
-            let call = service.ready().await.unwrap().call(request);
-            clock.advance(Duration::from_millis(10));
-            answer.send(0).unwrap();
-            call.await.unwrap();
-        }
-        let grown = shedder.limit();
-        assert!(grown > 20, "steady latency lets the limit grow: {grown}");
-        for _ in 0..200 {
-            let (answer, request) = oneshot::channel();
-            let call = service.ready().await.unwrap().call(request);
-            clock.advance(Duration::from_millis(200));
-            answer.send(0).unwrap();
-            call.await.unwrap();
-        }
-        assert!(shedder.limit() < grown, "slow responses pull the limit down: {grown} → {}", shedder.limit());
     }
 }

@@ -1,15 +1,11 @@
 //! Keyed rate limiters: GCRA (via governor) for request rates, and a sliding-window counter for
 //! "N events in a period" rules such as failed logins. Both take time from the injected
 //! [`Clock`] and purge idle keys on demand, so memory stays bounded by the active keys.
-//! [`KeyedLimiter::layer`] limits the requests of a tower service by a key taken from each.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::hash::Hash;
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use governor::middleware::StateInformationMiddleware;
@@ -60,15 +56,6 @@ impl Decision {
     pub fn is_allowed(&self) -> bool {
         matches!(self, Self::Allowed { .. })
     }
-}
-
-/// A request refused by a rate limiter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("rate limited ({limit} per period); retry after {retry_after:?}")]
-pub struct RateLimited {
-    /// Until one more request would be allowed.
-    pub retry_after: Duration,
-    pub limit: u32,
 }
 
 /// Adapts our clock to governor's.
@@ -138,78 +125,6 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
 
     pub fn is_empty(&self) -> bool {
         self.limiter.is_empty()
-    }
-
-    /// A tower layer that takes one unit per request for the key `key` derives from it; a
-    /// limited request fails with [`RateLimited`] before the inner service sees it.
-    pub fn layer<F>(self: &Arc<Self>, key: F) -> KeyedLimiterLayer<K, F> {
-        KeyedLimiterLayer { limiter: Arc::clone(self), key }
-    }
-}
-
-// === impl KeyedLimiterLayer ===
-
-/// Tower layer for [`KeyedLimiter::layer`]; `F` derives each request's key.
-pub struct KeyedLimiterLayer<K: Hash + Eq + Clone, F> {
-    limiter: Arc<KeyedLimiter<K>>,
-    key: F,
-}
-
-impl<K: Hash + Eq + Clone, F: Clone> Clone for KeyedLimiterLayer<K, F> {
-    fn clone(&self) -> Self {
-        Self { limiter: Arc::clone(&self.limiter), key: self.key.clone() }
-    }
-}
-
-impl<S, K: Hash + Eq + Clone, F: Clone> tower::Layer<S> for KeyedLimiterLayer<K, F> {
-    type Service = KeyedLimiterService<S, K, F>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        KeyedLimiterService { inner, limiter: Arc::clone(&self.limiter), key: self.key.clone() }
-    }
-}
-
-/// The service made by [`KeyedLimiterLayer`]. Errors are boxed; a refusal is a [`RateLimited`].
-pub struct KeyedLimiterService<S, K: Hash + Eq + Clone, F> {
-    inner: S,
-    limiter: Arc<KeyedLimiter<K>>,
-    key: F,
-}
-
-impl<S: Clone, K: Hash + Eq + Clone, F: Clone> Clone for KeyedLimiterService<S, K, F> {
-    fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), limiter: Arc::clone(&self.limiter), key: self.key.clone() }
-    }
-}
-
-impl<S, K, F, Request> tower::Service<Request> for KeyedLimiterService<S, K, F>
-where
-    S: tower::Service<Request> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<tower::BoxError>,
-    K: Hash + Eq + Clone,
-    F: Fn(&Request) -> K,
-    Request: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = tower::BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, tower::BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // The limit depends on the request's key, so it can only be checked in `call`.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let key = (self.key)(&request);
-        if let Decision::Limited { limit, retry_after } = self.limiter.check(&key) {
-            return Box::pin(async move { Err(RateLimited { retry_after, limit }.into()) });
-        }
-        let mut inner = self.inner.clone();
-        Box::pin(async move {
-            let service = tower::ServiceExt::ready(&mut inner).await.map_err(Into::into)?;
-            service.call(request).await.map_err(Into::into)
-        })
     }
 }
 
@@ -312,10 +227,7 @@ impl<K: Hash + Eq + Clone> SlidingWindowCounter<K> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
-
     use proptest::prelude::*;
-    use tower::{Service as _, ServiceExt as _};
 
     use super::*;
     use crate::clock::ManualClock;
@@ -357,33 +269,6 @@ mod tests {
         assert!(limiter.purge_idle() > 1, "recently used keys stay");
         clock.advance(Duration::from_secs(11));
         assert_eq!(limiter.purge_idle(), 0, "keys back at a full quota are forgotten");
-    }
-
-    #[tokio::test]
-    async fn the_layer_refuses_after_the_burst_and_admits_once_the_clock_moves() {
-        let (clock, limiter) = limiter(2, Duration::from_secs(10));
-        let limiter = Arc::new(limiter);
-        let calls = Arc::new(AtomicU32::new(0));
-        let echo = tower::service_fn({
-            let calls = Arc::clone(&calls);
-            move |(client, body): (&'static str, u32)| {
-                calls.fetch_add(1, Ordering::SeqCst);
-                async move { Ok::<_, std::convert::Infallible>(format!("{client}:{body}")) }
-            }
-        });
-        let by_client = |(client, _): &(&'static str, u32)| client.to_string();
-        let mut service = tower::ServiceBuilder::new().layer(limiter.layer(by_client)).service(echo);
-        for body in 0..2 {
-            assert_eq!(service.ready().await.unwrap().call(("ada", body)).await.unwrap(), format!("ada:{body}"));
-        }
-        let error = service.ready().await.unwrap().call(("ada", 2)).await.unwrap_err();
-        let limited = error.downcast_ref::<RateLimited>().unwrap();
-        assert_eq!(limited, &RateLimited { retry_after: Duration::from_secs(5), limit: 2 });
-        assert_eq!(calls.load(Ordering::SeqCst), 2, "a limited request never reaches the inner service");
-        assert!(service.ready().await.unwrap().call(("bob", 0)).await.is_ok(), "keys are independent");
-        clock.advance(Duration::from_secs(5));
-        assert_eq!(service.ready().await.unwrap().call(("ada", 3)).await.unwrap(), "ada:3");
-        assert!(service.ready().await.unwrap().call(("ada", 4)).await.is_err());
     }
 
     proptest! {

@@ -2,12 +2,9 @@
 //! exponential backoff with full jitter; capped attempts and total time; a retry budget that
 //! keeps retries to a fraction of calls, so a struggling dependency is not hit harder; and a
 //! server's `Retry-After` is honoured. Metrics: `retry_attempts_total{name,outcome}`.
-//! [`Retry::layer`] applies the same policy to every request of a tower service.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
@@ -184,14 +181,6 @@ impl Retry {
             attempt += 1;
         }
     }
-
-    /// A tower layer that runs every request through [`Retry::run`]: `classify` judges each
-    /// attempt's result (and reads a `Retry-After` from it), and the request is cloned for each
-    /// attempt. Declare `idempotency` for the whole service: a layer over non-idempotent calls
-    /// never repeats one.
-    pub fn layer<C>(self: &Arc<Self>, idempotency: Idempotency, classify: C) -> RetryLayer<C> {
-        RetryLayer { retry: Arc::clone(self), idempotency, classify }
-    }
 }
 
 impl std::fmt::Debug for Retry {
@@ -200,81 +189,11 @@ impl std::fmt::Debug for Retry {
     }
 }
 
-// === impl RetryLayer ===
-
-/// Tower layer for [`Retry::layer`]; `C` classifies each attempt's result.
-#[derive(Debug, Clone)]
-pub struct RetryLayer<C> {
-    retry: Arc<Retry>,
-    idempotency: Idempotency,
-    classify: C,
-}
-
-impl<S, C: Clone> tower::Layer<S> for RetryLayer<C> {
-    type Service = RetryService<S, C>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RetryService {
-            inner,
-            retry: Arc::clone(&self.retry),
-            idempotency: self.idempotency,
-            classify: self.classify.clone(),
-        }
-    }
-}
-
-/// The service made by [`RetryLayer`]. Errors are boxed; the error is the last attempt's own.
-#[derive(Debug, Clone)]
-pub struct RetryService<S, C> {
-    inner: S,
-    retry: Arc<Retry>,
-    idempotency: Idempotency,
-    classify: C,
-}
-
-impl<S, C, Request> tower::Service<Request> for RetryService<S, C>
-where
-    S: tower::Service<Request> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Response: Send + 'static,
-    S::Error: Into<tower::BoxError> + Send + 'static,
-    C: Fn(&Result<S::Response, S::Error>) -> Verdict + Clone + Send + 'static,
-    Request: Clone + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = tower::BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, tower::BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Each attempt waits for its own clone of the inner service to be ready.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let retry = Arc::clone(&self.retry);
-        let inner = self.inner.clone();
-        let idempotency = self.idempotency;
-        let classify = self.classify.clone();
-        Box::pin(async move {
-            let attempt = move |_attempt: u32| {
-                let mut inner = inner.clone();
-                let request = request.clone();
-                async move {
-                    let service = tower::ServiceExt::ready(&mut inner).await?;
-                    service.call(request).await
-                }
-            };
-            retry.run(idempotency, attempt, classify).await.map_err(Into::into)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use proptest::prelude::*;
-    use tower::{Service as _, ServiceExt as _};
 
     use super::*;
     use crate::clock::ManualClock;
@@ -416,59 +335,5 @@ mod tests {
                 prop_assert!(ceiling >= backoff_ceiling(initial, max, retry - 1), "never shrinks");
             }
         }
-    }
-
-    /// A service that always fails transiently and counts its calls.
-    fn always_unavailable(
-        calls: &Arc<AtomicU32>,
-    ) -> impl tower::Service<u32, Response = u32, Error = &'static str, Future: Send> + Clone + Send + 'static {
-        let calls = Arc::clone(calls);
-        tower::service_fn(move |_request: u32| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { Err::<u32, _>("transient") }
-        })
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_layer_retries_an_idempotent_service_up_to_the_attempt_cap() {
-        let (_, retry) = retry(generous());
-        let retry = Arc::new(retry);
-        let calls = Arc::new(AtomicU32::new(0));
-        let mut service = tower::ServiceBuilder::new()
-            .layer(retry.layer(Idempotency::Idempotent, transient))
-            .service(always_unavailable(&calls));
-        let error = service.ready().await.unwrap().call(7).await.unwrap_err();
-        assert_eq!(error.to_string(), "transient", "the last attempt's error comes back");
-        assert_eq!(calls.load(Ordering::SeqCst), 4);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_layer_never_retries_a_service_that_is_not_idempotent() {
-        let (_, retry) = retry(generous());
-        let retry = Arc::new(retry);
-        let calls = Arc::new(AtomicU32::new(0));
-        let mut service = tower::ServiceBuilder::new()
-            .layer(retry.layer(Idempotency::NotIdempotent, transient))
-            .service(always_unavailable(&calls));
-        assert!(service.ready().await.unwrap().call(7).await.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_layer_repeats_the_same_request_until_it_succeeds() {
-        let (_, retry) = retry(generous());
-        let retry = Arc::new(retry);
-        let calls = Arc::new(AtomicU32::new(0));
-        let flaky = tower::service_fn({
-            let calls = Arc::clone(&calls);
-            move |request: u32| {
-                let attempt = calls.fetch_add(1, Ordering::SeqCst) + 1;
-                async move { if attempt < 3 { Err("transient") } else { Ok(request * 10) } }
-            }
-        });
-        let mut service =
-            tower::ServiceBuilder::new().layer(retry.layer(Idempotency::Idempotent, transient)).service(flaky);
-        assert_eq!(service.ready().await.unwrap().call(4).await.unwrap(), 40);
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 }
