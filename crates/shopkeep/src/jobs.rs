@@ -5,16 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shop::Store;
-use shop::accounts::{AccountService, TokenPurpose};
+use shop::accounts::{AccountService, LinkJob, SendLoginChallengeJob, SendPasswordResetJob, SendVerificationJob};
 use shop::jobs::{Job, JobService, RecurringJob, Schedule};
 use shop::mail::{Mail, MailError};
-use shop::orders::OrderService;
+use shop::orders::{OrderConfirmationJob, OrderService, RefundPaymentJob, SettlePaymentJob};
 use shop::ports::Mailer;
-use worker::{HandlerError, Handlers, JobHandler, QueueSettings, Worker, WorkerSettings};
+use worker::{HandlerError, Handlers, JobHandler, PayloadHandler, QueueSettings, Worker, WorkerSettings};
 
 use crate::config::Config;
 
-/// Job kinds (besides `shop::mail::SEND_MAIL`).
+/// The kinds of the recurring jobs (the jobs with payloads have their kinds in `shop`, beside
+/// their payload types).
 pub const PURGE_SESSIONS: &str = "sessions.purge";
 pub const PURGE_MAIL_OUTBOX: &str = "mail.purge_outbox";
 pub const PURGE_ACCOUNT_TOKENS: &str = "accounts.purge_tokens";
@@ -39,14 +40,6 @@ pub struct WebhookParts {
     pub clients: Arc<crate::webhooks::WebhookClients>,
 }
 
-/// The order id of an order job's payload.
-fn order_id(job: &Job) -> Result<uuid::Uuid, HandlerError> {
-    job.payload["orderId"]
-        .as_str()
-        .and_then(|id| uuid::Uuid::parse_str(id).ok())
-        .ok_or_else(|| HandlerError::Permanent("payload without an orderId".into()))
-}
-
 /// `payments.settle`: asks the provider about an order still `pendingPayment` (an unknown
 /// outcome, or the pending-payment timeout): paid, or cancelled with its stock released.
 /// Idempotent: a settled order is left alone.
@@ -55,9 +48,11 @@ pub struct SettlePayment {
 }
 
 #[async_trait::async_trait]
-impl JobHandler for SettlePayment {
-    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
-        match self.orders.settle_payment(order_id(job)?).await {
+impl PayloadHandler for SettlePayment {
+    type Payload = SettlePaymentJob;
+
+    async fn run(&self, _job: &Job, payload: SettlePaymentJob) -> Result<(), HandlerError> {
+        match self.orders.settle_payment(payload.order_id).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(HandlerError::Transient("the provider has no charge yet; asking again later".into())),
             Err(error) => Err(HandlerError::Transient(error.to_string())),
@@ -72,9 +67,11 @@ pub struct RefundPayment {
 }
 
 #[async_trait::async_trait]
-impl JobHandler for RefundPayment {
-    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
-        self.orders.refund_payment(order_id(job)?).await.map_err(|error| HandlerError::Transient(error.to_string()))
+impl PayloadHandler for RefundPayment {
+    type Payload = RefundPaymentJob;
+
+    async fn run(&self, _job: &Job, payload: RefundPaymentJob) -> Result<(), HandlerError> {
+        self.orders.refund_payment(payload.order_id).await.map_err(|error| HandlerError::Transient(error.to_string()))
     }
 }
 
@@ -85,11 +82,13 @@ pub struct SendOrderConfirmation {
 }
 
 #[async_trait::async_trait]
-impl JobHandler for SendOrderConfirmation {
-    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
+impl PayloadHandler for SendOrderConfirmation {
+    type Payload = OrderConfirmationJob;
+
+    async fn run(&self, job: &Job, payload: OrderConfirmationJob) -> Result<(), HandlerError> {
         let mail = self
             .orders
-            .confirmation_mail(order_id(job)?)
+            .confirmation_mail(payload.order_id)
             .await
             .map_err(|error| HandlerError::Transient(error.to_string()))?;
         match mail {
@@ -150,9 +149,10 @@ pub struct SendMail {
 }
 
 #[async_trait::async_trait]
-impl JobHandler for SendMail {
-    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
-        let mail = Mail::from_payload(&job.payload).map_err(HandlerError::Permanent)?;
+impl PayloadHandler for SendMail {
+    type Payload = Mail;
+
+    async fn run(&self, job: &Job, mail: Mail) -> Result<(), HandlerError> {
         self.mailer.send(&mail, job.id).await.map_err(handler_error)
     }
 }
@@ -160,30 +160,32 @@ impl JobHandler for SendMail {
 /// `accounts.send_verification` / `accounts.send_password_reset` / `accounts.send_login_challenge`:
 /// makes a fresh link token (replacing the user's earlier one, so a retried job leaves one
 /// working link) and mails it under the token's id.
-pub struct SendLink {
+pub struct SendLink<P> {
     accounts: AccountService,
     mailer: Arc<dyn Mailer>,
-    purpose: TokenPurpose,
+    link: std::marker::PhantomData<fn() -> P>,
+}
+
+impl<P> SendLink<P> {
+    fn new(accounts: &AccountService, mailer: &Arc<dyn Mailer>) -> Self {
+        Self { accounts: accounts.clone(), mailer: Arc::clone(mailer), link: std::marker::PhantomData }
+    }
 }
 
 #[async_trait::async_trait]
-impl JobHandler for SendLink {
-    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
-        let user_id = job.payload["userId"]
-            .as_str()
-            .and_then(|id| uuid::Uuid::parse_str(id).ok())
-            .ok_or_else(|| HandlerError::Permanent("payload without a userId".into()))?;
-        let context = shop::accounts::LinkContext::from_payload(&job.payload);
-        if self.purpose == TokenPurpose::LoginChallenge && context.device_hash.is_none() {
-            return Err(HandlerError::Permanent("login challenge payload without a valid deviceHash".into()));
-        }
+impl<P: LinkJob> PayloadHandler for SendLink<P> {
+    type Payload = P;
+
+    async fn run(&self, _job: &Job, payload: P) -> Result<(), HandlerError> {
+        let user_id = payload.user_id();
+        let context = payload.context().map_err(HandlerError::Permanent)?;
         let prepared = self
             .accounts
-            .prepare_link_mail(self.purpose, user_id, &context)
+            .prepare_link_mail(P::PURPOSE, user_id, &context)
             .await
             .map_err(|error| HandlerError::Transient(error.to_string()))?;
         let Some((mail, token_id)) = prepared else {
-            tracing::info!(%user_id, purpose = self.purpose.as_str(), "nothing to mail any more");
+            tracing::info!(%user_id, purpose = P::PURPOSE.as_str(), "nothing to mail any more");
             return Ok(());
         };
         // Sent under the token's id: a retry (new token) is a new message, not a duplicate of
@@ -264,18 +266,15 @@ pub fn build_worker(
     webhooks: WebhookParts,
 ) -> Worker {
     let mut handlers = Handlers::new();
-    handlers.register(
-        shop::webhooks::DISPATCH_WEBHOOKS,
-        crate::webhooks::DispatchWebhooks { store: Arc::clone(&store), webhooks: webhooks.service.clone() },
-    );
-    handlers.register(
-        shop::webhooks::DELIVER_WEBHOOK,
-        crate::webhooks::DeliverWebhook {
-            webhooks: webhooks.service.clone(),
-            clients: Arc::clone(&webhooks.clients),
-            governor: hourly_governor("webhook_auto_disable", config.webhooks.auto_disable_max_per_hour),
-        },
-    );
+    handlers.register_payload(crate::webhooks::DispatchWebhooks {
+        store: Arc::clone(&store),
+        webhooks: webhooks.service.clone(),
+    });
+    handlers.register_payload(crate::webhooks::DeliverWebhook {
+        webhooks: webhooks.service.clone(),
+        clients: Arc::clone(&webhooks.clients),
+        governor: hourly_governor("webhook_auto_disable", config.webhooks.auto_disable_max_per_hour),
+    });
     handlers.register(
         PURGE_WEBHOOK_DELIVERIES,
         crate::webhooks::PurgeWebhookDeliveries {
@@ -284,24 +283,17 @@ pub fn build_worker(
             governor: hourly_governor(PURGE_WEBHOOK_DELIVERIES, 100_000),
         },
     );
-    handlers.register(shop::orders::SETTLE_PAYMENT, SettlePayment { orders: orders.clone() });
-    handlers.register(shop::orders::REFUND_PAYMENT, RefundPayment { orders: orders.clone() });
-    handlers.register(
-        shop::orders::SEND_ORDER_CONFIRMATION,
-        SendOrderConfirmation { orders: orders.clone(), mailer: Arc::clone(&mailer) },
-    );
+    handlers.register_payload(SettlePayment { orders: orders.clone() });
+    handlers.register_payload(RefundPayment { orders: orders.clone() });
+    handlers.register_payload(SendOrderConfirmation { orders: orders.clone(), mailer: Arc::clone(&mailer) });
     for (kind, carts) in [(PURGE_CARTS, true), (PURGE_IDEMPOTENCY, false)] {
         let governor = hourly_governor(kind, 100_000);
         handlers.register(kind, PurgeOrderData { orders: orders.clone(), governor, carts });
     }
-    handlers.register(shop::mail::SEND_MAIL, SendMail { mailer: Arc::clone(&mailer) });
-    for (kind, purpose) in [
-        (shop::accounts::SEND_VERIFICATION, TokenPurpose::EmailVerification),
-        (shop::accounts::SEND_PASSWORD_RESET, TokenPurpose::PasswordReset),
-        (shop::accounts::SEND_LOGIN_CHALLENGE, TokenPurpose::LoginChallenge),
-    ] {
-        handlers.register(kind, SendLink { accounts: accounts.clone(), mailer: Arc::clone(&mailer), purpose });
-    }
+    handlers.register_payload(SendMail { mailer: Arc::clone(&mailer) });
+    handlers.register_payload(SendLink::<SendVerificationJob>::new(&accounts, &mailer));
+    handlers.register_payload(SendLink::<SendPasswordResetJob>::new(&accounts, &mailer));
+    handlers.register_payload(SendLink::<SendLoginChallengeJob>::new(&accounts, &mailer));
     handlers.register(PURGE_ACCOUNT_TOKENS, PurgeAccountTokens { accounts: accounts.clone() });
     let governor = hourly_governor("guest_purge", config.accounts.guest_purge_max_per_hour);
     handlers.register(PURGE_GUESTS, PurgeGuests { accounts: accounts.clone(), governor });

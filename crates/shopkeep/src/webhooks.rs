@@ -11,10 +11,11 @@ use integration::{IntegrationClient, IntegrationConfig, IntegrationError, Outbou
 use shop::Store;
 use shop::jobs::Job;
 use shop::webhooks::{
-    DeliveryPlan, WebhookDelivery, WebhookEndpoint, WebhookEvent, WebhookService, is_public_address, signature_header,
+    DeliverWebhookJob, DeliveryPlan, DispatchWebhooksJob, WebhookDelivery, WebhookEndpoint, WebhookService,
+    is_public_address, signature_header,
 };
 use uuid::Uuid;
-use worker::{HandlerError, JobHandler};
+use worker::{HandlerError, JobHandler, PayloadHandler};
 
 /// The longest excerpt of a receiver's answer kept in the delivery log.
 const RESPONSE_EXCERPT_CHARS: usize = 200;
@@ -168,13 +169,6 @@ fn breaker_name(endpoint_id: Uuid) -> String {
     format!("webhook-{endpoint_id}")
 }
 
-fn uuid_in(job: &Job, field: &str) -> Result<Uuid, HandlerError> {
-    job.payload[field]
-        .as_str()
-        .and_then(|raw| Uuid::parse_str(raw).ok())
-        .ok_or_else(|| HandlerError::Permanent(format!("payload without a {field}")))
-}
-
 fn transient(error: impl std::fmt::Display) -> HandlerError {
     HandlerError::Transient(error.to_string())
 }
@@ -188,9 +182,11 @@ pub struct DispatchWebhooks {
 }
 
 #[async_trait::async_trait]
-impl JobHandler for DispatchWebhooks {
-    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
-        let event = WebhookEvent::from_payload(&job.payload).map_err(HandlerError::Permanent)?;
+impl PayloadHandler for DispatchWebhooks {
+    type Payload = DispatchWebhooksJob;
+
+    async fn run(&self, _job: &Job, payload: DispatchWebhooksJob) -> Result<(), HandlerError> {
+        let event = payload.event().map_err(HandlerError::Permanent)?;
         let endpoints = self.webhooks.subscribers(event.event_type).await.map_err(transient)?;
         if endpoints.is_empty() {
             return Ok(());
@@ -225,9 +221,11 @@ pub struct DeliverWebhook {
 }
 
 #[async_trait::async_trait]
-impl JobHandler for DeliverWebhook {
-    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
-        let delivery_id = uuid_in(job, "deliveryId")?;
+impl PayloadHandler for DeliverWebhook {
+    type Payload = DeliverWebhookJob;
+
+    async fn run(&self, job: &Job, payload: DeliverWebhookJob) -> Result<(), HandlerError> {
+        let delivery_id = payload.delivery_id;
         let DeliveryPlan::Send { endpoint, delivery } =
             self.webhooks.plan_delivery(delivery_id).await.map_err(transient)?
         else {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use shop::jobs::Job;
+use shop::jobs::{Job, JobPayload};
 
 /// Why an attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,26 @@ pub trait JobHandler: Send + Sync + 'static {
     async fn run(&self, job: &Job) -> Result<(), HandlerError>;
 }
 
+/// Runs the jobs of one payload type (and so of its kind), handed the payload read from the
+/// job; a payload that does not read is a permanent failure. Must be idempotent.
+#[async_trait]
+pub trait PayloadHandler: Send + Sync + 'static {
+    type Payload: JobPayload;
+
+    async fn run(&self, job: &Job, payload: Self::Payload) -> Result<(), HandlerError>;
+}
+
+/// A [`PayloadHandler`] as a [`JobHandler`].
+struct ReadsPayload<H>(H);
+
+#[async_trait]
+impl<H: PayloadHandler> JobHandler for ReadsPayload<H> {
+    async fn run(&self, job: &Job) -> Result<(), HandlerError> {
+        let payload = job.payload_as::<H::Payload>().map_err(HandlerError::Permanent)?;
+        self.0.run(job, payload).await
+    }
+}
+
 /// Handlers by job kind.
 #[derive(Clone, Default)]
 pub struct Handlers {
@@ -42,6 +62,11 @@ impl Handlers {
     pub fn register(&mut self, kind: &str, handler: impl JobHandler) -> &mut Self {
         self.by_kind.insert(kind.to_owned(), Arc::new(handler));
         self
+    }
+
+    /// Registers the handler of its payload's kind, replacing any earlier one.
+    pub fn register_payload<H: PayloadHandler>(&mut self, handler: H) -> &mut Self {
+        self.register(<H::Payload as JobPayload>::KIND, ReadsPayload(handler))
     }
 
     pub fn get(&self, kind: &str) -> Option<Arc<dyn JobHandler>> {

@@ -15,5 +15,5 @@
 mod handler;
 mod run;
 
-pub use handler::{HandlerError, Handlers, JobHandler};
+pub use handler::{HandlerError, Handlers, JobHandler, PayloadHandler};
 pub use run::{QueueSettings, Wakers, Worker, WorkerSettings};

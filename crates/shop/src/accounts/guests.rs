@@ -46,7 +46,7 @@ impl AccountService {
         }
         let password_hash = self.hasher.hash(&password).await?;
         let now = self.clock.now();
-        let jobs = [super::links::send_link_job(super::links::SEND_VERIFICATION, caller.user.id, now)];
+        let jobs = [super::links::send_link_job(&super::SendVerificationJob { user_id: caller.user.id }, now)];
         let user = self.store.upgrade_guest(caller.user.id, &email, &name, &password_hash, now, &jobs).await.map_err(
             |error| match error {
                 StoreError::Conflict(_) => Error::Conflict("an account with this email already exists".into()),

@@ -2,21 +2,99 @@
 //! password reset. The link's token is made by the job that sends the mail (so the raw token
 //! is never stored, not even in the job), kept only as a hash, works once, and expires.
 
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::service::AccountService;
 use super::{Email, NewAccountToken, PasswordPlain, TokenPurpose};
 use crate::error::Error;
-use crate::jobs::NewJob;
+use crate::jobs::{JobPayload, NewJob};
 use crate::mail::{MAIL_QUEUE, Mail};
 use crate::secrets::{SecretHash, SecretToken};
 use crate::validation::ValidationErrors;
 
-/// Job kinds: make a fresh link and mail it.
-pub const SEND_VERIFICATION: &str = "accounts.send_verification";
-pub const SEND_PASSWORD_RESET: &str = "accounts.send_password_reset";
-pub const SEND_LOGIN_CHALLENGE: &str = "accounts.send_login_challenge";
+/// A job that makes a fresh link of its purpose and mails it to the user.
+pub trait LinkJob: JobPayload {
+    const PURPOSE: TokenPurpose;
+
+    fn user_id(&self) -> Uuid;
+
+    /// What the link needs besides the user; an error when the payload lacks it.
+    fn context(&self) -> Result<LinkContext, String> {
+        Ok(LinkContext::default())
+    }
+}
+
+/// `accounts.send_verification`: the link that verifies the user's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendVerificationJob {
+    pub user_id: Uuid,
+}
+
+impl JobPayload for SendVerificationJob {
+    const KIND: &'static str = "accounts.send_verification";
+}
+
+impl LinkJob for SendVerificationJob {
+    const PURPOSE: TokenPurpose = TokenPurpose::EmailVerification;
+
+    fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+}
+
+/// `accounts.send_password_reset`: the link that sets a new password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendPasswordResetJob {
+    pub user_id: Uuid,
+}
+
+impl JobPayload for SendPasswordResetJob {
+    const KIND: &'static str = "accounts.send_password_reset";
+}
+
+impl LinkJob for SendPasswordResetJob {
+    const PURPOSE: TokenPurpose = TokenPurpose::PasswordReset;
+
+    fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+}
+
+/// `accounts.send_login_challenge`: the link that confirms a sign-in from a new device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendLoginChallengeJob {
+    pub user_id: Uuid,
+    /// The device to trust once confirmed: its SHA-256, hex.
+    pub device_hash: String,
+    /// Where the sign-in came from, shown in the mail.
+    pub from_address: Option<String>,
+}
+
+impl JobPayload for SendLoginChallengeJob {
+    const KIND: &'static str = "accounts.send_login_challenge";
+}
+
+impl LinkJob for SendLoginChallengeJob {
+    const PURPOSE: TokenPurpose = TokenPurpose::LoginChallenge;
+
+    fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+
+    fn context(&self) -> Result<LinkContext, String> {
+        let device_hash = hex::decode(&self.device_hash)
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .map(SecretHash)
+            .ok_or_else(|| "login challenge payload without a valid deviceHash".to_owned())?;
+        Ok(LinkContext { device_hash: Some(device_hash), from_address: self.from_address.clone() })
+    }
+}
 
 /// What a link job needs besides the user: for a login challenge, the device to trust and the
 /// network address the sign-in came from (both shown or kept; neither is a secret).
@@ -26,24 +104,9 @@ pub struct LinkContext {
     pub from_address: Option<String>,
 }
 
-impl LinkContext {
-    /// Reads the job payload written by the service.
-    pub fn from_payload(payload: &serde_json::Value) -> Self {
-        let device_hash = payload["deviceHash"]
-            .as_str()
-            .and_then(|hex| hex::decode(hex).ok())
-            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-            .map(SecretHash);
-        Self { device_hash, from_address: payload["fromAddress"].as_str().map(str::to_owned) }
-    }
-}
-
-/// The job that mails a link of `kind` to the user; one pending per user and kind.
-pub(super) fn send_link_job(kind: &str, user_id: Uuid, now: OffsetDateTime) -> NewJob {
-    NewJob::new(kind, serde_json::json!({ "userId": user_id.to_string() }), now)
-        .queue(MAIL_QUEUE)
-        .max_attempts(12)
-        .unique_key(format!("{kind}:{user_id}"))
+/// The job that mails the link of `payload` to its user; one pending per user and kind.
+pub(super) fn send_link_job<P: LinkJob>(payload: &P, now: OffsetDateTime) -> NewJob {
+    NewJob::of(payload, now).queue(MAIL_QUEUE).max_attempts(12).unique_key(format!("{}:{}", P::KIND, payload.user_id()))
 }
 
 fn invalid_token() -> Error {
@@ -60,7 +123,7 @@ impl AccountService {
         if found.user.disabled || found.user.guest {
             return Ok(());
         }
-        let job = send_link_job(SEND_PASSWORD_RESET, found.user.id, self.clock.now());
+        let job = send_link_job(&SendPasswordResetJob { user_id: found.user.id }, self.clock.now());
         if self.store.enqueue_job(&job).await? {
             tracing::info!(userId = %found.user.id, "password reset mail queued");
         }

@@ -14,7 +14,7 @@ pub use external::{
     AuthorizationRequest, ExternalCallback, ExternalIdentity, ExternalLoginError, ExternalLoginStart, ExternalProfile,
     MAX_ISSUER_LEN, MAX_RETURN_TO_LEN, MAX_SUBJECT_LEN, PendingExternalLogin,
 };
-pub use links::{LinkContext, SEND_LOGIN_CHALLENGE, SEND_PASSWORD_RESET, SEND_VERIFICATION};
+pub use links::{LinkContext, LinkJob, SendLoginChallengeJob, SendPasswordResetJob, SendVerificationJob};
 pub use password::{PasswordHasher, PasswordPlain};
 pub use role::Role;
 pub use service::{AccountService, AccountSettings, ChallengeRequired, LoginOutcome, NewApiToken, SignedIn};

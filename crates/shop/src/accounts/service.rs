@@ -9,6 +9,7 @@ use super::user::{ApiToken, AuthMethod, Caller, NewApiTokenRecord, NewSession, N
 use super::{Email, PasswordHasher, PasswordPlain, PersonName, Role};
 use crate::clock::Clock;
 use crate::error::{Error, StoreError};
+use crate::jobs::JobPayload;
 use crate::pagination::Page;
 use crate::ports::Store;
 use crate::secrets::{SecretHash, SecretToken};
@@ -125,7 +126,7 @@ impl AccountService {
     /// transaction as the account.
     pub async fn sign_up(&self, email: Email, password: PasswordPlain, name: PersonName) -> Result<SignedIn, Error> {
         let id = crate::new_id();
-        let jobs = [super::links::send_link_job(super::links::SEND_VERIFICATION, id, self.clock.now())];
+        let jobs = [super::links::send_link_job(&super::SendVerificationJob { user_id: id }, self.clock.now())];
         let user = self.insert_user(id, email, password, name, Role::Customer, &jobs).await?;
         self.start_session(user).await
     }
@@ -236,15 +237,15 @@ impl AccountService {
     pub async fn send_login_challenge(&self, challenge: &ChallengeRequired) -> Result<(), Error> {
         let user_id = challenge.user_id;
         let device_hex = hex::encode(challenge.device_hash.0);
-        let payload = serde_json::json!({
-            "userId": user_id.to_string(),
-            "deviceHash": device_hex,
-            "fromAddress": challenge.from_address,
-        });
-        let job = crate::jobs::NewJob::new(super::SEND_LOGIN_CHALLENGE, payload, self.clock.now())
+        let payload = super::SendLoginChallengeJob {
+            user_id,
+            device_hash: device_hex.clone(),
+            from_address: Some(challenge.from_address.clone()),
+        };
+        let job = crate::jobs::NewJob::of(&payload, self.clock.now())
             .queue(crate::mail::MAIL_QUEUE)
             .max_attempts(12)
-            .unique_key(format!("{}:{user_id}:{device_hex}", super::SEND_LOGIN_CHALLENGE));
+            .unique_key(format!("{}:{user_id}:{device_hex}", <super::SendLoginChallengeJob as JobPayload>::KIND));
         if self.store.enqueue_job(&job).await? {
             tracing::info!(userId = %user_id, "sign-in from an unknown device held for confirmation by mail");
         }

@@ -4,10 +4,12 @@
 //! jitter, dead-lettered after their last attempt, and listed and retried by operators.
 
 mod model;
+mod payload;
 mod service;
 
 pub use model::{
     Claim, CronSchedule, Job, JobFailure, JobQuery, JobSort, JobState, NewJob, QueueDepth, RecurringJob, Schedule,
     retry_delay,
 };
+pub use payload::JobPayload;
 pub use service::{JobService, JobSettings};

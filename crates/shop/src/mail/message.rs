@@ -1,18 +1,19 @@
 //! A rendered message and the job that sends it.
 
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::accounts::Email;
-use crate::jobs::NewJob;
+use crate::jobs::{JobPayload, NewJob};
 
-/// The job kind that sends one message.
-pub const SEND_MAIL: &str = "mail.send";
 /// The queue mail jobs go to (its own bulkhead: a slow SMTP server holds up nothing else).
 pub const MAIL_QUEUE: &str = "mail";
 
-/// A rendered message, ready to send; also the payload of a `mail.send` job.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A rendered message, ready to send; also the payload of a `mail.send` job
+/// (`{"to", "subject", "text", "html"}`; a payload whose recipient is no address is refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "MailFields")]
 pub struct Mail {
     pub to: String,
     pub subject: String,
@@ -25,31 +26,38 @@ impl Mail {
         Self { to: to.as_str().to_owned(), subject: subject.into(), text: text.into(), html: html.into() }
     }
 
-    /// The job payload: `{"to", "subject", "text", "html"}`.
-    pub fn to_payload(&self) -> serde_json::Value {
-        serde_json::json!({ "to": self.to, "subject": self.subject, "text": self.text, "html": self.html })
-    }
-
-    /// Reads a job payload back; a payload without the four strings is an error.
-    pub fn from_payload(payload: &serde_json::Value) -> Result<Self, String> {
-        let field = |name: &str| {
-            payload[name].as_str().map(str::to_owned).ok_or_else(|| format!("mail payload without a {name:?} string"))
-        };
-        let mail = Self { to: field("to")?, subject: field("subject")?, text: field("text")?, html: field("html")? };
-        Email::parse(&mail.to).map_err(|problem| format!("mail payload recipient {problem}"))?;
-        Ok(mail)
-    }
-
     /// The recipient in a form safe for logs.
     pub fn redacted_recipient(&self) -> String {
         Email::parse(&self.to).map_or_else(|_| "***".to_owned(), |email| email.redacted())
     }
 }
 
+impl JobPayload for Mail {
+    const KIND: &'static str = "mail.send";
+}
+
+/// A `mail.send` payload as stored, before its recipient is checked.
+#[derive(Deserialize)]
+struct MailFields {
+    to: String,
+    subject: String,
+    text: String,
+    html: String,
+}
+
+impl TryFrom<MailFields> for Mail {
+    type Error = String;
+
+    fn try_from(fields: MailFields) -> Result<Self, Self::Error> {
+        Email::parse(&fields.to).map_err(|problem| format!("mail payload recipient {problem}"))?;
+        Ok(Self { to: fields.to, subject: fields.subject, text: fields.text, html: fields.html })
+    }
+}
+
 /// The `mail.send` job for `mail`, with its own attempts (a mail server can be down for a while).
 /// `unique_key` (e.g. `lockout:<user>:<hour>`) keeps one mail of a kind pending per occasion.
 pub fn send_mail_job(mail: &Mail, unique_key: Option<String>, now: OffsetDateTime) -> NewJob {
-    let job = NewJob::new(SEND_MAIL, mail.to_payload(), now).queue(MAIL_QUEUE).max_attempts(12);
+    let job = NewJob::of(mail, now).queue(MAIL_QUEUE).max_attempts(12);
     match unique_key {
         Some(key) => job.unique_key(key),
         None => job,

@@ -6,16 +6,17 @@
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::jobs::SettlePaymentJob;
 use super::model::{
     CheckoutResult, IdempotencyBegin, IdempotencyRecord, IdempotencyState, NewOrder, Order, OrderLine, OrderStatus,
     ReservationFailure, ShippingAddress,
 };
 use super::payments::{ChargeOutcome, ChargeRequest, PaymentError};
-use super::service::{OrderService, SETTLE_PAYMENT};
+use super::service::OrderService;
 use crate::accounts::Caller;
 use crate::catalog::{Money, ProductStatus};
 use crate::error::Error;
-use crate::jobs::NewJob;
+use crate::jobs::{JobPayload as _, NewJob};
 use crate::validation::ValidationErrors;
 
 /// The idempotency scope of checkout.
@@ -200,11 +201,10 @@ impl OrderService {
             return Err(payments_unavailable(retry_after));
         }
         let order = self.new_order(caller, shipping_address).await?;
-        let expire =
-            NewJob::new(SETTLE_PAYMENT, serde_json::json!({ "orderId": order.id.to_string() }), order.created_at)
-                .run_at(order.created_at + self.settings.pending_payment_timeout)
-                .max_attempts(20)
-                .unique_key(format!("{SETTLE_PAYMENT}:expire:{}", order.id));
+        let expire = NewJob::of(&SettlePaymentJob { order_id: order.id }, order.created_at)
+            .run_at(order.created_at + self.settings.pending_payment_timeout)
+            .max_attempts(20)
+            .unique_key(format!("{}:expire:{}", SettlePaymentJob::KIND, order.id));
         let placed = match self.store.place_order(&order, Some((CHECKOUT_SCOPE, key)), &[expire]).await? {
             Ok(placed) => placed,
             Err(failure) => {
@@ -305,10 +305,10 @@ impl OrderService {
     async fn await_settlement(&self, order: &Order, detail: &str) -> Result<CheckoutOutcome, Error> {
         tracing::warn!(orderId = %order.id, detail, "payment outcome unknown; the order waits for settlement");
         let now = self.clock.now();
-        let settle = NewJob::new(SETTLE_PAYMENT, serde_json::json!({ "orderId": order.id.to_string() }), now)
+        let settle = NewJob::of(&SettlePaymentJob { order_id: order.id }, now)
             .run_at(now + self.settings.settle_after)
             .max_attempts(20)
-            .unique_key(format!("{SETTLE_PAYMENT}:unknown:{}", order.id));
+            .unique_key(format!("{}:unknown:{}", SettlePaymentJob::KIND, order.id));
         self.store.enqueue_job(&settle).await?;
         // A webhook may have settled it meanwhile: answer (and save for replays) what it is now.
         let current = self.store.find_order(order.id).await?.ok_or(Error::NotFound)?;

@@ -3,11 +3,13 @@
 //! the order state machine.
 
 mod checkout;
+mod jobs;
 mod model;
 mod payments;
 mod service;
 
 pub use checkout::{CHECKOUT_SCOPE, Checkout, CheckoutOutcome, MAX_IDEMPOTENCY_KEY_LEN, request_hash};
+pub use jobs::{OrderConfirmationJob, RefundPaymentJob, SettlePaymentJob};
 pub use model::{
     CartLine, CheckoutResult, IdempotencyBegin, IdempotencyRecord, IdempotencyState, MAX_CART_LINES, MAX_LINE_QUANTITY,
     NewOrder, Order, OrderLine, OrderQuery, OrderStatus, OrderTransition, PaymentEventRecord, ReservationFailure,
@@ -17,7 +19,4 @@ pub use payments::{
     ChargeOutcome, ChargeRequest, PaymentError, PaymentEvent, PaymentEventKind, PaymentProvider, TestModePayments,
     WebhookRejection,
 };
-pub use service::{
-    OrderService, OrderSettings, PaymentEventApplied, REFUND_PAYMENT, SEND_ORDER_CONFIRMATION, SETTLE_PAYMENT,
-    SettleError,
-};
+pub use service::{OrderService, OrderSettings, PaymentEventApplied, SettleError};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use super::jobs::{OrderConfirmationJob, RefundPaymentJob};
 use super::model::{
     CartLine, MAX_CART_LINES, MAX_LINE_QUANTITY, Order, OrderQuery, OrderStatus, OrderTransition, PaymentEventRecord,
 };
@@ -15,17 +16,12 @@ use crate::accounts::{Caller, Role};
 use crate::catalog::{IdOrSlug, Money, ProductStatus};
 use crate::clock::Clock;
 use crate::error::{Conflict, Error, StoreError};
-use crate::jobs::NewJob;
+use crate::jobs::{JobPayload as _, NewJob};
 use crate::mail::MAIL_QUEUE;
 use crate::pagination::Page;
 use crate::ports::Store;
 use crate::validation::ValidationErrors;
 use crate::webhooks::order_event_job;
-
-/// Job kinds.
-pub const SETTLE_PAYMENT: &str = "payments.settle";
-pub const REFUND_PAYMENT: &str = "payments.refund";
-pub const SEND_ORDER_CONFIRMATION: &str = "orders.send_confirmation";
 
 /// Timings of checkout and payment settlement.
 #[derive(Debug, Clone)]
@@ -299,11 +295,10 @@ impl OrderService {
     /// order paid (of concurrent callers, one does).
     pub(super) async fn mark_paid(&self, order: &Order, reference: String) -> Result<(Order, bool), Error> {
         let now = self.clock.now();
-        let confirmation =
-            NewJob::new(SEND_ORDER_CONFIRMATION, serde_json::json!({ "orderId": order.id.to_string() }), now)
-                .queue(MAIL_QUEUE)
-                .max_attempts(12)
-                .unique_key(format!("{SEND_ORDER_CONFIRMATION}:{}", order.id));
+        let confirmation = NewJob::of(&OrderConfirmationJob { order_id: order.id }, now)
+            .queue(MAIL_QUEUE)
+            .max_attempts(12)
+            .unique_key(format!("{}:{}", OrderConfirmationJob::KIND, order.id));
         let mut transition = OrderTransition::new(order.id, OrderStatus::Paid, now);
         transition.payment_reference = Some(reference);
         transition.clear_cart = true;
@@ -501,9 +496,9 @@ impl From<StoreError> for SettleError {
 }
 
 fn refund_job(order_id: Uuid, now: OffsetDateTime) -> NewJob {
-    NewJob::new(REFUND_PAYMENT, serde_json::json!({ "orderId": order_id.to_string() }), now)
+    NewJob::of(&RefundPaymentJob { order_id }, now)
         .max_attempts(20)
-        .unique_key(format!("{REFUND_PAYMENT}:{order_id}"))
+        .unique_key(format!("{}:{order_id}", RefundPaymentJob::KIND))
 }
 
 fn not_on_sale() -> Error {

@@ -2,18 +2,19 @@
 //! (enqueued in the order transition's own transaction), their signed deliveries with retries,
 //! the delivery log, and the rules that disable an endpoint that keeps failing.
 
+mod jobs;
 mod model;
 mod service;
 mod signing;
 mod url_rules;
 
+pub use jobs::{DeliverWebhookJob, DispatchWebhooksJob};
 pub use model::{
     DeliveryAttempt, DeliveryQuery, DeliveryState, MAX_ERROR_CHARS, WebhookDelivery, WebhookEndpoint,
     WebhookEndpointChanges, WebhookEvent, WebhookEventType,
 };
 pub use service::{
-    DELIVER_WEBHOOK, DISPATCH_WEBHOOKS, DeliveryPlan, PURGE_WEBHOOK_DELIVERIES, WEBHOOKS_QUEUE, WebhookService,
-    WebhookSettings, order_event_job,
+    DeliveryPlan, PURGE_WEBHOOK_DELIVERIES, WEBHOOKS_QUEUE, WebhookService, WebhookSettings, order_event_job,
 };
 pub use signing::{WebhookSecret, signature_header};
 pub use url_rules::{UrlPolicy, is_public_address};

@@ -8,6 +8,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use super::jobs::{DeliverWebhookJob, DispatchWebhooksJob};
 use super::model::{
     DeliveryAttempt, DeliveryQuery, DeliveryState, MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, WebhookDelivery,
     WebhookEndpoint, WebhookEndpointChanges, WebhookEvent, WebhookEventType,
@@ -16,16 +17,14 @@ use super::signing::WebhookSecret;
 use super::url_rules::{UrlPolicy, parse_endpoint_url};
 use crate::clock::Clock;
 use crate::error::{Conflict, Error, StoreError};
-use crate::jobs::NewJob;
+use crate::jobs::{JobPayload as _, NewJob};
 use crate::orders::OrderStatus;
 use crate::pagination::{Page, PageRequest};
 use crate::ports::Store;
 use crate::validation::ValidationErrors;
 
-/// Job kinds and the queue deliveries run on (its own bulkhead: slow receivers cannot hold up
-/// mail or payments).
-pub const DISPATCH_WEBHOOKS: &str = "webhooks.dispatch";
-pub const DELIVER_WEBHOOK: &str = "webhooks.deliver";
+/// The kind of the recurring delivery-log purge, and the queue deliveries run on (its own
+/// bulkhead: slow receivers cannot hold up mail or payments).
 pub const PURGE_WEBHOOK_DELIVERIES: &str = "webhooks.purge_deliveries";
 pub const WEBHOOKS_QUEUE: &str = "webhooks";
 
@@ -62,38 +61,11 @@ pub enum DeliveryPlan {
 pub fn order_event_job(to: OrderStatus, order_id: Uuid, at: OffsetDateTime) -> Option<NewJob> {
     let event_type = WebhookEventType::for_status(to)?;
     let event = WebhookEvent { id: crate::new_id(), event_type, order_id, occurred_at: at };
-    Some(
-        NewJob::new(DISPATCH_WEBHOOKS, event.to_payload(), at)
-            .max_attempts(10)
-            .unique_key(format!("{DISPATCH_WEBHOOKS}:{}", event.id)),
-    )
-}
-
-impl WebhookEvent {
-    /// The `webhooks.dispatch` job's payload.
-    pub fn to_payload(&self) -> serde_json::Value {
-        serde_json::json!({
-            "eventId": self.id.to_string(),
-            "eventType": self.event_type.as_str(),
-            "orderId": self.order_id.to_string(),
-            "occurredAt": self.occurred_at.format(&Rfc3339).unwrap_or_default(),
-        })
-    }
-
-    pub fn from_payload(payload: &serde_json::Value) -> Result<Self, String> {
-        let uuid = |field: &str| {
-            payload[field].as_str().and_then(|raw| Uuid::parse_str(raw).ok()).ok_or(format!("payload without {field}"))
-        };
-        let event_type = payload["eventType"]
-            .as_str()
-            .and_then(WebhookEventType::parse)
-            .ok_or_else(|| "payload without a known eventType".to_owned())?;
-        let occurred_at = payload["occurredAt"]
-            .as_str()
-            .and_then(|raw| OffsetDateTime::parse(raw, &Rfc3339).ok())
-            .ok_or_else(|| "payload without occurredAt".to_owned())?;
-        Ok(Self { id: uuid("eventId")?, event_type, order_id: uuid("orderId")?, occurred_at })
-    }
+    Some(NewJob::of(&DispatchWebhooksJob::new(&event), at).max_attempts(10).unique_key(format!(
+        "{}:{}",
+        DispatchWebhooksJob::KIND,
+        event.id
+    )))
 }
 
 /// Webhook endpoints, events and deliveries; cheap to clone.
@@ -409,14 +381,10 @@ impl WebhookService {
     }
 
     fn deliver_job(&self, delivery_id: Uuid, endpoint_id: Uuid, now: OffsetDateTime) -> NewJob {
-        NewJob::new(
-            DELIVER_WEBHOOK,
-            serde_json::json!({ "deliveryId": delivery_id.to_string(), "endpointId": endpoint_id.to_string() }),
-            now,
-        )
-        .queue(WEBHOOKS_QUEUE)
-        .max_attempts(self.settings.max_attempts)
-        .unique_key(format!("{DELIVER_WEBHOOK}:{delivery_id}"))
+        NewJob::of(&DeliverWebhookJob { delivery_id, endpoint_id }, now)
+            .queue(WEBHOOKS_QUEUE)
+            .max_attempts(self.settings.max_attempts)
+            .unique_key(format!("{}:{delivery_id}", DeliverWebhookJob::KIND))
     }
 }
 
@@ -473,12 +441,13 @@ mod tests {
         let order_id = crate::new_id();
         assert!(order_event_job(OrderStatus::PendingPayment, order_id, at).is_none());
         let job = order_event_job(OrderStatus::Refunded, order_id, at).unwrap();
-        assert_eq!(job.kind, DISPATCH_WEBHOOKS);
-        let event = WebhookEvent::from_payload(&job.payload).unwrap();
+        assert_eq!(job.kind, DispatchWebhooksJob::KIND);
+        let payload: DispatchWebhooksJob = serde_json::from_value(job.payload.clone()).unwrap();
+        let event = payload.event().unwrap();
         assert_eq!(
             (event.event_type, event.order_id, event.occurred_at),
             (WebhookEventType::OrderRefunded, order_id, at)
         );
-        assert_eq!(job.unique_key, Some(format!("{DISPATCH_WEBHOOKS}:{}", event.id)));
+        assert_eq!(job.unique_key, Some(format!("{}:{}", DispatchWebhooksJob::KIND, event.id)));
     }
 }
