@@ -229,6 +229,20 @@ impl From<resilience::Quota> for QuotaStatus {
     }
 }
 
+/// Each scope's quota under its status key (`perIp`, `loginPerIp`, …).
+struct QuotaStatuses(crate::PerScope<resilience::Quota>);
+
+impl Serialize for QuotaStatuses {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(Some(crate::RateLimitScope::COUNT))?;
+        for (scope, quota) in self.0.iter() {
+            map.serialize_entry(scope.status_key(), &QuotaStatus::from(*quota))?;
+        }
+        map.end()
+    }
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct LimitsStatus {
@@ -237,16 +251,9 @@ struct LimitsStatus {
     store: &'static str,
     /// With a shared store: `open` or `closed` while it cannot answer.
     on_store_failure: Option<&'static str>,
-    per_ip: QuotaStatus,
-    anonymous: QuotaStatus,
-    customer: QuotaStatus,
-    staff: QuotaStatus,
-    api_token: QuotaStatus,
-    login_per_ip: QuotaStatus,
-    signup_per_ip: QuotaStatus,
-    mail_per_ip: QuotaStatus,
-    mail_per_account: QuotaStatus,
-    token_per_ip: QuotaStatus,
+    /// `perIp`, `anonymous`, …: one quota per scope.
+    #[serde(flatten)]
+    quotas: QuotaStatuses,
     lockout: LockoutStatus,
     trusted_proxies: Vec<String>,
 }
@@ -294,23 +301,14 @@ async fn status(State(state): State<AdminState>) -> Response {
             enabled: limits.enabled,
             store: shared.map_or("memory", |shared| shared.limiter.backend()),
             on_store_failure: shared.map(|shared| shared.on_failure.as_str()),
-            per_ip: limits.per_ip.into(),
-            anonymous: limits.anonymous.into(),
-            customer: limits.customer.into(),
-            staff: limits.staff.into(),
-            api_token: limits.api_token.into(),
-            login_per_ip: limits.login_per_ip.into(),
-            signup_per_ip: limits.signup_per_ip.into(),
-            mail_per_ip: limits.mail_per_ip.into(),
-            mail_per_account: limits.mail_per_account.into(),
-            token_per_ip: limits.token_per_ip.into(),
+            quotas: QuotaStatuses(limits.quotas.clone()),
             lockout: LockoutStatus {
                 failures: limits.lockout_failures,
                 window_seconds: limits.lockout_window.as_secs(),
                 lock_seconds: limits.lockout_duration.as_secs(),
                 failed_login_alert_per_minute: limits.failed_login_alert_per_minute,
             },
-            trusted_proxies: limits.trusted_proxies.iter().map(ToString::to_string).collect(),
+            trusted_proxies: app.rate_limits.trusted_proxies().iter().map(ToString::to_string).collect(),
         },
         load_shedding: SheddingStatus {
             mode: match app.settings.concurrency {

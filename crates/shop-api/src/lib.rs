@@ -18,7 +18,7 @@ mod wire;
 
 pub use admin::{AdminSettings, MetricsRenderer, admin_router};
 pub use middleware::observe::RequestContext;
-pub use rate_limits::{RateLimitSettings, RateLimiters, SharedLimits};
+pub use rate_limits::{PerScope, RateLimitScope, RateLimitSettings, RateLimiters, SharedLimits};
 pub use state::{AppParts, AppState, HttpSettings, IdentityProviders, Readiness};
 
 use axum::Router;

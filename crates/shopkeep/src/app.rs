@@ -6,14 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use resilience::Quota;
 use shop::accounts::{AccountService, AccountSettings, PasswordHasher};
 use shop::catalog::CatalogService;
 use shop::jobs::JobService;
 use shop::{Clock, Store, SystemClock};
 use shop_api::{
-    AdminSettings, AppParts, AppState, HttpSettings, MetricsRenderer, RateLimitSettings, RateLimiters, Readiness,
-    SharedLimits,
+    AdminSettings, AppParts, AppState, HttpSettings, MetricsRenderer, RateLimiters, Readiness, SharedLimits,
 };
 use store_sqlx::{PostgresSettings, SqlStore, SqliteSettings};
 use tokio::net::TcpListener;
@@ -144,15 +142,7 @@ pub fn order_service(
     clock: Arc<dyn Clock>,
     payments: Arc<dyn shop::orders::PaymentProvider>,
 ) -> shop::orders::OrderService {
-    let settings = shop::orders::OrderSettings {
-        pending_payment_timeout: time::Duration::minutes(config.orders.pending_payment_timeout_minutes as i64),
-        settle_after: time::Duration::seconds(config.orders.settle_after_secs as i64),
-        idempotency_ttl: time::Duration::hours(config.orders.idempotency_ttl_hours as i64),
-        idempotency_lock: time::Duration::seconds(config.orders.idempotency_lock_secs as i64),
-        abandoned_cart_ttl: time::Duration::days(config.orders.abandoned_cart_ttl_days as i64),
-        payment_event_retention: time::Duration::days(config.orders.payment_event_retention_days as i64),
-        shop_name: config.mail.shop_name.clone(),
-    };
+    let settings = shop::orders::OrderSettings { shop_name: config.mail.shop_name.clone(), ..config.orders.clone() };
     shop::orders::OrderService::new(store, payments, clock, settings)
 }
 
@@ -284,11 +274,7 @@ impl Application {
                     key_prefix: config.redis.key_prefix.clone(),
                 })
                 .map_err(|error| anyhow::anyhow!("redis.url: {error}"))?;
-                let on_failure = if config.rate_limits.on_redis_failure == "closed" {
-                    resilience::FailureMode::Closed
-                } else {
-                    resilience::FailureMode::Open
-                };
+                let on_failure = config.rate_limits.shared_failure_mode();
                 if let Err(error) = resilience::SharedLimiter::ping(&limiter).await {
                     tracing::warn!(%error, onFailure = %config.rate_limits.on_redis_failure, "Redis is unreachable at startup; rate limits fail {} until it answers", config.rate_limits.on_redis_failure);
                 }
@@ -300,8 +286,9 @@ impl Application {
                 Some(SharedLimits { limiter: Arc::new(limiter), breaker, on_failure })
             }
         };
-        let rate_limits =
-            Arc::new(RateLimiters::new(rate_limit_settings(&config)?, Arc::clone(&limiter_clock), shared_limits));
+        let rate_limits = RateLimiters::new(config.rate_limits.clone(), Arc::clone(&limiter_clock), shared_limits)
+            .map_err(|problem| anyhow::anyhow!("rate_limits.trusted_proxies: {problem}"))?;
+        let rate_limits = Arc::new(rate_limits);
         if !config.rate_limits.enabled {
             tracing::warn!("rate limits are OFF (rate_limits.enabled = false): only for load tests");
         }
@@ -411,11 +398,7 @@ impl Application {
             tasks.spawn(crate::jobs::wake_on_new_jobs(&config, store.as_ref(), worker.wakers(), background.clone()));
             tokio::spawn(worker.run(stop_worker.clone()))
         });
-        tasks.spawn(purge_rate_limits(
-            rate_limits,
-            Duration::from_secs(config.rate_limits.purge_interval_secs),
-            background.clone(),
-        ));
+        tasks.spawn(purge_rate_limits(rate_limits, config.rate_limits.purge_interval, background.clone()));
         // Done off the request path, so the first login with an unknown email is not slower.
         let warm_accounts = accounts.clone();
         tasks.spawn(async move {
@@ -512,30 +495,6 @@ fn redis_breaker_config(timeout: Duration) -> resilience::CircuitBreakerConfig {
         half_open_calls: 1,
         ..resilience::CircuitBreakerConfig::new("redis")
     }
-}
-
-/// The configured limits for `shop-api`.
-fn rate_limit_settings(config: &Config) -> anyhow::Result<RateLimitSettings> {
-    let limits = &config.rate_limits;
-    let quota = |quota: crate::config::QuotaConfig| Quota::new(quota.count, Duration::from_secs(quota.period_secs));
-    Ok(RateLimitSettings {
-        enabled: limits.enabled,
-        trusted_proxies: limits.trusted_proxy_nets().map_err(|problem| anyhow::anyhow!(problem))?,
-        per_ip: quota(limits.per_ip),
-        anonymous: quota(limits.anonymous),
-        customer: quota(limits.customer),
-        staff: quota(limits.staff),
-        api_token: quota(limits.api_token),
-        login_per_ip: quota(limits.login_per_ip),
-        signup_per_ip: quota(limits.signup_per_ip),
-        mail_per_ip: quota(limits.mail_per_ip),
-        mail_per_account: quota(limits.mail_per_account),
-        token_per_ip: quota(limits.token_per_ip),
-        lockout_failures: limits.lockout_failures,
-        lockout_window: Duration::from_secs(limits.lockout_window_secs),
-        lockout_duration: Duration::from_secs(limits.lockout_secs),
-        failed_login_alert_per_minute: limits.failed_login_alert_per_minute,
-    })
 }
 
 /// Forgets idle limiter keys periodically, so memory follows the active clients (steady state).

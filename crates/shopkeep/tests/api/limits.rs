@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use reqwest::{Method, Response, StatusCode};
+use resilience::Quota;
 use serde_json::json;
 use shop::accounts::Role;
-use shopkeep::config::QuotaConfig;
+use shop_api::RateLimitScope;
 
 use crate::helpers::{Backend, PASSWORD, TestApp, problem, spawn_app_with};
 
@@ -114,9 +115,10 @@ async fn unknown_addresses_lock_too_so_locks_reveal_nothing() {
 
 #[tokio::test]
 async fn every_route_is_limited_per_address_but_health_checks_are_not() {
-    let app =
-        spawn_app_with(Backend::Sqlite, |config| config.rate_limits.per_ip = QuotaConfig { count: 5, period_secs: 60 })
-            .await;
+    let app = spawn_app_with(Backend::Sqlite, |config| {
+        config.rate_limits.quotas[RateLimitScope::PerIp] = Quota::new(5, Duration::from_secs(60))
+    })
+    .await;
     for _ in 0..5 {
         assert_eq!(app.api(Method::GET, "/products").send().await.unwrap().status(), StatusCode::OK);
     }
@@ -130,8 +132,8 @@ async fn every_route_is_limited_per_address_but_health_checks_are_not() {
 #[tokio::test]
 async fn signed_in_users_are_limited_by_their_tier() {
     let app = spawn_app_with(Backend::Sqlite, |config| {
-        config.rate_limits.customer = QuotaConfig { count: 3, period_secs: 60 };
-        config.rate_limits.staff = QuotaConfig { count: 6, period_secs: 60 };
+        config.rate_limits.quotas[RateLimitScope::Customer] = Quota::new(3, Duration::from_secs(60));
+        config.rate_limits.quotas[RateLimitScope::Staff] = Quota::new(6, Duration::from_secs(60));
     })
     .await;
     let ada = app.signed_in("ada@example.com", Role::Customer).await;
@@ -152,8 +154,9 @@ async fn signed_in_users_are_limited_by_their_tier() {
 
 #[tokio::test]
 async fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
-    let quota = QuotaConfig { count: 2, period_secs: 60 };
-    let direct = spawn_app_with(Backend::Sqlite, |config| config.rate_limits.per_ip = quota).await;
+    let quota = Quota::new(2, Duration::from_secs(60));
+    let direct =
+        spawn_app_with(Backend::Sqlite, |config| config.rate_limits.quotas[RateLimitScope::PerIp] = quota).await;
     for client in ["203.0.113.1", "203.0.113.2"] {
         let response = direct.api(Method::GET, "/products").header("x-forwarded-for", client).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -163,7 +166,7 @@ async fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
     direct.stop().await;
 
     let proxied = spawn_app_with(Backend::Sqlite, |config| {
-        config.rate_limits.per_ip = quota;
+        config.rate_limits.quotas[RateLimitScope::PerIp] = quota;
         config.rate_limits.trusted_proxies = vec!["127.0.0.0/8".into()];
     })
     .await;
@@ -181,7 +184,7 @@ async fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
 #[tokio::test]
 async fn sign_ups_are_limited_per_address() {
     let app = spawn_app_with(Backend::Sqlite, |config| {
-        config.rate_limits.signup_per_ip = QuotaConfig { count: 2, period_secs: 3_600 }
+        config.rate_limits.quotas[RateLimitScope::SignupPerIp] = Quota::new(2, Duration::from_secs(3_600))
     })
     .await;
     for index in 0..2 {
@@ -225,7 +228,7 @@ async fn two_instances_sharing_redis_enforce_one_limit() {
     let configure = |config: &mut shopkeep::config::Config| {
         config.redis.url = Some(shopkeep::config::Secret::new(redis_url()));
         config.redis.key_prefix = prefix.clone();
-        config.rate_limits.per_ip = QuotaConfig { count: 4, period_secs: 3_600 };
+        config.rate_limits.quotas[RateLimitScope::PerIp] = Quota::new(4, Duration::from_secs(3_600));
     };
     let first = spawn_app_with(Backend::Sqlite, configure).await;
     let second = spawn_app_with(Backend::Sqlite, configure).await;

@@ -79,12 +79,12 @@ async fn start<F: AsyncFnOnce(&Shop)>(test: F, backend: Backend, webhooks: bool)
         config.payments.secret = Some(Secret::new(SECRET));
         config.payments.timeout_secs = 2;
         config.payments.attempt_timeout_secs = 1;
-        config.orders.settle_after_secs = 1;
+        config.orders.settle_after = time::Duration::seconds(1);
         config.admin.token = Some(Secret::new("an-admin-token-for-tests"));
         if webhooks {
             config.payments.name = "sandbox".into();
             config.payments.webhook_secret = Some(Secret::new(WEBHOOK_SECRET));
-            config.orders.settle_after_secs = 600;
+            config.orders.settle_after = time::Duration::seconds(600);
         }
     })
     .await;

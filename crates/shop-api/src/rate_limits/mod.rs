@@ -7,6 +7,9 @@
 //! calls to the store go through a circuit breaker (`redis`), so an outage costs one timeout per
 //! call only until the breaker opens. While the store cannot answer, rate limits fail open or
 //! closed as configured, and the lockout falls back to this instance's own counters.
+//!
+//! Each limit is a [`RateLimitScope`]; `scope.rs` is their one table (names, default quotas),
+//! `settings.rs` the configuration section they are read from.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -29,57 +32,11 @@ use crate::error::ApiError;
 use crate::middleware::is_health_check;
 use crate::state::AppState;
 
-/// Limits as configured.
-#[derive(Debug, Clone)]
-pub struct RateLimitSettings {
-    /// Off only for load tests; a warning is logged at startup.
-    pub enabled: bool,
-    /// Peers whose `X-Forwarded-For` is believed (load balancers, the gateway).
-    pub trusted_proxies: Vec<IpNet>,
-    pub per_ip: Quota,
-    pub anonymous: Quota,
-    pub customer: Quota,
-    pub staff: Quota,
-    pub api_token: Quota,
-    pub login_per_ip: Quota,
-    pub signup_per_ip: Quota,
-    /// Requests that send mail, per client address and per address mailed.
-    pub mail_per_ip: Quota,
-    pub mail_per_account: Quota,
-    /// Uses of mailed tokens per client address (guessing tokens is like guessing passwords).
-    pub token_per_ip: Quota,
-    /// Failed logins for one account within `lockout_window` that lock it.
-    pub lockout_failures: u32,
-    pub lockout_window: Duration,
-    /// How long a locked account refuses logins, even with the right password.
-    pub lockout_duration: Duration,
-    /// Failed logins per minute, all accounts together, above which the alert gauge is raised.
-    pub failed_login_alert_per_minute: u32,
-}
+mod scope;
+mod settings;
 
-impl Default for RateLimitSettings {
-    fn default() -> Self {
-        let minute = Duration::from_secs(60);
-        Self {
-            enabled: true,
-            trusted_proxies: Vec::new(),
-            per_ip: Quota::new(600, minute),
-            anonymous: Quota::new(300, minute),
-            customer: Quota::new(600, minute),
-            staff: Quota::new(1_200, minute),
-            api_token: Quota::new(1_200, minute),
-            login_per_ip: Quota::new(10, minute),
-            signup_per_ip: Quota::new(20, Duration::from_secs(3_600)),
-            mail_per_ip: Quota::new(10, Duration::from_secs(3_600)),
-            mail_per_account: Quota::new(3, Duration::from_secs(3_600)),
-            token_per_ip: Quota::new(10, minute),
-            lockout_failures: 5,
-            lockout_window: Duration::from_secs(900),
-            lockout_duration: Duration::from_secs(900),
-            failed_login_alert_per_minute: 100,
-        }
-    }
-}
+pub use scope::{PerScope, RateLimitScope};
+pub use settings::RateLimitSettings;
 
 /// Who a principal limit applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,6 +50,26 @@ impl std::fmt::Display for Principal {
         match self {
             Self::User(id) => write!(f, "user:{id}"),
             Self::Token(id) => write!(f, "token:{id}"),
+        }
+    }
+}
+
+/// What a limiter counts by: a client address, a principal, or a hashed mailed address. Its
+/// text is the key in the shared store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum LimitKey {
+    Ip(IpAddr),
+    Principal(Principal),
+    /// The SHA-256 of the normalised address, like the shared lockout's key.
+    Account(String),
+}
+
+impl std::fmt::Display for LimitKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ip(ip) => ip.fmt(f),
+            Self::Principal(principal) => principal.fmt(f),
+            Self::Account(hash) => f.write_str(hash),
         }
     }
 }
@@ -133,22 +110,15 @@ impl SharedLimits {
 /// gauge is per instance (Prometheus sums instances).
 pub struct RateLimiters {
     settings: RateLimitSettings,
+    /// `settings.trusted_proxies`, parsed.
+    trusted_proxies: Vec<IpNet>,
     clock: Arc<dyn Clock>,
     shared: Option<SharedLimits>,
     started: std::time::Instant,
     /// When a shared-store failure was last logged (seconds since start), to log at most every 10 s.
     last_failure_logged: std::sync::atomic::AtomicU64,
-    per_ip: KeyedLimiter<IpAddr>,
-    anonymous: KeyedLimiter<IpAddr>,
-    customer: KeyedLimiter<Principal>,
-    staff: KeyedLimiter<Principal>,
-    api_token: KeyedLimiter<Principal>,
-    login_per_ip: KeyedLimiter<IpAddr>,
-    signup_per_ip: KeyedLimiter<IpAddr>,
-    mail_per_ip: KeyedLimiter<IpAddr>,
-    /// Keyed by the SHA-256 of the normalised address, like the shared lockout.
-    mail_per_account: KeyedLimiter<String>,
-    token_per_ip: KeyedLimiter<IpAddr>,
+    /// The local GCRA limiter of each scope.
+    limiters: PerScope<KeyedLimiter<LimitKey>>,
     login_failures: SlidingWindowCounter<String>,
     /// Accounts locked until the given instant, keyed by normalised email.
     locked: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -156,21 +126,26 @@ pub struct RateLimiters {
 }
 
 impl RateLimiters {
-    pub fn new(settings: RateLimitSettings, clock: Arc<dyn Clock>, shared: Option<SharedLimits>) -> Self {
-        Self {
+    /// Fails only when a trusted proxy is neither an address nor a range (which
+    /// [`RateLimitSettings::validate`] reports first).
+    pub fn new(
+        mut settings: RateLimitSettings,
+        clock: Arc<dyn Clock>,
+        shared: Option<SharedLimits>,
+    ) -> Result<Self, String> {
+        let trusted_proxies = settings.trusted_proxy_nets()?;
+        // Quotas come as written (a 0 stays for validation to refuse); limiters need a count and
+        // a period that `Quota::new` keeps positive.
+        settings.quotas = PerScope::from_fn(|scope| {
+            let quota = settings.quotas[scope];
+            Quota::new(quota.count, quota.period)
+        });
+        Ok(Self {
             started: clock.now(),
             shared,
             last_failure_logged: std::sync::atomic::AtomicU64::new(0),
-            per_ip: KeyedLimiter::new(settings.per_ip, Arc::clone(&clock)),
-            anonymous: KeyedLimiter::new(settings.anonymous, Arc::clone(&clock)),
-            customer: KeyedLimiter::new(settings.customer, Arc::clone(&clock)),
-            staff: KeyedLimiter::new(settings.staff, Arc::clone(&clock)),
-            api_token: KeyedLimiter::new(settings.api_token, Arc::clone(&clock)),
-            login_per_ip: KeyedLimiter::new(settings.login_per_ip, Arc::clone(&clock)),
-            signup_per_ip: KeyedLimiter::new(settings.signup_per_ip, Arc::clone(&clock)),
-            mail_per_ip: KeyedLimiter::new(settings.mail_per_ip, Arc::clone(&clock)),
-            mail_per_account: KeyedLimiter::new(settings.mail_per_account, Arc::clone(&clock)),
-            token_per_ip: KeyedLimiter::new(settings.token_per_ip, Arc::clone(&clock)),
+            limiters: PerScope::from_fn(|scope| KeyedLimiter::new(settings.quotas[scope], Arc::clone(&clock))),
+            trusted_proxies,
             login_failures: SlidingWindowCounter::new(
                 settings.lockout_failures,
                 settings.lockout_window,
@@ -184,11 +159,16 @@ impl RateLimiters {
             ),
             clock,
             settings,
-        }
+        })
     }
 
     pub fn settings(&self) -> &RateLimitSettings {
         &self.settings
+    }
+
+    /// The ranges whose `X-Forwarded-For` is believed (a plain address as a one-address range).
+    pub fn trusted_proxies(&self) -> &[IpNet] {
+        &self.trusted_proxies
     }
 
     /// The shared store, when limits are shared.
@@ -203,25 +183,16 @@ impl RateLimiters {
         locked.retain(|_, until| *until > now);
         locked.shrink_to_fit();
         locked.len()
-            + self.per_ip.purge_idle()
-            + self.anonymous.purge_idle()
-            + self.customer.purge_idle()
-            + self.staff.purge_idle()
-            + self.api_token.purge_idle()
-            + self.login_per_ip.purge_idle()
-            + self.signup_per_ip.purge_idle()
-            + self.mail_per_ip.purge_idle()
-            + self.mail_per_account.purge_idle()
-            + self.token_per_ip.purge_idle()
+            + self.limiters.values().map(KeyedLimiter::purge_idle).sum::<usize>()
             + self.login_failures.purge_idle()
             + self.failed_logins.purge_idle()
     }
 
-    fn verdict(&self, scope: &'static str, limiter_quota: Quota, decision: Decision) -> Result<(), ApiError> {
+    fn verdict(&self, scope: RateLimitScope, limiter_quota: Quota, decision: Decision) -> Result<(), ApiError> {
         match decision {
             Decision::Allowed { .. } => Ok(()),
             Decision::Limited { retry_after, limit } => {
-                metrics::counter!("http_requests_rate_limited_total", "scope" => scope).increment(1);
+                metrics::counter!("http_requests_rate_limited_total", "scope" => scope.as_str()).increment(1);
                 Err(ApiError::RateLimited {
                     detail: "too many requests; slow down",
                     retry_after,
@@ -233,18 +204,12 @@ impl RateLimiters {
     }
 
     /// One GCRA decision: in the shared store when configured (with its failure mode), else here.
-    async fn gcra<K: std::hash::Hash + Eq + Clone + std::fmt::Display>(
-        &self,
-        scope: &'static str,
-        quota: Quota,
-        local: &KeyedLimiter<K>,
-        key: &K,
-    ) -> Result<(), ApiError> {
+    async fn gcra(&self, scope: RateLimitScope, key: LimitKey) -> Result<(), ApiError> {
+        let quota = self.settings.quotas[scope];
         let Some(shared) = &self.shared else {
-            return self.verdict(scope, quota, local.check(key));
+            return self.verdict(scope, quota, self.limiters[scope].check(&key));
         };
-        let key = key.to_string();
-        match shared.call(shared.limiter.check(scope, &key, quota)).await {
+        match shared.call(shared.limiter.check(scope.as_str(), &key.to_string(), quota)).await {
             Ok(decision) => self.verdict(scope, quota, decision),
             Err(error) => {
                 self.shared_failed(shared, &error);
@@ -293,26 +258,25 @@ impl RateLimiters {
     }
 
     async fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
-        self.gcra("ip", self.settings.per_ip, &self.per_ip, &ip).await
+        self.gcra(RateLimitScope::PerIp, LimitKey::Ip(ip)).await
     }
 
     /// The principal limit by tier; anonymous requests are counted per IP.
     async fn check_principal(&self, caller: Option<&Caller>, ip: IpAddr) -> Result<(), ApiError> {
-        let settings = &self.settings;
-        match caller {
-            None => self.gcra("anonymous", settings.anonymous, &self.anonymous, &ip).await,
-            Some(caller) => match caller.method {
-                AuthMethod::ApiToken { token_id } => {
-                    self.gcra("api_token", settings.api_token, &self.api_token, &Principal::Token(token_id)).await
-                }
-                AuthMethod::Session { .. } if caller.user.role.includes(Role::Staff) => {
-                    self.gcra("staff", settings.staff, &self.staff, &Principal::User(caller.user.id)).await
-                }
-                AuthMethod::Session { .. } => {
-                    self.gcra("customer", settings.customer, &self.customer, &Principal::User(caller.user.id)).await
-                }
-            },
-        }
+        let (scope, key) = match caller {
+            None => (RateLimitScope::Anonymous, LimitKey::Ip(ip)),
+            Some(caller) => {
+                let (scope, principal) = match caller.method {
+                    AuthMethod::ApiToken { token_id } => (RateLimitScope::ApiToken, Principal::Token(token_id)),
+                    AuthMethod::Session { .. } if caller.user.role.includes(Role::Staff) => {
+                        (RateLimitScope::Staff, Principal::User(caller.user.id))
+                    }
+                    AuthMethod::Session { .. } => (RateLimitScope::Customer, Principal::User(caller.user.id)),
+                };
+                (scope, LimitKey::Principal(principal))
+            }
+        };
+        self.gcra(scope, key).await
     }
 
     fn lockout_rule(&self) -> LockoutRule {
@@ -328,7 +292,7 @@ impl RateLimiters {
         if !self.settings.enabled {
             return Ok(());
         }
-        self.gcra("login_ip", self.settings.login_per_ip, &self.login_per_ip, &ip).await?;
+        self.gcra(RateLimitScope::LoginPerIp, LimitKey::Ip(ip)).await?;
         let key = account_key(email);
         let shared_lock = match &self.shared {
             None => None,
@@ -432,9 +396,9 @@ impl RateLimiters {
         if !self.settings.enabled {
             return Ok(());
         }
-        self.gcra("mail_ip", self.settings.mail_per_ip, &self.mail_per_ip, &ip).await?;
+        self.gcra(RateLimitScope::MailPerIp, LimitKey::Ip(ip)).await?;
         let account = shared_key(&account_key(email));
-        self.gcra("mail_account", self.settings.mail_per_account, &self.mail_per_account, &account).await
+        self.gcra(RateLimitScope::MailPerAccount, LimitKey::Account(account)).await
     }
 
     /// Before using a mailed token (reset, verification): per client address.
@@ -442,7 +406,7 @@ impl RateLimiters {
         if !self.settings.enabled {
             return Ok(());
         }
-        self.gcra("token_ip", self.settings.token_per_ip, &self.token_per_ip, &ip).await
+        self.gcra(RateLimitScope::TokenPerIp, LimitKey::Ip(ip)).await
     }
 
     /// Before starting or completing a sign-in with an external provider: the per-IP login limit.
@@ -450,7 +414,7 @@ impl RateLimiters {
         if !self.settings.enabled {
             return Ok(());
         }
-        self.gcra("login_ip", self.settings.login_per_ip, &self.login_per_ip, &ip).await
+        self.gcra(RateLimitScope::LoginPerIp, LimitKey::Ip(ip)).await
     }
 
     /// Before creating an account: the per-IP sign-up limit.
@@ -458,7 +422,7 @@ impl RateLimiters {
         if !self.settings.enabled {
             return Ok(());
         }
-        self.gcra("signup_ip", self.settings.signup_per_ip, &self.signup_per_ip, &ip).await
+        self.gcra(RateLimitScope::SignupPerIp, LimitKey::Ip(ip)).await
     }
 
     /// The client's address: the peer, or — only when the peer is a trusted proxy — the
@@ -486,7 +450,7 @@ impl RateLimiters {
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.settings.trusted_proxies.iter().any(|net| net.contains(&ip))
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 }
 
@@ -553,10 +517,11 @@ mod tests {
 
     fn limiters(trusted: &[&str]) -> RateLimiters {
         let settings = RateLimitSettings {
-            trusted_proxies: trusted.iter().map(|net| net.parse().unwrap_or_else(|e| panic!("{e}"))).collect(),
+            trusted_proxies: trusted.iter().map(|net| (*net).to_owned()).collect(),
             ..RateLimitSettings::default()
         };
         RateLimiters::new(settings, Arc::new(resilience::ManualClock::default()), None)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn forwarded(value: &'static str) -> HeaderMap {

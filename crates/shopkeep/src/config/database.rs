@@ -1,0 +1,126 @@
+//! The `database` and `redis` sections: the SQL store the URL selects, its pool, and the
+//! optional Redis that instances share.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::secret::{Secret, read_secret_file, redacted_url, serialize_optional_redacted_url, serialize_redacted_url};
+use super::{Validate, check_ranges};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (embedded) or `postgres://user:password@host/db`. Secret.
+    #[serde(serialize_with = "serialize_redacted_url")]
+    pub url: Secret,
+    /// A file holding the URL (container secrets); replaces `url`.
+    pub url_file: Option<PathBuf>,
+    pub max_connections: u32,
+    /// PostgreSQL: connections kept open when idle.
+    pub min_connections: u32,
+    pub acquire_timeout_secs: u64,
+    /// PostgreSQL: the server cancels statements running longer than this.
+    pub statement_timeout_secs: u64,
+    /// SQLite: how long a statement waits for another connection's lock.
+    pub busy_timeout_secs: u64,
+    /// Apply pending migrations when `serve` starts. Default: on for SQLite, off for PostgreSQL.
+    pub migrate_on_start: Option<bool>,
+    /// PostgreSQL behind PgBouncer (transaction mode): no prepared-statement cache.
+    pub pgbouncer: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("sqlite://data/shopkeep.db"),
+            url_file: None,
+            max_connections: 10,
+            min_connections: 0,
+            acquire_timeout_secs: 5,
+            statement_timeout_secs: 10,
+            busy_timeout_secs: 5,
+            migrate_on_start: None,
+            pgbouncer: false,
+        }
+    }
+}
+
+/// Which database backend a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl DatabaseConfig {
+    /// The backend the URL selects.
+    pub fn backend(&self) -> Result<Backend, String> {
+        let url = self.url.expose();
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(format!("{} must start with sqlite:, postgres:// or postgresql://", redacted_url(url)))
+        }
+    }
+
+    pub(super) fn read_secret_files(&mut self, problems: &mut Vec<String>) {
+        if let Some(url) = read_secret_file(self.url_file.as_deref(), "database.url_file", problems) {
+            self.url = url;
+        }
+    }
+}
+
+impl Validate for DatabaseConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        check_ranges(
+            problems,
+            [
+                ("database.max_connections", u64::from(self.max_connections), 1..=1_000),
+                ("database.acquire_timeout_secs", self.acquire_timeout_secs, 1..=300),
+                ("database.statement_timeout_secs", self.statement_timeout_secs, 1..=3_600),
+                ("database.busy_timeout_secs", self.busy_timeout_secs, 1..=300),
+            ],
+        );
+        if let Err(problem) = self.backend() {
+            problems.push(format!("database.url: {problem}"));
+        }
+        if self.min_connections > self.max_connections {
+            problems.push("database.min_connections: must not exceed database.max_connections".into());
+        }
+    }
+}
+
+/// Redis, when shops run several instances: shared rate limits (more to come).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; unset (the embedded default) keeps everything in process. Secret.
+    #[serde(serialize_with = "serialize_optional_redacted_url")]
+    pub url: Option<Secret>,
+    /// Each Redis command must answer within this.
+    pub timeout_ms: u64,
+    /// Prefix of every key, so several shops can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: None, timeout_ms: 200, key_prefix: "shopkeep".into() }
+    }
+}
+
+impl Validate for RedisConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if let Some(url) = &self.url
+            && !(url.expose().starts_with("redis://") || url.expose().starts_with("redis+unix://"))
+        {
+            problems.push(format!("redis.url: {} must start with redis://", redacted_url(url.expose())));
+        }
+        if !(1..=60_000).contains(&self.timeout_ms) {
+            problems.push("redis.timeout_ms: must be between 1 and 60000".into());
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The `server`, `http`, `admin` and `log` sections: the listeners, the public HTTP stack, the
+//! admin token and logging.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::secret::{Secret, read_secret_file};
+use super::{Validate, check_ranges};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Public API listener.
+    pub listen: String,
+    /// Admin listener (health, metrics); keep it on loopback or set `admin.token`.
+    pub admin_listen: String,
+    /// How long in-flight requests may run after a shutdown signal before being cut off.
+    pub shutdown_timeout_secs: u64,
+    /// How long to keep answering (with readiness 503) before closing the listener, so load
+    /// balancers notice the instance is leaving. 0 closes at once.
+    pub drain_delay_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9090".into(),
+            shutdown_timeout_secs: 30,
+            drain_delay_secs: 0,
+        }
+    }
+}
+
+impl Validate for ServerConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        let listen = parse_address("server.listen", &self.listen, problems);
+        let admin_listen = parse_address("server.admin_listen", &self.admin_listen, problems);
+        if let (Some(listen), Some(admin)) = (listen, admin_listen)
+            && listen == admin
+            && listen.port() != 0
+        {
+            problems.push("server.admin_listen: must differ from server.listen".into());
+        }
+        if self.shutdown_timeout_secs == 0 || self.shutdown_timeout_secs > 3_600 {
+            problems.push("server.shutdown_timeout_secs: must be between 1 and 3600".into());
+        }
+        if self.drain_delay_secs > 300 {
+            problems.push("server.drain_delay_secs: must be at most 300".into());
+        }
+    }
+}
+
+fn parse_address(name: &str, raw: &str, problems: &mut Vec<String>) -> Option<SocketAddr> {
+    match raw.parse::<SocketAddr>() {
+        Ok(address) => Some(address),
+        Err(_) => {
+            problems.push(format!("{name}: {raw:?} is not an address like 127.0.0.1:8080"));
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Browser origins allowed by CORS and the Origin check, e.g. `https://shop.example`.
+    pub allowed_origins: Vec<String>,
+    pub cors_max_age_secs: u64,
+    pub body_limit_bytes: usize,
+    pub request_timeout_secs: u64,
+    /// Requests served at once; beyond this, 503 + `Retry-After`. With `adaptive_concurrency`,
+    /// the upper bound of the adaptive limit.
+    pub max_in_flight: usize,
+    /// Let the in-flight limit follow latency (gradient style) between `min_in_flight` and
+    /// `max_in_flight`, instead of staying at `max_in_flight`.
+    pub adaptive_concurrency: bool,
+    /// The lower bound of the adaptive limit.
+    pub min_in_flight: usize,
+    /// Served over HTTPS (TLS terminated here or by a proxy): Secure `__Host-` cookie, HSTS.
+    pub https: bool,
+    /// `Cache-Control: max-age` of public catalog reads.
+    pub catalog_max_age_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            cors_max_age_secs: 86_400,
+            body_limit_bytes: 64 * 1024,
+            request_timeout_secs: 15,
+            max_in_flight: 512,
+            adaptive_concurrency: false,
+            min_in_flight: 8,
+            https: false,
+            catalog_max_age_secs: 60,
+        }
+    }
+}
+
+impl Validate for HttpConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        for origin in &self.allowed_origins {
+            if !is_origin(origin) {
+                problems.push(format!(
+                    "http.allowed_origins: {origin:?} is not an origin like https://shop.example (scheme, host, optional port; no path; no *)"
+                ));
+            }
+        }
+        if !(1_024..=64 * 1024 * 1024).contains(&self.body_limit_bytes) {
+            problems.push("http.body_limit_bytes: must be between 1024 and 67108864".into());
+        }
+        if self.adaptive_concurrency && self.min_in_flight > self.max_in_flight {
+            problems.push("http.min_in_flight: must not exceed http.max_in_flight".into());
+        }
+        if self.request_timeout_secs == 0 || self.request_timeout_secs > 600 {
+            problems.push("http.request_timeout_secs: must be between 1 and 600".into());
+        }
+        check_ranges(
+            problems,
+            [
+                ("http.max_in_flight", self.max_in_flight as u64, 1..=1_000_000),
+                ("http.min_in_flight", self.min_in_flight as u64, 1..=1_000_000),
+                ("http.cors_max_age_secs", self.cors_max_age_secs, 0..=86_400),
+                ("http.catalog_max_age_secs", self.catalog_max_age_secs, 0..=31_536_000),
+            ],
+        );
+    }
+}
+
+fn is_origin(raw: &str) -> bool {
+    match url::Url::parse(raw) {
+        Ok(url) => {
+            matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some()
+                && (url.path() == "/" || url.path().is_empty())
+                && !raw.ends_with('/')
+                && url.query().is_none()
+                && url.username().is_empty()
+        }
+        Err(_) => false,
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token for `/metrics` and `/admin/*` on the admin listener. Secret.
+    pub token: Option<Secret>,
+    /// A file holding the token; replaces `token`.
+    pub token_file: Option<PathBuf>,
+}
+
+impl AdminConfig {
+    pub(super) fn read_secret_files(&mut self, problems: &mut Vec<String>) {
+        if let Some(token) = read_secret_file(self.token_file.as_deref(), "admin.token_file", problems) {
+            self.token = Some(token);
+        }
+    }
+}
+
+impl Validate for AdminConfig {
+    /// Whether a token is required depends on `server.admin_listen`: [`super::Config`] checks that.
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.token.as_ref().is_some_and(|token| token.expose().len() < 16) {
+            problems.push("admin.token: must be at least 16 characters".into());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `shopkeep=debug,info`…
+    pub level: String,
+    /// `json` (one object per line) or `human`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: "json".into() }
+    }
+}
+
+impl Validate for LogConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if !matches!(self.format.as_str(), "json" | "human") {
+            problems.push(format!("log.format: {:?} must be json or human", self.format));
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.level) {
+            problems.push(format!("log.level: {:?} is not a valid filter: {error}", self.level));
+        }
+    }
+}
