@@ -4,33 +4,121 @@
 # on a release build, for SQLite and PostgreSQL, with the stability stack on (rate limits
 # deciding every request, with quotas too large to refuse any) and, for the products list,
 # again with rate limits off — the cost of protection. Also reports the time from process
-# start to ready and the idle RSS. Prints a table; never asserts.
+# start to ready and the idle RSS. Prints a table; never asserts (except in smoke mode).
 #
 #   bench/catalog.sh                      # both backends, 64 connections, 20 s each
 #   BACKENDS=sqlite DURATION=10s bench/catalog.sh
+#   SMOKE=1 bench/catalog.sh              # scripts/test: 50 products, 8 connections, 1 s, debug
+#                                         # build; fails unless every request answered 2xx
+#   PROFILE=debug bench/catalog.sh        # any run on target/debug (figures mean little)
+#
+# The staff user signs in as a person would: the default configuration challenges a staff
+# sign-in from a new device (202, a confirmation link mailed), so the script reads the link
+# from the mail outbox (`shopkeep admin mail list`; no SMTP is configured here), confirms it
+# (POST /login-challenges/confirm) and signs in again from the now known device (its cookie).
 #
 # On 2 cores the server is pinned to core 0 and wrk to core 1 (TOOLING.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SMOKE=${SMOKE:-0}
+if [ "$SMOKE" = 1 ]; then
+    DURATION=${DURATION:-1s}
+    CONNECTIONS=${CONNECTIONS:-8}
+    PRODUCTS=${PRODUCTS:-50}
+    IDLE_SECONDS=${IDLE_SECONDS:-0.2}
+    PROFILE=${PROFILE:-debug}
+fi
 DURATION=${DURATION:-20s}
 CONNECTIONS=${CONNECTIONS:-64}
 PRODUCTS=${PRODUCTS:-10000}
+IDLE_SECONDS=${IDLE_SECONDS:-2}
+PROFILE=${PROFILE:-release}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
 POSTGRES_SERVER=${SHOPKEEP_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PASSWORD="benchmark password 1234"
+API=http://127.0.0.1:18080/api/v1
 
+case $PROFILE in
+    release) cargo_profile=(--release) ;;
+    debug) cargo_profile=() ;;
+    *) echo "error: PROFILE is release or debug, not $PROFILE" >&2; exit 1 ;;
+esac
 if ! command -v wrk >/dev/null 2>&1; then
     echo "installing wrk (Debian package)" >&2
     (apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y wrk >/dev/null)) \
         || { echo "error: wrk is required and could not be installed" >&2; exit 1; }
 fi
-cargo build --release --locked -p shopkeep >&2
-binary=target/release/shopkeep
+cargo build "${cargo_profile[@]}" --locked -p shopkeep >&2
+binary=target/$PROFILE/shopkeep
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+cleanup() {
+    kill $(jobs -p) 2>/dev/null || true
+    wait 2>/dev/null || true
+    if [[ " $BACKENDS " == *" postgres "* ]]; then
+        psql "$POSTGRES_SERVER" -qc "drop database if exists shopkeep_bench_$$ with (force)" >/dev/null 2>&1 || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
 cores=$(nproc)
 server_cpu=0; client_cpu=$(( cores > 1 ? 1 : 0 ))
+
+# Waits for the server ($1: pid, $2: its log) to be ready; fails if it exits or takes a minute.
+wait_ready() {
+    local deadline=$(( $(date +%s) + 60 ))
+    until curl -fs -o /dev/null http://127.0.0.1:18080/health/ready; do
+        if ! kill -0 "$1" 2>/dev/null || [ "$(date +%s)" -gt "$deadline" ]; then
+            echo "error: the server did not become ready; its log:" >&2
+            cat "$2" >&2
+            exit 1
+        fi
+        sleep 0.005
+    done
+}
+
+# Signs the staff user in with the cookie jar $cookie (its device cookie included); prints the
+# HTTP status, keeps the body in $work/login.json.
+sign_in() {
+    curl -s -o "$work/login.json" -w '%{http_code}' -b "$cookie" -c "$cookie" -H 'content-type: application/json' \
+        -d "{\"email\":\"bench@example.com\",\"password\":\"$PASSWORD\"}" "$API/sessions"
+}
+
+# Waits (up to 30 s) for the login confirmation mail and prints the token of its link.
+mailed_login_token() {
+    local deadline=$(( $(date +%s) + 30 )) outbox token
+    while :; do
+        outbox=$("$binary" admin mail list --limit 10 2>&1) || { echo "$outbox" >&2; return 1; }
+        token=$(grep -o 'confirm-login?token=[A-Za-z0-9_-]*' <<<"$outbox" | head -n 1 | cut -d= -f2) || true
+        if [ -n "$token" ]; then
+            echo "$token"
+            return 0
+        fi
+        if [ "$(date +%s)" -gt "$deadline" ]; then
+            echo "error: no login confirmation mail in the outbox after 30 s (is SMTP configured?):" >&2
+            echo "$outbox" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# The staff user's session: signs in; a new-device challenge (202) is confirmed with the
+# mailed link, then the same device signs in again.
+staff_session() {
+    local status token
+    status=$(sign_in)
+    if [ "$status" = 202 ]; then
+        token=$(mailed_login_token)
+        curl -fsS -o /dev/null -H 'content-type: application/json' -d "{\"token\":\"$token\"}" \
+            "$API/login-challenges/confirm"
+        status=$(sign_in)
+    fi
+    if [ "$status" != 201 ]; then
+        echo "error: the staff sign-in answered $status: $(cat "$work/login.json")" >&2
+        exit 1
+    fi
+}
 
 results=()
 for backend in $BACKENDS; do
@@ -50,23 +138,28 @@ for backend in $BACKENDS; do
     start_ns=$(date +%s%N)
     taskset -c $server_cpu "$binary" serve --listen 127.0.0.1:18080 --admin-listen 127.0.0.1:19090 >"$work/$backend.log" 2>&1 &
     pid=$!
-    until curl -fs -o /dev/null http://127.0.0.1:18080/health/ready; do sleep 0.005; done
+    wait_ready $pid "$work/$backend.log"
     ready_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
 
-    cookie="$work/cookie"
-    curl -fs -c "$cookie" -H 'content-type: application/json' \
-        -d "{\"email\":\"bench@example.com\",\"password\":\"$PASSWORD\"}" http://127.0.0.1:18080/api/v1/sessions >/dev/null
-    token=$(curl -fs -b "$cookie" -H 'content-type: application/json' -d '{"name":"bench"}' \
-        http://127.0.0.1:18080/api/v1/api-tokens | sed -E 's/.*"tokenSecret":"([^"]+)".*/\1/')
-    category=$(curl -fs -H "authorization: Bearer $token" -H 'content-type: application/json' \
-        -d '{"name":"Bench"}' http://127.0.0.1:18080/api/v1/categories | sed -E 's/.*"id":"([^"]+)".*/\1/')
+    cookie="$work/cookie-$backend"
+    : >"$cookie"
+    staff_session
+    token=$(curl -fsS -b "$cookie" -H 'content-type: application/json' -d '{"name":"bench"}' \
+        "$API/api-tokens" | sed -E 's/.*"tokenSecret":"([^"]+)".*/\1/')
+    category=$(curl -fsS -H "authorization: Bearer $token" -H 'content-type: application/json' \
+        -d '{"name":"Bench"}' "$API/categories" | sed -E 's/.*"id":"([^"]+)".*/\1/')
     seed_start=$(date +%s)
-    seq 1 "$PRODUCTS" | xargs -P 16 -I{} curl -fs -o /dev/null -H "authorization: Bearer $token" \
+    seq 1 "$PRODUCTS" | xargs -P 16 -I{} curl -fsS -o /dev/null -H "authorization: Bearer $token" \
         -H 'content-type: application/json' \
         -d "{\"name\":\"Product {}\",\"price\":\"$(( RANDOM % 100 )).99\",\"currency\":\"EUR\",\"stock\":{},\"categoryId\":\"$category\"}" \
-        http://127.0.0.1:18080/api/v1/products
+        "$API/products"
     seed_s=$(( $(date +%s) - seed_start ))
-    sleep 2
+    listed=$(curl -fsS "$API/products?limit=1" | sed -E 's/.*"total":([0-9]+).*/\1/')
+    if [ "$listed" != "$PRODUCTS" ]; then
+        echo "error: $PRODUCTS products seeded, the storefront lists $listed" >&2
+        exit 1
+    fi
+    sleep "$IDLE_SECONDS"
     rss_kib=$(ps -o rss= -p $pid | tr -d ' ')
 
     run_wrk() {
@@ -79,16 +172,16 @@ for backend in $BACKENDS; do
         p50=$(awk '$1=="50%" {print $2}' <<<"$out")
         p99=$(awk '$1=="99%" {print $2}' <<<"$out")
         errors=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-        echo "$rps $p50 $p99 ${errors:-0}"
+        echo "${rps:-none} ${p50:-none} ${p99:-none} ${errors:-0}"
     }
-    products=$(parse "$(run_wrk 'http://127.0.0.1:18080/api/v1/products?limit=20')")
+    products=$(parse "$(run_wrk "$API/products?limit=20")")
     live=$(parse "$(run_wrk 'http://127.0.0.1:18080/health/live')")
     kill -TERM $pid; wait $pid || true
     SHOPKEEP_RATE_LIMITS__ENABLED=false taskset -c $server_cpu "$binary" serve --listen 127.0.0.1:18080 \
         --admin-listen 127.0.0.1:19090 >>"$work/$backend.log" 2>&1 &
     pid=$!
-    until curl -fs -o /dev/null http://127.0.0.1:18080/health/ready; do sleep 0.005; done
-    unlimited=$(parse "$(run_wrk 'http://127.0.0.1:18080/api/v1/products?limit=20')")
+    wait_ready $pid "$work/$backend.log"
+    unlimited=$(parse "$(run_wrk "$API/products?limit=20")")
     kill -TERM $pid; wait $pid || true
     results+=("$backend products?limit=20 $products $ready_ms $rss_kib $seed_s")
     results+=("$backend products,limits-off $unlimited $ready_ms $rss_kib $seed_s")
@@ -99,12 +192,19 @@ for backend in $BACKENDS; do
     rm -f "$work"/bench.db*
 done
 
-printf '\nwrk -t1 -c%s -d%s, %s products, release build, server on cpu %s, wrk on cpu %s\n\n' \
-    "$CONNECTIONS" "$DURATION" "$PRODUCTS" "$server_cpu" "$client_cpu"
+printf '\nwrk -t1 -c%s -d%s, %s products, %s build, server on cpu %s, wrk on cpu %s\n\n' \
+    "$CONNECTIONS" "$DURATION" "$PRODUCTS" "$PROFILE" "$server_cpu" "$client_cpu"
 printf '| %-8s | %-20s | %10s | %9s | %9s | %8s | %14s | %13s |\n' backend endpoint "req/s" p50 p99 non-2xx "start→ready ms" "idle RSS MiB"
 printf '|%s|\n' "----------|----------------------|------------|-----------|-----------|----------|----------------|---------------"
+failed=0
 for row in "${results[@]}"; do
     read -r backend endpoint rps p50 p99 errors ready rss seed <<<"$row"
     printf '| %-8s | %-20s | %10s | %9s | %9s | %8s | %14s | %13s |\n' \
         "$backend" "$endpoint" "$rps" "$p50" "$p99" "$errors" "$ready" "$(( rss / 1024 ))"
+    # Smoke mode checks that the benchmark measured what it says: answers, all of them 2xx.
+    if [ "$SMOKE" = 1 ] && { [ "$errors" != 0 ] || ! awk -v rps="$rps" 'BEGIN { exit !(rps + 0 > 0) }'; }; then
+        echo "error: $backend $endpoint: $rps req/s, $errors non-2xx answers" >&2
+        failed=1
+    fi
 done
+exit $failed

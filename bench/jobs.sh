@@ -14,11 +14,22 @@
 #   bench/jobs.sh                                  # both backends, 100,000 jobs, C = 8 and 32
 #   BACKENDS=sqlite JOBS=10000 CONCURRENCIES=8 bench/jobs.sh
 #   POLL_COMPARISON=0 bench/jobs.sh                # skip the 1000 ms / LISTEN latency rows
+#   SMOKE=1 bench/jobs.sh                          # scripts/test: 200 jobs, C = 8, 1 s of 50
+#                                                  # jobs/s, every row, debug build
+#   PROFILE=debug bench/jobs.sh                    # any run on target/debug (figures mean little)
 #
 # The benchmark and PostgreSQL share the machine; on 2 cores they compete for CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SMOKE=${SMOKE:-0}
+if [ "$SMOKE" = 1 ]; then
+    JOBS=${JOBS:-200}
+    CONCURRENCIES=${CONCURRENCIES:-8}
+    RATE=${RATE:-50}
+    LATENCY_SECONDS=${LATENCY_SECONDS:-1}
+    PROFILE=${PROFILE:-debug}
+fi
 JOBS=${JOBS:-100000}
 CONCURRENCIES=${CONCURRENCIES:-"8 32"}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
@@ -26,15 +37,21 @@ ENQUEUERS=${ENQUEUERS:-16}
 RATE=${RATE:-200}
 LATENCY_SECONDS=${LATENCY_SECONDS:-5}
 POLL_COMPARISON=${POLL_COMPARISON:-1}
+PROFILE=${PROFILE:-release}
 export SHOPKEEP_TEST_POSTGRES_URL=${SHOPKEEP_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 
+case $PROFILE in
+    release) cargo_profile=(--release) ;;
+    debug) cargo_profile=() ;;
+    *) echo "error: PROFILE is release or debug, not $PROFILE" >&2; exit 1 ;;
+esac
 if ! command -v jq >/dev/null 2>&1; then
     echo "installing jq (Debian package)" >&2
     (apt-get install -y jq >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y jq >/dev/null)) \
         || { echo "error: jq is required and could not be installed" >&2; exit 1; }
 fi
-cargo build --release --locked -p worker --example throughput >&2
-binary=target/release/examples/throughput
+cargo build "${cargo_profile[@]}" --locked -p worker --example throughput >&2
+binary=target/$PROFILE/examples/throughput
 results=$(mktemp)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 trap 'rm -f "$results"' EXIT
@@ -80,8 +97,8 @@ table=$(jq -rs '
         end)
     | .rows[] | "| " + join(" | ") + " |"' "$results")
 
-printf '\nrelease build, %s cores (load average %s before, %s after), %s enqueuers, latency: %s jobs/s for %s s, no-op handler\n\n' \
-    "$(nproc)" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" "$ENQUEUERS" "$RATE" "$LATENCY_SECONDS"
+printf '\n%s build, %s cores (load average %s before, %s after), %s enqueuers, latency: %s jobs/s for %s s, no-op handler\n\n' \
+    "$PROFILE" "$(nproc)" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" "$ENQUEUERS" "$RATE" "$LATENCY_SECONDS"
 echo '| backend | C | batch | enqueue jobs/s | jobs drained | drain s | drain jobs/s | latency poll | latency jobs/s | enqueue→start p50 ms | p99 ms | max ms |'
 echo '|---|---|---|---|---|---|---|---|---|---|---|---|'
 echo "$table"
