@@ -29,8 +29,3 @@ pub fn public_router(state: AppState) -> Result<Router, String> {
     let (routes, document) = routes::api_routes(state.clone())?;
     middleware::stack(routes, &document, state)
 }
-
-/// An order as `GET /api/v1/orders/{id}` shows it, for webhook payloads (`data.order`).
-pub fn order_json(order: shop::orders::Order) -> Result<serde_json::Value, serde_json::Error> {
-    serde_json::to_value(wire::OrderBody::from(order))
-}

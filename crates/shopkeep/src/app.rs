@@ -181,8 +181,8 @@ pub fn webhook_clients(
     config: &Config,
     breakers: &resilience::BreakerRegistry,
     clock: Arc<dyn resilience::Clock>,
-) -> Arc<crate::webhooks::WebhookClients> {
-    Arc::new(crate::webhooks::WebhookClients::new(
+) -> Arc<dyn shop::webhooks::WebhookSender> {
+    Arc::new(webhooks::WebhookClients::new(
         breakers.clone(),
         clock,
         Duration::from_secs(config.webhooks.timeout_secs),
@@ -329,7 +329,7 @@ impl Application {
                 accounts.clone(),
                 orders.clone(),
                 mailer,
-                crate::jobs::WebhookParts { service: webhooks.clone(), clients: Arc::clone(&webhook_clients) },
+                crate::jobs::WebhookParts { service: webhooks.clone(), sender: Arc::clone(&webhook_clients) },
             )
         });
         Ok(Self {

@@ -37,7 +37,7 @@ pub const RECURRING: [&str; 7] = [
 /// What the worker needs for merchant webhooks.
 pub struct WebhookParts {
     pub service: shop::webhooks::WebhookService,
-    pub clients: Arc<crate::webhooks::WebhookClients>,
+    pub sender: Arc<dyn shop::webhooks::WebhookSender>,
 }
 
 /// `payments.settle`: asks the provider about an order still `pendingPayment` (an unknown
@@ -272,14 +272,14 @@ pub fn build_worker(
     });
     handlers.register_payload(crate::webhooks::DeliverWebhook {
         webhooks: webhooks.service.clone(),
-        clients: Arc::clone(&webhooks.clients),
+        sender: Arc::clone(&webhooks.sender),
         governor: hourly_governor("webhook_auto_disable", config.webhooks.auto_disable_max_per_hour),
     });
     handlers.register(
         PURGE_WEBHOOK_DELIVERIES,
         crate::webhooks::PurgeWebhookDeliveries {
             webhooks: webhooks.service,
-            clients: webhooks.clients,
+            sender: webhooks.sender,
             governor: hourly_governor(PURGE_WEBHOOK_DELIVERIES, 100_000),
         },
     );

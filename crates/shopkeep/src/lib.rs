@@ -104,7 +104,7 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     let mailer = jobs::build_mailer(&config, Arc::clone(&store), &breakers, Arc::new(resilience::MonotonicClock))?;
     let webhooks = jobs::WebhookParts {
         service: app::webhook_service(&config, Arc::clone(&store), clock),
-        clients: app::webhook_clients(&config, &breakers, Arc::new(resilience::MonotonicClock)),
+        sender: app::webhook_clients(&config, &breakers, Arc::new(resilience::MonotonicClock)),
     };
     let worker = jobs::build_worker(&config, Arc::clone(&store), jobs, accounts, orders, mailer, webhooks);
     let waking = CancellationToken::new();

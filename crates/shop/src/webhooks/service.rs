@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use super::event_body::event_body;
 use super::jobs::{DeliverWebhookJob, DispatchWebhooksJob};
 use super::model::{
     DeliveryAttempt, DeliveryQuery, DeliveryState, MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, WebhookDelivery,
@@ -18,7 +18,7 @@ use super::url_rules::{UrlPolicy, parse_endpoint_url};
 use crate::clock::Clock;
 use crate::error::{Conflict, Error, StoreError};
 use crate::jobs::{JobPayload as _, NewJob};
-use crate::orders::OrderStatus;
+use crate::orders::{Order, OrderStatus};
 use crate::pagination::{Page, PageRequest};
 use crate::ports::Store;
 use crate::validation::ValidationErrors;
@@ -235,22 +235,16 @@ impl WebhookService {
         Ok(endpoints.into_iter().filter(|e| e.enabled() && e.subscribes_to(event_type)).collect())
     }
 
-    /// Creates one delivery (and its job) per endpoint for `event`, whose `data` is given;
-    /// an endpoint that already has this event's delivery is skipped, so a re-run is a no-op.
-    /// Returns how many deliveries were created.
+    /// Creates one delivery (and its job) per endpoint for `event` about `order`; an endpoint
+    /// that already has this event's delivery is skipped, so a re-run is a no-op. Returns how
+    /// many deliveries were created.
     pub async fn create_deliveries(
         &self,
         event: &WebhookEvent,
         endpoints: &[WebhookEndpoint],
-        data: serde_json::Value,
+        order: &Order,
     ) -> Result<usize, Error> {
-        let payload = serde_json::json!({
-            "id": event.id.to_string(),
-            "type": event.event_type.as_str(),
-            "createdAt": event.occurred_at.format(&Rfc3339).unwrap_or_default(),
-            "data": data,
-        })
-        .to_string();
+        let payload = event_body(event, order).map_err(|error| Error::Internal(error.into()))?;
         let now = self.clock.now();
         let mut created = 0;
         for endpoint in endpoints {
