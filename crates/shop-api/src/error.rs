@@ -143,6 +143,12 @@ impl From<shop::Error> for ApiError {
             shop::Error::PreconditionFailed => Self::PreconditionFailed,
             shop::Error::RequestInProgress { retry_after_seconds } => Self::InProgress { retry_after_seconds },
             shop::Error::IdempotencyKeyReused => Self::KeyReused,
+            shop::Error::AccountLocked(lock) => Self::RateLimited {
+                detail: "too many failed logins for this account; try again later",
+                retry_after: lock.retry_after,
+                limit: lock.limit,
+                policy: resilience::Quota::new(lock.limit, lock.window).policy_header(),
+            },
             shop::Error::InvalidCredentials => Self::InvalidCredentials,
             shop::Error::Forbidden => Self::Forbidden("your role does not allow this"),
             shop::Error::Unavailable { detail, retry_after_seconds } => {

@@ -92,6 +92,9 @@ pub enum Error {
     /// `retry_after_seconds`.
     #[error("the request with this key is still in progress")]
     RequestInProgress { retry_after_seconds: u32 },
+    /// Too many failed sign-ins locked the account for a while; nothing was checked.
+    #[error("the account is locked after too many failed sign-ins")]
+    AccountLocked(crate::accounts::AccountLock),
     /// The idempotency key was used before with a different request.
     #[error("the idempotency key was used with another request")]
     IdempotencyKeyReused,

@@ -289,6 +289,9 @@ impl Application {
         let rate_limits = RateLimiters::new(config.rate_limits.clone(), Arc::clone(&limiter_clock), shared_limits)
             .map_err(|problem| anyhow::anyhow!("rate_limits.trusted_proxies: {problem}"))?;
         let rate_limits = Arc::new(rate_limits);
+        // Sign-ins count their failures (and lock accounts) in the same limiters, shared
+        // across instances through Redis when it is configured.
+        let accounts = accounts.with_login_throttle(Arc::clone(&rate_limits) as Arc<dyn shop::accounts::LoginThrottle>);
         if !config.rate_limits.enabled {
             tracing::warn!("rate limits are OFF (rate_limits.enabled = false): only for load tests");
         }

@@ -21,8 +21,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use ipnet::IpNet;
 use resilience::{
-    CallOutcome, CircuitBreaker, Clock, Decision, FailureMode, KeyedLimiter, LockoutRule, Quota, SharedLimitError,
-    SharedLimiter, SlidingWindowCounter,
+    CallOutcome, CircuitBreaker, Clock, Decision, FailureMode, KeyedLimiter, Quota, SharedLimitError, SharedLimiter,
+    SlidingWindowCounter,
 };
 use sha2::Digest as _;
 use shop::accounts::{AuthMethod, Caller, Role};
@@ -32,6 +32,7 @@ use crate::error::ApiError;
 use crate::middleware::is_health_check;
 use crate::state::AppState;
 
+mod lockout;
 mod scope;
 mod settings;
 
@@ -279,115 +280,13 @@ impl RateLimiters {
         self.gcra(scope, key).await
     }
 
-    fn lockout_rule(&self) -> LockoutRule {
-        LockoutRule {
-            limit: self.settings.lockout_failures,
-            window: self.settings.lockout_window,
-            lock_for: self.settings.lockout_duration,
-        }
-    }
-
-    /// Before verifying a login: the per-IP login limit and the account lock.
-    pub async fn before_login(&self, ip: IpAddr, email: &str) -> Result<(), ApiError> {
+    /// Before verifying a login: the per-IP login limit. (The account's own lock is the
+    /// domain's: `shop::accounts::LoginThrottle`, implemented in `lockout.rs`.)
+    pub async fn before_login(&self, ip: IpAddr) -> Result<(), ApiError> {
         if !self.settings.enabled {
             return Ok(());
         }
-        self.gcra(RateLimitScope::LoginPerIp, LimitKey::Ip(ip)).await?;
-        let key = account_key(email);
-        let shared_lock = match &self.shared {
-            None => None,
-            Some(shared) => match shared.call(shared.limiter.locked_for(LOCKOUT_SCOPE, &shared_key(&key))).await {
-                Ok(lock) => Some(lock),
-                Err(error) => {
-                    self.shared_failed(shared, &error);
-                    None
-                }
-            },
-        };
-        // Without an answer from the shared store, this instance's own lock still applies.
-        let locked_for = shared_lock.unwrap_or_else(|| self.local_lock(&key));
-        if let Some(left) = locked_for {
-            metrics::counter!("http_requests_rate_limited_total", "scope" => "account_lock").increment(1);
-            return Err(ApiError::RateLimited {
-                detail: "too many failed logins for this account; try again later",
-                retry_after: left,
-                limit: self.settings.lockout_failures,
-                policy: Quota::new(self.settings.lockout_failures, self.settings.lockout_window).policy_header(),
-            });
-        }
-        Ok(())
-    }
-
-    fn local_lock(&self, key: &str) -> Option<Duration> {
-        let now = self.clock.now();
-        let locked = self.locked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        locked.get(key).filter(|until| **until > now).map(|until| until.saturating_duration_since(now))
-    }
-
-    /// After a login attempt: failures count towards the account lock and the global alert.
-    /// The account key is the email as typed (normalised), whether or not an account exists,
-    /// so a lock reveals nothing about which addresses are registered. Returns how long the
-    /// account is locked when this very failure locked it (so its owner can be told once).
-    pub async fn after_login(&self, email: &str, succeeded: bool) -> Option<Duration> {
-        if !self.settings.enabled {
-            return None;
-        }
-        let key = account_key(email);
-        let shared = match &self.shared {
-            None => None,
-            Some(shared) => {
-                let hashed = shared_key(&key);
-                let result = if succeeded {
-                    shared.call(shared.limiter.clear_failures(LOCKOUT_SCOPE, &hashed)).await.map(|()| None)
-                } else {
-                    shared.call(shared.limiter.record_failure(LOCKOUT_SCOPE, &hashed, self.lockout_rule())).await
-                };
-                result.inspect_err(|error| self.shared_failed(shared, error)).ok()
-            }
-        };
-        let locked_now = match shared {
-            Some(locked) => locked,
-            // No shared store, or it did not answer: count here.
-            None => self.record_locally(&key, succeeded).then_some(self.settings.lockout_duration),
-        };
-        if locked_now.is_some() {
-            metrics::counter!("accounts_lockouts_total").increment(1);
-            tracing::warn!(
-                lockoutSecs = self.settings.lockout_duration.as_secs(),
-                "account locked after repeated failed logins"
-            );
-        }
-        if succeeded {
-            return None;
-        }
-        let global = self.failed_logins.record(&());
-        let alarming = global >= f64::from(self.settings.failed_login_alert_per_minute);
-        metrics::gauge!("accounts_failed_logins_per_minute").set(global);
-        metrics::gauge!("accounts_failed_login_alert").set(if alarming { 1.0 } else { 0.0 });
-        if alarming {
-            tracing::warn!(
-                failedLoginsPerMinute = global,
-                "failed logins across all accounts above the alert threshold"
-            );
-        }
-        locked_now
-    }
-
-    /// This instance's lockout bookkeeping; returns whether this failure locked the account.
-    fn record_locally(&self, key: &str, succeeded: bool) -> bool {
-        let key = key.to_owned();
-        if succeeded {
-            self.login_failures.clear(&key);
-            return false;
-        }
-        self.login_failures.record(&key);
-        if !self.login_failures.is_over(&key) {
-            return false;
-        }
-        let until = self.clock.now() + self.settings.lockout_duration;
-        self.locked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key.clone(), until);
-        self.login_failures.clear(&key);
-        true
+        self.gcra(RateLimitScope::LoginPerIp, LimitKey::Ip(ip)).await
     }
 
     /// Before a request that sends mail: per client address, then per address mailed (whether

@@ -183,27 +183,22 @@ pub async fn log_in(
     let email = body.email.as_deref().unwrap_or_default();
     let limits = &state.inner.rate_limits;
     let ip = client_ip(client);
-    limits.before_login(ip, email).await?;
+    limits.before_login(ip).await?;
     let previous = previous.map(|axum::Extension(PresentedSession(token))| token);
     // The browser's device id: the cookie it has, or a new one it gets with this answer.
     let (presented_device, device) = device_of(&state, &headers);
     let password = body.password.as_deref().unwrap_or_default();
     let result = state.accounts().log_in(email, password, previous.as_ref(), &device.hash(), &ip.to_string()).await;
-    // A challenged sign-in neither clears nor counts towards the lockout: it has not finished.
-    if !matches!(result, Err(shop::Error::Internal(_)) | Ok(LoginOutcome::Challenged(_)))
-        && let Some(lock) = limits.after_login(email, result.is_ok()).await
-    {
-        // Tell the owner (by a queued mail); the login's answer does not wait on it or fail by it.
-        if let Err(error) = state.accounts().notify_account_locked(email, lock).await {
-            tracing::warn!(%error, "queueing the account lock notification failed");
-        }
-    }
     let outcome = match &result {
-        Ok(LoginOutcome::SignedIn(_)) => "ok",
-        Ok(LoginOutcome::Challenged(_)) => "challenged",
-        Err(_) => "failed",
+        Ok(LoginOutcome::SignedIn(_)) => Some("ok"),
+        Ok(LoginOutcome::Challenged(_)) => Some("challenged"),
+        // Refused before anything was checked (counted as rate limited): not a login attempt.
+        Err(shop::Error::AccountLocked(_)) => None,
+        Err(_) => Some("failed"),
     };
-    metrics::counter!("accounts_logins_total", "outcome" => outcome).increment(1);
+    if let Some(outcome) = outcome {
+        metrics::counter!("accounts_logins_total", "outcome" => outcome).increment(1);
+    }
     let mut response = match result? {
         LoginOutcome::SignedIn(signed_in) => session_response(&state, StatusCode::CREATED, signed_in),
         LoginOutcome::Challenged(challenge) => challenge_response(&state, ip, &challenge).await?,

@@ -7,6 +7,7 @@ mod links;
 mod password;
 mod role;
 mod service;
+mod throttle;
 mod user;
 
 pub use email::Email;
@@ -18,6 +19,7 @@ pub use links::{LinkContext, LinkJob, SendLoginChallengeJob, SendPasswordResetJo
 pub use password::{PasswordHasher, PasswordPlain};
 pub use role::Role;
 pub use service::{AccountService, AccountSettings, ChallengeRequired, LoginOutcome, NewApiToken, SignedIn};
+pub use throttle::{AccountLock, LoginThrottle, NoLoginThrottle};
 pub use user::{
     ApiToken, AuthMethod, Caller, NewAccountToken, NewApiTokenRecord, NewSession, NewUser, PersonName, Session,
     TokenPurpose, User, UserChanges, UserQuery, UserSort, UserWithPassword,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use super::throttle::{LoginThrottle, NoLoginThrottle};
 use super::user::{ApiToken, AuthMethod, Caller, NewApiTokenRecord, NewSession, NewUser, User, UserChanges, UserQuery};
 use super::{Email, PasswordHasher, PasswordPlain, PersonName, Role};
 use crate::clock::Clock;
@@ -110,6 +111,7 @@ pub struct AccountService {
     pub(super) hasher: PasswordHasher,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) settings: AccountSettings,
+    throttle: Arc<dyn LoginThrottle>,
 }
 
 impl AccountService {
@@ -119,7 +121,13 @@ impl AccountService {
         clock: Arc<dyn Clock>,
         settings: AccountSettings,
     ) -> Self {
-        Self { store, hasher, clock, settings }
+        Self { store, hasher, clock, settings, throttle: Arc::new(NoLoginThrottle) }
+    }
+
+    /// The same service with failed sign-ins counted (and accounts locked) by `throttle`.
+    pub fn with_login_throttle(mut self, throttle: Arc<dyn LoginThrottle>) -> Self {
+        self.throttle = throttle;
+        self
     }
 
     /// Creates a customer account and signs it in; the verification mail is queued in the same
@@ -162,8 +170,37 @@ impl AccountService {
     /// Checks the credentials and starts a new session — unless the account's role is challenged
     /// and `device` (the hash of the browser's device cookie) has never signed in to it: then a
     /// confirmation link is mailed instead ([`LoginOutcome::Challenged`]). Every failure is the
-    /// same [`Error::InvalidCredentials`] after the same amount of hashing work.
+    /// same [`Error::InvalidCredentials`] after the same amount of hashing work. An account
+    /// locked after too many failures is refused first ([`Error::AccountLocked`]); a finished
+    /// attempt counts towards the lock, and the owner of an account this attempt locked is
+    /// told by mail.
     pub async fn log_in(
+        &self,
+        email: &str,
+        password: &str,
+        previous_session: Option<&SecretToken>,
+        device: &SecretHash,
+        from_address: &str,
+    ) -> Result<LoginOutcome, Error> {
+        if let Some(lock) = self.throttle.lock(email).await {
+            return Err(Error::AccountLocked(lock));
+        }
+        let result = self.check_password_and_finish(email, password, previous_session, device, from_address).await;
+        // A challenged sign-in neither clears nor counts towards the lockout: it has not
+        // finished. Nor does one that failed for a reason of ours.
+        if !matches!(result, Err(Error::Internal(_)) | Ok(LoginOutcome::Challenged(_)))
+            && let Some(locked_for) = self.throttle.record(email, result.is_ok()).await
+        {
+            // Tell the owner (by a queued mail); the answer does not wait on it or fail by it.
+            if let Err(error) = self.notify_account_locked(email, locked_for).await {
+                tracing::warn!(%error, "queueing the account lock notification failed");
+            }
+        }
+        result
+    }
+
+    /// The password check of a sign-in, then [`Self::finish_login`].
+    async fn check_password_and_finish(
         &self,
         email: &str,
         password: &str,
@@ -406,7 +443,7 @@ impl AccountService {
     /// logins, by enqueueing a mail. One mail per account per lock: the job's unique key names
     /// the account and the lock's end, so instances noticing the same lock do not both mail.
     /// Returns whether a mail was enqueued.
-    pub async fn notify_account_locked(&self, email: &str, locked_for: std::time::Duration) -> Result<bool, Error> {
+    async fn notify_account_locked(&self, email: &str, locked_for: std::time::Duration) -> Result<bool, Error> {
         let locked_until = self.clock.now() + locked_for;
         let Ok(email) = Email::parse(email) else { return Ok(false) };
         let Some(found) = self.store.find_user_by_email(&email).await? else { return Ok(false) };
