@@ -69,6 +69,20 @@ async fn use_token(
     .map_err(error("failed to use account token"))
 }
 
+/// Locks the token's user (whatever the token's state), then uses a usable token of `purpose`;
+/// `None` when there is no such token (the caller rolls back: nothing changed).
+async fn take_token(
+    tx: &mut Transaction<'_>,
+    token_hash: &SecretHash,
+    purpose: TokenPurpose,
+    now: OffsetDateTime,
+) -> Result<Option<UsedToken>, StoreError> {
+    if lock_token_user(tx, token_hash).await?.is_none() {
+        return Ok(None);
+    }
+    use_token(tx, token_hash, purpose, now).await
+}
+
 #[async_trait]
 impl AccountTokenRepository for SqlStore {
     async fn replace_account_token(&self, token: &NewAccountToken) -> Result<(), StoreError> {
@@ -114,11 +128,7 @@ impl AccountTokenRepository for SqlStore {
     ) -> Result<Option<Uuid>, StoreError> {
         let mut conn = self.connection().await?;
         let mut tx = conn.begin_write().await?;
-        if lock_token_user(&mut tx, token_hash).await?.is_none() {
-            tx.roll_back().await?;
-            return Ok(None);
-        }
-        let Some(UsedToken { user_id, .. }) = use_token(&mut tx, token_hash, TokenPurpose::PasswordReset, now).await?
+        let Some(UsedToken { user_id, .. }) = take_token(&mut tx, token_hash, TokenPurpose::PasswordReset, now).await?
         else {
             tx.roll_back().await?;
             return Ok(None);
@@ -149,12 +159,8 @@ impl AccountTokenRepository for SqlStore {
     ) -> Result<Option<Uuid>, StoreError> {
         let mut conn = self.connection().await?;
         let mut tx = conn.begin_write().await?;
-        if lock_token_user(&mut tx, token_hash).await?.is_none() {
-            tx.roll_back().await?;
-            return Ok(None);
-        }
         let Some(UsedToken { user_id, .. }) =
-            use_token(&mut tx, token_hash, TokenPurpose::EmailVerification, now).await?
+            take_token(&mut tx, token_hash, TokenPurpose::EmailVerification, now).await?
         else {
             tx.roll_back().await?;
             return Ok(None);
@@ -177,14 +183,10 @@ impl AccountTokenRepository for SqlStore {
     ) -> Result<Option<Uuid>, StoreError> {
         let mut conn = self.connection().await?;
         let mut tx = conn.begin_write().await?;
-        if lock_token_user(&mut tx, token_hash).await?.is_none() {
-            tx.roll_back().await?;
-            return Ok(None);
-        }
-        // use_token refuses a challenge without a device, so `device_hash` is always there; the
+        // take_token refuses a challenge without a device, so `device_hash` is always there; the
         // pattern only spares an unwrap.
         let Some(UsedToken { user_id, device_hash: Some(device_hash) }) =
-            use_token(&mut tx, token_hash, TokenPurpose::LoginChallenge, now).await?
+            take_token(&mut tx, token_hash, TokenPurpose::LoginChallenge, now).await?
         else {
             tx.roll_back().await?;
             return Ok(None);
