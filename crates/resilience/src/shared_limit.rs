@@ -1,4 +1,4 @@
-//! The port for limits shared by many instances (implemented over Redis in `store-redis`): the
+//! The port for limits shared by many instances (implemented over Redis in `redis-limits`): the
 //! same GCRA decision as [`KeyedLimiter`](crate::KeyedLimiter), and a failure counter that locks
 //! a key after too many failures (login lockout), both kept by a store every instance consults,
 //! with time from the store's own clock.

@@ -268,7 +268,7 @@ impl Application {
         let shared_limits = match &config.redis.url {
             None => None,
             Some(url) => {
-                let limiter = store_redis::RedisRateLimiter::new(&store_redis::RedisSettings {
+                let limiter = redis_limits::RedisRateLimiter::new(&redis_limits::RedisSettings {
                     url: url.expose().to_owned(),
                     timeout: Duration::from_millis(config.redis.timeout_ms),
                     key_prefix: config.redis.key_prefix.clone(),

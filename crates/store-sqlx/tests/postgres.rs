@@ -55,7 +55,7 @@ fn url_with_database(server: &str, database: &str) -> String {
     }
 }
 
-store_contract::contract_tests!(fresh_store());
+store_tests::contract_tests!(fresh_store());
 
 #[tokio::test]
 async fn migrations_go_down_and_up_again() {
@@ -99,21 +99,21 @@ async fn job_inserts_wake_listening_workers_at_commit() {
         notification.payload().to_owned()
     };
 
-    store.enqueue_job(&store_contract::new_job("mail.send", 0).queue("mail")).await.unwrap();
+    store.enqueue_job(&store_tests::new_job("mail.send", 0).queue("mail")).await.unwrap();
     assert_eq!(next_queue(&mut listener).await, "mail");
-    let ada = store_contract::new_user("ada@example.com", shop::accounts::Role::Customer, 0);
-    store.insert_user(&ada, &[store_contract::new_job("mail.welcome", 0).queue("outbox")]).await.unwrap();
+    let ada = store_tests::new_user("ada@example.com", shop::accounts::Role::Customer, 0);
+    store.insert_user(&ada, &[store_tests::new_job("mail.welcome", 0).queue("outbox")]).await.unwrap();
     assert_eq!(next_queue(&mut listener).await, "outbox");
-    let bob = store_contract::new_user("bob@example.com", shop::accounts::Role::Customer, 0);
-    let identity = store_contract::new_identity(store_contract::ISSUER, "subject-1", bob.id, 0);
-    let verification = store_contract::new_job("mail.verify", 0).queue("external");
+    let bob = store_tests::new_user("bob@example.com", shop::accounts::Role::Customer, 0);
+    let identity = store_tests::new_identity(store_tests::ISSUER, "subject-1", bob.id, 0);
+    let verification = store_tests::new_job("mail.verify", 0).queue("external");
     store.insert_external_user(&bob, None, &identity, &[verification]).await.unwrap();
     assert_eq!(next_queue(&mut listener).await, "external");
     // A rolled-back outbox notifies nobody: the next notification is the following enqueue's.
-    let duplicate = store_contract::new_job("mail.welcome", 1).queue("rolled-back");
-    let same_email = store_contract::new_user("ada@example.com", shop::accounts::Role::Staff, 1);
+    let duplicate = store_tests::new_job("mail.welcome", 1).queue("rolled-back");
+    let same_email = store_tests::new_user("ada@example.com", shop::accounts::Role::Staff, 1);
     store.insert_user(&same_email, &[duplicate]).await.unwrap_err();
-    store.enqueue_job(&store_contract::new_job("report", 2).queue("reports")).await.unwrap();
+    store.enqueue_job(&store_tests::new_job("report", 2).queue("reports")).await.unwrap();
     assert_eq!(next_queue(&mut listener).await, "reports");
 
     drop(listener);

@@ -28,7 +28,7 @@ async fn fresh_store() -> (Arc<dyn Store>, tempfile::TempDir) {
     (Arc::new(store), directory)
 }
 
-store_contract::contract_tests!(fresh_store());
+store_tests::contract_tests!(fresh_store());
 
 #[tokio::test]
 async fn migrations_go_down_and_up_again() {
@@ -64,18 +64,18 @@ async fn the_database_file_uses_wal_and_foreign_keys() {
 async fn job_inserts_wake_the_in_process_worker_at_commit() {
     let (store, directory) = fresh_store().await;
     let mut wakeups = store.job_wakeups().unwrap();
-    let ada = store_contract::new_user("ada@example.com", shop::accounts::Role::Customer, 0);
-    store.insert_user(&ada, &[store_contract::new_job("mail.welcome", 0).queue("outbox")]).await.unwrap();
+    let ada = store_tests::new_user("ada@example.com", shop::accounts::Role::Customer, 0);
+    store.insert_user(&ada, &[store_tests::new_job("mail.welcome", 0).queue("outbox")]).await.unwrap();
     assert_eq!(wakeups.try_recv().unwrap(), "outbox");
-    let bob = store_contract::new_user("bob@example.com", shop::accounts::Role::Customer, 0);
-    let identity = store_contract::new_identity(store_contract::ISSUER, "subject-1", bob.id, 0);
-    let verification = store_contract::new_job("mail.verify", 0).queue("external");
+    let bob = store_tests::new_user("bob@example.com", shop::accounts::Role::Customer, 0);
+    let identity = store_tests::new_identity(store_tests::ISSUER, "subject-1", bob.id, 0);
+    let verification = store_tests::new_job("mail.verify", 0).queue("external");
     store.insert_external_user(&bob, None, &identity, &[verification]).await.unwrap();
     assert_eq!(wakeups.try_recv().unwrap(), "external");
     // A rolled-back sign-up wakes nobody.
-    let carol = store_contract::new_user("carol@example.com", shop::accounts::Role::Customer, 1);
-    let linked = store_contract::new_identity(store_contract::ISSUER, "subject-1", carol.id, 1);
-    let stray = store_contract::new_job("mail.verify", 1).queue("rolled-back");
+    let carol = store_tests::new_user("carol@example.com", shop::accounts::Role::Customer, 1);
+    let linked = store_tests::new_identity(store_tests::ISSUER, "subject-1", carol.id, 1);
+    let stray = store_tests::new_job("mail.verify", 1).queue("rolled-back");
     store.insert_external_user(&carol, None, &linked, &[stray]).await.unwrap_err();
     assert!(wakeups.try_recv().is_err());
     store.close().await;

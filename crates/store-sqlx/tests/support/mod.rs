@@ -5,8 +5,8 @@ use shop::Store;
 use shop::accounts::Role;
 use shop::orders::{CheckoutResult, IdempotencyBegin, IdempotencyState};
 use sqlx::AssertSqlSafe;
-use store_contract::{add_products, at, new_idempotency_record, new_order, new_user};
 use store_sqlx::SqlStore;
+use store_tests::{add_products, at, new_idempotency_record, new_order, new_user};
 
 /// Completed checkouts saved as HTTP responses (before `checkout_outcomes`) keep their
 /// outcome and order when the migration turns them into outcomes. `raw` is a connection of

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use redis_limits::{RedisRateLimiter, RedisSettings};
 use resilience::{Decision, Quota, SharedLimiter};
-use store_redis::{RedisRateLimiter, RedisSettings};
 
 fn settings(url: &str) -> RedisSettings {
     RedisSettings {

@@ -1,13 +1,13 @@
 //! Shared-limiter decisions per second against a real Redis, with 32 concurrent callers:
-//! `cargo run --release -p store-redis --example limiter_throughput [redis-url] [seconds]`.
+//! `cargo run --release -p redis-limits --example limiter_throughput [redis-url] [seconds]`.
 //! Prints a table; asserts nothing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use redis_limits::{RedisRateLimiter, RedisSettings};
 use resilience::{Quota, SharedLimiter};
-use store_redis::{RedisRateLimiter, RedisSettings};
 
 const CALLERS: usize = 32;
 
