@@ -14,16 +14,13 @@ use worker::{HandlerError, Handlers, JobHandler, PayloadHandler, QueueSettings, 
 
 use crate::config::Config;
 
-/// The kinds of the recurring jobs (the jobs with payloads have their kinds in `shop`, beside
-/// their payload types).
-pub const PURGE_SESSIONS: &str = "sessions.purge";
-pub const PURGE_MAIL_OUTBOX: &str = "mail.purge_outbox";
-pub const PURGE_ACCOUNT_TOKENS: &str = "accounts.purge_tokens";
-pub const PURGE_GUESTS: &str = "accounts.purge_guests";
-pub const PURGE_CARTS: &str = "carts.purge_abandoned";
-pub const PURGE_IDEMPOTENCY: &str = "orders.purge_idempotency_keys";
-pub const PURGE_WEBHOOK_DELIVERIES: &str = shop::webhooks::PURGE_WEBHOOK_DELIVERIES;
-/// Every recurring job, by name (the keys of `jobs.schedules`).
+use shop::accounts::{PURGE_ACCOUNT_TOKENS, PURGE_GUESTS, PURGE_SESSIONS};
+use shop::mail::PURGE_MAIL_OUTBOX;
+use shop::orders::{PURGE_CARTS, PURGE_IDEMPOTENCY};
+use shop::webhooks::PURGE_WEBHOOK_DELIVERIES;
+
+/// Every recurring job, by name (the keys of `jobs.schedules`); their kinds are defined in
+/// `shop`, beside the services whose purges they run.
 pub const RECURRING: [&str; 7] = [
     PURGE_SESSIONS,
     PURGE_GUESTS,

@@ -11,6 +11,11 @@ mod throttle;
 mod user;
 
 pub use email::Email;
+
+/// The kinds of the accounts' recurring purges (jobs without a payload).
+pub const PURGE_SESSIONS: &str = "sessions.purge";
+pub const PURGE_ACCOUNT_TOKENS: &str = "accounts.purge_tokens";
+pub const PURGE_GUESTS: &str = "accounts.purge_guests";
 pub use external::{
     AuthorizationRequest, ExternalCallback, ExternalIdentity, ExternalLoginError, ExternalLoginStart, ExternalProfile,
     MAX_ISSUER_LEN, MAX_RETURN_TO_LEN, MAX_SUBJECT_LEN, PendingExternalLogin,

@@ -9,6 +9,8 @@ use crate::jobs::{JobPayload, NewJob};
 
 /// The queue mail jobs go to (its own bulkhead: a slow SMTP server holds up nothing else).
 pub const MAIL_QUEUE: &str = "mail";
+/// The kind of the recurring outbox purge (a job without a payload).
+pub const PURGE_MAIL_OUTBOX: &str = "mail.purge_outbox";
 
 /// A rendered message, ready to send; also the payload of a `mail.send` job
 /// (`{"to", "subject", "text", "html"}`; a payload whose recipient is no address is refused).

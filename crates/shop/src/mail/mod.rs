@@ -8,7 +8,7 @@
 mod message;
 mod templates;
 
-pub use message::{MAIL_QUEUE, Mail, MailError, OutboxMail, send_mail_job};
+pub use message::{MAIL_QUEUE, Mail, MailError, OutboxMail, PURGE_MAIL_OUTBOX, send_mail_job};
 pub use templates::{
     HtmlEscaped, account_locked, external_identity_unlinked, login_challenge, order_confirmation, password_reset,
     verify_email,

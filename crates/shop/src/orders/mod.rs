@@ -8,6 +8,10 @@ mod model;
 mod payments;
 mod service;
 
+/// The kinds of the orders' recurring purges (jobs without a payload).
+pub const PURGE_CARTS: &str = "carts.purge_abandoned";
+pub const PURGE_IDEMPOTENCY: &str = "orders.purge_idempotency_keys";
+
 pub use checkout::{CHECKOUT_SCOPE, Checkout, CheckoutOutcome, MAX_IDEMPOTENCY_KEY_LEN, request_hash};
 pub use jobs::{OrderConfirmationJob, RefundPaymentJob, SettlePaymentJob};
 pub use model::{
