@@ -77,21 +77,23 @@ pub fn account_service(config: &Config, store: Arc<dyn Store>, clock: Arc<dyn Cl
         0 => std::thread::available_parallelism().map(usize::from).unwrap_or(2),
         n => n,
     };
+    let accounts = &config.accounts;
+    // Not one to one: the durations come straight, the roles were checked as text, and the shop
+    // name and the external login TTL are other sections' keys.
     let settings = AccountSettings {
-        session_absolute_ttl: time::Duration::hours(config.accounts.session_absolute_ttl_hours as i64),
-        session_idle_ttl: time::Duration::hours(config.accounts.session_idle_ttl_hours as i64),
+        session_absolute_ttl: accounts.session_absolute_ttl,
+        session_idle_ttl: accounts.session_idle_ttl,
         shop_name: config.mail.shop_name.clone(),
-        link_base_url: config.accounts.link_base_url.clone(),
-        verification_ttl: time::Duration::hours(config.accounts.verification_ttl_hours as i64),
-        password_reset_ttl: time::Duration::minutes(config.accounts.password_reset_ttl_minutes as i64),
-        login_challenge_roles: config
-            .accounts
+        link_base_url: accounts.link_base_url.clone(),
+        verification_ttl: accounts.verification_ttl,
+        password_reset_ttl: accounts.password_reset_ttl,
+        login_challenge_roles: accounts
             .login_challenge_roles
             .iter()
             .filter_map(|role| shop::accounts::Role::parse(role).ok())
             .collect(),
-        login_challenge_ttl: time::Duration::minutes(config.accounts.login_challenge_ttl_minutes as i64),
-        guest_idle_ttl: time::Duration::hours(config.accounts.guest_idle_ttl_hours as i64),
+        login_challenge_ttl: accounts.login_challenge_ttl,
+        guest_idle_ttl: accounts.guest_idle_ttl,
         external_login_ttl: time::Duration::minutes(config.oidc.login_ttl_minutes as i64),
     };
     AccountService::new(store, PasswordHasher::new(concurrency), clock, settings)

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use shop::accounts::AccountSettings;
 
+use super::durations::{HOURS, MINUTES, count, hours, minutes};
 use super::secret::{Secret, secret_from_file};
 use super::{Validate, check_ranges};
 
@@ -13,9 +15,11 @@ use super::{Validate, check_ranges};
 #[serde(default, deny_unknown_fields)]
 pub struct AccountsConfig {
     /// A session ends this long after login.
-    pub session_absolute_ttl_hours: u64,
+    #[serde(rename = "session_absolute_ttl_hours", with = "hours")]
+    pub session_absolute_ttl: time::Duration,
     /// A session ends after this long without requests.
-    pub session_idle_ttl_hours: u64,
+    #[serde(rename = "session_idle_ttl_hours", with = "hours")]
+    pub session_idle_ttl: time::Duration,
     /// Password hashes computed at once (0: one per CPU).
     pub password_hash_concurrency: usize,
     /// How often expired sessions are purged.
@@ -27,34 +31,45 @@ pub struct AccountsConfig {
     /// `{base}/reset-password?token=…`.
     pub link_base_url: String,
     /// How long an email verification link works.
-    pub verification_ttl_hours: u64,
+    #[serde(rename = "verification_ttl_hours", with = "hours")]
+    pub verification_ttl: time::Duration,
     /// How long a password reset link works.
-    pub password_reset_ttl_minutes: u64,
+    #[serde(rename = "password_reset_ttl_minutes", with = "minutes")]
+    pub password_reset_ttl: time::Duration,
     /// Roles whose sign-ins from a device new to the account wait for a mailed confirmation
     /// (`[]` turns it off; add `customer` to challenge everyone).
     pub login_challenge_roles: Vec<String>,
     /// How long a login confirmation link works.
-    pub login_challenge_ttl_minutes: u64,
+    #[serde(rename = "login_challenge_ttl_minutes", with = "minutes")]
+    pub login_challenge_ttl: time::Duration,
     /// A guest's session ends after this long unused; the guest is then deleted (hourly).
-    pub guest_idle_ttl_hours: u64,
+    #[serde(rename = "guest_idle_ttl_hours", with = "hours")]
+    pub guest_idle_ttl: time::Duration,
     /// The guest purge's governor: at most this many guests deleted per hour.
     pub guest_purge_max_per_hour: u32,
 }
 
+/// The keys [`AccountSettings`] has take its defaults (durations are read in the unit of their
+/// key, as in `orders`). The section is not read into it straight (as `orders` is) because it also
+/// configures what `AccountSettings` does not hold (the password hasher, the purge jobs and
+/// their governors, whose defaults are therefore here), `mail.shop_name` and
+/// `oidc.login_ttl_minutes` feed it too, and `login_challenge_roles` stays text so that a bad
+/// role is reported with the other problems (`app::account_service` builds the settings).
 impl Default for AccountsConfig {
     fn default() -> Self {
+        let owner = AccountSettings::default();
         Self {
-            session_absolute_ttl_hours: 24 * 30,
-            session_idle_ttl_hours: 24 * 7,
+            session_absolute_ttl: owner.session_absolute_ttl,
+            session_idle_ttl: owner.session_idle_ttl,
             password_hash_concurrency: 0,
             session_purge_interval_secs: 3_600,
             session_purge_max_per_hour: 100_000,
-            link_base_url: "http://localhost:8080".into(),
-            verification_ttl_hours: 48,
-            password_reset_ttl_minutes: 30,
-            login_challenge_roles: vec!["staff".into(), "admin".into()],
-            login_challenge_ttl_minutes: 15,
-            guest_idle_ttl_hours: 24,
+            link_base_url: owner.link_base_url,
+            verification_ttl: owner.verification_ttl,
+            password_reset_ttl: owner.password_reset_ttl,
+            login_challenge_roles: owner.login_challenge_roles.iter().map(|role| role.as_str().to_owned()).collect(),
+            login_challenge_ttl: owner.login_challenge_ttl,
+            guest_idle_ttl: owner.guest_idle_ttl,
             guest_purge_max_per_hour: 100_000,
         }
     }
@@ -65,15 +80,15 @@ impl Validate for AccountsConfig {
         check_ranges(
             problems,
             [
-                ("accounts.session_absolute_ttl_hours", self.session_absolute_ttl_hours, 1..=8_760),
-                ("accounts.session_idle_ttl_hours", self.session_idle_ttl_hours, 1..=8_760),
+                ("accounts.session_absolute_ttl_hours", count(self.session_absolute_ttl, HOURS), 1..=8_760),
+                ("accounts.session_idle_ttl_hours", count(self.session_idle_ttl, HOURS), 1..=8_760),
                 ("accounts.password_hash_concurrency", self.password_hash_concurrency as u64, 0..=1_024),
                 ("accounts.session_purge_interval_secs", self.session_purge_interval_secs, 1..=604_800),
                 ("accounts.session_purge_max_per_hour", u64::from(self.session_purge_max_per_hour), 1..=100_000_000),
-                ("accounts.verification_ttl_hours", self.verification_ttl_hours, 1..=720),
-                ("accounts.password_reset_ttl_minutes", self.password_reset_ttl_minutes, 5..=1_440),
-                ("accounts.login_challenge_ttl_minutes", self.login_challenge_ttl_minutes, 5..=1_440),
-                ("accounts.guest_idle_ttl_hours", self.guest_idle_ttl_hours, 1..=8_760),
+                ("accounts.verification_ttl_hours", count(self.verification_ttl, HOURS), 1..=720),
+                ("accounts.password_reset_ttl_minutes", count(self.password_reset_ttl, MINUTES), 5..=1_440),
+                ("accounts.login_challenge_ttl_minutes", count(self.login_challenge_ttl, MINUTES), 5..=1_440),
+                ("accounts.guest_idle_ttl_hours", count(self.guest_idle_ttl, HOURS), 1..=8_760),
                 ("accounts.guest_purge_max_per_hour", u64::from(self.guest_purge_max_per_hour), 1..=100_000_000),
             ],
         );
@@ -86,7 +101,7 @@ impl Validate for AccountsConfig {
         if !(base.starts_with("https://") || base.starts_with("http://")) || url::Url::parse(base).is_err() {
             problems.push(format!("accounts.link_base_url: {base:?} must be an http(s) URL like https://shop.example"));
         }
-        if self.session_idle_ttl_hours > self.session_absolute_ttl_hours {
+        if self.session_idle_ttl > self.session_absolute_ttl {
             problems.push("accounts.session_idle_ttl_hours: must not exceed session_absolute_ttl_hours".into());
         }
     }
@@ -108,9 +123,16 @@ pub struct OidcConfig {
     pub login_ttl_minutes: u64,
 }
 
+/// `login_ttl_minutes` defaults to `AccountSettings::default().external_login_ttl`, which it
+/// sets; the other keys configure the provider clients (`app::identity_providers`).
 impl Default for OidcConfig {
     fn default() -> Self {
-        Self { providers: BTreeMap::new(), timeout_secs: 10, metadata_ttl_secs: 3_600, login_ttl_minutes: 10 }
+        Self {
+            providers: BTreeMap::new(),
+            timeout_secs: 10,
+            metadata_ttl_secs: 3_600,
+            login_ttl_minutes: count(AccountSettings::default().external_login_ttl, MINUTES),
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::durations::{DAYS, HOURS, SECS, std_count, std_millis};
 use super::{Validate, check_ranges};
 
 /// The job queue and its worker.
@@ -39,22 +40,31 @@ pub struct JobsConfig {
     pub schedules: BTreeMap<String, String>,
 }
 
+/// The retention keys take the defaults of `shop::jobs::JobSettings`, the worker's keys those
+/// of `worker::WorkerSettings::new`, in the unit of their key. The section is not read into
+/// them straight (as `orders` is) because it configures both of them and this crate besides
+/// (`run_worker_in_serve`, `schedules`), and `retry_max_secs` also bounds stale webhook
+/// deliveries (`app::webhook_service`); `crate::jobs` builds the settings. `queues` has its
+/// own default: the worker's serves only `default`, while this crate's jobs need `mail` and
+/// `webhooks` too.
 impl Default for JobsConfig {
     fn default() -> Self {
+        let retention = shop::jobs::JobSettings::default();
+        let worker = worker::WorkerSettings::new(String::new());
         Self {
             run_worker_in_serve: true,
             queues: [("default".to_owned(), 8), ("mail".to_owned(), 4), ("webhooks".to_owned(), 4)]
                 .into_iter()
                 .collect(),
-            batch_size: 16,
-            poll_interval_ms: 1_000,
-            lease_secs: 60,
-            job_timeout_secs: 300,
-            retry_base_secs: 30,
-            retry_max_secs: 3_600,
-            shutdown_timeout_secs: 30,
-            succeeded_retention_hours: 24,
-            dead_retention_days: 30,
+            batch_size: worker.batch_size,
+            poll_interval_ms: std_millis(worker.poll_interval),
+            lease_secs: std_count(worker.lease, SECS),
+            job_timeout_secs: std_count(worker.job_timeout, SECS),
+            retry_base_secs: std_count(worker.retry_base, SECS),
+            retry_max_secs: std_count(worker.retry_max, SECS),
+            shutdown_timeout_secs: std_count(worker.shutdown_timeout, SECS),
+            succeeded_retention_hours: std_count(retention.succeeded_retention, HOURS),
+            dead_retention_days: std_count(retention.dead_retention, DAYS),
             schedules: BTreeMap::new(),
         }
     }

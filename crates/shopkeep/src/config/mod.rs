@@ -5,7 +5,11 @@
 //! crate owns the settings a section configures, the section deserialises straight into them
 //! and their defaults are the owner's: `rate_limits` into `shop_api::RateLimitSettings`,
 //! `orders` into `shop::orders::OrderSettings` (through a serde remote definition in
-//! `orders.rs`, which keeps the keys and their units out of the domain).
+//! `orders.rs`, which keeps the keys and their units out of the domain). `accounts`
+//! (`shop::accounts::AccountSettings`), `jobs` (`shop::jobs::JobSettings`,
+//! `worker::WorkerSettings`) and `http` (`shop_api::HttpSettings`) do not map one to one onto
+//! their owners' settings, so each stays a section of its own that the application turns into
+//! those settings (each `Default` says why), but each takes its defaults from those owners.
 
 use std::fmt;
 use std::net::SocketAddr;

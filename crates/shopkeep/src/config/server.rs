@@ -4,8 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use resilience::ConcurrencyLimit;
 use serde::{Deserialize, Serialize};
+use shop_api::HttpSettings;
 
+use super::durations::{SECS, std_count};
 use super::secret::{Secret, read_secret_file};
 use super::{Validate, check_ranges};
 
@@ -85,18 +88,27 @@ pub struct HttpConfig {
     pub catalog_max_age_secs: u64,
 }
 
+/// The keys take the defaults of `shop_api::HttpSettings`, in the unit of their key. The section
+/// is not read into it straight (as `orders` is) because its `concurrency` is computed from
+/// three keys (`max_in_flight`, `adaptive_concurrency`, `min_in_flight`; `app` builds it), and
+/// a fixed limit has no lower bound: then `min_in_flight` has its own default here.
 impl Default for HttpConfig {
     fn default() -> Self {
+        let owner = HttpSettings::default();
+        let (max_in_flight, adaptive_concurrency, min_in_flight) = match owner.concurrency {
+            ConcurrencyLimit::Fixed(limit) => (limit, false, 8),
+            ConcurrencyLimit::Adaptive { min, max, .. } => (max, true, min),
+        };
         Self {
-            allowed_origins: Vec::new(),
-            cors_max_age_secs: 86_400,
-            body_limit_bytes: 64 * 1024,
-            request_timeout_secs: 15,
-            max_in_flight: 512,
-            adaptive_concurrency: false,
-            min_in_flight: 8,
-            https: false,
-            catalog_max_age_secs: 60,
+            allowed_origins: owner.allowed_origins,
+            cors_max_age_secs: std_count(owner.cors_max_age, SECS),
+            body_limit_bytes: owner.body_limit_bytes,
+            request_timeout_secs: std_count(owner.request_timeout, SECS),
+            max_in_flight,
+            adaptive_concurrency,
+            min_in_flight,
+            https: owner.https,
+            catalog_max_age_secs: std_count(owner.catalog_max_age, SECS),
         }
     }
 }

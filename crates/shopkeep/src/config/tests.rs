@@ -205,3 +205,41 @@ fn rate_limits_are_read_into_the_limiter_settings_by_scope() {
     let unknown = with_toml("[rate_limits.per_ipp]\ncount = 1\nperiod_secs = 1\n").unwrap_err().to_string();
     assert!(unknown.contains("unknown field: found `per_ipp`"), "{unknown}");
 }
+
+/// `accounts`, `jobs` and `http` take their defaults from the settings' owners: these are the
+/// values the README's configuration table gives, so a change there shows here.
+#[test]
+fn owner_defaults_are_the_documented_ones() {
+    let rendered = Config::default().to_redacted_toml();
+    for line in [
+        "session_absolute_ttl_hours = 720",
+        "session_idle_ttl_hours = 168",
+        "link_base_url = \"http://localhost:8080\"",
+        "verification_ttl_hours = 48",
+        "password_reset_ttl_minutes = 30",
+        "login_challenge_ttl_minutes = 15",
+        "guest_idle_ttl_hours = 24",
+        "login_ttl_minutes = 10",
+        "batch_size = 16",
+        "poll_interval_ms = 1000",
+        "lease_secs = 60",
+        "job_timeout_secs = 300",
+        "retry_base_secs = 30",
+        "retry_max_secs = 3600",
+        "succeeded_retention_hours = 24",
+        "dead_retention_days = 30",
+        "cors_max_age_secs = 86400",
+        "body_limit_bytes = 65536",
+        "request_timeout_secs = 15",
+        "max_in_flight = 512",
+        "adaptive_concurrency = false",
+        "min_in_flight = 8",
+        "catalog_max_age_secs = 60",
+    ] {
+        assert!(rendered.lines().any(|rendered| rendered == line), "{line} not in\n{rendered}");
+    }
+    let config = Config::default();
+    assert_eq!(config.accounts.login_challenge_roles, ["staff", "admin"]);
+    assert_eq!(config.jobs.shutdown_timeout_secs, 30);
+    assert!(config.http.allowed_origins.is_empty() && !config.http.https);
+}
