@@ -226,6 +226,14 @@ impl UserRepository for SqlStore {
             .bind(limit),
         )
         .await
+        .map_err(|error| match error {
+            // A guest ordered between the check and the delete: its order's foreign key refuses
+            // the delete (PostgreSQL names it, SQLite does not), and the next purge tries again.
+            StoreError::Conflict(_) => {
+                StoreError::other(anyhow::anyhow!("a guest being deleted placed an order meanwhile"))
+            }
+            other => other,
+        })
     }
 }
 
