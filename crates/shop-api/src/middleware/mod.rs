@@ -1,4 +1,4 @@
-//! The middleware stack of the public listener, in the order of DESIGN.md §3.
+//! The middleware stack of the public listener, outermost first (the order is listed in ARCHITECTURE.md).
 
 pub mod load_shed;
 pub mod observe;

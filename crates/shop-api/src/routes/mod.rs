@@ -1,4 +1,4 @@
-//! The routes of API.md, each documented with `#[utoipa::path]` (including who may call it).
+//! The routes of the HTTP API, each documented with `#[utoipa::path]` (including who may call it).
 
 pub(crate) mod accounts;
 mod caching;
