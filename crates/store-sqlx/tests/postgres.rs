@@ -29,13 +29,15 @@ impl Drop for DropDatabase {
     }
 }
 
-async fn fresh_store() -> (Arc<dyn Store>, DropDatabase) {
+/// A migrated store on a new database named `{prefix}_{uuid}`, dropped with the guard.
+async fn fresh_sql_store(prefix: &str) -> (SqlStore, DropDatabase) {
     let server = std::env::var("SHOPKEEP_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let url = url_with_database(&server, &format!("shopkeep_contract_{}", uuid::Uuid::new_v4().simple()));
+    let url = url_with_database(&server, &format!("{prefix}_{}", uuid::Uuid::new_v4().simple()));
     provisioning::create_database_if_missing(&url).await.expect("PostgreSQL must be reachable for these tests");
+    let database = DropDatabase(url.clone());
     let store = SqlStore::postgres(&PostgresSettings {
-        url: url.clone(),
+        url,
         max_connections: 5,
         min_connections: 0,
         acquire_timeout: Duration::from_secs(10),
@@ -45,7 +47,12 @@ async fn fresh_store() -> (Arc<dyn Store>, DropDatabase) {
     .await
     .unwrap();
     store.migrate_up().await.unwrap();
-    (Arc::new(store), DropDatabase(url))
+    (store, database)
+}
+
+async fn fresh_store() -> (Arc<dyn Store>, DropDatabase) {
+    let (store, database) = fresh_sql_store("shopkeep_contract").await;
+    (Arc::new(store), database)
 }
 
 fn url_with_database(server: &str, database: &str) -> String {
@@ -59,33 +66,10 @@ store_tests::contract_tests!(fresh_store());
 
 #[tokio::test]
 async fn migrations_go_down_and_up_again() {
-    let server = std::env::var("SHOPKEEP_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let url = url_with_database(&server, &format!("shopkeep_migrate_{}", uuid::Uuid::new_v4().simple()));
-    provisioning::create_database_if_missing(&url).await.unwrap();
-    let settings = PostgresSettings {
-        url: url.clone(),
-        max_connections: 2,
-        min_connections: 0,
-        acquire_timeout: Duration::from_secs(10),
-        statement_timeout: Duration::from_secs(10),
-        pgbouncer: false,
-    };
-    let store = SqlStore::postgres(&settings).await.unwrap();
-    store.migrate_up().await.unwrap();
-    assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied));
-    // Each step reverts the newest applied migration, until none is left.
-    let applied = store.migration_status().await.unwrap().len();
-    for reverted in 1..=applied {
-        assert!(store.migrate_down().await.unwrap().is_some());
-        let status = store.migration_status().await.unwrap();
-        assert_eq!(status.iter().filter(|m| !m.applied).count(), reverted);
-    }
-    assert!(store.migration_status().await.unwrap().iter().all(|m| !m.applied));
-    assert_eq!(store.migrate_down().await.unwrap(), None);
-    store.migrate_up().await.unwrap();
+    let (store, database) = fresh_sql_store("shopkeep_migrate").await;
+    support::migrations_go_down_and_up_again(&store).await;
     store.close().await;
-    provisioning::drop_database(&url).await.unwrap();
+    drop(database);
 }
 
 #[tokio::test]
@@ -123,23 +107,8 @@ async fn job_inserts_wake_listening_workers_at_commit() {
 
 #[tokio::test]
 async fn saved_checkout_responses_become_outcomes() {
-    let server = std::env::var("SHOPKEEP_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let url = url_with_database(&server, &format!("shopkeep_outcomes_{}", uuid::Uuid::new_v4().simple()));
-    provisioning::create_database_if_missing(&url).await.unwrap();
-    let database = DropDatabase(url.clone());
-    let store = SqlStore::postgres(&PostgresSettings {
-        url: url.clone(),
-        max_connections: 2,
-        min_connections: 0,
-        acquire_timeout: Duration::from_secs(10),
-        statement_timeout: Duration::from_secs(10),
-        pgbouncer: false,
-    })
-    .await
-    .unwrap();
-    store.migrate_up().await.unwrap();
-    let mut raw = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    let (store, database) = fresh_sql_store("shopkeep_outcomes").await;
+    let mut raw = <sqlx::PgConnection as sqlx::Connection>::connect(&database.0).await.unwrap();
     support::saved_checkout_responses_become_outcomes(store.clone(), &mut raw).await;
     drop(raw);
     store.close().await;

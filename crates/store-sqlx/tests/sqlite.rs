@@ -35,17 +35,7 @@ async fn migrations_go_down_and_up_again() {
     let directory = tempfile::tempdir().unwrap();
     let store = SqlStore::sqlite(&settings(&directory)).await.unwrap();
     store.migrate_up().await.unwrap();
-    assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied));
-    // Each step reverts the newest applied migration, until none is left.
-    let applied = store.migration_status().await.unwrap().len();
-    for reverted in 1..=applied {
-        assert!(store.migrate_down().await.unwrap().is_some());
-        let status = store.migration_status().await.unwrap();
-        assert_eq!(status.iter().filter(|m| !m.applied).count(), reverted);
-    }
-    assert!(store.migration_status().await.unwrap().iter().all(|m| !m.applied));
-    assert_eq!(store.migrate_down().await.unwrap(), None);
-    store.migrate_up().await.unwrap();
+    support::migrations_go_down_and_up_again(&store).await;
     store.close().await;
 }
 

@@ -1,5 +1,5 @@
-//! Adapter tests both backends run that the contract suite cannot express: what a migration
-//! does to rows written before it.
+//! Adapter tests both backends run that the contract suite cannot express: migrations going
+//! down and up, and what a migration does to rows written before it.
 
 use shop::Store;
 use shop::accounts::Role;
@@ -7,6 +7,20 @@ use shop::orders::{CheckoutResult, IdempotencyBegin, IdempotencyState};
 use sqlx::AssertSqlSafe;
 use store_sqlx::SqlStore;
 use store_tests::{add_products, at, new_idempotency_record, new_order, new_user};
+
+/// Every migration reverts, newest first, until none is applied, and all apply again.
+pub async fn migrations_go_down_and_up_again(store: &SqlStore) {
+    assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied));
+    let applied = store.migration_status().await.unwrap().len();
+    for reverted in 1..=applied {
+        assert!(store.migrate_down().await.unwrap().is_some());
+        let status = store.migration_status().await.unwrap();
+        assert_eq!(status.iter().filter(|m| !m.applied).count(), reverted);
+    }
+    assert!(store.migration_status().await.unwrap().iter().all(|m| !m.applied));
+    assert_eq!(store.migrate_down().await.unwrap(), None);
+    store.migrate_up().await.unwrap();
+}
 
 /// Completed checkouts saved as HTTP responses (before `checkout_outcomes`) keep their
 /// outcome and order when the migration turns them into outcomes. `raw` is a connection of
