@@ -228,13 +228,31 @@ pub(crate) enum Raw<'a> {
     Postgres(&'a mut PgConnection),
 }
 
-/// Runs `$body` with `$conn` bound to the driver connection, whichever the backend: the body is
-/// written once and compiled for each.
+/// The driver's arguments for `values`, in placeholder order.
+fn arguments<DB: sqlx::Database>(values: Vec<Value>) -> Result<DB::Arguments, sqlx::Error>
+where
+    Value: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut arguments = DB::Arguments::default();
+    for value in values {
+        sqlx::Arguments::add(&mut arguments, value).map_err(sqlx::Error::Encode)?;
+    }
+    Ok(arguments)
+}
+
+/// Runs `$body` with `$conn` bound to the driver connection and `$db` naming its database type,
+/// whichever the backend: the body is written once and compiled for each.
 macro_rules! on_driver {
-    ($raw:expr, |$conn:ident| $body:expr) => {
+    ($raw:expr, |$conn:ident, $db:ident| $body:expr) => {
         match $raw {
-            Raw::Sqlite($conn) => $body,
-            Raw::Postgres($conn) => $body,
+            Raw::Sqlite($conn) => {
+                type $db = Sqlite;
+                $body
+            }
+            Raw::Postgres($conn) => {
+                type $db = Postgres;
+                $body
+            }
         }
     };
 }
@@ -295,34 +313,25 @@ pub(crate) trait Executor: Send {
     /// Runs `statement`; returns the number of rows it affected.
     async fn execute(&mut self, statement: Statement) -> Result<u64, sqlx::Error> {
         let Statement { sql, args } = statement;
-        on_driver!(self.raw(), |conn| {
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for value in args {
-                query = query.bind(value);
-            }
-            query.execute(conn).await.map(|done| done.rows_affected())
+        on_driver!(self.raw(), |conn, Db| {
+            sqlx::query_with(AssertSqlSafe(sql), arguments::<Db>(args)?)
+                .execute(conn)
+                .await
+                .map(|done| done.rows_affected())
         })
     }
 
     async fn fetch_all<R: Row>(&mut self, statement: Statement) -> Result<Vec<R>, sqlx::Error> {
         let Statement { sql, args } = statement;
-        on_driver!(self.raw(), |conn| {
-            let mut query = sqlx::query_as(AssertSqlSafe(sql));
-            for value in args {
-                query = query.bind(value);
-            }
-            query.fetch_all(conn).await
+        on_driver!(self.raw(), |conn, Db| {
+            sqlx::query_as_with(AssertSqlSafe(sql), arguments::<Db>(args)?).fetch_all(conn).await
         })
     }
 
     async fn fetch_optional<R: Row>(&mut self, statement: Statement) -> Result<Option<R>, sqlx::Error> {
         let Statement { sql, args } = statement;
-        on_driver!(self.raw(), |conn| {
-            let mut query = sqlx::query_as(AssertSqlSafe(sql));
-            for value in args {
-                query = query.bind(value);
-            }
-            query.fetch_optional(conn).await
+        on_driver!(self.raw(), |conn, Db| {
+            sqlx::query_as_with(AssertSqlSafe(sql), arguments::<Db>(args)?).fetch_optional(conn).await
         })
     }
 
@@ -332,23 +341,15 @@ pub(crate) trait Executor: Send {
 
     async fn fetch_all_scalars<T: Scalar>(&mut self, statement: Statement) -> Result<Vec<T>, sqlx::Error> {
         let Statement { sql, args } = statement;
-        on_driver!(self.raw(), |conn| {
-            let mut query = sqlx::query_scalar(AssertSqlSafe(sql));
-            for value in args {
-                query = query.bind(value);
-            }
-            query.fetch_all(conn).await
+        on_driver!(self.raw(), |conn, Db| {
+            sqlx::query_scalar_with(AssertSqlSafe(sql), arguments::<Db>(args)?).fetch_all(conn).await
         })
     }
 
     async fn fetch_optional_scalar<T: Scalar>(&mut self, statement: Statement) -> Result<Option<T>, sqlx::Error> {
         let Statement { sql, args } = statement;
-        on_driver!(self.raw(), |conn| {
-            let mut query = sqlx::query_scalar(AssertSqlSafe(sql));
-            for value in args {
-                query = query.bind(value);
-            }
-            query.fetch_optional(conn).await
+        on_driver!(self.raw(), |conn, Db| {
+            sqlx::query_scalar_with(AssertSqlSafe(sql), arguments::<Db>(args)?).fetch_optional(conn).await
         })
     }
 
