@@ -14,6 +14,7 @@ pub mod mail;
 pub mod orders;
 pub mod pagination;
 pub mod ports;
+pub mod search;
 pub mod secrets;
 pub mod validation;
 pub mod webhooks;
