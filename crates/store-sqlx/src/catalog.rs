@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::SqlStore;
 use crate::codec::{Timestamp, corrupt, count, error, error_with_foreign_key, offset};
 use crate::exec::{Executor as _, Statement, Value, sql};
+use crate::search_index::{adjust_vocabulary, current_product_words, index_category_name, index_product};
 
 macro_rules! category_columns {
     () => {
@@ -103,8 +104,8 @@ impl CategoryRepository for SqlStore {
         let row: CategoryRow = tx
             .fetch_one(
                 sql(concat!(
-                    "insert into categories (id, name, slug, description, created_at, updated_at) \
-                     values ($1, $2, $3, $4, $5, $6) returning ",
+                    "insert into categories (id, name, slug, description, created_at, updated_at, search_name) \
+                     values ($1, $2, $3, $4, $5, $6, $7) returning ",
                     category_columns!()
                 ))
                 .bind(category.id)
@@ -112,10 +113,12 @@ impl CategoryRepository for SqlStore {
                 .bind(category.slug.as_str())
                 .bind(category.description.as_str())
                 .bind(created_at)
-                .bind(created_at),
+                .bind(created_at)
+                .bind(self.analyzer.document(category.name.as_str())),
             )
             .await
             .map_err(error("failed to insert category"))?;
+        adjust_vocabulary(&mut tx, &shop::search::distinct_words(category.name.as_str()), &[]).await?;
         tx.commit().await?;
         row.into_category()
     }
@@ -165,34 +168,57 @@ impl CategoryRepository for SqlStore {
     ) -> Result<Category, StoreError> {
         let mut conn = self.connection().await?;
         let mut tx = conn.begin_write().await?;
+        let old_name: Option<String> = match &changes.name {
+            Some(_) => {
+                let select = tx.dialect().locking("select name from categories where id = $1", "for update");
+                tx.fetch_optional_scalar(Statement::owned(select).bind(id))
+                    .await
+                    .map_err(error("failed to read category"))?
+            }
+            None => None,
+        };
+        let search_name = changes.name.as_ref().map(|name| self.analyzer.document(name.as_str()));
         let row: Option<CategoryRow> = tx
             .fetch_optional(
                 sql(concat!(
                     "update categories set name = coalesce($1, name), slug = coalesce($2, slug), \
-                     description = coalesce($3, description), updated_at = $4 where id = $5 returning ",
+                     description = coalesce($3, description), updated_at = $4, \
+                     search_name = coalesce($6, search_name) where id = $5 returning ",
                     category_columns!()
                 ))
                 .bind(changes.name.as_ref().map(Text::as_str))
                 .bind(changes.slug.as_ref().map(Slug::as_str))
                 .bind(changes.description.as_ref().map(Text::as_str))
                 .bind(now)
-                .bind(id),
+                .bind(id)
+                .bind(search_name.clone()),
             )
             .await
             .map_err(error("failed to update category"))?;
+        let row = row.ok_or(StoreError::NotFound)?;
+        if let (Some(new_name), Some(search_name), Some(old_name)) = (&changes.name, &search_name, &old_name) {
+            index_category_name(&mut tx, id, search_name).await?;
+            let now = shop::search::distinct_words(new_name.as_str());
+            adjust_vocabulary(&mut tx, &now, &shop::search::distinct_words(old_name)).await?;
+        }
         tx.commit().await?;
-        row.ok_or(StoreError::NotFound)?.into_category()
+        row.into_category()
     }
 
     async fn delete_category(&self, id: Uuid) -> Result<(), StoreError> {
-        let deleted = self.execute_write(sql("delete from categories where id = $1").bind(id)).await.map_err(
-            |error| match error {
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin_write().await?;
+        let deleted: Option<String> = tx
+            .fetch_optional_scalar(sql("delete from categories where id = $1 returning name").bind(id))
+            .await
+            .map_err(|failure| match error("failed to delete category")(failure) {
                 // The one rule deleting a category can break: products still belong to it.
                 StoreError::Conflict(_) => StoreError::Conflict(Conflict::CategoryInUse),
                 other => other,
-            },
-        )?;
-        if deleted == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+            })?;
+        let name = deleted.ok_or(StoreError::NotFound)?;
+        adjust_vocabulary(&mut tx, &[], &shop::search::distinct_words(&name)).await?;
+        tx.commit().await
     }
 }
 
@@ -223,6 +249,7 @@ impl ProductRepository for SqlStore {
             )
             .await
             .map_err(error_with_foreign_key("failed to insert product", Conflict::UnknownCategory))?;
+        index_product(&mut tx, &self.analyzer, product.id, &[]).await?;
         tx.commit().await?;
         row.into_product()
     }
@@ -270,6 +297,11 @@ impl ProductRepository for SqlStore {
     ) -> Result<Option<Product>, StoreError> {
         let mut conn = self.connection().await?;
         let mut tx = conn.begin_write().await?;
+        let reindex = changes.name.is_some() || changes.description.is_some() || changes.category_id.is_some();
+        let old_words = match reindex {
+            true => current_product_words(&mut tx, id).await?,
+            false => Vec::new(),
+        };
         let row: Option<ProductRow> = tx
             .fetch_optional(
                 sql(concat!(
@@ -295,13 +327,27 @@ impl ProductRepository for SqlStore {
             )
             .await
             .map_err(error_with_foreign_key("failed to update product", Conflict::UnknownCategory))?;
+        if reindex && row.is_some() {
+            index_product(&mut tx, &self.analyzer, id, &old_words).await?;
+        }
         tx.commit().await?;
         row.map(ProductRow::into_product).transpose()
     }
 
     async fn delete_product(&self, id: Uuid) -> Result<(), StoreError> {
-        let deleted = self.execute_write(sql("delete from products where id = $1").bind(id)).await?;
-        if deleted == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin_write().await?;
+        let old_words = current_product_words(&mut tx, id).await?;
+        // Its search document goes with it (`on delete cascade`).
+        let deleted = tx
+            .execute(sql("delete from products where id = $1").bind(id))
+            .await
+            .map_err(error("failed to delete product"))?;
+        if deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        adjust_vocabulary(&mut tx, &[], &old_words).await?;
+        tx.commit().await
     }
 }
 

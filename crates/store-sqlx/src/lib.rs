@@ -18,6 +18,7 @@ mod migrations;
 mod orders;
 pub mod postgres;
 pub mod reservations;
+mod search_index;
 mod sqlite;
 mod webhooks;
 
@@ -46,6 +47,8 @@ pub struct SqlStore {
     /// NOTIFY and a worker in another process polls; on PostgreSQL nobody subscribes (workers
     /// LISTEN), and an announcement without a receiver is dropped.
     jobs_enqueued: tokio::sync::broadcast::Sender<String>,
+    /// How product and category text is analysed for the search index.
+    analyzer: shop::search::Analyzer,
 }
 
 #[derive(Clone)]
@@ -57,7 +60,14 @@ enum Pool {
 impl SqlStore {
     fn new(pool: Pool) -> Self {
         let (jobs_enqueued, _) = tokio::sync::broadcast::channel(256);
-        Self { pool, waiting: PoolWaiters::default(), jobs_enqueued }
+        Self { pool, waiting: PoolWaiters::default(), jobs_enqueued, analyzer: shop::search::Analyzer::default() }
+    }
+
+    /// Analyses catalog text for the search index with `analyzer` (default: English stemming).
+    /// An index built with another analysis must be rebuilt.
+    pub fn with_search_analyzer(mut self, analyzer: shop::search::Analyzer) -> Self {
+        self.analyzer = analyzer;
+        self
     }
 
     fn dialect(&self) -> Dialect {

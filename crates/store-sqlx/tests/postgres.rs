@@ -114,3 +114,26 @@ async fn saved_checkout_responses_become_outcomes() {
     store.close().await;
     drop(database);
 }
+
+#[tokio::test]
+async fn catalog_writes_keep_the_search_index() {
+    let (store, database) = fresh_sql_store("shopkeep_search_index").await;
+    let mut raw = <sqlx::PgConnection as sqlx::Connection>::connect(&database.0).await.unwrap();
+    let matches =
+        "select cast(count(*) as text) from product_search_documents where document @@ to_tsquery('simple', '{}')";
+    support::catalog_writes_keep_the_search_index(store.clone(), &mut RawConnection(&mut raw), matches).await;
+    drop(raw);
+    store.close().await;
+    drop(database);
+}
+
+/// Raw text queries on a connection of the test's database.
+struct RawConnection<'a>(&'a mut sqlx::PgConnection);
+
+impl support::RawText for RawConnection<'_> {
+    async fn texts(&mut self, query: &str) -> Vec<Vec<String>> {
+        use sqlx::Row as _;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(query.to_owned())).fetch_all(&mut *self.0).await.unwrap();
+        rows.iter().map(|row| (0..row.len()).map(|index| row.get::<String, _>(index)).collect()).collect()
+    }
+}

@@ -81,3 +81,25 @@ async fn saved_checkout_responses_become_outcomes() {
     support::saved_checkout_responses_become_outcomes(store.clone(), &mut raw).await;
     store.close().await;
 }
+
+#[tokio::test]
+async fn catalog_writes_keep_the_search_index() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = SqlStore::sqlite(&settings(&directory)).await.unwrap();
+    store.migrate_up().await.unwrap();
+    let mut raw = <sqlx::SqliteConnection as sqlx::Connection>::connect(&settings(&directory).url).await.unwrap();
+    let matches = "select cast(count(*) as text) from product_search where product_search match '\"{}\"'";
+    support::catalog_writes_keep_the_search_index(store.clone(), &mut RawConnection(&mut raw), matches).await;
+    store.close().await;
+}
+
+/// Raw text queries on a connection of the test's database.
+struct RawConnection<'a>(&'a mut sqlx::SqliteConnection);
+
+impl support::RawText for RawConnection<'_> {
+    async fn texts(&mut self, query: &str) -> Vec<Vec<String>> {
+        use sqlx::Row as _;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(query.to_owned())).fetch_all(&mut *self.0).await.unwrap();
+        rows.iter().map(|row| (0..row.len()).map(|index| row.get::<String, _>(index)).collect()).collect()
+    }
+}

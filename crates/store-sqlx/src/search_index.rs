@@ -1,0 +1,140 @@
+//! Keeping the search index true: each product's analysed document and the vocabulary counts,
+//! written inside the transaction of the catalog write that changes them, so a write and its
+//! index entry commit or roll back together.
+
+use shop::StoreError;
+use shop::search::{Analyzer, distinct_words};
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::codec::error;
+use crate::exec::{Executor, Statement, Transaction, sql};
+
+#[derive(FromRow)]
+struct IndexedText {
+    name: String,
+    description: String,
+    category_search_name: String,
+    category_name: String,
+}
+
+/// The folded words a product contributes to the vocabulary.
+pub(crate) fn product_words(name: &str, description: &str) -> Vec<String> {
+    distinct_words(&format!("{name}\n{description}"))
+}
+
+/// Writes the search document of product `id` from its current row; `old_words` are the words
+/// it contributed before this write (none for a new product).
+pub(crate) async fn index_product(
+    tx: &mut Transaction<'_>,
+    analyzer: &Analyzer,
+    id: Uuid,
+    old_words: &[String],
+) -> Result<(), StoreError> {
+    let text: Option<IndexedText> = tx
+        .fetch_optional(
+            sql("select products.name, products.description, categories.search_name as category_search_name, \
+                 categories.name as category_name \
+                 from products join categories on categories.id = products.category_id where products.id = $1")
+            .bind(id),
+        )
+        .await
+        .map_err(error("failed to read a product to index"))?;
+    let Some(text) = text else {
+        return adjust_vocabulary(tx, &[], old_words).await;
+    };
+    let category = match text.category_search_name.as_str() {
+        // A category written before the index existed: analyse its name now.
+        "" => analyzer.document(&text.category_name),
+        indexed => indexed.to_owned(),
+    };
+    tx.execute(
+        sql("insert into product_search_documents (product_id, name, category, description) values ($1, $2, $3, $4) \
+             on conflict (product_id) do update set name = excluded.name, category = excluded.category, \
+             description = excluded.description")
+        .bind(id)
+        .bind(analyzer.document(&text.name))
+        .bind(category)
+        .bind(analyzer.document(&text.description)),
+    )
+    .await
+    .map_err(error("failed to index a product"))?;
+    let new_words = product_words(&text.name, &text.description);
+    adjust_vocabulary(tx, &new_words, old_words).await
+}
+
+/// Gives a category's products its analysed name (after the category's name changed).
+pub(crate) async fn index_category_name(
+    tx: &mut Transaction<'_>,
+    category_id: Uuid,
+    search_name: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        sql("update product_search_documents set category = $1 \
+             where product_id in (select id from products where category_id = $2)")
+        .bind(search_name)
+        .bind(category_id),
+    )
+    .await
+    .map_err(error("failed to index a category's products"))?;
+    Ok(())
+}
+
+/// Counts the words a document gained (`now`) and lost (`before`); bumps the vocabulary
+/// version when a word enters or leaves it.
+pub(crate) async fn adjust_vocabulary(
+    tx: &mut Transaction<'_>,
+    now: &[String],
+    before: &[String],
+) -> Result<(), StoreError> {
+    let mut added: Vec<&String> = now.iter().filter(|word| !before.contains(word)).collect();
+    let mut removed: Vec<&String> = before.iter().filter(|word| !now.contains(word)).collect();
+    // One order for every writer, so two transactions never wait on each other's words in a cycle.
+    added.sort_unstable();
+    added.dedup();
+    removed.sort_unstable();
+    removed.dedup();
+    let mut changed = false;
+    for chunk in added.chunks(500) {
+        let mut insert = sql("insert into search_words (word, documents) values ");
+        for (index, word) in chunk.iter().enumerate() {
+            insert.push(if index == 0 { "(" } else { ", (" }).push_bind(word.as_str()).push(", 1)");
+        }
+        insert.push(" on conflict (word) do update set documents = search_words.documents + 1 returning documents");
+        let counts: Vec<i64> = tx.fetch_all_scalars(insert).await.map_err(error("failed to count words"))?;
+        changed |= counts.contains(&1);
+    }
+    for chunk in removed.chunks(500) {
+        let mut last = sql("delete from search_words where documents = 1 and word in ");
+        last.push_list(chunk.iter().map(|word| word.as_str()));
+        changed |= tx.execute(last).await.map_err(error("failed to count words"))? > 0;
+        let mut fewer = sql("update search_words set documents = documents - 1 where word in ");
+        fewer.push_list(chunk.iter().map(|word| word.as_str()));
+        tx.execute(fewer).await.map_err(error("failed to count words"))?;
+    }
+    if changed {
+        tx.execute(sql("update search_index_state set vocabulary_version = vocabulary_version + 1 where id = 1"))
+            .await
+            .map_err(error("failed to bump the vocabulary version"))?;
+    }
+    Ok(())
+}
+
+/// The words product `id` contributes now (read before a write changes them).
+pub(crate) async fn current_product_words(tx: &mut Transaction<'_>, id: Uuid) -> Result<Vec<String>, StoreError> {
+    let lock = tx.dialect().row_lock("for update");
+    let mut select = sql("select name, description from products where id = $1").bind(id);
+    select.push(" ").push(lock);
+    let row: Option<(String, String)> = fetch_pair(tx, select).await?;
+    Ok(row.map(|(name, description)| product_words(&name, &description)).unwrap_or_default())
+}
+
+async fn fetch_pair(tx: &mut Transaction<'_>, select: Statement) -> Result<Option<(String, String)>, StoreError> {
+    #[derive(FromRow)]
+    struct Pair {
+        name: String,
+        description: String,
+    }
+    let row: Option<Pair> = tx.fetch_optional(select).await.map_err(error("failed to read a product's words"))?;
+    Ok(row.map(|pair| (pair.name, pair.description)))
+}
