@@ -170,7 +170,7 @@ impl CategoryRepository for SqlStore {
         let mut tx = conn.begin_write().await?;
         let old_name: Option<String> = match &changes.name {
             Some(_) => {
-                let select = tx.dialect().locking("select name from categories where id = $1", "for update");
+                let select = tx.dialect().locking("select name from categories where id = $1", "for no key update");
                 tx.fetch_optional_scalar(Statement::owned(select).bind(id))
                     .await
                     .map_err(error("failed to read category"))?

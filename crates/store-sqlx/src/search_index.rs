@@ -122,7 +122,7 @@ pub(crate) async fn adjust_vocabulary(
 
 /// The words product `id` contributes now (read before a write changes them).
 pub(crate) async fn current_product_words(tx: &mut Transaction<'_>, id: Uuid) -> Result<Vec<String>, StoreError> {
-    let lock = tx.dialect().row_lock("for update");
+    let lock = tx.dialect().row_lock("for no key update");
     let mut select = sql("select name, description from products where id = $1").bind(id);
     select.push(" ").push(lock);
     let row: Option<(String, String)> = fetch_pair(tx, select).await?;
