@@ -67,6 +67,10 @@ pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dy
     };
     if migrate {
         store.migrate_up().await?;
+        // Products written before the index existed, or analysed another way, are indexed now.
+        if let Some(indexed) = store.ensure_search_index().await? {
+            tracing::info!(products = indexed, "search index rebuilt");
+        }
     }
     Ok(Arc::new(store))
 }

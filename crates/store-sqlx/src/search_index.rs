@@ -7,11 +7,13 @@ use shop::search::{Analyzer, distinct_words};
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use crate::codec::error;
+use crate::SqlStore;
+use crate::codec::{count, error};
 use crate::exec::{Executor, Statement, Transaction, sql};
 
 #[derive(FromRow)]
 struct IndexedText {
+    id: Uuid,
     name: String,
     description: String,
     category_search_name: String,
@@ -33,7 +35,7 @@ pub(crate) async fn index_product(
 ) -> Result<(), StoreError> {
     let text: Option<IndexedText> = tx
         .fetch_optional(
-            sql("select products.name, products.description, categories.search_name as category_search_name, \
+            sql("select products.id, products.name, products.description, categories.search_name as category_search_name, \
                  categories.name as category_name \
                  from products join categories on categories.id = products.category_id where products.id = $1")
             .bind(id),
@@ -43,6 +45,17 @@ pub(crate) async fn index_product(
     let Some(text) = text else {
         return adjust_vocabulary(tx, &[], old_words).await;
     };
+    write_document(tx, analyzer, id, &text).await?;
+    let new_words = product_words(&text.name, &text.description);
+    adjust_vocabulary(tx, &new_words, old_words).await
+}
+
+async fn write_document(
+    tx: &mut Transaction<'_>,
+    analyzer: &Analyzer,
+    id: Uuid,
+    text: &IndexedText,
+) -> Result<(), StoreError> {
     let category = match text.category_search_name.as_str() {
         // A category written before the index existed: analyse its name now.
         "" => analyzer.document(&text.category_name),
@@ -59,8 +72,7 @@ pub(crate) async fn index_product(
     )
     .await
     .map_err(error("failed to index a product"))?;
-    let new_words = product_words(&text.name, &text.description);
-    adjust_vocabulary(tx, &new_words, old_words).await
+    Ok(())
 }
 
 /// Gives a category's products its analysed name (after the category's name changed).
@@ -137,4 +149,134 @@ async fn fetch_pair(tx: &mut Transaction<'_>, select: Statement) -> Result<Optio
     }
     let row: Option<Pair> = tx.fetch_optional(select).await.map_err(error("failed to read a product's words"))?;
     Ok(row.map(|pair| (pair.name, pair.description)))
+}
+
+/// Products analysed per transaction by a rebuild: small enough that catalog writes between
+/// batches wait milliseconds, not the whole rebuild.
+const REBUILD_BATCH: i64 = 500;
+
+// === impl SqlStore ===
+
+impl SqlStore {
+    /// Rebuilds the search index when it was built by another analysis than this store's
+    /// (or never, as after the migration that created it); returns the products indexed.
+    pub async fn ensure_search_index(&self) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.connection().await?;
+        let signature: String = conn
+            .fetch_scalar(sql("select signature from search_index_state where id = 1"))
+            .await
+            .map_err(error("failed to read the search index state"))?;
+        drop(conn);
+        if signature == self.analyzer.signature() {
+            return Ok(None);
+        }
+        tracing::info!(
+            from = signature.as_str(),
+            to = self.analyzer.signature().as_str(),
+            "rebuilding the search index"
+        );
+        self.rebuild_search_index(|_, _| {}).await.map(Some)
+    }
+
+    /// Analyses every category and product again and recounts the vocabulary; `progress` hears
+    /// `(done, total)` after each batch. Products are indexed in batches of their own
+    /// transactions; the vocabulary is recounted from the catalog in one final transaction, so
+    /// it is exact even if products changed meanwhile.
+    pub async fn rebuild_search_index(&self, progress: impl Fn(u64, u64)) -> Result<u64, StoreError> {
+        let mut conn = self.connection().await?;
+        let total: i64 =
+            conn.fetch_scalar(sql("select count(*) from products")).await.map_err(error("failed to count products"))?;
+        let total = count(total);
+        #[derive(FromRow)]
+        struct CategoryName {
+            id: Uuid,
+            name: String,
+        }
+        let mut tx = conn.begin_write().await?;
+        let categories: Vec<CategoryName> =
+            tx.fetch_all(sql("select id, name from categories")).await.map_err(error("failed to read categories"))?;
+        for category in &categories {
+            tx.execute(
+                sql("update categories set search_name = $1 where id = $2")
+                    .bind(self.analyzer.document(&category.name))
+                    .bind(category.id),
+            )
+            .await
+            .map_err(error("failed to index a category"))?;
+        }
+        tx.commit().await?;
+        let mut done = 0_u64;
+        let mut after: Option<Uuid> = None;
+        loop {
+            let mut tx = conn.begin_write().await?;
+            let mut select = sql("select products.id, products.name, products.description, \
+                 categories.search_name as category_search_name, categories.name as category_name \
+                 from products join categories on categories.id = products.category_id");
+            if let Some(after) = after {
+                select.push(" where products.id > ").push_bind(after);
+            }
+            select.push(" order by products.id limit ").push_bind(REBUILD_BATCH);
+            let batch: Vec<IndexedText> =
+                tx.fetch_all(select).await.map_err(error("failed to read products to index"))?;
+            let Some(last) = batch.last() else { break };
+            after = Some(last.id);
+            for text in &batch {
+                write_document(&mut tx, &self.analyzer, text.id, text).await?;
+            }
+            tx.commit().await?;
+            done += batch.len() as u64;
+            progress(done, total.max(done));
+        }
+        let mut tx = conn.begin_write().await?;
+        // Writers wait while the vocabulary is recounted (SQLite's write transaction already
+        // excludes them); readers go on.
+        if tx.dialect() == crate::dialect::Dialect::Postgres {
+            tx.execute(sql("lock table products, categories in share mode"))
+                .await
+                .map_err(error("failed to lock the catalog"))?;
+        }
+        let mut counts: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        let texts: Vec<(String, String)> = {
+            #[derive(FromRow)]
+            struct Text {
+                name: String,
+                description: String,
+            }
+            let products: Vec<Text> = tx
+                .fetch_all(sql("select name, description from products"))
+                .await
+                .map_err(error("failed to read products"))?;
+            let categories: Vec<Text> = tx
+                .fetch_all(sql("select name, '' as description from categories"))
+                .await
+                .map_err(error("failed to read categories"))?;
+            products.into_iter().chain(categories).map(|text| (text.name, text.description)).collect()
+        };
+        for (name, description) in &texts {
+            for word in product_words(name, description) {
+                *counts.entry(word).or_default() += 1;
+            }
+        }
+        tx.execute(sql("delete from search_words")).await.map_err(error("failed to clear the vocabulary"))?;
+        let mut words: Vec<(String, u64)> = counts.into_iter().collect();
+        words.sort_unstable();
+        for chunk in words.chunks(500) {
+            let mut insert = sql("insert into search_words (word, documents) values ");
+            for (index, (word, documents)) in chunk.iter().enumerate() {
+                let documents = i64::try_from(*documents).unwrap_or(i64::MAX);
+                insert.push(if index == 0 { "(" } else { ", (" }).push_bind(word.as_str()).push(", ");
+                insert.push_bind(documents).push(")");
+            }
+            tx.execute(insert).await.map_err(error("failed to write the vocabulary"))?;
+        }
+        tx.execute(
+            sql("update search_index_state set signature = $1, vocabulary_version = vocabulary_version + 1 \
+                 where id = 1")
+            .bind(self.analyzer.signature()),
+        )
+        .await
+        .map_err(error("failed to record the search index state"))?;
+        tx.commit().await?;
+        Ok(done)
+    }
 }

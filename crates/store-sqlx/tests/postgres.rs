@@ -137,3 +137,13 @@ impl support::RawText for RawConnection<'_> {
         rows.iter().map(|row| (0..row.len()).map(|index| row.get::<String, _>(index)).collect()).collect()
     }
 }
+
+#[tokio::test]
+async fn the_search_index_rebuilds_when_its_analysis_changed() {
+    let (store, database) = fresh_sql_store("shopkeep_search_rebuild").await;
+    let mut raw = <sqlx::PgConnection as sqlx::Connection>::connect(&database.0).await.unwrap();
+    support::the_search_index_rebuilds_when_its_analysis_changed(store.clone(), &mut RawConnection(&mut raw)).await;
+    drop(raw);
+    store.close().await;
+    drop(database);
+}

@@ -103,3 +103,13 @@ impl support::RawText for RawConnection<'_> {
         rows.iter().map(|row| (0..row.len()).map(|index| row.get::<String, _>(index)).collect()).collect()
     }
 }
+
+#[tokio::test]
+async fn the_search_index_rebuilds_when_its_analysis_changed() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = SqlStore::sqlite(&settings(&directory)).await.unwrap();
+    store.migrate_up().await.unwrap();
+    let mut raw = <sqlx::SqliteConnection as sqlx::Connection>::connect(&settings(&directory).url).await.unwrap();
+    support::the_search_index_rebuilds_when_its_analysis_changed(store.clone(), &mut RawConnection(&mut raw)).await;
+    store.close().await;
+}

@@ -136,3 +136,38 @@ async fn vocabulary_version(raw: &mut impl RawText) -> i64 {
     let rows = raw.texts("select cast(vocabulary_version as text) from search_index_state").await;
     rows[0][0].parse().unwrap()
 }
+
+/// A rebuild (as at startup after the migration that created the index) indexes products
+/// written without an index and recounts the vocabulary exactly; with the index current it
+/// does nothing.
+pub async fn the_search_index_rebuilds_when_its_analysis_changed(store: SqlStore, raw: &mut impl RawText) {
+    use shop::catalog::Text;
+    let shared: std::sync::Arc<dyn Store> = std::sync::Arc::new(store.clone());
+    let category = store_tests::add_category(&shared, "lamps", 0).await;
+    for (slug, name) in [("desk-lamp", "Desk Lamp"), ("floor-lamp", "Floor Lamp"), ("bulb", "Warm Bulb")] {
+        let mut product = store_tests::new_product(category.id, slug, 1_000, 1, 1);
+        product.name = Text::name(name).unwrap();
+        shared.insert_product(&product).await.unwrap();
+    }
+    assert_eq!(store.ensure_search_index().await.unwrap(), Some(3), "the migration leaves no signature");
+    let documents = "select name || '|' || category || '|' || description from product_search_documents order by name";
+    let indexed = raw.texts(documents).await;
+    let words = vocabulary(raw).await;
+    assert!(words.contains(&"lamp 2".to_owned()) && words.contains(&"category 1".to_owned()), "{words:?}");
+    assert_eq!(store.ensure_search_index().await.unwrap(), None);
+
+    // As before the index existed: no documents, no vocabulary, no signature.
+    raw.texts("delete from product_search_documents").await;
+    raw.texts("delete from search_words").await;
+    raw.texts("update search_index_state set signature = ''").await;
+    raw.texts("update categories set search_name = ''").await;
+    let before = vocabulary_version(raw).await;
+    let done = std::sync::Mutex::new(Vec::new());
+    let rebuilt = store.rebuild_search_index(|done_now, total| done.lock().unwrap().push((done_now, total))).await;
+    assert_eq!(rebuilt.unwrap(), 3);
+    assert_eq!(done.into_inner().unwrap(), [(3, 3)]);
+    assert_eq!(raw.texts(documents).await, indexed);
+    assert_eq!(vocabulary(raw).await, words);
+    assert!(vocabulary_version(raw).await > before);
+    assert_eq!(store.ensure_search_index().await.unwrap(), None);
+}
