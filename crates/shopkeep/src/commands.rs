@@ -49,6 +49,11 @@ pub async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<(
         MigrateAction::Up => {
             target.migrate_up().await?;
             println!("migrations applied");
+            // Products written before the search index existed (or analysed another way) are
+            // indexed as part of the migration step, not by the first instance to start.
+            if let Some(indexed) = target.ensure_search_index().await? {
+                println!("search index rebuilt ({indexed} products)");
+            }
         }
         MigrateAction::Down => match target.migrate_down().await? {
             Some(version) => println!("reverted migration {version}"),
