@@ -264,6 +264,8 @@ pub struct ProductBody {
     pub status: String,
     /// Grows with every change.
     pub version: i64,
+    /// The merchant's search boost, −1000 to 1000: among equally good search hits, higher first.
+    pub search_boost: i32,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
@@ -285,6 +287,7 @@ impl From<Product> for ProductBody {
             category_id: product.category_id,
             status: product.status.as_str().to_owned(),
             version: product.version,
+            search_boost: product.search_boost.value(),
             created_at: product.created_at,
             updated_at: product.updated_at,
         }
@@ -312,6 +315,8 @@ pub struct ProductRequest {
     pub category_id: Option<String>,
     /// PATCH only: `active` or `archived`.
     pub status: Option<String>,
+    /// −1000 to 1000 (default 0): among equally good search hits, the higher boost ranks first.
+    pub search_boost: Option<i64>,
 }
 
 /// Health of the instance.

@@ -124,6 +124,34 @@ pub trait ProductRepository: Send + Sync {
     async fn delete_product(&self, id: Uuid) -> Result<(), StoreError>;
 }
 
+/// The search index over the catalog: kept by the storage adapter in the same transaction as
+/// catalog writes, or by an external engine. Every method answers from committed data.
+#[async_trait]
+pub trait SearchIndex: Send + Sync {
+    /// One page of the products matching at least one term, within the filters, in the
+    /// query's order, and how many match in all.
+    async fn search(&self, query: &crate::search::IndexQuery) -> Result<Page<crate::search::IndexHit>, StoreError>;
+    /// Facet counts over every product matching `terms` (no terms: every product) within
+    /// `filters` (their page and sort are ignored).
+    async fn facets(
+        &self,
+        terms: &[crate::search::QueryTerm],
+        filters: &ProductQuery,
+        wanted: crate::search::FacetRequest,
+    ) -> Result<crate::search::Facets, StoreError>;
+    /// Categories whose name holds an alternative of any term, by name, at most `limit`.
+    async fn matching_categories(
+        &self,
+        terms: &[crate::search::QueryTerm],
+        limit: u32,
+    ) -> Result<Vec<Category>, StoreError>;
+    /// Grows whenever a word enters or leaves the vocabulary.
+    async fn vocabulary_version(&self) -> Result<u64, StoreError>;
+    /// Every folded word of the catalog with the number of documents holding it, and the
+    /// vocabulary version they are of.
+    async fn vocabulary(&self) -> Result<(u64, Vec<(String, u64)>), StoreError>;
+}
+
 /// Connection pool figures for metrics and the admin health view.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {

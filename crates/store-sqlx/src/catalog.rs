@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use shop::catalog::{
     Category, CategoryChanges, CategorySort, Currency, IdOrSlug, Money, NewCategory, NewProduct, Product,
-    ProductChanges, ProductQuery, ProductSort, ProductStatus, Slug, Stock, Text,
+    ProductChanges, ProductQuery, ProductSort, ProductStatus, SearchBoost, Slug, Stock, Text,
 };
 use shop::ports::{CategoryRepository, ProductRepository};
 use shop::{Conflict, Page, PageRequest, SortOrder, StoreError};
@@ -22,18 +22,19 @@ macro_rules! category_columns {
          categories.updated_at"
     };
 }
+pub(crate) use category_columns;
 
 macro_rules! product_columns {
     () => {
         "products.id, products.name, products.slug, products.description, products.price_minor, products.currency, \
          products.stock, products.category_id, cast(products.status as text) as status, products.version, \
-         products.created_at, products.updated_at"
+         cast(products.search_boost as bigint) as search_boost, products.created_at, products.updated_at"
     };
 }
 pub(crate) use product_columns;
 
 #[derive(FromRow)]
-struct CategoryRow {
+pub(crate) struct CategoryRow {
     id: Uuid,
     name: String,
     slug: String,
@@ -43,7 +44,7 @@ struct CategoryRow {
 }
 
 impl CategoryRow {
-    fn into_category(self) -> Result<Category, StoreError> {
+    pub(crate) fn into_category(self) -> Result<Category, StoreError> {
         Ok(Category {
             id: self.id,
             name: Text::name(&self.name).map_err(|e| corrupt("category name", e))?,
@@ -67,6 +68,7 @@ pub(crate) struct ProductRow {
     category_id: Uuid,
     status: String,
     version: i64,
+    search_boost: i64,
     created_at: Timestamp,
     updated_at: Timestamp,
 }
@@ -84,6 +86,7 @@ impl ProductRow {
             category_id: self.category_id,
             status: ProductStatus::parse(&self.status).map_err(|e| corrupt("product status", e))?,
             version: self.version,
+            search_boost: SearchBoost::new(self.search_boost).map_err(|e| corrupt("search boost", e))?,
             created_at: self.created_at.into(),
             updated_at: self.updated_at.into(),
         })
@@ -232,8 +235,8 @@ impl ProductRepository for SqlStore {
             .fetch_one(
                 sql(concat!(
                     "insert into products (id, name, slug, description, price_minor, currency, stock, category_id, \
-                     status, version, created_at, updated_at) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, 'active', 1, $9, $10) returning ",
+                     status, version, created_at, updated_at, search_boost) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, 'active', 1, $9, $10, $11) returning ",
                     product_columns!()
                 ))
                 .bind(product.id)
@@ -245,7 +248,8 @@ impl ProductRepository for SqlStore {
                 .bind(product.stock.units())
                 .bind(product.category_id)
                 .bind(created_at)
-                .bind(created_at),
+                .bind(created_at)
+                .bind(i64::from(product.search_boost.value())),
             )
             .await
             .map_err(error_with_foreign_key("failed to insert product", Conflict::UnknownCategory))?;
@@ -309,7 +313,7 @@ impl ProductRepository for SqlStore {
                      description = coalesce($3, description), price_minor = coalesce($4, price_minor), \
                      currency = coalesce($5, currency), stock = coalesce($6, stock), \
                      category_id = coalesce($7, category_id), status = coalesce($8, status), \
-                     version = version + 1, updated_at = $9 \
+                     search_boost = coalesce($12, search_boost), version = version + 1, updated_at = $9 \
                      where id = $10 and ($11 is null or version = $11) returning ",
                     product_columns!()
                 ))
@@ -323,7 +327,8 @@ impl ProductRepository for SqlStore {
                 .bind(status_value(changes.status))
                 .bind(now)
                 .bind(id)
-                .bind(expected_version),
+                .bind(expected_version)
+                .bind(changes.search_boost.map(|boost| i64::from(boost.value()))),
             )
             .await
             .map_err(error_with_foreign_key("failed to update product", Conflict::UnknownCategory))?;
@@ -353,6 +358,11 @@ impl ProductRepository for SqlStore {
 
 fn push_product_filters(statement: &mut Statement, query: &ProductQuery) {
     statement.push(" where 1 = 1");
+    push_product_conditions(statement, query);
+}
+
+/// The filters of `query` (not its page or order) as ` and …` conditions of a `where`.
+pub(crate) fn push_product_conditions(statement: &mut Statement, query: &ProductQuery) {
     if let Some(status) = query.status {
         statement.push(" and products.status = ").push_bind(status_value(Some(status)));
     }

@@ -18,6 +18,7 @@ mod migrations;
 mod orders;
 pub mod postgres;
 pub mod reservations;
+mod search;
 mod search_index;
 mod sqlite;
 mod webhooks;

@@ -64,6 +64,14 @@ fn url_with_database(server: &str, database: &str) -> String {
 
 store_tests::contract_tests!(fresh_store());
 
+async fn fresh_search_store() -> (Arc<dyn Store>, Arc<dyn shop::ports::SearchIndex>, DropDatabase) {
+    let (store, database) = fresh_sql_store("shopkeep_search").await;
+    let store = Arc::new(store);
+    (store.clone(), store, database)
+}
+
+store_tests::search_contract_tests!(fresh_search_store());
+
 #[tokio::test]
 async fn migrations_go_down_and_up_again() {
     let (store, database) = fresh_sql_store("shopkeep_migrate").await;

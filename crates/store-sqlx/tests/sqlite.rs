@@ -30,6 +30,16 @@ async fn fresh_store() -> (Arc<dyn Store>, tempfile::TempDir) {
 
 store_tests::contract_tests!(fresh_store());
 
+async fn fresh_search_store() -> (Arc<dyn Store>, Arc<dyn shop::ports::SearchIndex>, tempfile::TempDir) {
+    let directory = tempfile::tempdir().unwrap();
+    let store = SqlStore::sqlite(&settings(&directory)).await.unwrap();
+    store.migrate_up().await.unwrap();
+    let store = Arc::new(store);
+    (store.clone(), store, directory)
+}
+
+store_tests::search_contract_tests!(fresh_search_store());
+
 #[tokio::test]
 async fn migrations_go_down_and_up_again() {
     let directory = tempfile::tempdir().unwrap();

@@ -29,6 +29,7 @@ pub fn new_product(category_id: Uuid, slug: &str, price_minor: i64, stock: i64, 
         price: Money::from_minor(price_minor, Currency::parse("EUR").unwrap()).unwrap(),
         stock: Stock::new(stock).unwrap(),
         category_id,
+        search_boost: shop::catalog::SearchBoost::default(),
         created_at: at(seconds),
     }
 }

@@ -14,6 +14,7 @@ mod idempotency;
 mod jobs;
 mod mail;
 mod orders;
+mod search;
 mod webhooks;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use idempotency::*;
 pub use jobs::*;
 pub use mail::*;
 pub use orders::*;
+pub use search::*;
 pub use webhooks::*;
 
 /// A fixed point in time with whole microseconds, so values round-trip exactly.

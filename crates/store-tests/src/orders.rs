@@ -29,6 +29,7 @@ pub async fn add_products(store: &SharedStore, products: &[(&str, i64, i64)]) ->
             price: Money::from_minor(price_minor, Currency::parse("EUR").unwrap()).unwrap(),
             stock: Stock::new(stock).unwrap(),
             category_id: category.id,
+            search_boost: shop::catalog::SearchBoost::default(),
             created_at: at(0),
         };
         added.push(store.insert_product(&product).await.unwrap());

@@ -9,7 +9,7 @@ use shop::ValidationErrors;
 use shop::accounts::Role;
 use shop::catalog::{
     CategoryChanges, CategorySort, Currency, IdOrSlug, Money, NewProductInput, Product, ProductChanges, ProductQuery,
-    ProductSort, ProductStatus, Slug, Stock, Text, parse_amount,
+    ProductSort, ProductStatus, SearchBoost, Slug, Stock, Text, parse_amount,
 };
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -282,15 +282,18 @@ pub async fn create_product(
     if body.status.is_some() {
         errors.add("status", "new products are active; archive them with POST /products/{id}/archive");
     }
+    let search_boost = body
+        .search_boost
+        .map_or(Some(SearchBoost::default()), |raw| errors.check("searchBoost", SearchBoost::new(raw)));
     let price =
         amount.zip(currency).and_then(|(amount, currency)| errors.check("price", Money::from_minor(amount, currency)));
-    let (Some(name), Some(slug), Some(description), Some(price), Some(stock), Some(category_id)) =
-        (name, slug, description, price, stock, category_id)
+    let (Some(name), Some(slug), Some(description), Some(price), Some(stock), Some(category_id), Some(search_boost)) =
+        (name, slug, description, price, stock, category_id, search_boost)
     else {
         return Err(ApiError::Invalid(errors));
     };
     errors.into_result()?;
-    let input = NewProductInput { name, slug, description, price, stock, category_id };
+    let input = NewProductInput { name, slug, description, price, stock, category_id, search_boost };
     let product = state.catalog().create_product(input).await?;
     Ok(created(&format!("/api/v1/products/{}", product.id), &ProductBody::from(product)))
 }
@@ -401,6 +404,7 @@ fn product_changes(body: &ProductRequest, current: &Product) -> Result<ProductCh
             .as_deref()
             .and_then(|raw| errors.check("categoryId", Uuid::parse_str(raw).map_err(|_| "must be a category id"))),
         status: body.status.as_deref().and_then(|raw| errors.check("status", ProductStatus::parse(raw))),
+        search_boost: body.search_boost.and_then(|raw| errors.check("searchBoost", SearchBoost::new(raw))),
     };
     errors.into_result()?;
     Ok(changes)

@@ -7,7 +7,7 @@ mod slug;
 
 pub use model::{
     Category, CategoryChanges, CategorySort, IdOrSlug, NewCategory, NewProduct, Product, ProductChanges, ProductQuery,
-    ProductSort, ProductStatus, Stock, Text,
+    ProductSort, ProductStatus, SearchBoost, Stock, Text,
 };
 pub use money::{Currency, MINOR_DIGITS, Money, format_minor, parse_amount};
 pub use service::{CatalogService, NewProductInput};

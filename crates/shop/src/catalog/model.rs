@@ -143,6 +143,24 @@ impl ProductStatus {
     }
 }
 
+/// A merchant's search boost: −1000 to 1000, 0 by default. Among hits that match the query
+/// equally well, the higher boost ranks first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct SearchBoost(i32);
+
+impl SearchBoost {
+    pub fn new(value: i64) -> Result<Self, String> {
+        match i32::try_from(value) {
+            Ok(value) if (-1000..=1000).contains(&value) => Ok(Self(value)),
+            _ => Err("must be between -1000 and 1000".into()),
+        }
+    }
+
+    pub fn value(self) -> i32 {
+        self.0
+    }
+}
+
 /// A product. `version` grows by one with every change; conditional updates compare it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Product {
@@ -154,6 +172,7 @@ pub struct Product {
     pub stock: Stock,
     pub category_id: Uuid,
     pub status: ProductStatus,
+    pub search_boost: SearchBoost,
     pub version: i64,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
@@ -168,6 +187,7 @@ pub struct NewProduct {
     pub price: Money,
     pub stock: Stock,
     pub category_id: Uuid,
+    pub search_boost: SearchBoost,
     pub created_at: OffsetDateTime,
 }
 
@@ -180,6 +200,7 @@ pub struct ProductChanges {
     pub stock: Option<Stock>,
     pub category_id: Option<Uuid>,
     pub status: Option<ProductStatus>,
+    pub search_boost: Option<SearchBoost>,
 }
 
 impl ProductChanges {
@@ -191,6 +212,7 @@ impl ProductChanges {
             && self.stock.is_none()
             && self.category_id.is_none()
             && self.status.is_none()
+            && self.search_boost.is_none()
     }
 }
 

@@ -70,6 +70,7 @@ impl CatalogService {
             price: product.price,
             stock: product.stock,
             category_id: product.category_id,
+            search_boost: product.search_boost,
             created_at: self.clock.now(),
         };
         self.store.insert_product(&new_product).await.map_err(product_conflict)
@@ -137,6 +138,7 @@ pub struct NewProductInput {
     pub price: super::Money,
     pub stock: super::Stock,
     pub category_id: Uuid,
+    pub search_boost: super::SearchBoost,
 }
 
 fn category_conflict(error: StoreError) -> Error {

@@ -1,0 +1,335 @@
+//! The search use cases: ranked product search with typo fallback, type-ahead suggestions and
+//! facets, over any [`SearchIndex`] adapter.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use super::highlight::{highlight, snippet};
+use super::query::{
+    Alternative, FacetRequest, Facets, FieldBoosts, IndexHit, IndexQuery, QueryTerm, SearchOrder, SearchText,
+};
+use super::{Analyzer, Language, TypoRules, Vocabulary, words};
+use crate::catalog::{Category, Product, ProductQuery, ProductStatus};
+use crate::error::{Error, StoreError};
+use crate::pagination::{Page, PageRequest};
+use crate::ports::SearchIndex;
+
+/// Query words beyond this many are ignored (Meilisearch does the same with 10).
+pub const MAX_QUERY_WORDS: usize = 10;
+/// Corrections tried per query word.
+const CORRECTIONS_PER_WORD: usize = 8;
+/// Completions of the last word tried by suggestions.
+const COMPLETIONS: usize = 10;
+/// The most suggestions one request may ask for.
+pub const MAX_SUGGESTIONS: u32 = 20;
+
+/// How search behaves; the `[search]` configuration section.
+#[derive(Debug, Clone)]
+pub struct SearchSettings {
+    /// The stemming language; must be the one the index was built with (the store rebuilds
+    /// the index at start when it changed).
+    pub language: Language,
+    pub boosts: FieldBoosts,
+    pub typos: TypoRules,
+    /// Typo-tolerant matching runs only when exact matching finds fewer hits than this.
+    pub typo_fallback_below: u64,
+    /// How stale the vocabulary used for corrections may be before the index is asked
+    /// whether it changed.
+    pub vocabulary_refresh: Duration,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        Self {
+            language: Language::default(),
+            boosts: FieldBoosts::default(),
+            typos: TypoRules::default(),
+            typo_fallback_below: 10,
+            vocabulary_refresh: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A product found, ready to show: the score and the highlighted name and description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    pub product: Product,
+    /// The index's relevance score (comparable within one response).
+    pub score: f64,
+    pub matched_words: u32,
+    pub typos: u32,
+    /// The name, HTML-escaped, matched words in `<mark>`.
+    pub name_highlight: String,
+    /// About 160 characters of the description around the first match, escaped and marked.
+    pub description_snippet: String,
+}
+
+/// One page of hits and what was searched for.
+#[derive(Debug, Clone)]
+pub struct SearchResults {
+    pub page: Page<SearchHit>,
+    /// The query as corrected when typo tolerance found what the words as typed did not.
+    pub corrected_query: Option<String>,
+    /// Whether the typo-tolerant search ran (exact matching found too few hits).
+    pub typo_fallback: bool,
+    pub facets: Option<Facets>,
+}
+
+/// A product completing what was typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuggestedProduct {
+    pub product: Product,
+    /// The name, HTML-escaped, matched words in `<mark>`.
+    pub name_highlight: String,
+}
+
+/// Type-ahead answers.
+#[derive(Debug, Clone)]
+pub struct Suggestions {
+    pub products: Vec<SuggestedProduct>,
+    pub categories: Vec<Category>,
+}
+
+/// Search over the catalog.
+#[derive(Clone)]
+pub struct SearchService {
+    index: Arc<dyn SearchIndex>,
+    analyzer: Analyzer,
+    settings: SearchSettings,
+    vocabulary: Arc<VocabularyCache>,
+}
+
+impl SearchService {
+    pub fn new(index: Arc<dyn SearchIndex>, settings: SearchSettings) -> Self {
+        Self {
+            index,
+            analyzer: Analyzer::new(settings.language),
+            settings,
+            vocabulary: Arc::new(VocabularyCache::default()),
+        }
+    }
+
+    pub fn analyzer(&self) -> &Analyzer {
+        &self.analyzer
+    }
+
+    /// Ranked hits of `text` within `filters` (its page; its sort is replaced by `order`).
+    /// Exact words first; when they find fewer than `typo_fallback_below` hits, once more with
+    /// each word's corrections from the vocabulary.
+    pub async fn search(
+        &self,
+        text: &SearchText,
+        filters: &ProductQuery,
+        order: SearchOrder,
+        facets: FacetRequest,
+    ) -> Result<SearchResults, Error> {
+        let words = query_words(text);
+        let exact: Vec<QueryTerm> = words.iter().map(|word| self.exact_term(word)).collect();
+        let mut query = IndexQuery { terms: exact, filters: filters.clone(), order, boosts: self.settings.boosts };
+        let mut page = self.index.search(&query).await?;
+        let mut corrected_query = None;
+        let mut typo_fallback = false;
+        if page.total < self.settings.typo_fallback_below {
+            let vocabulary = self.vocabulary().await?;
+            let tolerant: Vec<QueryTerm> = words.iter().map(|word| self.tolerant_term(word, &vocabulary)).collect();
+            if tolerant != query.terms {
+                typo_fallback = true;
+                query.terms = tolerant;
+                page = self.index.search(&query).await?;
+                corrected_query = correction(&query.terms, &vocabulary);
+            }
+        }
+        let facets = match facets.any() {
+            true => Some(self.index.facets(&query.terms, filters, facets).await?),
+            false => None,
+        };
+        let stems = searched_stems(&query.terms);
+        let Page { items, total, request } = page;
+        let items = items.into_iter().map(|hit| self.hit(hit, &stems)).collect();
+        Ok(SearchResults { page: Page { items, total, request }, corrected_query, typo_fallback, facets })
+    }
+
+    /// Facet counts of the filtered list, without a query.
+    pub async fn facets(&self, filters: &ProductQuery, wanted: FacetRequest) -> Result<Facets, Error> {
+        Ok(self.index.facets(&[], filters, wanted).await?)
+    }
+
+    /// Active products and categories completing `text`: its last word as a prefix (unless
+    /// the text ends after a complete word), earlier words typo-tolerant; same ranking as
+    /// search.
+    pub async fn suggest(&self, text: &SearchText, limit: u32) -> Result<Suggestions, Error> {
+        let words = query_words(text);
+        let vocabulary = self.vocabulary().await?;
+        let ends_in_word = !text.ends_after_word();
+        let mut terms: Vec<QueryTerm> = Vec::with_capacity(words.len());
+        for (index, word) in words.iter().enumerate() {
+            let last = index + 1 == words.len();
+            terms.push(match last && ends_in_word {
+                true => self.prefix_term(word, &vocabulary),
+                false => self.tolerant_term(word, &vocabulary),
+            });
+        }
+        let limit = limit.clamp(1, MAX_SUGGESTIONS);
+        let filters = ProductQuery {
+            page: PageRequest::new(Some(1), Some(limit)).unwrap_or_default(),
+            status: Some(ProductStatus::Active),
+            ..ProductQuery::default()
+        };
+        let query = IndexQuery { terms, filters, order: SearchOrder::Relevance, boosts: self.settings.boosts };
+        let page = self.index.search(&query).await?;
+        // Categories complete the last word only: "gaming lap" suggests "Laptops", not "Gaming".
+        let last_terms = query.terms.last().cloned().into_iter().collect::<Vec<_>>();
+        let categories = self.index.matching_categories(&last_terms, limit).await?;
+        let stems = searched_stems(&query.terms);
+        let products = page
+            .items
+            .into_iter()
+            .map(|hit| SuggestedProduct {
+                name_highlight: highlight(&self.analyzer, hit.product.name.as_str(), &stems),
+                product: hit.product,
+            })
+            .collect();
+        Ok(Suggestions { products, categories })
+    }
+
+    fn hit(&self, hit: IndexHit, stems: &HashSet<String>) -> SearchHit {
+        SearchHit {
+            name_highlight: highlight(&self.analyzer, hit.product.name.as_str(), stems),
+            description_snippet: snippet(&self.analyzer, hit.product.description.as_str(), stems),
+            score: hit.relevance,
+            matched_words: hit.matched_words,
+            typos: hit.typos,
+            product: hit.product,
+        }
+    }
+
+    fn exact_term(&self, word: &str) -> QueryTerm {
+        let alternative = Alternative { word: word.to_owned(), stem: self.analyzer.stem(word), typos: 0 };
+        QueryTerm { word: word.to_owned(), alternatives: vec![alternative] }
+    }
+
+    /// The word and its corrections from the vocabulary, fewest typos first.
+    fn tolerant_term(&self, word: &str, vocabulary: &Vocabulary) -> QueryTerm {
+        let mut term = self.exact_term(word);
+        for correction in vocabulary.corrections(word, &self.settings.typos, CORRECTIONS_PER_WORD) {
+            let stem = self.analyzer.stem(&correction.word);
+            push_alternative(&mut term, Alternative { word: correction.word, stem, typos: correction.typos });
+        }
+        term
+    }
+
+    /// The words of the vocabulary starting with `prefix` (none: its corrections).
+    fn prefix_term(&self, prefix: &str, vocabulary: &Vocabulary) -> QueryTerm {
+        let completions = vocabulary.completions(prefix, COMPLETIONS);
+        if completions.is_empty() {
+            return self.tolerant_term(prefix, vocabulary);
+        }
+        let mut term = QueryTerm { word: prefix.to_owned(), alternatives: Vec::new() };
+        for (word, _) in completions {
+            let stem = self.analyzer.stem(&word);
+            push_alternative(&mut term, Alternative { word, stem, typos: 0 });
+        }
+        term
+    }
+
+    /// The vocabulary, reloaded when the index says it changed (asked at most once per
+    /// `vocabulary_refresh`).
+    async fn vocabulary(&self) -> Result<Arc<Vocabulary>, StoreError> {
+        self.vocabulary.get(self.index.as_ref(), self.settings.vocabulary_refresh).await
+    }
+}
+
+impl std::fmt::Debug for SearchService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchService").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// The distinct folded words of the query, at most [`MAX_QUERY_WORDS`].
+fn query_words(text: &SearchText) -> Vec<String> {
+    let mut seen = HashSet::new();
+    words(text.as_str())
+        .map(|word| word.folded)
+        .filter(|word| seen.insert(word.clone()))
+        .take(MAX_QUERY_WORDS)
+        .collect()
+}
+
+/// Adds `alternative` unless a cheaper one already has its stem (alternatives come cheapest first).
+fn push_alternative(term: &mut QueryTerm, alternative: Alternative) {
+    if !term.alternatives.iter().any(|known| known.stem == alternative.stem) {
+        term.alternatives.push(alternative);
+    }
+}
+
+fn searched_stems(terms: &[QueryTerm]) -> HashSet<String> {
+    terms.iter().flat_map(|term| term.alternatives.iter().map(|alternative| alternative.stem.clone())).collect()
+}
+
+/// The query with each word the vocabulary does not hold replaced by its best correction;
+/// `None` when no word was replaced.
+fn correction(terms: &[QueryTerm], vocabulary: &Vocabulary) -> Option<String> {
+    let mut changed = false;
+    let corrected: Vec<&str> = terms
+        .iter()
+        .map(|term| match term.alternatives.get(1) {
+            Some(best) if vocabulary.documents(&term.word).is_none() => {
+                changed = true;
+                best.word.as_str()
+            }
+            _ => term.word.as_str(),
+        })
+        .collect();
+    changed.then(|| corrected.join(" "))
+}
+
+/// The vocabulary snapshot used for corrections and completions.
+#[derive(Default)]
+struct VocabularyCache {
+    snapshot: RwLock<Snapshot>,
+    /// One reload at a time; the others wait for it and use its result.
+    reload: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    version: Option<u64>,
+    words: Arc<Vocabulary>,
+    checked_at: Option<Instant>,
+}
+
+impl VocabularyCache {
+    async fn get(&self, index: &dyn SearchIndex, refresh: Duration) -> Result<Arc<Vocabulary>, StoreError> {
+        if let Some(words) = self.fresh(refresh) {
+            return Ok(words);
+        }
+        let _reloading = self.reload.lock().await;
+        if let Some(words) = self.fresh(refresh) {
+            return Ok(words);
+        }
+        let version = index.vocabulary_version().await?;
+        let known = self.read().version;
+        if known != Some(version) {
+            let (version, entries) = index.vocabulary().await?;
+            let words = Arc::new(Vocabulary::new(entries));
+            let mut snapshot = self.snapshot.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *snapshot =
+                Snapshot { version: Some(version), words: Arc::clone(&words), checked_at: Some(Instant::now()) };
+            return Ok(words);
+        }
+        let mut snapshot = self.snapshot.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        snapshot.checked_at = Some(Instant::now());
+        Ok(Arc::clone(&snapshot.words))
+    }
+
+    fn fresh(&self, refresh: Duration) -> Option<Arc<Vocabulary>> {
+        let snapshot = self.read();
+        let checked_at = snapshot.checked_at?;
+        (!refresh.is_zero() && checked_at.elapsed() < refresh).then(|| Arc::clone(&snapshot.words))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+        self.snapshot.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

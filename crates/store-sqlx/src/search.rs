@@ -1,0 +1,367 @@
+//! The `SearchIndex` port on the database's own full-text index: candidates from FTS5
+//! (`MATCH`, ranked by `bm25`) or a GIN-indexed `tsvector` (`@@`, ranked by `ts_rank`), then
+//! one ranking written once for both: matched words, typos, best fields, the merchant's
+//! boost, stock, and the backend's relevance score last.
+
+use async_trait::async_trait;
+use shop::Page;
+use shop::StoreError;
+use shop::catalog::{Category, ProductQuery, ProductSort};
+use shop::ports::SearchIndex;
+use shop::search::{
+    CategoryCount, FacetRequest, Facets, FieldBoosts, IndexHit, IndexQuery, PRICE_BUCKETS, PriceCount, QueryTerm,
+    SearchField, SearchOrder,
+};
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::SqlStore;
+use crate::catalog::{CategoryRow, ProductRow, category_columns, product_columns, push_product_conditions};
+use crate::codec::{count, error, offset};
+use crate::dialect::Dialect;
+use crate::exec::{Executor as _, Statement, sql};
+
+/// A word's match code packs its typos and field boost into one integer: `typos * 1000 + boost`
+/// (boosts stay below 1000), null when the word is not in the product.
+const TYPO_UNIT: u32 = 1000;
+
+#[derive(FromRow)]
+struct HitRow {
+    #[sqlx(flatten)]
+    product: ProductRow,
+    relevance: f64,
+    matched_words: i64,
+    typos: i64,
+}
+
+#[derive(FromRow)]
+struct CategoryCountRow {
+    id: Uuid,
+    name: String,
+    slug: String,
+    products_count: i64,
+}
+
+#[derive(FromRow)]
+struct BucketRow {
+    bucket: i64,
+    count: i64,
+}
+
+#[derive(FromRow)]
+struct StockRow {
+    in_stock: i64,
+    total: i64,
+}
+
+/// The stems of every alternative of every term, each once.
+fn stems(terms: &[QueryTerm]) -> Vec<&str> {
+    let mut stems: Vec<&str> = terms
+        .iter()
+        .flat_map(|term| term.alternatives.iter().map(|alternative| alternative.stem.as_str()))
+        .filter(|stem| !stem.is_empty())
+        .collect();
+    stems.sort_unstable();
+    stems.dedup();
+    stems
+}
+
+/// The full-text query matching any of the stems. Stems are letters and digits only (the
+/// analyzer splits on everything else), so quoting them is all the escaping they need.
+fn full_text_query(dialect: Dialect, stems: &[&str]) -> String {
+    let quoted: Vec<String> = match dialect {
+        Dialect::Sqlite => stems.iter().map(|stem| format!("\"{stem}\"")).collect(),
+        Dialect::Postgres => stems.iter().map(|stem| format!("'{stem}'")).collect(),
+    };
+    quoted.join(match dialect {
+        Dialect::Sqlite => " OR ",
+        Dialect::Postgres => " | ",
+    })
+}
+
+/// `from … where <full-text match>`: the documents matching any stem, as `d`, with the
+/// backend's relevance score as `relevance`. The match is bound once.
+fn push_candidates(statement: &mut Statement, dialect: Dialect, stems: &[&str], boosts: &FieldBoosts) {
+    let matching = full_text_query(dialect, stems);
+    match dialect {
+        Dialect::Sqlite => {
+            // bm25 is lower-is-better; its column weights follow the table's column order.
+            statement.push(&format!(
+                ", -bm25(product_search, {}, {}, {}) as relevance \
+                 from product_search join product_search_documents d on d.document_id = product_search.rowid \
+                 where product_search match ",
+                boosts.name, boosts.category, boosts.description
+            ));
+            statement.push_bind(matching);
+        }
+        Dialect::Postgres => {
+            // ts_rank's weights are {D, C, B, A} in [0, 1]; name is A, category B, description C.
+            let top = f64::from(boosts.name.max(boosts.category).max(boosts.description).max(1));
+            let weight = |boost: u16| f64::from(boost) / top;
+            statement.push(&format!(
+                ", cast(ts_rank('{{0, {:.4}, {:.4}, {:.4}}}'::float4[], d.document, matching) as double precision) \
+                 as relevance from product_search_documents d, to_tsquery('simple', ",
+                weight(boosts.description),
+                weight(boosts.category),
+                weight(boosts.name)
+            ));
+            statement.push_bind(matching).push(") as matching where d.document @@ matching");
+        }
+    }
+}
+
+fn field_column(field: SearchField) -> &'static str {
+    match field {
+        SearchField::Name => "d.name",
+        SearchField::Category => "d.category",
+        SearchField::Description => "d.description",
+    }
+}
+
+/// The match code of one term (see [`TYPO_UNIT`]): its cheapest alternative found, in the best
+/// field it is found in.
+fn push_match_code(statement: &mut Statement, dialect: Dialect, term: &QueryTerm, boosts: &FieldBoosts) {
+    let position = dialect.position_function();
+    statement.push("case");
+    for alternative in &term.alternatives {
+        let needle = format!(" {} ", alternative.stem);
+        for (field, boost) in boosts.ranked() {
+            let code = u32::from(alternative.typos) * TYPO_UNIT + u32::from(boost);
+            statement.push(&format!(" when {position}({}, ", field_column(field)));
+            statement.push_bind(needle.as_str()).push(&format!(") > 0 then {code}"));
+        }
+    }
+    statement.push(" end");
+}
+
+/// The search's hits as a derived table `m` (product id, relevance, `w0`… match codes), joined
+/// to `products`, filtered.
+fn push_hits_from(statement: &mut Statement, dialect: Dialect, query: &IndexQuery, stems: &[&str]) {
+    statement.push(" from (select d.product_id");
+    for (index, term) in query.terms.iter().enumerate() {
+        statement.push(", ");
+        push_match_code(statement, dialect, term, &query.boosts);
+        statement.push(&format!(" as w{index}"));
+    }
+    push_candidates(statement, dialect, stems, &query.boosts);
+    statement.push(") m join products on products.id = m.product_id where 1 = 1");
+    push_product_conditions(statement, &query.filters);
+}
+
+/// `from … <joins> where …` of the products matching `terms` (every product without terms)
+/// within the filters.
+fn push_matching(
+    statement: &mut Statement,
+    dialect: Dialect,
+    terms: &[QueryTerm],
+    filters: &ProductQuery,
+    joins: &str,
+) {
+    let stems = stems(terms);
+    if terms.is_empty() {
+        statement.push(" from products");
+    } else {
+        statement.push(" from (select d.product_id");
+        push_candidates(statement, dialect, &stems, &FieldBoosts::default());
+        statement.push(") m join products on products.id = m.product_id");
+    }
+    statement.push(joins).push(" where 1 = 1");
+    push_product_conditions(statement, filters);
+}
+
+fn sort_column(sort: ProductSort) -> &'static str {
+    match sort {
+        ProductSort::CreatedAt => "products.created_at",
+        ProductSort::UpdatedAt => "products.updated_at",
+        ProductSort::Name => "products.name",
+        ProductSort::Price => "products.price_minor",
+        ProductSort::Stock => "products.stock",
+    }
+}
+
+impl Dialect {
+    /// The function finding a substring: `instr(haystack, needle)` / `strpos(haystack, needle)`.
+    fn position_function(self) -> &'static str {
+        match self {
+            Self::Sqlite => "instr",
+            Self::Postgres => "strpos",
+        }
+    }
+}
+
+#[async_trait]
+impl SearchIndex for SqlStore {
+    async fn search(&self, query: &IndexQuery) -> Result<Page<IndexHit>, StoreError> {
+        let stems = stems(&query.terms);
+        if stems.is_empty() {
+            return Ok(Page { items: Vec::new(), total: 0, request: query.filters.page });
+        }
+        let dialect = self.dialect();
+        let mut conn = self.connection().await?;
+        let mut count_query = sql("select count(*)");
+        push_matching(&mut count_query, dialect, &query.terms, &query.filters, "");
+        let total: i64 = conn.fetch_scalar(count_query).await.map_err(error("failed to count search hits"))?;
+        if total == 0 {
+            return Ok(Page { items: Vec::new(), total: 0, request: query.filters.page });
+        }
+        let codes = 0..query.terms.len();
+        let matched: Vec<String> =
+            codes.clone().map(|i| format!("case when m.w{i} is null then 0 else 1 end")).collect();
+        let typos: Vec<String> = codes.clone().map(|i| format!("coalesce(m.w{i} / {TYPO_UNIT}, 0)")).collect();
+        let fields: Vec<String> = codes.map(|i| format!("coalesce(m.w{i} % {TYPO_UNIT}, 0)")).collect();
+        let mut select = Statement::owned(format!(
+            "select {}, m.relevance, cast({} as bigint) as matched_words, cast({} as bigint) as typos, \
+             cast({} as bigint) as fields",
+            product_columns!(),
+            matched.join(" + "),
+            typos.join(" + "),
+            fields.join(" + ")
+        ));
+        push_hits_from(&mut select, dialect, query, &stems);
+        match query.order {
+            SearchOrder::Relevance => select.push(
+                " order by matched_words desc, typos asc, fields desc, products.search_boost desc, \
+                 (products.stock > 0) desc, m.relevance desc, products.id asc",
+            ),
+            SearchOrder::By(sort, order) => {
+                let order = order.sql();
+                select.push(&format!(" order by {} {order}, products.id {order}", sort_column(sort)))
+            }
+        };
+        select.push(" limit ").push_bind(query.filters.page.limit()).push(" offset ");
+        select.push_bind(offset(query.filters.page));
+        let rows: Vec<HitRow> = conn.fetch_all(select).await.map_err(error("failed to search products"))?;
+        let items = rows
+            .into_iter()
+            .map(|row| {
+                Ok(IndexHit {
+                    product: row.product.into_product()?,
+                    relevance: row.relevance,
+                    matched_words: u32::try_from(row.matched_words).unwrap_or(0),
+                    typos: u32::try_from(row.typos).unwrap_or(0),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Page { items, total: count(total), request: query.filters.page })
+    }
+
+    async fn facets(
+        &self,
+        terms: &[QueryTerm],
+        filters: &ProductQuery,
+        wanted: FacetRequest,
+    ) -> Result<Facets, StoreError> {
+        let mut facets = Facets::default();
+        if !terms.is_empty() && stems(terms).is_empty() {
+            return Ok(facets);
+        }
+        let dialect = self.dialect();
+        let mut conn = self.connection().await?;
+        if wanted.category {
+            let mut select = sql("select categories.id, categories.name, categories.slug, count(*) as products_count");
+            let joins = " join categories on categories.id = products.category_id";
+            push_matching(&mut select, dialect, terms, filters, joins);
+            select.push(
+                " group by categories.id, categories.name, categories.slug \
+                 order by products_count desc, categories.name asc, categories.id asc",
+            );
+            let rows: Vec<CategoryCountRow> =
+                conn.fetch_all(select).await.map_err(error("failed to count products per category"))?;
+            facets.categories = Some(
+                rows.into_iter()
+                    .map(|row| CategoryCount {
+                        id: row.id,
+                        name: row.name,
+                        slug: row.slug,
+                        count: count(row.products_count),
+                    })
+                    .collect(),
+            );
+        }
+        if wanted.price {
+            let mut bucket = String::from("case");
+            for (index, (_, to)) in PRICE_BUCKETS.iter().enumerate() {
+                match to {
+                    Some(to) => bucket.push_str(&format!(" when products.price_minor < {to} then {index}")),
+                    None => bucket.push_str(&format!(" else {index}")),
+                }
+            }
+            bucket.push_str(" end");
+            let mut select = Statement::owned(format!("select cast({bucket} as bigint) as bucket, count(*) as count"));
+            push_matching(&mut select, dialect, terms, filters, "");
+            select.push(" group by 1");
+            let rows: Vec<BucketRow> = conn.fetch_all(select).await.map_err(error("failed to count price buckets"))?;
+            facets.prices = Some(
+                PRICE_BUCKETS
+                    .iter()
+                    .enumerate()
+                    .map(|(index, (from, to))| PriceCount {
+                        from_minor: *from,
+                        to_minor: *to,
+                        count: rows
+                            .iter()
+                            .find(|row| usize::try_from(row.bucket).ok() == Some(index))
+                            .map_or(0, |row| count(row.count)),
+                    })
+                    .collect(),
+            );
+        }
+        if wanted.in_stock {
+            let mut select = sql(
+                "select cast(coalesce(sum(case when products.stock > 0 then 1 else 0 end), 0) as bigint) as in_stock, \
+                 count(*) as total",
+            );
+            push_matching(&mut select, dialect, terms, filters, "");
+            let row: StockRow = conn.fetch_one(select).await.map_err(error("failed to count stock"))?;
+            let in_stock = count(row.in_stock);
+            facets.stock = Some((in_stock, count(row.total).saturating_sub(in_stock)));
+        }
+        Ok(facets)
+    }
+
+    async fn matching_categories(&self, terms: &[QueryTerm], limit: u32) -> Result<Vec<Category>, StoreError> {
+        let stems = stems(terms);
+        if stems.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let position = self.dialect().position_function();
+        let mut select = sql(concat!("select ", category_columns!(), " from categories where "));
+        for (index, stem) in stems.iter().enumerate() {
+            if index > 0 {
+                select.push(" or ");
+            }
+            select.push(&format!("{position}(categories.search_name, "));
+            select.push_bind(format!(" {stem} ")).push(") > 0");
+        }
+        select.push(" order by categories.name, categories.id limit ").push_bind(limit);
+        let mut conn = self.connection().await?;
+        let rows: Vec<CategoryRow> = conn.fetch_all(select).await.map_err(error("failed to find categories"))?;
+        rows.into_iter().map(CategoryRow::into_category).collect()
+    }
+
+    async fn vocabulary_version(&self) -> Result<u64, StoreError> {
+        let mut conn = self.connection().await?;
+        let version: i64 = conn
+            .fetch_scalar(sql("select vocabulary_version from search_index_state where id = 1"))
+            .await
+            .map_err(error("failed to read the vocabulary version"))?;
+        Ok(count(version))
+    }
+
+    async fn vocabulary(&self) -> Result<(u64, Vec<(String, u64)>), StoreError> {
+        #[derive(FromRow)]
+        struct WordRow {
+            word: String,
+            documents: i64,
+        }
+        // The version first: words read after it are at least as new, so a change in between
+        // only makes the next check reload once more.
+        let version = self.vocabulary_version().await?;
+        let mut conn = self.connection().await?;
+        let rows: Vec<WordRow> = conn
+            .fetch_all(sql("select word, documents from search_words"))
+            .await
+            .map_err(error("failed to read the vocabulary"))?;
+        Ok((version, rows.into_iter().map(|row| (row.word, count(row.documents))).collect()))
+    }
+}
