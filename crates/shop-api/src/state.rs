@@ -63,6 +63,7 @@ impl Readiness {
 pub struct AppParts {
     pub accounts: AccountService,
     pub catalog: CatalogService,
+    pub search: shop::search::SearchService,
     pub store: Arc<dyn Store>,
     pub readiness: Arc<Readiness>,
     pub settings: HttpSettings,
@@ -89,6 +90,7 @@ pub(crate) struct Inner {
     pub rate_limits: Arc<crate::rate_limits::RateLimiters>,
     pub accounts: AccountService,
     pub catalog: CatalogService,
+    pub search: shop::search::SearchService,
     pub store: Arc<dyn Store>,
     pub readiness: Arc<Readiness>,
     pub settings: HttpSettings,
@@ -106,6 +108,7 @@ impl AppState {
         let AppParts {
             accounts,
             catalog,
+            search,
             store,
             readiness,
             settings,
@@ -121,6 +124,7 @@ impl AppState {
             rate_limits,
             accounts,
             catalog,
+            search,
             store,
             readiness,
             settings,
@@ -148,6 +152,10 @@ impl AppState {
 
     pub(crate) fn catalog(&self) -> &CatalogService {
         &self.inner.catalog
+    }
+
+    pub(crate) fn search(&self) -> &shop::search::SearchService {
+        &self.inner.search
     }
 
     pub(crate) fn settings(&self) -> &HttpSettings {

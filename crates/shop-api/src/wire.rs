@@ -294,6 +294,166 @@ impl From<Product> for ProductBody {
     }
 }
 
+/// A page of the product list; with `q`, each item carries how it matched and `search` says
+/// what was searched for; with `facets`, the counts asked for.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductListBody {
+    pub data: Vec<ProductListItem>,
+    /// Matches across all pages.
+    pub total: u64,
+    pub page: u32,
+    pub limit: u32,
+    pub total_pages: u64,
+    /// Present when `q` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchInfoBody>,
+    /// Present when `facets` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facets: Option<FacetsBody>,
+}
+
+/// A product of the list, and with `q` how it matched.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductListItem {
+    #[serde(flatten)]
+    pub product: ProductBody,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchHitBody>,
+}
+
+/// How a product matched the query.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchHitBody {
+    /// The index's relevance score: higher is better, comparable within one response only.
+    pub score: f64,
+    /// Query words found in the product.
+    pub matched_words: u32,
+    /// Typos of the matched words (0: exact).
+    pub typos: u32,
+    pub highlight: HighlightBody,
+}
+
+/// HTML-escaped text with the matched words in `<mark>…</mark>`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HighlightBody {
+    #[schema(example = "<mark>Laptop</mark> Stand")]
+    pub name: String,
+    /// About 160 characters of the description around the first match, `…` where cut.
+    pub description: String,
+}
+
+/// What was searched for.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchInfoBody {
+    /// `q` as given (trimmed).
+    pub query: String,
+    /// The query with unknown words replaced by their corrections, when typo tolerance
+    /// found what the words as typed did not; else `null`.
+    #[schema(example = "laptop")]
+    pub corrected_query: Option<String>,
+    /// Whether typo-tolerant matching ran (exact matching found too few hits).
+    pub typo_tolerant: bool,
+}
+
+/// Facet counts over every hit (all pages) of the query and filters.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FacetsBody {
+    /// Most products first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<Vec<CategoryFacetBody>>,
+    /// Fixed buckets, empty ones included; `to` is exclusive, `null` for the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<Vec<PriceFacetBody>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_stock: Option<StockFacetBody>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CategoryFacetBody {
+    pub id: Uuid,
+    pub name: String,
+    pub slug: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PriceFacetBody {
+    #[schema(example = "10.00")]
+    pub from: String,
+    #[schema(example = "25.00")]
+    pub to: Option<String>,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StockFacetBody {
+    pub in_stock: u64,
+    pub out_of_stock: u64,
+}
+
+impl From<shop::search::Facets> for FacetsBody {
+    fn from(facets: shop::search::Facets) -> Self {
+        Self {
+            category: facets.categories.map(|categories| {
+                categories
+                    .into_iter()
+                    .map(|c| CategoryFacetBody { id: c.id, name: c.name, slug: c.slug, count: c.count })
+                    .collect()
+            }),
+            price: facets.prices.map(|prices| {
+                prices
+                    .into_iter()
+                    .map(|bucket| PriceFacetBody {
+                        from: shop::catalog::format_minor(bucket.from_minor),
+                        to: bucket.to_minor.map(shop::catalog::format_minor),
+                        count: bucket.count,
+                    })
+                    .collect()
+            }),
+            in_stock: facets.stock.map(|(in_stock, out_of_stock)| StockFacetBody { in_stock, out_of_stock }),
+        }
+    }
+}
+
+/// Type-ahead answers.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SuggestionsBody {
+    pub products: Vec<ProductSuggestionBody>,
+    pub categories: Vec<CategorySuggestionBody>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductSuggestionBody {
+    pub id: Uuid,
+    pub name: String,
+    pub slug: String,
+    /// The name, HTML-escaped, matched words in `<mark>`.
+    #[schema(example = "<mark>Laptop</mark> Stand")]
+    pub highlight: String,
+    #[schema(example = "12.99")]
+    pub price: String,
+    pub currency: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CategorySuggestionBody {
+    pub id: Uuid,
+    pub name: String,
+    pub slug: String,
+}
+
 /// A new product, or changes to one (PATCH: only the fields given change).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -80,6 +80,11 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    /// The same page with each item converted.
+    pub fn map<U>(self, convert: impl FnMut(T) -> U) -> Page<U> {
+        Page { items: self.items.into_iter().map(convert).collect(), total: self.total, request: self.request }
+    }
+
     pub fn total_pages(&self) -> u64 {
         self.total.div_ceil(u64::from(self.request.limit()))
     }

@@ -40,7 +40,7 @@ pub struct Application {
 }
 
 /// Opens the configured database (and migrates it when `migrate` is true).
-pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<SqlStore>> {
     let database = &config.database;
     let backend = config.backend().map_err(|problem| anyhow::anyhow!(problem))?;
     let store = match backend {
@@ -65,6 +65,7 @@ pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dy
             .await?
         }
     };
+    let store = store.with_search_analyzer(shop::search::Analyzer::new(config.search.settings().language));
     if migrate {
         store.migrate_up().await?;
         // Products written before the index existed, or analysed another way, are indexed now.
@@ -242,7 +243,9 @@ impl Application {
     /// [`Application::build`] with the clock the rate limiters read (tests pass a manual one).
     pub async fn build_with_clock(config: Config, limiter_clock: Arc<dyn resilience::Clock>) -> anyhow::Result<Self> {
         let started = Instant::now();
-        let store = open_store(&config, config.migrate_on_start()).await?;
+        let sql_store = open_store(&config, config.migrate_on_start()).await?;
+        let search = shop::search::SearchService::new(Arc::clone(&sql_store) as _, config.search.settings());
+        let store: Arc<dyn Store> = sql_store;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let accounts = account_service(&config, Arc::clone(&store), Arc::clone(&clock));
         let catalog = CatalogService::new(Arc::clone(&store), Arc::clone(&clock));
@@ -313,6 +316,7 @@ impl Application {
         let state = AppState::new(AppParts {
             accounts: accounts.clone(),
             catalog,
+            search,
             store: Arc::clone(&store),
             readiness: Arc::clone(&readiness),
             settings,

@@ -86,6 +86,18 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: MailCommand,
     },
+    /// Maintain the product search index.
+    Search {
+        #[command(subcommand)]
+        command: SearchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SearchCommand {
+    /// Analyse every category and product again with the configured `search.language` and
+    /// recount the vocabulary, with a progress bar. The shop keeps serving meanwhile.
+    Reindex,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use shop::SystemClock;
 use shop::accounts::{Email, PasswordPlain, PersonName, Role};
+use shop::{Store, SystemClock};
 use store_sqlx::{PostgresSettings, SqlStore, SqliteSettings, provisioning};
 
 use crate::app::{account_service, open_store};
@@ -45,6 +45,7 @@ pub async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<(
             .await?
         }
     };
+    let target = target.with_search_analyzer(shop::search::Analyzer::new(config.search.settings().language));
     match action {
         MigrateAction::Up => {
             target.migrate_up().await?;
@@ -84,7 +85,7 @@ pub async fn create_user(
         PersonName::parse(name.unwrap_or(&default_name)).map_err(|problem| anyhow::anyhow!("--name {problem}"))?;
     let password = read_password(password_file)?;
     let password = PasswordPlain::parse_new(&password).map_err(|problem| anyhow::anyhow!("password {problem}"))?;
-    let store = open_store(config, config.migrate_on_start()).await?;
+    let store: Arc<dyn Store> = open_store(config, config.migrate_on_start()).await?;
     let accounts = account_service(config, Arc::clone(&store), Arc::new(SystemClock));
     let result = accounts.create_user(email, password, name, role).await;
     store.close().await;
@@ -131,7 +132,7 @@ pub async fn list_jobs(config: &Config, state: Option<&str>, queue: Option<Strin
         })
         .transpose()?;
     let page = shop::PageRequest::new(None, Some(limit)).map_err(|problem| anyhow::anyhow!("--limit {problem}"))?;
-    let store = open_store(config, false).await?;
+    let store: Arc<dyn Store> = open_store(config, false).await?;
     let query = shop::jobs::JobQuery { state, queue, page, ..shop::jobs::JobQuery::default() };
     let result = job_service(config, &store).list(&query).await;
     store.close().await;
@@ -157,9 +158,40 @@ pub async fn list_jobs(config: &Config, state: Option<&str>, queue: Option<Strin
     Ok(())
 }
 
+/// `shopkeep admin search reindex`: rebuilds the search index with a progress bar (on a
+/// terminal; a line per batch is not printed elsewhere, only the summary).
+pub async fn reindex_search(config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config, false).await?;
+    let started = std::time::Instant::now();
+    let bar = indicatif::ProgressBar::new(0);
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} indexing [{bar:40}] {pos}/{len} products ({eta} left)")
+            .map_err(|error| anyhow::anyhow!("progress bar template: {error}"))?
+            .progress_chars("=> "),
+    );
+    let result = store
+        .rebuild_search_index(|done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await;
+    bar.finish_and_clear();
+    shop::ports::StoreHealth::close(store.as_ref()).await;
+    let indexed = result.context("failed to rebuild the search index")?;
+    println!(
+        "search index rebuilt: {indexed} products in {:.1} s (language {})",
+        started.elapsed().as_secs_f64(),
+        config.search.language
+    );
+    Ok(())
+}
+
 /// `shopkeep admin jobs retry ID`.
 pub async fn retry_job(config: &Config, id: uuid::Uuid) -> anyhow::Result<()> {
-    let store = open_store(config, false).await?;
+    let store: Arc<dyn Store> = open_store(config, false).await?;
     let result = job_service(config, &store).retry(id).await;
     store.close().await;
     match result {
@@ -176,7 +208,7 @@ pub async fn retry_job(config: &Config, id: uuid::Uuid) -> anyhow::Result<()> {
 /// `shopkeep admin mail list`: outbox messages (never delivered), newest first, with their text.
 pub async fn list_outbox_mail(config: &Config, limit: u32) -> anyhow::Result<()> {
     let page = shop::PageRequest::new(None, Some(limit)).map_err(|problem| anyhow::anyhow!("--limit {problem}"))?;
-    let store = open_store(config, false).await?;
+    let store: Arc<dyn Store> = open_store(config, false).await?;
     let result = store.list_outbox_mail(&page).await;
     store.close().await;
     let page = result.context("failed to read the mail outbox")?;

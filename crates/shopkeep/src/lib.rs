@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 pub use app::Application;
-use cli::{AdminCommand, Cli, Command, ConfigCommand, JobsCommand, MailCommand};
+use cli::{AdminCommand, Cli, Command, ConfigCommand, JobsCommand, MailCommand, SearchCommand};
 use config::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +67,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Admin { command: AdminCommand::Mail { command: MailCommand::List { limit } } } => {
             commands::list_outbox_mail(&config, limit).await
         }
+        Command::Admin { command: AdminCommand::Search { command: SearchCommand::Reindex } } => {
+            commands::reindex_search(&config).await
+        }
         Command::Admin { command: AdminCommand::CreateUser { email, role, name, password_file } } => {
             commands::create_user(&config, &email, &role, name.as_deref(), password_file.as_deref()).await
         }
@@ -94,7 +97,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn run_worker(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
-    let store = app::open_store(&config, config.migrate_on_start()).await?;
+    let store: Arc<dyn shop::Store> = app::open_store(&config, config.migrate_on_start()).await?;
     let clock: Arc<dyn shop::Clock> = Arc::new(shop::SystemClock);
     let accounts = app::account_service(&config, Arc::clone(&store), Arc::clone(&clock));
     let jobs = shop::jobs::JobService::new(Arc::clone(&store), Arc::clone(&clock), jobs::job_settings(&config));

@@ -308,6 +308,14 @@ impl RateLimiters {
         self.gcra(RateLimitScope::TokenPerIp, LimitKey::Ip(ip)).await
     }
 
+    /// Before a search or a type-ahead suggestion: per client address.
+    pub async fn before_search(&self, ip: IpAddr) -> Result<(), ApiError> {
+        if !self.settings.enabled {
+            return Ok(());
+        }
+        self.gcra(RateLimitScope::SearchPerIp, LimitKey::Ip(ip)).await
+    }
+
     /// Before starting or completing a sign-in with an external provider: the per-IP login limit.
     pub async fn before_external_login(&self, ip: IpAddr) -> Result<(), ApiError> {
         if !self.settings.enabled {

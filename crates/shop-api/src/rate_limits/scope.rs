@@ -28,6 +28,9 @@ pub enum RateLimitScope {
     MailPerAccount,
     /// Uses of mailed tokens (reset and verification links) per client address.
     TokenPerIp,
+    /// Searches and type-ahead suggestions per client address: they cost the database more
+    /// than a plain read.
+    SearchPerIp,
 }
 
 /// A scope's row in the table: its names and its default quota.
@@ -44,7 +47,7 @@ struct Spec {
 
 impl RateLimitScope {
     /// Every scope, in the order of the configuration, the status page and `config check`.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::PerIp,
         Self::Anonymous,
         Self::Customer,
@@ -55,6 +58,7 @@ impl RateLimitScope {
         Self::MailPerIp,
         Self::MailPerAccount,
         Self::TokenPerIp,
+        Self::SearchPerIp,
     ];
 
     /// How many scopes there are.
@@ -83,6 +87,7 @@ impl RateLimitScope {
             Self::MailPerIp => spec("mail_per_ip", "mailPerIp", "mail_ip", 10, 3_600),
             Self::MailPerAccount => spec("mail_per_account", "mailPerAccount", "mail_account", 3, 3_600),
             Self::TokenPerIp => spec("token_per_ip", "tokenPerIp", "token_ip", 10, 60),
+            Self::SearchPerIp => spec("search_per_ip", "searchPerIp", "search_ip", 300, 60),
         }
     }
 
@@ -206,7 +211,8 @@ mod tests {
                 "signup_ip",
                 "mail_ip",
                 "mail_account",
-                "token_ip"
+                "token_ip",
+                "search_ip"
             ]
         );
         let keys = RateLimitScope::ALL.map(RateLimitScope::config_key);
@@ -222,7 +228,8 @@ mod tests {
                 "signup_per_ip",
                 "mail_per_ip",
                 "mail_per_account",
-                "token_per_ip"
+                "token_per_ip",
+                "search_per_ip"
             ]
         );
     }

@@ -11,17 +11,23 @@ use shop::catalog::{
     CategoryChanges, CategorySort, Currency, IdOrSlug, Money, NewProductInput, Product, ProductChanges, ProductQuery,
     ProductSort, ProductStatus, SearchBoost, Slug, Stock, Text, parse_amount,
 };
+use shop::search::{FacetRequest, SearchOrder, SearchText};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use super::accounts::{parse_bool, parse_page};
+use super::accounts::{client_ip, parse_bool, parse_page};
 use super::caching::{if_match, public_json, representation};
 use super::with_location;
 use crate::auth::MaybeAuthenticated;
 use crate::error::{ApiError, CommonErrors, Problem};
 use crate::extract::{Json, Query};
+use crate::rate_limits::ClientIp;
 use crate::state::AppState;
-use crate::wire::{CategoryBody, CategoryRequest, Paged, ProductBody, ProductRequest};
+use crate::wire::{
+    CategoryBody, CategoryRequest, CategorySuggestionBody, FacetsBody, HighlightBody, Paged, ProductBody,
+    ProductListBody, ProductListItem, ProductRequest, ProductSuggestionBody, SearchHitBody, SearchInfoBody,
+    SuggestionsBody,
+};
 
 /// Query of the category list.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -177,24 +183,33 @@ pub struct ProductListQuery {
     in_stock: Option<String>,
     /// Staff only: `active` (default), `archived` or `all`.
     status: Option<String>,
+    /// Full-text search, 1–200 characters with at least one letter or digit: ranked by
+    /// relevance unless `sortBy` is given, typo-tolerant, every filter still applies.
+    q: Option<String>,
+    /// Facet counts over every match: a comma-separated list of `category`, `price`, `inStock`.
+    facets: Option<String>,
 }
 
-/// Lists products; archived ones only for staff who ask.
+/// Lists products; archived ones only for staff who ask. With `q`, searches them.
 #[utoipa::path(get, path = "/products", tag = "catalog", params(ProductListQuery), security(()),
     responses(
-        (status = 200, description = "One page of products (ETag, cacheable)", body = Paged<ProductBody>),
+        (status = 200, description = "One page of products (ETag, cacheable)", body = ProductListBody),
         (status = 304, description = "Not modified since the ETag in If-None-Match"),
         (status = 401, description = "`status` other than active asked for anonymously", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`status` other than active asked for by someone not staff", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many searches from this address (`q` or `facets` given)", body = Problem, content_type = "application/problem+json"),
         CommonErrors
     ))]
 pub async fn list_products(
     State(state): State<AppState>,
     MaybeAuthenticated(caller): MaybeAuthenticated,
+    client: Option<axum::Extension<ClientIp>>,
     headers: HeaderMap,
     Query(query): Query<ProductListQuery>,
 ) -> Result<Response, ApiError> {
     let mut errors = ValidationErrors::new();
+    let text = query.q.as_deref().and_then(|raw| errors.check("q", SearchText::parse(raw)));
+    let facets = query.facets.as_deref().and_then(|raw| errors.check("facets", FacetRequest::parse(raw)));
     let page = parse_page(&mut errors, query.page.as_deref(), query.limit.as_deref());
     let sort_by = query.sort_by.as_deref().and_then(|raw| errors.check("sortBy", ProductSort::parse(raw)));
     let sort_order = query.sort_order.as_deref().and_then(|raw| errors.check("sortOrder", SortOrder::parse(raw)));
@@ -228,7 +243,7 @@ pub async fn list_products(
             Some(_) => ApiError::Forbidden("only staff may list archived products"),
         });
     }
-    let query = ProductQuery {
+    let filters = ProductQuery {
         page,
         sort_by: sort_by.unwrap_or_default(),
         sort_order: sort_order.unwrap_or_default(),
@@ -238,14 +253,156 @@ pub async fn list_products(
         in_stock,
         status,
     };
-    let page = state.catalog().list_products(&query).await?;
-    let body = Paged::from_page(page, ProductBody::from);
+    let body = match (text, facets) {
+        (None, None) => {
+            let page = state.catalog().list_products(&filters).await?;
+            list_body(page.map(|product| ProductListItem { product: ProductBody::from(product), search: None }))
+        }
+        (None, Some(wanted)) => {
+            state.inner.rate_limits.before_search(client_ip(client)).await?;
+            let page = state.catalog().list_products(&filters).await?;
+            let facets = state.search().facets(&filters, wanted).await?;
+            let mut body =
+                list_body(page.map(|product| ProductListItem { product: ProductBody::from(product), search: None }));
+            body.facets = Some(FacetsBody::from(facets));
+            body
+        }
+        (Some(text), wanted) => {
+            state.inner.rate_limits.before_search(client_ip(client)).await?;
+            let order = match sort_by {
+                Some(sort) => SearchOrder::By(sort, filters.sort_order),
+                None => SearchOrder::Relevance,
+            };
+            let started = std::time::Instant::now();
+            let results = state.search().search(&text, &filters, order, wanted.unwrap_or_default()).await?;
+            record_search("search", started, results.page.total, results.typo_fallback);
+            let mut body = list_body(results.page.map(|hit| ProductListItem {
+                search: Some(SearchHitBody {
+                    score: hit.score,
+                    matched_words: hit.matched_words,
+                    typos: hit.typos,
+                    highlight: HighlightBody { name: hit.name_highlight, description: hit.description_snippet },
+                }),
+                product: ProductBody::from(hit.product),
+            }));
+            body.search = Some(SearchInfoBody {
+                query: text.as_str().to_owned(),
+                corrected_query: results.corrected_query,
+                typo_tolerant: results.typo_fallback,
+            });
+            body.facets = results.facets.map(FacetsBody::from);
+            body
+        }
+    };
     if is_staff {
         // Staff views may include archived products: never share them through public caches.
         let mut response = public_json(&headers, &body, 0);
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
         return Ok(response);
     }
+    Ok(public_json(&headers, &body, max_age(&state)))
+}
+
+fn list_body(page: shop::Page<ProductListItem>) -> ProductListBody {
+    ProductListBody {
+        total: page.total,
+        page: page.request.page(),
+        limit: page.request.limit(),
+        total_pages: page.total_pages(),
+        data: page.items,
+        search: None,
+        facets: None,
+    }
+}
+
+/// Counts a search in the metrics: by kind, whether it found nothing, how long it took.
+fn record_search(kind: &'static str, started: std::time::Instant, total: u64, typo_fallback: bool) {
+    let outcome = if total == 0 { "zero_results" } else { "hits" };
+    metrics::counter!("search_requests_total", "kind" => kind, "outcome" => outcome).increment(1);
+    metrics::histogram!("search_duration_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
+    if typo_fallback {
+        metrics::counter!("search_typo_fallbacks_total", "kind" => kind).increment(1);
+    }
+    if total == 0 {
+        metrics::counter!("search_zero_results_total", "kind" => kind).increment(1);
+    }
+}
+
+/// Query of the type-ahead.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SuggestionsQuery {
+    /// What was typed so far, 1–200 characters: its last word is completed (unless it ends
+    /// with a space), earlier words are typo-tolerant.
+    q: Option<String>,
+    /// Suggestions of each kind, 1–20 (default 8).
+    limit: Option<String>,
+}
+
+/// Type-ahead: active products and categories completing what was typed.
+#[utoipa::path(get, path = "/products/suggestions", tag = "catalog", params(SuggestionsQuery), security(()),
+    responses(
+        (status = 200, description = "Products and categories completing `q` (cacheable)", body = SuggestionsBody),
+        (status = 429, description = "Too many searches from this address", body = Problem, content_type = "application/problem+json"),
+        CommonErrors
+    ))]
+pub async fn suggestions(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<ClientIp>>,
+    headers: HeaderMap,
+    Query(query): Query<SuggestionsQuery>,
+) -> Result<Response, ApiError> {
+    let mut errors = ValidationErrors::new();
+    let text = match query.q.as_deref() {
+        Some(raw) => errors.check("q", SearchText::parse(raw)),
+        None => {
+            errors.add("q", "is required");
+            None
+        }
+    };
+    let limit = match query.limit.as_deref() {
+        None => Some(8),
+        Some(raw) => errors.check(
+            "limit",
+            raw.parse::<u32>()
+                .ok()
+                .filter(|limit| (1..=shop::search::MAX_SUGGESTIONS).contains(limit))
+                .ok_or_else(|| format!("must be a whole number between 1 and {}", shop::search::MAX_SUGGESTIONS)),
+        ),
+    };
+    errors.into_result()?;
+    let (Some(text), Some(limit)) = (text, limit) else {
+        return Err(ApiError::Invalid(ValidationErrors::new()));
+    };
+    state.inner.rate_limits.before_search(client_ip(client)).await?;
+    let started = std::time::Instant::now();
+    let found = state.search().suggest(&text, limit).await?;
+    let total = (found.products.len() + found.categories.len()) as u64;
+    record_search("suggestions", started, total, false);
+    let body = SuggestionsBody {
+        products: found
+            .products
+            .into_iter()
+            .map(|suggested| ProductSuggestionBody {
+                id: suggested.product.id,
+                name: suggested.product.name.as_str().to_owned(),
+                slug: suggested.product.slug.as_str().to_owned(),
+                highlight: suggested.name_highlight,
+                price: suggested.product.price.amount_string(),
+                currency: suggested.product.price.currency().as_str().to_owned(),
+            })
+            .collect(),
+        categories: found
+            .categories
+            .into_iter()
+            .map(|category| CategorySuggestionBody {
+                id: category.id,
+                name: category.name.as_str().to_owned(),
+                slug: category.slug.as_str().to_owned(),
+            })
+            .collect(),
+    };
     Ok(public_json(&headers, &body, max_age(&state)))
 }
 

@@ -29,6 +29,7 @@ mod durations;
 mod jobs;
 mod mail;
 mod orders;
+mod search;
 mod secret;
 mod server;
 #[cfg(test)]
@@ -40,6 +41,7 @@ pub use database::{Backend, DatabaseConfig, RedisConfig};
 pub use jobs::JobsConfig;
 pub use mail::MailConfig;
 pub use orders::PaymentsConfig;
+pub use search::SearchConfig;
 pub use secret::{Secret, redacted_url};
 pub use server::{AdminConfig, HttpConfig, LogConfig, ServerConfig};
 pub use webhooks::WebhooksConfig;
@@ -66,6 +68,7 @@ pub struct Config {
     pub orders: OrderSettings,
     pub payments: PaymentsConfig,
     pub webhooks: WebhooksConfig,
+    pub search: SearchConfig,
 }
 
 /// A section that checks its own values.
@@ -164,7 +167,7 @@ impl Config {
 
     /// Every section's checks, then those that span sections.
     fn validate(&self, problems: &mut Vec<String>) {
-        let sections: [&dyn Validate; 14] = [
+        let sections: [&dyn Validate; 15] = [
             &self.server,
             &self.http,
             &self.database,
@@ -179,6 +182,7 @@ impl Config {
             &self.orders,
             &self.payments,
             &self.webhooks,
+            &self.search,
         ];
         for section in sections {
             section.validate(problems);

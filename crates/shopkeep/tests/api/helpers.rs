@@ -107,6 +107,8 @@ pub fn test_config(database_url: &str) -> Config {
     config.jobs.poll_interval_ms = 50;
     config.jobs.retry_base_secs = 1;
     config.jobs.shutdown_timeout_secs = 5;
+    // Typo corrections see a test's own catalog writes at once.
+    config.search.vocabulary_refresh_ms = 0;
     config
 }
 
@@ -168,7 +170,7 @@ impl TestApp {
     /// Creates an account with a role directly through the account service (like
     /// `shopkeep admin create-user`).
     pub async fn create_user(&self, email: &str, role: Role) -> shop::accounts::User {
-        let store = shopkeep::app::open_store(&self.config, false).await.expect("store");
+        let store: Arc<dyn shop::Store> = shopkeep::app::open_store(&self.config, false).await.expect("store");
         let accounts = shopkeep::app::account_service(&self.config, Arc::clone(&store), Arc::new(SystemClock));
         let user = accounts
             .create_user(
@@ -227,7 +229,7 @@ impl TestApp {
     /// Stops the server as a SIGTERM would and waits for a clean exit.
     /// Enqueues a job in the app's database, as a state change in the shop would.
     pub async fn enqueue(&self, job: shop::jobs::NewJob) {
-        let store = shopkeep::app::open_store(&self.config, false).await.expect("store");
+        let store: Arc<dyn shop::Store> = shopkeep::app::open_store(&self.config, false).await.expect("store");
         let jobs = shop::jobs::JobService::new(
             Arc::clone(&store),
             Arc::new(SystemClock),
@@ -239,7 +241,7 @@ impl TestApp {
 
     /// The mail outbox (mail kept, not delivered, without SMTP), newest first.
     pub async fn outbox(&self) -> Vec<shop::mail::OutboxMail> {
-        let store = shopkeep::app::open_store(&self.config, false).await.expect("store");
+        let store: Arc<dyn shop::Store> = shopkeep::app::open_store(&self.config, false).await.expect("store");
         let page = shop::PageRequest::new(None, Some(100)).expect("page");
         let mail = store.list_outbox_mail(&page).await.expect("outbox");
         store.close().await;

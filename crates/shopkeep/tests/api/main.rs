@@ -18,6 +18,7 @@ mod oidc;
 mod orders;
 mod payments;
 mod recovery;
+mod search;
 mod stability;
 mod stack;
 mod webhooks;
