@@ -409,6 +409,7 @@ async fn every_command_has_help_and_bad_usage_exits_2() {
         vec!["worker", "--help"],
         vec!["admin", "jobs", "--help"],
         vec!["admin", "mail", "list", "--help"],
+        vec!["admin", "search", "reindex", "--help"],
         vec!["admin", "create-user", "--help"],
         vec!["config", "check", "--help"],
     ] {
@@ -540,4 +541,77 @@ async fn admin_mail_list_shows_the_outbox_marked_as_not_delivered() {
     let (code, _, _) =
         output(shopkeep().args(["admin", "mail", "list", "--limit", "0"]).env("DATABASE_URL", &url)).await;
     assert_eq!(code, 1);
+}
+
+#[tokio::test]
+async fn admin_search_reindex_rebuilds_with_the_configured_language() {
+    let directory = tempfile::tempdir().unwrap();
+    let url = sqlite_url(directory.path());
+    let (code, _, stderr) = output(shopkeep().args(["migrate", "up"]).env("DATABASE_URL", &url)).await;
+    assert_eq!(code, 0, "{stderr}");
+    let settings = store_sqlx::SqliteSettings {
+        url: url.clone(),
+        max_connections: 1,
+        acquire_timeout: Duration::from_secs(5),
+        busy_timeout: Duration::from_secs(5),
+    };
+    let store = store_sqlx::SqlStore::sqlite(&settings).await.unwrap();
+    let text = |raw: &str| shop::catalog::Text::name(raw).unwrap();
+    let category = shop::catalog::NewCategory {
+        id: uuid::Uuid::now_v7(),
+        name: text("Computers"),
+        slug: shop::catalog::Slug::parse("computers").unwrap(),
+        description: shop::catalog::Text::description("").unwrap(),
+        created_at: time::OffsetDateTime::now_utc(),
+    };
+    shop::ports::CategoryRepository::insert_category(&store, &category).await.unwrap();
+    for (name, slug) in [("Gaming Laptops", "gaming-laptops"), ("Office Laptops", "office-laptops")] {
+        let product = shop::catalog::NewProduct {
+            id: uuid::Uuid::now_v7(),
+            name: text(name),
+            slug: shop::catalog::Slug::parse(slug).unwrap(),
+            description: shop::catalog::Text::description("").unwrap(),
+            price: shop::catalog::Money::from_minor(100, shop::catalog::Currency::parse("EUR").unwrap()).unwrap(),
+            stock: shop::catalog::Stock::new(1).unwrap(),
+            category_id: category.id,
+            search_boost: shop::catalog::SearchBoost::default(),
+            created_at: time::OffsetDateTime::now_utc(),
+        };
+        shop::ports::ProductRepository::insert_product(&store, &product).await.unwrap();
+    }
+    shop::ports::StoreHealth::close(&store).await;
+    let (code, stdout, stderr) = output(
+        shopkeep()
+            .args(["admin", "search", "reindex"])
+            .env("DATABASE_URL", &url)
+            .env("SHOPKEEP_SEARCH__LANGUAGE", "none"),
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("search index rebuilt: 2 products in"), "{stdout}");
+    assert!(stdout.contains("(language none)"), "{stdout}");
+    // Indexed without stemming now: "laptops" is found as written, the stem "laptop" is not.
+    let store = std::sync::Arc::new(store_sqlx::SqlStore::sqlite(&settings).await.unwrap());
+    let unstemmed = shop::search::SearchSettings {
+        language: shop::search::Language::None,
+        typo_fallback_below: 0,
+        ..shop::search::SearchSettings::default()
+    };
+    let search = shop::search::SearchService::new(store.clone(), unstemmed);
+    let query = shop::catalog::ProductQuery::default();
+    let order = shop::search::SearchOrder::Relevance;
+    let none = shop::search::FacetRequest::default();
+    let found = search.search(&shop::search::SearchText::parse("laptops").unwrap(), &query, order, none).await.unwrap();
+    assert_eq!(found.page.total, 2);
+    let stem = search.search(&shop::search::SearchText::parse("laptop").unwrap(), &query, order, none).await.unwrap();
+    assert_eq!(stem.page.total, 0);
+    shop::ports::StoreHealth::close(store.as_ref()).await;
+    let (code, _, stderr) = output(
+        shopkeep()
+            .args(["admin", "search", "reindex"])
+            .env("DATABASE_URL", &url)
+            .env("SHOPKEEP_SEARCH__LANGUAGE", "klingon"),
+    )
+    .await;
+    assert_eq!(code, 78, "{stderr}");
 }

@@ -243,3 +243,21 @@ fn owner_defaults_are_the_documented_ones() {
     assert_eq!(config.jobs.shutdown_timeout_secs, 30);
     assert!(config.http.allowed_origins.is_empty() && !config.http.https);
 }
+
+#[test]
+fn the_search_section_is_checked_and_becomes_the_service_settings() {
+    let config = with_toml("[search]\nlanguage = \"german\"\nname_boost = 5\ntypo_fallback_below = 3\n").unwrap();
+    let settings = config.search.settings();
+    assert_eq!(settings.language, shop::search::Language::German);
+    assert_eq!(settings.boosts.name, 5);
+    assert_eq!(settings.typo_fallback_below, 3);
+    let errors = with_toml(
+        "[search]\nlanguage = \"klingon\"\ndescription_boost = 1000\none_typo_min_len = 6\ntwo_typos_min_len = 4\n",
+    )
+    .unwrap_err();
+    let text = errors.to_string();
+    for expected in ["search.language", "search.description_boost", "search.two_typos_min_len"] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    assert_eq!(errors.0.len(), 3, "{text}");
+}
