@@ -1,5 +1,5 @@
-//! Opening the embedded SQLite database: WAL journal, `synchronous=NORMAL`, foreign keys on, and
-//! a busy timeout, so concurrent writers (each in a `BEGIN IMMEDIATE` transaction) queue instead
+//! Opening the embedded SQLite database: WAL journal, `synchronous=NORMAL`, foreign keys on,
+//! reads through a memory map, and a busy timeout, so concurrent writers (each in a `BEGIN IMMEDIATE` transaction) queue instead
 //! of failing. Also the pragmas a test or `shopkeep doctor` may want to see.
 
 use std::str::FromStr;
@@ -13,6 +13,9 @@ use crate::{Pool, SqlStore};
 
 /// The SQLite schema migrations, embedded in the binary.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The most of the database file each connection maps into memory (256 MiB).
+const MMAP_SIZE: u64 = 256 * 1024 * 1024;
 
 /// Connection settings for [`SqlStore::sqlite`].
 #[derive(Debug, Clone)]
@@ -35,7 +38,12 @@ impl SqlStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(settings.busy_timeout);
+            .busy_timeout(settings.busy_timeout)
+            // Read the database through a shared memory map rather than `pread` into each
+            // connection's small page cache: profiling search at 20k products showed a third
+            // of its time copying pages from the kernel. Address space, not memory: pages are
+            // the OS page cache's, shared by every connection.
+            .pragma("mmap_size", MMAP_SIZE.to_string());
         if let Some(parent) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("failed to create the database directory {}", parent.display()))?;
