@@ -358,38 +358,39 @@ impl ProductRepository for SqlStore {
 
 fn push_product_filters(statement: &mut Statement, query: &ProductQuery) {
     statement.push(" where 1 = 1");
-    push_product_conditions(statement, query);
+    push_product_conditions(statement, query, "products");
 }
 
-/// The filters of `query` (not its page or order) as ` and …` conditions of a `where`.
-pub(crate) fn push_product_conditions(statement: &mut Statement, query: &ProductQuery) {
+/// The filters of `query` (not its page or order) as ` and …` conditions of a `where`, on the
+/// columns of `table` (`products`, or a search document `d`, which carries the same ones).
+pub(crate) fn push_product_conditions(statement: &mut Statement, query: &ProductQuery, table: &str) {
     if let Some(status) = query.status {
-        statement.push(" and products.status = ").push_bind(status_value(Some(status)));
+        statement.push(&format!(" and {table}.status = ")).push_bind(status_value(Some(status)));
     }
     match &query.category {
         Some(IdOrSlug::Id(id)) => {
-            statement.push(" and products.category_id = ").push_bind(id);
+            statement.push(&format!(" and {table}.category_id = ")).push_bind(id);
         }
         Some(IdOrSlug::Slug(slug)) => {
             statement
-                .push(" and products.category_id = (select id from categories where slug = ")
+                .push(&format!(" and {table}.category_id = (select id from categories where slug = "))
                 .push_bind(slug.as_str())
                 .push(")");
         }
         None => {}
     }
     if let Some(min) = query.min_price_minor {
-        statement.push(" and products.price_minor >= ").push_bind(min);
+        statement.push(&format!(" and {table}.price_minor >= ")).push_bind(min);
     }
     if let Some(max) = query.max_price_minor {
-        statement.push(" and products.price_minor <= ").push_bind(max);
+        statement.push(&format!(" and {table}.price_minor <= ")).push_bind(max);
     }
     match query.in_stock {
         Some(true) => {
-            statement.push(" and products.stock > 0");
+            statement.push(&format!(" and {table}.stock > 0"));
         }
         Some(false) => {
-            statement.push(" and products.stock = 0");
+            statement.push(&format!(" and {table}.stock = 0"));
         }
         None => {}
     }

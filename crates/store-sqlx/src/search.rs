@@ -79,34 +79,54 @@ fn full_text_query(dialect: Dialect, stems: &[&str]) -> String {
     })
 }
 
-/// `from … where <full-text match>`: the documents matching any stem, as `d`, with the
-/// backend's relevance score as `relevance`. The match is bound once.
-fn push_candidates(statement: &mut Statement, dialect: Dialect, stems: &[&str], boosts: &FieldBoosts) {
+/// `[, relevance] from … where <full-text match>`: the documents matching any stem, as `d`;
+/// with `boosts`, also the backend's relevance score as `relevance` (BM25 with column weights in
+/// SQLite, `ts_rank` with field weights in PostgreSQL). The match is bound once.
+fn push_candidates(statement: &mut Statement, dialect: Dialect, stems: &[&str], boosts: Option<&FieldBoosts>) {
     let matching = full_text_query(dialect, stems);
     match dialect {
         Dialect::Sqlite => {
-            // bm25 is lower-is-better; its column weights follow the table's column order.
-            statement.push(&format!(
-                ", -bm25(product_search, {}, {}, {}) as relevance \
-                 from product_search cross join product_search_documents d on d.document_id = product_search.rowid \
+            if let Some(boosts) = boosts {
+                // bm25 is lower-is-better; its column weights follow the table's column order.
+                statement.push(&format!(
+                    ", -bm25(product_search, {}, {}, {}) as relevance",
+                    boosts.name, boosts.category, boosts.description
+                ));
+            }
+            statement.push(
+                " from product_search cross join product_search_documents d on d.document_id = product_search.rowid \
                  where product_search match ",
-                boosts.name, boosts.category, boosts.description
-            ));
+            );
             statement.push_bind(matching);
         }
         Dialect::Postgres => {
-            // ts_rank's weights are {D, C, B, A} in [0, 1]; name is A, category B, description C.
-            let top = f64::from(boosts.name.max(boosts.category).max(boosts.description).max(1));
-            let weight = |boost: u16| f64::from(boost) / top;
-            statement.push(&format!(
-                ", cast(ts_rank('{{0, {:.4}, {:.4}, {:.4}}}'::float4[], d.document, matching) as double precision) \
-                 as relevance from product_search_documents d, to_tsquery('simple', ",
-                weight(boosts.description),
-                weight(boosts.category),
-                weight(boosts.name)
-            ));
+            if let Some(boosts) = boosts {
+                // ts_rank's weights are {D, C, B, A} in [0, 1]; name is A, category B, description C.
+                let top = f64::from(boosts.name.max(boosts.category).max(boosts.description).max(1));
+                let weight = |boost: u16| f64::from(boost) / top;
+                statement.push(&format!(
+                    ", cast(ts_rank('{{0, {:.4}, {:.4}, {:.4}}}'::float4[], d.document, matching) \
+                     as double precision) as relevance",
+                    weight(boosts.description),
+                    weight(boosts.category),
+                    weight(boosts.name)
+                ));
+            }
+            statement.push(" from product_search_documents d, to_tsquery('simple', ");
             statement.push_bind(matching).push(") as matching where d.document @@ matching");
         }
+    }
+}
+
+/// `from … where …` of the search documents matching `terms` within the filters, as `d`
+/// (whose attributes are the product's); without terms, of the filtered `products`.
+fn push_matching(statement: &mut Statement, dialect: Dialect, terms: &[QueryTerm], filters: &ProductQuery) {
+    if terms.is_empty() {
+        statement.push(" from products where 1 = 1");
+        push_product_conditions(statement, filters, "products");
+    } else {
+        push_candidates(statement, dialect, &stems(terms), None);
+        push_product_conditions(statement, filters, "d");
     }
 }
 
@@ -134,39 +154,18 @@ fn push_match_code(statement: &mut Statement, dialect: Dialect, term: &QueryTerm
     statement.push(" end");
 }
 
-/// The search's hits as a derived table `m` (product id, relevance, `w0`… match codes), joined
-/// to `products`, filtered.
-fn push_hits_from(statement: &mut Statement, dialect: Dialect, query: &IndexQuery, stems: &[&str]) {
-    statement.push(" from (select d.product_id");
+/// The hits as a derived table `h` (product id, its attributes, relevance, `w0`… match codes),
+/// filtered.
+fn push_hits(statement: &mut Statement, dialect: Dialect, query: &IndexQuery, stems: &[&str]) {
+    statement.push(" from (select d.product_id, d.search_boost, d.stock");
     for (index, term) in query.terms.iter().enumerate() {
         statement.push(", ");
         push_match_code(statement, dialect, term, &query.boosts);
         statement.push(&format!(" as w{index}"));
     }
-    push_candidates(statement, dialect, stems, &query.boosts);
-    statement.push(&format!(") m {} products on products.id = m.product_id where 1 = 1", dialect.ordered_join()));
-    push_product_conditions(statement, &query.filters);
-}
-
-/// `from … <joins> where …` of the products matching `terms` (every product without terms)
-/// within the filters.
-fn push_matching(
-    statement: &mut Statement,
-    dialect: Dialect,
-    terms: &[QueryTerm],
-    filters: &ProductQuery,
-    joins: &str,
-) {
-    let stems = stems(terms);
-    if terms.is_empty() {
-        statement.push(" from products");
-    } else {
-        statement.push(" from (select d.product_id");
-        push_candidates(statement, dialect, &stems, &FieldBoosts::default());
-        statement.push(&format!(") m {} products on products.id = m.product_id", dialect.ordered_join()));
-    }
-    statement.push(joins).push(" where 1 = 1");
-    push_product_conditions(statement, filters);
+    push_candidates(statement, dialect, stems, Some(&query.boosts));
+    push_product_conditions(statement, &query.filters, "d");
+    statement.push(") h");
 }
 
 fn sort_column(sort: ProductSort) -> &'static str {
@@ -210,37 +209,61 @@ impl SearchIndex for SqlStore {
         let dialect = self.dialect();
         let mut conn = self.connection().await?;
         let mut count_query = sql("select count(*)");
-        push_matching(&mut count_query, dialect, &query.terms, &query.filters, "");
+        push_matching(&mut count_query, dialect, &query.terms, &query.filters);
         let total: i64 = conn.fetch_scalar(count_query).await.map_err(error("failed to count search hits"))?;
         if total == 0 {
             return Ok(Page { items: Vec::new(), total: 0, request: query.filters.page });
         }
         let codes = 0..query.terms.len();
         let matched: Vec<String> =
-            codes.clone().map(|i| format!("case when m.w{i} is null then 0 else 1 end")).collect();
-        let typos: Vec<String> = codes.clone().map(|i| format!("coalesce(m.w{i} / {TYPO_UNIT}, 0)")).collect();
-        let fields: Vec<String> = codes.map(|i| format!("coalesce(m.w{i} % {TYPO_UNIT}, 0)")).collect();
-        let mut select = Statement::owned(format!(
-            "select {}, m.relevance, cast({} as bigint) as matched_words, cast({} as bigint) as typos, \
-             cast({} as bigint) as fields",
-            product_columns!(),
+            codes.clone().map(|i| format!("case when h.w{i} is null then 0 else 1 end")).collect();
+        let typos: Vec<String> = codes.clone().map(|i| format!("coalesce(h.w{i} / {TYPO_UNIT}, 0)")).collect();
+        let fields: Vec<String> = codes.map(|i| format!("coalesce(h.w{i} % {TYPO_UNIT}, 0)")).collect();
+        let ranks = format!(
+            "h.product_id, h.search_boost, h.stock, h.relevance, cast({} as bigint) as matched_words, \
+             cast({} as bigint) as typos, cast({} as bigint) as fields",
             matched.join(" + "),
             typos.join(" + "),
             fields.join(" + ")
-        ));
-        push_hits_from(&mut select, dialect, query, &stems);
-        match query.order {
-            SearchOrder::Relevance => select.push(
-                " order by matched_words desc, typos asc, fields desc, products.search_boost desc, \
-                 (products.stock > 0) desc, m.relevance desc, products.id asc",
-            ),
+        );
+        let ordered_join = dialect.ordered_join();
+        let select = match query.order {
+            // The page is chosen among the documents alone; only its products are read.
+            SearchOrder::Relevance => {
+                let order = "matched_words desc, typos asc, fields desc, search_boost desc, (stock > 0) desc, \
+                             relevance desc, product_id asc";
+                let mut page = Statement::owned(format!(
+                    "select {}, m.relevance, m.matched_words, m.typos from (select {ranks}",
+                    product_columns!()
+                ));
+                push_hits(&mut page, dialect, query, &stems);
+                page.push(&format!(" order by {order} limit ")).push_bind(query.filters.page.limit());
+                page.push(" offset ").push_bind(offset(query.filters.page));
+                page.push(&format!(
+                    ") m {ordered_join} products on products.id = m.product_id order by m.matched_words desc, \
+                     m.typos asc, m.fields desc, m.search_boost desc, (m.stock > 0) desc, m.relevance desc, \
+                     m.product_id asc"
+                ));
+                page
+            }
+            // A column of the product: ordered after the join.
             SearchOrder::By(sort, order) => {
+                let mut select = Statement::owned(format!(
+                    "select {}, m.relevance, m.matched_words, m.typos from (select {ranks}",
+                    product_columns!()
+                ));
+                push_hits(&mut select, dialect, query, &stems);
                 let order = order.sql();
-                select.push(&format!(" order by {} {order}, products.id {order}", sort_column(sort)))
+                select.push(&format!(
+                    ") m {ordered_join} products on products.id = m.product_id order by {} {order}, products.id {order} \
+                     limit ",
+                    sort_column(sort)
+                ));
+                select.push_bind(query.filters.page.limit()).push(" offset ");
+                select.push_bind(offset(query.filters.page));
+                select
             }
         };
-        select.push(" limit ").push_bind(query.filters.page.limit()).push(" offset ");
-        select.push_bind(offset(query.filters.page));
         let rows: Vec<HitRow> = conn.fetch_all(select).await.map_err(error("failed to search products"))?;
         let items = rows
             .into_iter()
@@ -267,15 +290,20 @@ impl SearchIndex for SqlStore {
             return Ok(facets);
         }
         let dialect = self.dialect();
+        // Search documents carry the product's attributes: counting hits never reads products.
+        let table = if terms.is_empty() { "products" } else { "d" };
         let mut conn = self.connection().await?;
         if wanted.category {
-            let mut select = sql("select categories.id, categories.name, categories.slug, count(*) as products_count");
-            let joins = format!(" {} categories on categories.id = products.category_id", dialect.ordered_join());
-            push_matching(&mut select, dialect, terms, filters, &joins);
-            select.push(
-                " group by categories.id, categories.name, categories.slug \
-                 order by products_count desc, categories.name asc, categories.id asc",
-            );
+            let mut select = Statement::owned(format!(
+                "select categories.id, categories.name, categories.slug, f.products_count from \
+                 (select {table}.category_id, count(*) as products_count"
+            ));
+            push_matching(&mut select, dialect, terms, filters);
+            select.push(&format!(
+                " group by {table}.category_id) f {} categories on categories.id = f.category_id \
+                 order by f.products_count desc, categories.name asc, categories.id asc",
+                dialect.ordered_join()
+            ));
             let rows: Vec<CategoryCountRow> =
                 conn.fetch_all(select).await.map_err(error("failed to count products per category"))?;
             facets.categories = Some(
@@ -293,13 +321,13 @@ impl SearchIndex for SqlStore {
             let mut bucket = String::from("case");
             for (index, (_, to)) in PRICE_BUCKETS.iter().enumerate() {
                 match to {
-                    Some(to) => bucket.push_str(&format!(" when products.price_minor < {to} then {index}")),
+                    Some(to) => bucket.push_str(&format!(" when {table}.price_minor < {to} then {index}")),
                     None => bucket.push_str(&format!(" else {index}")),
                 }
             }
             bucket.push_str(" end");
             let mut select = Statement::owned(format!("select cast({bucket} as bigint) as bucket, count(*) as count"));
-            push_matching(&mut select, dialect, terms, filters, "");
+            push_matching(&mut select, dialect, terms, filters);
             select.push(" group by 1");
             let rows: Vec<BucketRow> = conn.fetch_all(select).await.map_err(error("failed to count price buckets"))?;
             facets.prices = Some(
@@ -318,11 +346,11 @@ impl SearchIndex for SqlStore {
             );
         }
         if wanted.in_stock {
-            let mut select = sql(
-                "select cast(coalesce(sum(case when products.stock > 0 then 1 else 0 end), 0) as bigint) as in_stock, \
-                 count(*) as total",
-            );
-            push_matching(&mut select, dialect, terms, filters, "");
+            let mut select = Statement::owned(format!(
+                "select cast(coalesce(sum(case when {table}.stock > 0 then 1 else 0 end), 0) as bigint) as in_stock, \
+                 count(*) as total"
+            ));
+            push_matching(&mut select, dialect, terms, filters);
             let row: StockRow = conn.fetch_one(select).await.map_err(error("failed to count stock"))?;
             let in_stock = count(row.in_stock);
             facets.stock = Some((in_stock, count(row.total).saturating_sub(in_stock)));

@@ -61,10 +61,15 @@ async fn write_document(
         "" => analyzer.document(&text.category_name),
         indexed => indexed.to_owned(),
     };
+    // The attributes searches filter by come from the product row (a trigger keeps them after).
     tx.execute(
-        sql("insert into product_search_documents (product_id, name, category, description) values ($1, $2, $3, $4) \
+        sql("insert into product_search_documents \
+             (product_id, name, category, description, status, category_id, price_minor, stock, search_boost) \
+             select products.id, $2, $3, $4, products.status, products.category_id, products.price_minor, \
+             products.stock, products.search_boost from products where products.id = $1 \
              on conflict (product_id) do update set name = excluded.name, category = excluded.category, \
-             description = excluded.description")
+             description = excluded.description, status = excluded.status, category_id = excluded.category_id, \
+             price_minor = excluded.price_minor, stock = excluded.stock, search_boost = excluded.search_boost")
         .bind(id)
         .bind(analyzer.document(&text.name))
         .bind(category)

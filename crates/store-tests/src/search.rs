@@ -356,6 +356,14 @@ pub async fn the_index_follows_catalog_writes(store: SharedStore, index: SharedI
     assert!(find(&service, "lamp").await.page.items.is_empty());
     assert!(find(&service, "lampp").await.page.items.is_empty());
     assert_eq!(names(&find(&service, "light").await), ["Floor Light"]);
+    // Sold out (stock is what checkout changes): the stock filter and facets see it at once.
+    let sold_out = ProductChanges { stock: Some(Stock::new(0).unwrap()), ..ProductChanges::default() };
+    store.update_product(lamp.id, &sold_out, None, at(1)).await.unwrap();
+    let mut in_stock = active(50);
+    in_stock.in_stock = Some(true);
+    assert!(find_in(&service, "light", &in_stock).await.page.items.is_empty());
+    in_stock.in_stock = Some(false);
+    assert_eq!(names(&find_in(&service, "light", &in_stock).await), ["Floor Light"]);
     // Moved to another category: found by its new category's name.
     let moved = ProductChanges { category_id: Some(other), ..ProductChanges::default() };
     store.update_product(lamp.id, &moved, None, at(2)).await.unwrap();
