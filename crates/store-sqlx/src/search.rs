@@ -32,6 +32,7 @@ struct HitRow {
     relevance: f64,
     matched_words: i64,
     typos: i64,
+    total_hits: i64,
 }
 
 #[derive(FromRow)]
@@ -208,19 +209,16 @@ impl SearchIndex for SqlStore {
         }
         let dialect = self.dialect();
         let mut conn = self.connection().await?;
-        let mut count_query = sql("select count(*)");
-        push_matching(&mut count_query, dialect, &query.terms, &query.filters);
-        let total: i64 = conn.fetch_scalar(count_query).await.map_err(error("failed to count search hits"))?;
-        if total == 0 {
-            return Ok(Page { items: Vec::new(), total: 0, request: query.filters.page });
-        }
         let codes = 0..query.terms.len();
         let matched: Vec<String> =
             codes.clone().map(|i| format!("case when h.w{i} is null then 0 else 1 end")).collect();
         let typos: Vec<String> = codes.clone().map(|i| format!("coalesce(h.w{i} / {TYPO_UNIT}, 0)")).collect();
         let fields: Vec<String> = codes.map(|i| format!("coalesce(h.w{i} % {TYPO_UNIT}, 0)")).collect();
+        // The total rides along as a window over every hit, counted before the page is cut: one
+        // pass over the candidates instead of two.
         let ranks = format!(
-            "h.product_id, h.search_boost, h.stock, h.relevance, cast({} as bigint) as matched_words, \
+            "h.product_id, h.search_boost, h.stock, h.relevance, count(*) over () as total_hits, \
+             cast({} as bigint) as matched_words, \
              cast({} as bigint) as typos, cast({} as bigint) as fields",
             matched.join(" + "),
             typos.join(" + "),
@@ -233,7 +231,7 @@ impl SearchIndex for SqlStore {
                 let order = "matched_words desc, typos asc, fields desc, search_boost desc, (stock > 0) desc, \
                              relevance desc, product_id asc";
                 let mut page = Statement::owned(format!(
-                    "select {}, m.relevance, m.matched_words, m.typos from (select {ranks}",
+                    "select {}, m.relevance, m.matched_words, m.typos, m.total_hits from (select {ranks}",
                     product_columns!()
                 ));
                 push_hits(&mut page, dialect, query, &stems);
@@ -249,7 +247,7 @@ impl SearchIndex for SqlStore {
             // A column of the product: ordered after the join.
             SearchOrder::By(sort, order) => {
                 let mut select = Statement::owned(format!(
-                    "select {}, m.relevance, m.matched_words, m.typos from (select {ranks}",
+                    "select {}, m.relevance, m.matched_words, m.typos, m.total_hits from (select {ranks}",
                     product_columns!()
                 ));
                 push_hits(&mut select, dialect, query, &stems);
@@ -265,6 +263,16 @@ impl SearchIndex for SqlStore {
             }
         };
         let rows: Vec<HitRow> = conn.fetch_all(select).await.map_err(error("failed to search products"))?;
+        let total = match rows.first() {
+            Some(row) => row.total_hits,
+            // No row: no hits at all, or a page past the last one (then count them).
+            None if query.filters.page.page() == 1 => 0,
+            None => {
+                let mut count_query = sql("select count(*)");
+                push_matching(&mut count_query, dialect, &query.terms, &query.filters);
+                conn.fetch_scalar(count_query).await.map_err(error("failed to count search hits"))?
+            }
+        };
         let items = rows
             .into_iter()
             .map(|row| {

@@ -261,6 +261,13 @@ pub async fn search_combines_with_filters_sorts_and_pages(store: SharedStore, in
     let page = service.search(&text, &second, by_price, FacetRequest::default()).await.unwrap();
     let found: Vec<&str> = page.page.items.iter().map(|hit| hit.product.name.as_str()).collect();
     assert_eq!(found, ["Fast Laptop"]);
+    // Past the last page: no hits, and still the total.
+    let past = ProductQuery { page: PageRequest::new(Some(5), Some(2)).unwrap(), ..active(2) };
+    for order in [by_price, SearchOrder::Relevance] {
+        let page = service.search(&text, &past, order, FacetRequest::default()).await.unwrap();
+        assert!(page.page.items.is_empty());
+        assert_eq!(page.page.total, 3);
+    }
 }
 
 pub async fn suggestions_complete_the_last_word(store: SharedStore, index: SharedIndex) {
