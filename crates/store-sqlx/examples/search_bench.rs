@@ -5,7 +5,8 @@
 //! `LIKE '%word%'` scan (`ILIKE` on PostgreSQL) on the same data, the baseline to beat.
 //!
 //! Environment: DATABASE_URL (sqlite://… or postgres://…), PRODUCTS (default 100000),
-//! CONCURRENCY (16), DURATION_SECS (10), SEED (42). Prints one Markdown table; asserts nothing
+//! CONCURRENCY (16), DURATION_SECS (10), SEED (42), ONLY (run only the queries whose label
+//! contains it, e.g. `ONLY="one common"` under `perf record`). Prints one Markdown table; asserts nothing
 //! except that every query ran.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -291,7 +292,10 @@ async fn main() {
         ("q=wirelss (typo)", "wirelss", FacetRequest::default()),
         ("q=wireless + 3 facets", "wireless", FacetRequest { category: true, price: true, in_stock: true }),
     ];
-    for (label, text, facets) in kinds {
+    // ONLY=<text> runs just the queries whose label holds it (for profiling one).
+    let only = std::env::var("ONLY").unwrap_or_default();
+    let wanted = |label: &str| label.contains(only.as_str());
+    for (label, text, facets) in kinds.into_iter().filter(|(label, _, _)| wanted(label)) {
         let search = search.clone();
         let filters = filters.clone();
         let text = SearchText::parse(text).unwrap();
@@ -304,7 +308,7 @@ async fn main() {
         .await;
         rows.push((label, result));
     }
-    {
+    if wanted("suggestions q=wir") {
         let search = search.clone();
         let text = SearchText::parse("wir").unwrap();
         let result = measure(concurrency, duration, move || {
@@ -316,7 +320,8 @@ async fn main() {
         rows.push(("suggestions q=wir", result));
     }
     let naive = naive_pool(&url, postgres, connections).await;
-    for (label, word) in [("naive LIKE %wireless%", "wireless"), ("naive LIKE %wirelss% (typo)", "wirelss")] {
+    let naive_kinds = [("naive LIKE %wireless%", "wireless"), ("naive LIKE %wirelss% (typo)", "wirelss")];
+    for (label, word) in naive_kinds.into_iter().filter(|(label, _)| wanted(label)) {
         let naive = naive.clone();
         let result = measure(concurrency, duration, move || {
             let naive = naive.clone();
