@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Search benchmark (issue 11). For SQLite and PostgreSQL, same run, release build:
+# Search benchmark. For SQLite and PostgreSQL, same run, release build:
 #  1. `search_bench` (crates/store-sqlx/examples) seeds PRODUCTS products with realistic names
 #     and descriptions (a fixed seed: the same catalog every run) through the store, times a
 #     full index rebuild, reports the index's size, and runs each query kind — one common word,

@@ -244,6 +244,17 @@ impl Application {
     pub async fn build_with_clock(config: Config, limiter_clock: Arc<dyn resilience::Clock>) -> anyhow::Result<Self> {
         let started = Instant::now();
         let sql_store = open_store(&config, config.migrate_on_start()).await?;
+        if !config.migrate_on_start() {
+            // Without migrations at start (PostgreSQL's default) nothing here rebuilds the
+            // index: an index analysed another way would silently miss searches.
+            let (built, wanted) = sql_store.search_index_signatures().await?;
+            if built != wanted {
+                anyhow::bail!(
+                    "the search index was built with analysis {built:?} but search.language asks for {wanted:?}: \
+                     run `shopkeep migrate up` (or `shopkeep admin search reindex`) first"
+                );
+            }
+        }
         let search = shop::search::SearchService::new(Arc::clone(&sql_store) as _, config.search.settings());
         let store: Arc<dyn Store> = sql_store;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -96,7 +96,8 @@ pub enum AdminCommand {
 #[derive(Debug, Subcommand)]
 pub enum SearchCommand {
     /// Analyse every category and product again with the configured `search.language` and
-    /// recount the vocabulary, with a progress bar. The shop keeps serving meanwhile.
+    /// recount the vocabulary, with a progress bar. The shop keeps serving meanwhile (catalog
+    /// writes wait at most for one batch of 500 products).
     Reindex,
 }
 

@@ -295,6 +295,12 @@ impl SearchIndex for SqlStore {
     ) -> Result<Facets, StoreError> {
         let mut facets = Facets::default();
         if !terms.is_empty() && stems(terms).is_empty() {
+            // Terms that can match nothing: every facet asked for, with nothing counted.
+            let buckets =
+                PRICE_BUCKETS.iter().map(|(from, to)| PriceCount { from_minor: *from, to_minor: *to, count: 0 });
+            facets.categories = wanted.category.then(Vec::new);
+            facets.prices = wanted.price.then(|| buckets.collect());
+            facets.stock = wanted.in_stock.then_some((0, 0));
             return Ok(facets);
         }
         let dialect = self.dialect();

@@ -86,6 +86,19 @@ pub(crate) async fn index_category_name(
     category_id: Uuid,
     search_name: &str,
 ) -> Result<(), StoreError> {
+    // PostgreSQL: take the documents' locks in product-id order first, the order in which
+    // checkout (through the attributes trigger) takes them, so the two never deadlock.
+    if tx.dialect() == crate::dialect::Dialect::Postgres {
+        let _: Vec<Uuid> = tx
+            .fetch_all_scalars(
+                sql("select product_id from product_search_documents \
+                     where product_id in (select id from products where category_id = $1) \
+                     order by product_id for update")
+                .bind(category_id),
+            )
+            .await
+            .map_err(error("failed to lock a category's search documents"))?;
+    }
     tx.execute(
         sql("update product_search_documents set category = $1 \
              where product_id in (select id from products where category_id = $2)")
@@ -122,12 +135,14 @@ pub(crate) async fn adjust_vocabulary(
         changed |= counts.contains(&1);
     }
     for chunk in removed.chunks(500) {
-        let mut last = sql("delete from search_words where documents = 1 and word in ");
-        last.push_list(chunk.iter().map(|word| word.as_str()));
-        changed |= tx.execute(last).await.map_err(error("failed to count words"))? > 0;
+        // Decrement first (the row lock makes concurrent removals of one word count down one
+        // after the other), then delete what reached 0.
         let mut fewer = sql("update search_words set documents = documents - 1 where word in ");
         fewer.push_list(chunk.iter().map(|word| word.as_str()));
         tx.execute(fewer).await.map_err(error("failed to count words"))?;
+        let mut gone = sql("delete from search_words where documents = 0 and word in ");
+        gone.push_list(chunk.iter().map(|word| word.as_str()));
+        changed |= tx.execute(gone).await.map_err(error("failed to count words"))? > 0;
     }
     if changed {
         tx.execute(sql("update search_index_state set vocabulary_version = vocabulary_version + 1 where id = 1"))
@@ -163,15 +178,23 @@ const REBUILD_BATCH: i64 = 500;
 // === impl SqlStore ===
 
 impl SqlStore {
+    /// The analysis the search index was built with (`v1:english`; empty: never built), and
+    /// the one this store analyses with.
+    pub async fn search_index_signatures(&self) -> Result<(String, String), StoreError> {
+        Ok((self.search_index_signature().await?, self.analyzer.signature()))
+    }
+
+    async fn search_index_signature(&self) -> Result<String, StoreError> {
+        let mut conn = self.connection().await?;
+        conn.fetch_scalar(sql("select signature from search_index_state where id = 1"))
+            .await
+            .map_err(error("failed to read the search index state"))
+    }
+
     /// Rebuilds the search index when it was built by another analysis than this store's
     /// (or never, as after the migration that created it); returns the products indexed.
     pub async fn ensure_search_index(&self) -> Result<Option<u64>, StoreError> {
-        let mut conn = self.connection().await?;
-        let signature: String = conn
-            .fetch_scalar(sql("select signature from search_index_state where id = 1"))
-            .await
-            .map_err(error("failed to read the search index state"))?;
-        drop(conn);
+        let signature = self.search_index_signature().await?;
         if signature == self.analyzer.signature() {
             return Ok(None);
         }
@@ -221,6 +244,11 @@ impl SqlStore {
                 select.push(" where products.id > ").push_bind(after);
             }
             select.push(" order by products.id limit ").push_bind(REBUILD_BATCH);
+            // PostgreSQL: hold the batch's products until its documents are written, so a
+            // concurrent archive or checkout cannot be overwritten by this older read (in
+            // product-id order, as checkout locks them).
+            let lock = tx.dialect().row_lock("for share of products");
+            select.push(" ").push(lock);
             let batch: Vec<IndexedText> =
                 tx.fetch_all(select).await.map_err(error("failed to read products to index"))?;
             let Some(last) = batch.last() else { break };

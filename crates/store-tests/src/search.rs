@@ -27,11 +27,12 @@ macro_rules! search_contract_tests {
     ($make:expr) => {
         $crate::search_contract_tests!(@cases $make;
             search_ranks_name_above_category_above_description, exact_words_rank_above_typos,
+            an_unknown_word_is_corrected_even_when_the_others_match,
             more_matched_words_rank_first_then_boost_then_stock, typo_rules_follow_the_length_table,
             typo_fallback_runs_only_below_the_threshold, search_combines_with_filters_sorts_and_pages,
             suggestions_complete_the_last_word, facets_count_what_the_filters_would_list,
             the_index_follows_catalog_writes, rolled_back_writes_are_not_findable,
-            operator_characters_are_text
+            operator_characters_are_text, concurrent_removals_of_a_word_keep_the_vocabulary_exact
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -149,6 +150,27 @@ pub async fn exact_words_rank_above_typos(store: SharedStore, index: SharedIndex
     let corrected = find(&service, "labtop pro").await;
     assert_eq!(corrected.corrected_query.as_deref(), Some("laptop pro"));
     assert_eq!(names(&corrected)[0], "Laptop Pro");
+}
+
+pub async fn an_unknown_word_is_corrected_even_when_the_others_match(store: SharedStore, index: SharedIndex) {
+    let things = category(&store, "Things").await;
+    for number in 0..12 {
+        product(&store, things, &format!("Bag {number}"), "").await;
+    }
+    product(&store, things, "Laptop Bag", "").await;
+    product(&store, things, "Cotton Shirts", "").await;
+    product(&store, things, "Denim Skirt", "").await;
+    let service = service(index);
+    // Thirteen bags match exactly, more than the fallback threshold; "labtop" matches nothing.
+    let results = find(&service, "labtop bag").await;
+    assert!(results.typo_fallback);
+    assert_eq!(results.corrected_query.as_deref(), Some("laptop bag"));
+    assert_eq!(names(&results)[0], "Laptop Bag");
+    // "shirt" is in the catalog as "Shirts": found as typed, nothing to correct, though
+    // "skirt" is one typo away (and found after it).
+    let shirt = find(&service, "shirt").await;
+    assert_eq!(shirt.corrected_query, None);
+    assert_eq!(names(&shirt), ["Cotton Shirts", "Denim Skirt"]);
 }
 
 pub async fn more_matched_words_rank_first_then_boost_then_stock(store: SharedStore, index: SharedIndex) {
@@ -473,4 +495,29 @@ pub async fn operator_characters_are_text(store: SharedStore, index: SharedIndex
     for text in ["***", "\"\"", "-", "()", " "] {
         assert!(SearchText::parse(text).is_err(), "{text:?}");
     }
+}
+
+pub async fn concurrent_removals_of_a_word_keep_the_vocabulary_exact(store: SharedStore, index: SharedIndex) {
+    let things = category(&store, "Things").await;
+    let mut products = Vec::new();
+    for number in 0..8 {
+        products.push(product(&store, things, &format!("Quokka Plush {number}"), "Soft quokka.").await);
+    }
+    // Every delete removes "quokka" and "plush" once; none may fail on the count's check, and
+    // the last one takes the words out of the vocabulary.
+    let deletes = products.iter().map(|product| {
+        let store = store.clone();
+        let id = product.id;
+        async move { store.delete_product(id).await }
+    });
+    let mut tasks = Vec::new();
+    for delete in deletes {
+        tasks.push(tokio::spawn(delete));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let (_, words) = index.vocabulary().await.unwrap();
+    assert!(!words.iter().any(|(word, _)| word == "quokka" || word == "plush"), "{words:?}");
+    assert!(words.iter().all(|(_, documents)| *documents > 0), "{words:?}");
 }

@@ -32,7 +32,8 @@ pub struct SearchSettings {
     pub language: Language,
     pub boosts: FieldBoosts,
     pub typos: TypoRules,
-    /// Typo-tolerant matching runs only when exact matching finds fewer hits than this.
+    /// Typo-tolerant matching runs only when exact matching finds fewer hits than this, or a
+    /// query word is in no product (0: never).
     pub typo_fallback_below: u64,
     /// How stale the vocabulary used for corrections may be before the index is asked
     /// whether it changed.
@@ -130,9 +131,13 @@ impl SearchService {
         let mut page = self.index.search(&query).await?;
         let mut corrected_query = None;
         let mut typo_fallback = false;
-        if page.total < self.settings.typo_fallback_below {
-            let vocabulary = self.vocabulary().await?;
-            let tolerant: Vec<QueryTerm> = words.iter().map(|word| self.tolerant_term(word, &vocabulary)).collect();
+        let vocabulary = self.vocabulary().await?;
+        // Too few hits, or a word no product holds (`labtop bag` finds bags, not laptops).
+        let unknown_word = query.terms.iter().any(|term| !vocabulary.knows(term));
+        let threshold = self.settings.typo_fallback_below;
+        if threshold > 0 && (page.total < threshold || unknown_word) {
+            let tolerant: Vec<QueryTerm> =
+                words.iter().map(|word| self.tolerant_term(word, &vocabulary.words)).collect();
             if tolerant != query.terms {
                 typo_fallback = true;
                 query.terms = tolerant;
@@ -166,8 +171,8 @@ impl SearchService {
         for (index, word) in words.iter().enumerate() {
             let last = index + 1 == words.len();
             terms.push(match last && ends_in_word {
-                true => self.prefix_term(word, &vocabulary),
-                false => self.tolerant_term(word, &vocabulary),
+                true => self.prefix_term(word, &vocabulary.words),
+                false => self.tolerant_term(word, &vocabulary.words),
             });
         }
         let limit = limit.clamp(1, MAX_SUGGESTIONS);
@@ -235,8 +240,8 @@ impl SearchService {
 
     /// The vocabulary, reloaded when the index says it changed (asked at most once per
     /// `vocabulary_refresh`).
-    async fn vocabulary(&self) -> Result<Arc<Vocabulary>, StoreError> {
-        self.vocabulary.get(self.index.as_ref(), self.settings.vocabulary_refresh).await
+    async fn vocabulary(&self) -> Result<Arc<VocabularySnapshot>, StoreError> {
+        self.vocabulary.get(self.index.as_ref(), &self.analyzer, self.settings.vocabulary_refresh).await
     }
 }
 
@@ -267,14 +272,14 @@ fn searched_stems(terms: &[QueryTerm]) -> HashSet<String> {
     terms.iter().flat_map(|term| term.alternatives.iter().map(|alternative| alternative.stem.clone())).collect()
 }
 
-/// The query with each word the vocabulary does not hold replaced by its best correction;
+/// The query with each word whose stem no product holds replaced by its best correction;
 /// `None` when no word was replaced.
-fn correction(terms: &[QueryTerm], vocabulary: &Vocabulary) -> Option<String> {
+fn correction(terms: &[QueryTerm], vocabulary: &VocabularySnapshot) -> Option<String> {
     let mut changed = false;
     let corrected: Vec<&str> = terms
         .iter()
         .map(|term| match term.alternatives.get(1) {
-            Some(best) if vocabulary.documents(&term.word).is_none() => {
+            Some(best) if !vocabulary.knows(term) => {
                 changed = true;
                 best.word.as_str()
             }
@@ -282,6 +287,21 @@ fn correction(terms: &[QueryTerm], vocabulary: &Vocabulary) -> Option<String> {
         })
         .collect();
     changed.then(|| corrected.join(" "))
+}
+
+/// The vocabulary as last loaded: its words (for corrections and completions) and their stems
+/// (which words of a query some product holds, however inflected).
+#[derive(Default)]
+struct VocabularySnapshot {
+    words: Vocabulary,
+    stems: HashSet<String>,
+}
+
+impl VocabularySnapshot {
+    /// Whether some product holds the term's own word, in any inflection.
+    fn knows(&self, term: &QueryTerm) -> bool {
+        term.alternatives.first().is_some_and(|exact| self.stems.contains(&exact.stem))
+    }
 }
 
 /// The vocabulary snapshot used for corrections and completions.
@@ -295,12 +315,17 @@ struct VocabularyCache {
 #[derive(Default)]
 struct Snapshot {
     version: Option<u64>,
-    words: Arc<Vocabulary>,
+    words: Arc<VocabularySnapshot>,
     checked_at: Option<Instant>,
 }
 
 impl VocabularyCache {
-    async fn get(&self, index: &dyn SearchIndex, refresh: Duration) -> Result<Arc<Vocabulary>, StoreError> {
+    async fn get(
+        &self,
+        index: &dyn SearchIndex,
+        analyzer: &Analyzer,
+        refresh: Duration,
+    ) -> Result<Arc<VocabularySnapshot>, StoreError> {
         if let Some(words) = self.fresh(refresh) {
             return Ok(words);
         }
@@ -312,7 +337,8 @@ impl VocabularyCache {
         let known = self.read().version;
         if known != Some(version) {
             let (version, entries) = index.vocabulary().await?;
-            let words = Arc::new(Vocabulary::new(entries));
+            let stems = entries.iter().map(|(word, _)| analyzer.stem(word)).collect();
+            let words = Arc::new(VocabularySnapshot { words: Vocabulary::new(entries), stems });
             let mut snapshot = self.snapshot.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             *snapshot =
                 Snapshot { version: Some(version), words: Arc::clone(&words), checked_at: Some(Instant::now()) };
@@ -323,7 +349,7 @@ impl VocabularyCache {
         Ok(Arc::clone(&snapshot.words))
     }
 
-    fn fresh(&self, refresh: Duration) -> Option<Arc<Vocabulary>> {
+    fn fresh(&self, refresh: Duration) -> Option<Arc<VocabularySnapshot>> {
         let snapshot = self.read();
         let checked_at = snapshot.checked_at?;
         (!refresh.is_zero() && checked_at.elapsed() < refresh).then(|| Arc::clone(&snapshot.words))

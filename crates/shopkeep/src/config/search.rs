@@ -15,7 +15,7 @@ pub struct SearchConfig {
     /// Stemming language of the index: `english` (default), `none`, `danish`, `dutch`,
     /// `finnish`, `french`, `german`, `hungarian`, `italian`, `norwegian`, `portuguese`,
     /// `romanian`, `russian`, `spanish`, `swedish`, `turkish`. Changing it rebuilds the
-    /// index at the next start (or `migrate up`).
+    /// index at the next `migrate up` (or start, where `serve` migrates).
     pub language: String,
     /// Worth of a query word found in the product's name (0–999).
     pub name_boost: u16,
@@ -27,8 +27,8 @@ pub struct SearchConfig {
     pub one_typo_min_len: usize,
     /// Words of at least this many letters may have two (Meilisearch: 9).
     pub two_typos_min_len: usize,
-    /// Typo-tolerant matching runs only when exact matching finds fewer hits than this
-    /// (0: never).
+    /// Typo-tolerant matching runs only when exact matching finds fewer hits than this, or a
+    /// query word is in no product (0: never).
     pub typo_fallback_below: u64,
     /// How long the vocabulary used for corrections and suggestions is trusted before the
     /// index is asked whether it changed.

@@ -264,3 +264,15 @@ async fn searches_have_their_own_rate_limit() {
     assert!(metrics.contains("search_duration_seconds"), "{metrics}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_refuses_an_index_analysed_another_way_when_it_does_not_migrate() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
+    let mut config = app.config.clone();
+    config.database.migrate_on_start = Some(false);
+    config.search.language = "german".into();
+    let refused = shopkeep::app::Application::build(config).await.err().expect("the start is refused");
+    let message = format!("{refused:#}");
+    assert!(message.contains("search.language") && message.contains("shopkeep migrate up"), "{message}");
+    app.stop().await;
+}

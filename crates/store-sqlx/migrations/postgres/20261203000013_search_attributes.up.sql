@@ -26,3 +26,8 @@ for each row when (old.status is distinct from new.status or old.category_id is 
     or old.price_minor is distinct from new.price_minor or old.stock is distinct from new.stock
     or old.search_boost is distinct from new.search_boost)
 execute function products_search_attributes();
+
+-- A word's count may reach 0 inside a transaction (decremented first, deleted at 0 after), so
+-- concurrent removals of one word never break the check.
+alter table search_words drop constraint search_words_documents_check;
+alter table search_words add constraint search_words_documents_check check (documents >= 0);

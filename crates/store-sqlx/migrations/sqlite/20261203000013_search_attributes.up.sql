@@ -16,7 +16,9 @@ update product_search_documents set
     search_boost = (select products.search_boost from products where products.id = product_search_documents.product_id);
 
 drop trigger product_search_documents_au;
-create trigger product_search_documents_au after update of name, category, description on product_search_documents begin
+create trigger product_search_documents_au after update of name, category, description on product_search_documents
+when old.name is not new.name or old.category is not new.category or old.description is not new.description
+begin
     insert into product_search (product_search, rowid, name, category, description)
     values ('delete', old.document_id, old.name, old.category, old.description);
     insert into product_search (rowid, name, category, description)
@@ -32,3 +34,13 @@ begin
         price_minor = new.price_minor, stock = new.stock, search_boost = new.search_boost
     where product_id = new.id;
 end;
+
+-- A word's count may reach 0 inside a transaction (decremented first, deleted at 0 after), so
+-- concurrent removals of one word never break the check.
+create table search_words_counted (
+    word text primary key not null,
+    documents integer not null check (documents >= 0)
+) strict, without rowid;
+insert into search_words_counted (word, documents) select word, documents from search_words;
+drop table search_words;
+alter table search_words_counted rename to search_words;
