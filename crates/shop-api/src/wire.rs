@@ -424,6 +424,26 @@ impl From<shop::search::Facets> for FacetsBody {
     }
 }
 
+impl From<Product> for ProductListItem {
+    fn from(product: Product) -> Self {
+        Self { product: ProductBody::from(product), search: None }
+    }
+}
+
+impl From<shop::search::SearchHit> for ProductListItem {
+    fn from(hit: shop::search::SearchHit) -> Self {
+        Self {
+            search: Some(SearchHitBody {
+                score: hit.score,
+                matched_words: hit.matched_words,
+                typos: hit.typos,
+                highlight: HighlightBody { name: hit.name_highlight, description: hit.description_snippet },
+            }),
+            product: ProductBody::from(hit.product),
+        }
+    }
+}
+
 /// Type-ahead answers.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -452,6 +472,26 @@ pub struct CategorySuggestionBody {
     pub id: Uuid,
     pub name: String,
     pub slug: String,
+}
+
+impl From<shop::search::SuggestedProduct> for ProductSuggestionBody {
+    fn from(suggested: shop::search::SuggestedProduct) -> Self {
+        let product = suggested.product;
+        Self {
+            id: product.id,
+            name: product.name.as_str().to_owned(),
+            slug: product.slug.as_str().to_owned(),
+            highlight: suggested.name_highlight,
+            price: product.price.amount_string(),
+            currency: product.price.currency().as_str().to_owned(),
+        }
+    }
+}
+
+impl From<Category> for CategorySuggestionBody {
+    fn from(category: Category) -> Self {
+        Self { id: category.id, name: category.name.as_str().to_owned(), slug: category.slug.as_str().to_owned() }
+    }
 }
 
 /// A new product, or changes to one (PATCH: only the fields given change).

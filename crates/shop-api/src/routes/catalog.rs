@@ -11,12 +11,13 @@ use shop::catalog::{
     CategoryChanges, CategorySort, Currency, IdOrSlug, Money, NewProductInput, Product, ProductChanges, ProductQuery,
     ProductSort, ProductStatus, SearchBoost, Slug, Stock, Text, parse_amount,
 };
-use shop::search::{FacetRequest, SearchOrder, SearchText};
+use shop::search::{FacetRequest, SearchText};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::accounts::{client_ip, parse_bool, parse_page};
 use super::caching::{if_match, public_json, representation};
+use super::search::{self, list_body};
 use super::with_location;
 use crate::auth::MaybeAuthenticated;
 use crate::error::{ApiError, CommonErrors, Problem};
@@ -24,9 +25,7 @@ use crate::extract::{Json, Query};
 use crate::rate_limits::ClientIp;
 use crate::state::AppState;
 use crate::wire::{
-    CategoryBody, CategoryRequest, CategorySuggestionBody, FacetsBody, HighlightBody, Paged, ProductBody,
-    ProductListBody, ProductListItem, ProductRequest, ProductSuggestionBody, SearchHitBody, SearchInfoBody,
-    SuggestionsBody,
+    CategoryBody, CategoryRequest, Paged, ProductBody, ProductListBody, ProductListItem, ProductRequest,
 };
 
 /// Query of the category list.
@@ -254,44 +253,10 @@ pub async fn list_products(
         status,
     };
     let body = match (text, facets) {
-        (None, None) => {
-            let page = state.catalog().list_products(&filters).await?;
-            list_body(page.map(|product| ProductListItem { product: ProductBody::from(product), search: None }))
-        }
-        (None, Some(wanted)) => {
-            state.inner.rate_limits.before_search(client_ip(client)).await?;
-            let page = state.catalog().list_products(&filters).await?;
-            let facets = state.search().facets(&filters, wanted).await?;
-            let mut body =
-                list_body(page.map(|product| ProductListItem { product: ProductBody::from(product), search: None }));
-            body.facets = Some(FacetsBody::from(facets));
-            body
-        }
+        (None, None) => list_body(state.catalog().list_products(&filters).await?.map(ProductListItem::from)),
+        (None, Some(wanted)) => search::facet_list(&state, client_ip(client), &filters, wanted).await?,
         (Some(text), wanted) => {
-            state.inner.rate_limits.before_search(client_ip(client)).await?;
-            let order = match sort_by {
-                Some(sort) => SearchOrder::By(sort, filters.sort_order),
-                None => SearchOrder::Relevance,
-            };
-            let started = std::time::Instant::now();
-            let results = state.search().search(&text, &filters, order, wanted.unwrap_or_default()).await?;
-            record_search("search", started, results.page.total, results.typo_fallback);
-            let mut body = list_body(results.page.map(|hit| ProductListItem {
-                search: Some(SearchHitBody {
-                    score: hit.score,
-                    matched_words: hit.matched_words,
-                    typos: hit.typos,
-                    highlight: HighlightBody { name: hit.name_highlight, description: hit.description_snippet },
-                }),
-                product: ProductBody::from(hit.product),
-            }));
-            body.search = Some(SearchInfoBody {
-                query: text.as_str().to_owned(),
-                corrected_query: results.corrected_query,
-                typo_tolerant: results.typo_fallback,
-            });
-            body.facets = results.facets.map(FacetsBody::from);
-            body
+            search::search_list(&state, client_ip(client), &text, &filters, sort_by, wanted.unwrap_or_default()).await?
         }
     };
     if is_staff {
@@ -300,109 +265,6 @@ pub async fn list_products(
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
         return Ok(response);
     }
-    Ok(public_json(&headers, &body, max_age(&state)))
-}
-
-fn list_body(page: shop::Page<ProductListItem>) -> ProductListBody {
-    ProductListBody {
-        total: page.total,
-        page: page.request.page(),
-        limit: page.request.limit(),
-        total_pages: page.total_pages(),
-        data: page.items,
-        search: None,
-        facets: None,
-    }
-}
-
-/// Counts a search in the metrics: by kind, whether it found nothing, how long it took.
-fn record_search(kind: &'static str, started: std::time::Instant, total: u64, typo_fallback: bool) {
-    let outcome = if total == 0 { "zero_results" } else { "hits" };
-    metrics::counter!("search_requests_total", "kind" => kind, "outcome" => outcome).increment(1);
-    metrics::histogram!("search_duration_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
-    if typo_fallback {
-        metrics::counter!("search_typo_fallbacks_total", "kind" => kind).increment(1);
-    }
-    if total == 0 {
-        metrics::counter!("search_zero_results_total", "kind" => kind).increment(1);
-    }
-}
-
-/// Query of the type-ahead.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct SuggestionsQuery {
-    /// What was typed so far, 1–200 characters: its last word is completed (unless it ends
-    /// with a space), earlier words are typo-tolerant.
-    q: Option<String>,
-    /// Suggestions of each kind, 1–20 (default 8).
-    limit: Option<String>,
-}
-
-/// Type-ahead: active products and categories completing what was typed.
-#[utoipa::path(get, path = "/products/suggestions", tag = "catalog", params(SuggestionsQuery), security(()),
-    responses(
-        (status = 200, description = "Products and categories completing `q` (cacheable)", body = SuggestionsBody),
-        (status = 429, description = "Too many searches from this address", body = Problem, content_type = "application/problem+json"),
-        CommonErrors
-    ))]
-pub async fn suggestions(
-    State(state): State<AppState>,
-    client: Option<axum::Extension<ClientIp>>,
-    headers: HeaderMap,
-    Query(query): Query<SuggestionsQuery>,
-) -> Result<Response, ApiError> {
-    let mut errors = ValidationErrors::new();
-    let text = match query.q.as_deref() {
-        Some(raw) => errors.check("q", SearchText::parse(raw)),
-        None => {
-            errors.add("q", "is required");
-            None
-        }
-    };
-    let limit = match query.limit.as_deref() {
-        None => Some(8),
-        Some(raw) => errors.check(
-            "limit",
-            raw.parse::<u32>()
-                .ok()
-                .filter(|limit| (1..=shop::search::MAX_SUGGESTIONS).contains(limit))
-                .ok_or_else(|| format!("must be a whole number between 1 and {}", shop::search::MAX_SUGGESTIONS)),
-        ),
-    };
-    errors.into_result()?;
-    let (Some(text), Some(limit)) = (text, limit) else {
-        return Err(ApiError::Invalid(ValidationErrors::new()));
-    };
-    state.inner.rate_limits.before_search(client_ip(client)).await?;
-    let started = std::time::Instant::now();
-    let found = state.search().suggest(&text, limit).await?;
-    let total = (found.products.len() + found.categories.len()) as u64;
-    record_search("suggestions", started, total, false);
-    let body = SuggestionsBody {
-        products: found
-            .products
-            .into_iter()
-            .map(|suggested| ProductSuggestionBody {
-                id: suggested.product.id,
-                name: suggested.product.name.as_str().to_owned(),
-                slug: suggested.product.slug.as_str().to_owned(),
-                highlight: suggested.name_highlight,
-                price: suggested.product.price.amount_string(),
-                currency: suggested.product.price.currency().as_str().to_owned(),
-            })
-            .collect(),
-        categories: found
-            .categories
-            .into_iter()
-            .map(|category| CategorySuggestionBody {
-                id: category.id,
-                name: category.name.as_str().to_owned(),
-                slug: category.slug.as_str().to_owned(),
-            })
-            .collect(),
-    };
     Ok(public_json(&headers, &body, max_age(&state)))
 }
 
@@ -629,6 +491,6 @@ fn created<T: serde::Serialize>(location: &str, body: &T) -> Response {
     with_location((StatusCode::CREATED, axum::Json(body)).into_response(), location)
 }
 
-fn max_age(state: &AppState) -> u64 {
+pub(super) fn max_age(state: &AppState) -> u64 {
     state.settings().catalog_max_age.as_secs()
 }

@@ -6,6 +6,7 @@ mod catalog;
 mod external_logins;
 pub(crate) mod health;
 mod orders;
+mod search;
 mod webhooks;
 
 use std::sync::OnceLock;
@@ -88,7 +89,7 @@ pub fn api_routes(state: AppState) -> Result<(Router, serde_json::Value), String
         .routes(routes!(catalog::list_categories, catalog::create_category))
         .routes(routes!(catalog::get_category, catalog::update_category, catalog::delete_category))
         .routes(routes!(catalog::list_products, catalog::create_product))
-        .routes(routes!(catalog::suggestions))
+        .routes(routes!(search::suggestions))
         .routes(routes!(catalog::get_product, catalog::update_product, catalog::delete_product))
         .routes(routes!(catalog::archive_product))
         .routes(routes!(orders::current_cart))
