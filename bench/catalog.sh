@@ -44,11 +44,8 @@ case $PROFILE in
     debug) cargo_profile=() ;;
     *) echo "error: PROFILE is release or debug, not $PROFILE" >&2; exit 1 ;;
 esac
-if ! command -v wrk >/dev/null 2>&1; then
-    echo "installing wrk (Debian package)" >&2
-    (apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y wrk >/dev/null)) \
-        || { echo "error: wrk is required and could not be installed" >&2; exit 1; }
-fi
+source bench/lib/wrk.sh
+require_wrk
 cargo build "${cargo_profile[@]}" --locked -p shopkeep >&2
 binary=target/$PROFILE/shopkeep
 work=$(mktemp -d)
@@ -64,18 +61,6 @@ trap cleanup EXIT
 cores=$(nproc)
 server_cpu=0; client_cpu=$(( cores > 1 ? 1 : 0 ))
 
-# Waits for the server ($1: pid, $2: its log) to be ready; fails if it exits or takes a minute.
-wait_ready() {
-    local deadline=$(( $(date +%s) + 60 ))
-    until curl -fs -o /dev/null http://127.0.0.1:18080/health/ready; do
-        if ! kill -0 "$1" 2>/dev/null || [ "$(date +%s)" -gt "$deadline" ]; then
-            echo "error: the server did not become ready; its log:" >&2
-            cat "$2" >&2
-            exit 1
-        fi
-        sleep 0.005
-    done
-}
 
 # Signs the staff user in with the cookie jar $cookie (its device cookie included); prints the
 # HTTP status, keeps the body in $work/login.json.
@@ -138,7 +123,7 @@ for backend in $BACKENDS; do
     start_ns=$(date +%s%N)
     taskset -c $server_cpu "$binary" serve --listen 127.0.0.1:18080 --admin-listen 127.0.0.1:19090 >"$work/$backend.log" 2>&1 &
     pid=$!
-    wait_ready $pid "$work/$backend.log"
+    wait_ready $pid "$work/$backend.log" http://127.0.0.1:18080/health/ready
     ready_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
 
     cookie="$work/cookie-$backend"
@@ -165,23 +150,14 @@ for backend in $BACKENDS; do
     run_wrk() {
         taskset -c $client_cpu wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$1" 2>&1
     }
-    parse() { # rps p50 p99
-        local out=$1
-        local rps p50 p99 errors
-        rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-        p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-        p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-        errors=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-        echo "${rps:-none} ${p50:-none} ${p99:-none} ${errors:-0}"
-    }
-    products=$(parse "$(run_wrk "$API/products?limit=20")")
-    live=$(parse "$(run_wrk 'http://127.0.0.1:18080/health/live')")
+    products=$(parse_wrk "$(run_wrk "$API/products?limit=20")")
+    live=$(parse_wrk "$(run_wrk 'http://127.0.0.1:18080/health/live')")
     kill -TERM $pid; wait $pid || true
     SHOPKEEP_RATE_LIMITS__ENABLED=false taskset -c $server_cpu "$binary" serve --listen 127.0.0.1:18080 \
         --admin-listen 127.0.0.1:19090 >>"$work/$backend.log" 2>&1 &
     pid=$!
-    wait_ready $pid "$work/$backend.log"
-    unlimited=$(parse "$(run_wrk "$API/products?limit=20")")
+    wait_ready $pid "$work/$backend.log" http://127.0.0.1:18080/health/ready
+    unlimited=$(parse_wrk "$(run_wrk "$API/products?limit=20")")
     kill -TERM $pid; wait $pid || true
     results+=("$backend products?limit=20 $products $ready_ms $rss_kib $seed_s")
     results+=("$backend products,limits-off $unlimited $ready_ms $rss_kib $seed_s")

@@ -38,11 +38,8 @@ case $PROFILE in
     debug) cargo_profile=() ;;
     *) echo "error: PROFILE is release or debug, not $PROFILE" >&2; exit 1 ;;
 esac
-if ! command -v wrk >/dev/null 2>&1; then
-    echo "installing wrk (Debian package)" >&2
-    (apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y wrk >/dev/null)) \
-        || { echo "error: wrk is required and could not be installed" >&2; exit 1; }
-fi
+source bench/lib/wrk.sh
+require_wrk
 cargo build "${cargo_profile[@]}" --locked -p shopkeep >&2
 cargo build "${cargo_profile[@]}" --locked -p store-sqlx --example search_bench >&2
 binary=target/$PROFILE/shopkeep
@@ -60,27 +57,6 @@ cleanup() {
 trap cleanup EXIT
 cores=$(nproc)
 server_cpu=0; client_cpu=$(( cores > 1 ? 1 : 0 ))
-
-wait_ready() {
-    local deadline=$(( $(date +%s) + 60 ))
-    until curl -fs -o /dev/null http://127.0.0.1:18081/health/ready; do
-        if ! kill -0 "$1" 2>/dev/null || [ "$(date +%s)" -gt "$deadline" ]; then
-            echo "error: the server did not become ready; its log:" >&2
-            cat "$2" >&2
-            exit 1
-        fi
-        sleep 0.01
-    done
-}
-
-parse() { # rps p50 p99 non-2xx
-    local out=$1 rps p50 p99 errors
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    errors=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-    echo "${rps:-none} ${p50:-none} ${p99:-none} ${errors:-0}"
-}
 
 tables=()
 results=()
@@ -100,14 +76,14 @@ for backend in $BACKENDS; do
     taskset -c $server_cpu "$binary" serve --listen 127.0.0.1:18081 --admin-listen 127.0.0.1:19091 \
         >"$work/$backend.log" 2>&1 &
     pid=$!
-    wait_ready $pid "$work/$backend.log"
+    wait_ready $pid "$work/$backend.log" http://127.0.0.1:18081/health/ready
     for path in "products?q=wireless" "products?q=wireless%20headphones" "products?q=wirelss" \
         "products?q=wireless&facets=category,price,inStock" "products/suggestions?q=wir" \
         "products?limit=20" "health/live"; do
         target="$API/$path"
         [ "$path" = health/live ] && target=http://127.0.0.1:18081/health/live
         out=$(taskset -c $client_cpu wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$target" 2>&1)
-        results+=("$backend $path $(parse "$out")")
+        results+=("$backend $path $(parse_wrk "$out")")
     done
     kill -TERM $pid; wait $pid || true
     if [ "$backend" = postgres ]; then
@@ -121,8 +97,8 @@ for table in "${tables[@]}"; do
 done
 printf '\nHTTP: wrk -t1 -c%s -d%ss, %s products, %s build, server on cpu %s, wrk on cpu %s\n\n' \
     "$CONNECTIONS" "$DURATION" "$PRODUCTS" "$PROFILE" "$server_cpu" "$client_cpu"
-printf '| %-8s | %-50s | %10s | %9s | %9s | %8s |\n' backend "GET /api/v1/…" "req/s" p50 p99 non-2xx
-printf '|%s|\n' "----------|--------------------------------------------------|------------|-----------|-----------|---------"
+printf '| %-8s | %-50s | %10s | %9s | %9s | %8s |\n' backend "GET /api/v1/..." "req/s" p50 p99 non-2xx
+printf '|%s|\n' "----------|"'$(printf -- '-%.0s' {1..52})'"|------------|-----------|-----------|---------"
 failed=0
 for row in "${results[@]}"; do
     read -r backend path rps p50 p99 errors <<<"$row"
