@@ -98,7 +98,7 @@ done
 printf '\nHTTP: wrk -t1 -c%s -d%ss, %s products, %s build, server on cpu %s, wrk on cpu %s\n\n' \
     "$CONNECTIONS" "$DURATION" "$PRODUCTS" "$PROFILE" "$server_cpu" "$client_cpu"
 printf '| %-8s | %-50s | %10s | %9s | %9s | %8s |\n' backend "GET /api/v1/..." "req/s" p50 p99 non-2xx
-printf '|%s|\n' "----------|"'$(printf -- '-%.0s' {1..52})'"|------------|-----------|-----------|---------"
+printf '|%s|\n' "----------|----------------------------------------------------|------------|-----------|-----------|---------"
 failed=0
 for row in "${results[@]}"; do
     read -r backend path rps p50 p99 errors <<<"$row"
