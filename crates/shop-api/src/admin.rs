@@ -185,6 +185,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     metrics::gauge!("db_pool_connections", "state" => "idle").set(f64::from(pool.idle));
     metrics::gauge!("db_pool_connections", "state" => "waiting").set(f64::from(pool.waiting));
     metrics::gauge!("db_pool_max_connections").set(f64::from(pool.max_size));
+    shop::cache::publish(&state.app.inner.caches);
     let body = (state.settings.metrics)();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
@@ -285,6 +286,25 @@ struct StatusBody {
     breakers: Vec<BreakerStatus>,
     rate_limits: LimitsStatus,
     load_shedding: SheddingStatus,
+    caches: Vec<CacheStatus>,
+}
+
+/// One read cache's figures since start.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CacheStatus {
+    name: &'static str,
+    family: &'static str,
+    tier: &'static str,
+    hits: u64,
+    misses: u64,
+    /// Hits over lookups; absent before the first lookup.
+    hit_ratio: Option<f64>,
+    fills: u64,
+    fill_errors: u64,
+    evictions: u64,
+    entries: u64,
+    weighted_bytes: u64,
 }
 
 /// The stability status page: every breaker, the limits in force, and load shedding.
@@ -318,6 +338,26 @@ async fn status(State(state): State<AdminState>) -> Response {
             limit: app.shedder.limit(),
             in_flight: app.shedder.in_flight(),
         },
+        caches: app
+            .caches
+            .iter()
+            .map(|cache| {
+                let stats = cache.stats();
+                CacheStatus {
+                    name: cache.name(),
+                    family: cache.family().as_str(),
+                    tier: "local",
+                    hits: stats.hits,
+                    misses: stats.misses,
+                    hit_ratio: stats.hit_ratio(),
+                    fills: stats.fills,
+                    fill_errors: stats.fill_errors,
+                    evictions: stats.evictions,
+                    entries: stats.entries,
+                    weighted_bytes: stats.weighted_bytes,
+                }
+            })
+            .collect(),
     };
     let mut response = axum::Json(body).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -64,6 +64,8 @@ pub struct AppParts {
     pub accounts: AccountService,
     pub catalog: CatalogService,
     pub search: shop::search::SearchService,
+    /// Every read cache, for the admin status.
+    pub caches: Vec<Arc<dyn shop::cache::CacheHandle>>,
     pub store: Arc<dyn Store>,
     pub readiness: Arc<Readiness>,
     pub settings: HttpSettings,
@@ -91,6 +93,8 @@ pub(crate) struct Inner {
     pub accounts: AccountService,
     pub catalog: CatalogService,
     pub search: shop::search::SearchService,
+    /// Every read cache, for the admin status.
+    pub caches: Vec<Arc<dyn shop::cache::CacheHandle>>,
     pub store: Arc<dyn Store>,
     pub readiness: Arc<Readiness>,
     pub settings: HttpSettings,
@@ -109,6 +113,7 @@ impl AppState {
             accounts,
             catalog,
             search,
+            caches,
             store,
             readiness,
             settings,
@@ -125,6 +130,7 @@ impl AppState {
             accounts,
             catalog,
             search,
+            caches,
             store,
             readiness,
             settings,

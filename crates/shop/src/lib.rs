@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod cache;
 pub mod catalog;
 pub mod clock;
 pub mod error;

@@ -1,5 +1,7 @@
 //! The storage ports: what the services need from a database, implemented by each `store-*` crate.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -150,6 +152,16 @@ pub trait SearchIndex: Send + Sync {
     /// Every folded word of the catalog with the number of documents holding it, and the
     /// vocabulary version they are of.
     async fn vocabulary(&self) -> Result<(u64, Vec<(String, u64)>), StoreError>;
+}
+
+/// The generations of cached reads: the process's own, bumped by the adapter after each write
+/// it commits, and the database's, bumped in the transaction of every write by anyone (another
+/// instance, an operator's SQL), which a poll compares to see what others changed.
+#[async_trait]
+pub trait CacheVersions: Send + Sync {
+    fn generations(&self) -> Arc<crate::cache::Generations>;
+    /// A number that changes whenever a write to `family` commits, on any instance.
+    async fn stored_generation(&self, family: crate::cache::Family) -> Result<u64, StoreError>;
 }
 
 /// Connection pool figures for metrics and the admin health view.
@@ -558,6 +570,7 @@ pub trait Store:
     + IdempotencyRepository
     + WebhookRepository
     + StoreHealth
+    + CacheVersions
 {
 }
 
@@ -576,5 +589,6 @@ impl<T> Store for T where
         + IdempotencyRepository
         + WebhookRepository
         + StoreHealth
+        + CacheVersions
 {
 }

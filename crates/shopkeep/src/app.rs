@@ -36,6 +36,8 @@ pub struct Application {
     readiness: Arc<Readiness>,
     /// The in-process job worker, unless `serve --no-worker` or `jobs.run_worker_in_serve = false`.
     worker: Option<worker::Worker>,
+    /// Every read cache, for the generation poll.
+    caches: Vec<Arc<dyn shop::cache::CacheHandle>>,
     started: Instant,
 }
 
@@ -255,11 +257,16 @@ impl Application {
                 );
             }
         }
-        let search = shop::search::SearchService::new(Arc::clone(&sql_store) as _, config.search.settings());
-        let store: Arc<dyn Store> = sql_store;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let cache = config.cache.settings();
+        let generations = shop::ports::CacheVersions::generations(sql_store.as_ref());
+        let search = shop::search::SearchService::new(Arc::clone(&sql_store) as _, config.search.settings())
+            .with_cache(&generations, &clock, &cache);
+        let store: Arc<dyn Store> = sql_store;
         let accounts = account_service(&config, Arc::clone(&store), Arc::clone(&clock));
-        let catalog = CatalogService::new(Arc::clone(&store), Arc::clone(&clock));
+        let catalog = CatalogService::new(Arc::clone(&store), Arc::clone(&clock)).with_cache(&cache);
+        let caches: Vec<Arc<dyn shop::cache::CacheHandle>> =
+            catalog.caches().handles().into_iter().chain(search.caches().handles()).collect();
         let jobs = JobService::new(Arc::clone(&store), Arc::clone(&clock), crate::jobs::job_settings(&config));
         let readiness = Arc::new(Readiness::default());
         let http = &config.http;
@@ -328,6 +335,7 @@ impl Application {
             accounts: accounts.clone(),
             catalog,
             search,
+            caches: caches.clone(),
             store: Arc::clone(&store),
             readiness: Arc::clone(&readiness),
             settings,
@@ -367,6 +375,7 @@ impl Application {
             store,
             readiness,
             worker,
+            caches,
             started,
         })
     }
@@ -402,6 +411,7 @@ impl Application {
             store,
             readiness,
             worker,
+            caches,
             started,
         } = self;
         let public_address = public.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -423,6 +433,11 @@ impl Application {
             tokio::spawn(worker.run(stop_worker.clone()))
         });
         tasks.spawn(purge_rate_limits(rate_limits, config.rate_limits.purge_interval, background.clone()));
+        if config.cache.enabled {
+            let every = Duration::from_millis(config.cache.max_staleness_ms);
+            let stop = background.clone().cancelled_owned();
+            tasks.spawn(shop::cache::follow_stored_generations(Arc::clone(&store) as _, caches, every, stop));
+        }
         // Done off the request path, so the first login with an unknown email is not slower.
         let warm_accounts = accounts.clone();
         tasks.spawn(async move {

@@ -123,6 +123,7 @@ impl CategoryRepository for SqlStore {
             .map_err(error("failed to insert category"))?;
         adjust_vocabulary(&mut tx, &shop::search::distinct_words(category.name.as_str()), &[]).await?;
         tx.commit().await?;
+        self.catalog_written();
         row.into_category()
     }
 
@@ -205,6 +206,7 @@ impl CategoryRepository for SqlStore {
             adjust_vocabulary(&mut tx, &now, &shop::search::distinct_words(old_name)).await?;
         }
         tx.commit().await?;
+        self.catalog_written();
         row.into_category()
     }
 
@@ -221,7 +223,9 @@ impl CategoryRepository for SqlStore {
             })?;
         let name = deleted.ok_or(StoreError::NotFound)?;
         adjust_vocabulary(&mut tx, &[], &shop::search::distinct_words(&name)).await?;
-        tx.commit().await
+        tx.commit().await?;
+        self.catalog_written();
+        Ok(())
     }
 }
 
@@ -255,6 +259,7 @@ impl ProductRepository for SqlStore {
             .map_err(error_with_foreign_key("failed to insert product", Conflict::UnknownCategory))?;
         index_product(&mut tx, &self.analyzer, product.id, &[]).await?;
         tx.commit().await?;
+        self.catalog_written();
         row.into_product()
     }
 
@@ -336,6 +341,7 @@ impl ProductRepository for SqlStore {
             index_product(&mut tx, &self.analyzer, id, &old_words).await?;
         }
         tx.commit().await?;
+        self.catalog_written();
         row.map(ProductRow::into_product).transpose()
     }
 
@@ -352,7 +358,9 @@ impl ProductRepository for SqlStore {
             return Err(StoreError::NotFound);
         }
         adjust_vocabulary(&mut tx, &[], &old_words).await?;
-        tx.commit().await
+        tx.commit().await?;
+        self.catalog_written();
+        Ok(())
     }
 }
 

@@ -50,6 +50,9 @@ pub struct SqlStore {
     jobs_enqueued: tokio::sync::broadcast::Sender<String>,
     /// How product and category text is analysed for the search index.
     analyzer: shop::search::Analyzer,
+    /// This process's cache generations, bumped after every catalog write this store commits
+    /// (the database's own counter is bumped by triggers, for the other instances).
+    generations: Arc<shop::cache::Generations>,
 }
 
 #[derive(Clone)]
@@ -61,7 +64,13 @@ enum Pool {
 impl SqlStore {
     fn new(pool: Pool) -> Self {
         let (jobs_enqueued, _) = tokio::sync::broadcast::channel(256);
-        Self { pool, waiting: PoolWaiters::default(), jobs_enqueued, analyzer: shop::search::Analyzer::default() }
+        Self {
+            pool,
+            waiting: PoolWaiters::default(),
+            jobs_enqueued,
+            analyzer: shop::search::Analyzer::default(),
+            generations: Arc::default(),
+        }
     }
 
     /// Analyses catalog text for the search index with `analyzer` (default: English stemming).
@@ -69,6 +78,12 @@ impl SqlStore {
     pub fn with_search_analyzer(mut self, analyzer: shop::search::Analyzer) -> Self {
         self.analyzer = analyzer;
         self
+    }
+
+    /// Called after a transaction that wrote products or categories committed: cached catalog
+    /// reads of this process are stale from now on.
+    fn catalog_written(&self) {
+        self.generations.bump(shop::cache::Family::Catalog);
     }
 
     fn dialect(&self) -> Dialect {
@@ -148,6 +163,27 @@ impl SqlStore {
             // polling finds the job.
             let _ = self.jobs_enqueued.send(queue.to_owned());
         }
+    }
+}
+
+#[async_trait]
+impl shop::ports::CacheVersions for SqlStore {
+    fn generations(&self) -> Arc<shop::cache::Generations> {
+        Arc::clone(&self.generations)
+    }
+
+    async fn stored_generation(&self, family: shop::cache::Family) -> Result<u64, StoreError> {
+        let mut conn = self.connection().await?;
+        let generation: i64 = conn
+            .fetch_scalar(
+                exec::sql(
+                    "select cast(coalesce(sum(generation), 0) as bigint) from cache_generations where family = $1",
+                )
+                .bind(family.as_str()),
+            )
+            .await
+            .map_err(codec::error("failed to read the cache generation"))?;
+        Ok(codec::count(generation))
     }
 }
 

@@ -304,6 +304,8 @@ impl OrderRepository for SqlStore {
             insert_job(&mut tx, job).await?;
         }
         tx.commit().await?;
+        // Stock was taken.
+        self.catalog_written();
         self.announce_jobs(jobs.iter().map(|job| job.queue.as_str()));
         Ok(Ok(row.into_order(order.lines.clone())?))
     }
@@ -363,6 +365,9 @@ impl OrderRepository for SqlStore {
             insert_job(&mut tx, job).await?;
         }
         tx.commit().await?;
+        if transition.release_stock {
+            self.catalog_written();
+        }
         self.announce_jobs(transition.jobs.iter().map(|job| job.queue.as_str()));
         Ok(Some(row.into_order(lines)?))
     }

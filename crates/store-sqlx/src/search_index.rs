@@ -310,6 +310,7 @@ impl SqlStore {
         .await
         .map_err(error("failed to record the search index state"))?;
         tx.commit().await?;
+        self.catalog_written();
         Ok(done)
     }
 }

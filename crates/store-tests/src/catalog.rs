@@ -240,3 +240,38 @@ pub async fn product_delete(store: SharedStore) {
     let error = store.delete_product(product.id).await.unwrap_err();
     assert!(matches!(error, StoreError::NotFound), "unexpected {error:?}");
 }
+
+/// Every committed catalog write moves both generations (the process's at once, the stored
+/// one for the other instances); a failed write moves neither, and reads move nothing.
+pub async fn catalog_writes_move_the_cache_generations(store: SharedStore) {
+    use shop::cache::Family;
+    let generations = store.generations();
+    let mut local = generations.current(Family::Catalog);
+    let mut stored = store.stored_generation(Family::Catalog).await.unwrap();
+    let mut moved = async |what: &str| {
+        let (now_local, now_stored) =
+            (generations.current(Family::Catalog), store.stored_generation(Family::Catalog).await.unwrap());
+        assert!(now_local > local, "{what}: the process's generation moved");
+        assert_ne!(now_stored, stored, "{what}: the stored generation moved");
+        (local, stored) = (now_local, now_stored);
+    };
+    let category = add_category(&store, "books", 0).await;
+    moved("insert category").await;
+    let product = store.insert_product(&new_product(category.id, "dune", 1_299, 7, 5)).await.unwrap();
+    moved("insert product").await;
+    let changes = ProductChanges { stock: Some(Stock::new(3).unwrap()), ..ProductChanges::default() };
+    store.update_product(product.id, &changes, None, at(6)).await.unwrap();
+    moved("update product").await;
+    let renamed = CategoryChanges { name: Some(Text::name("Novels").unwrap()), ..CategoryChanges::default() };
+    store.update_category(category.id, &renamed, at(7)).await.unwrap();
+    moved("update category").await;
+    store.delete_product(product.id).await.unwrap();
+    moved("delete product").await;
+    store.delete_category(category.id).await.unwrap();
+    moved("delete category").await;
+
+    store.list_products(&ProductQuery::default()).await.unwrap();
+    assert!(store.delete_product(product.id).await.is_err());
+    assert_eq!(generations.current(Family::Catalog), local, "reads and failed writes move nothing");
+    assert_eq!(store.stored_generation(Family::Catalog).await.unwrap(), stored);
+}

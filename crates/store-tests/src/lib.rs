@@ -55,6 +55,7 @@ macro_rules! contract_tests {
             categories_round_trip, duplicate_category_slug_is_a_conflict, categories_list_sorted_and_paged,
             category_in_use_cannot_be_deleted, products_round_trip, product_constraints_are_named,
             product_list_filters, product_list_sorts_and_pages, conditional_product_update, product_delete,
+            catalog_writes_move_the_cache_generations,
             jobs_round_trip, claims_take_due_jobs_by_priority_then_run_at, claims_take_only_the_kinds_asked_for, concurrent_claims_take_each_job_once,
             only_the_lease_owner_finishes_a_job, expired_leases_are_recovered, failed_jobs_wait_for_their_retry_at,
             deferred_jobs_get_their_attempt_back,

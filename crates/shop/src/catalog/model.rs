@@ -254,3 +254,21 @@ pub struct ProductQuery {
     /// `None` lists every status (staff only); the storefront asks for `Active`.
     pub status: Option<ProductStatus>,
 }
+
+impl crate::cache::Weigh for Product {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.name.as_str().len()
+            + self.slug.as_str().len()
+            + self.description.as_str().len()
+    }
+}
+
+impl crate::cache::Weigh for Category {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.name.as_str().len()
+            + self.slug.as_str().len()
+            + self.description.as_str().len()
+    }
+}

@@ -9,6 +9,7 @@ use super::model::{
     ProductStatus,
 };
 use super::{Slug, Text};
+use crate::cache::{CacheHandle, CacheSettings, Family, ReadCache};
 use crate::clock::Clock;
 use crate::error::{Conflict, Error, StoreError};
 use crate::pagination::{Page, PageRequest, SortOrder};
@@ -20,11 +21,80 @@ use crate::validation::ValidationErrors;
 pub struct CatalogService {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    caches: CatalogCaches,
+}
+
+/// Cached catalog reads, all of the catalog family: a committed catalog write (any product or
+/// category, stock taken by checkout included) makes every entry unreachable.
+#[derive(Clone, Debug)]
+pub struct CatalogCaches {
+    pub products: ReadCache<String, Option<Product>>,
+    pub categories: ReadCache<String, Option<Category>>,
+    pub product_lists: ReadCache<String, Page<Product>>,
+    pub category_lists: ReadCache<String, Page<Category>>,
+}
+
+impl CatalogCaches {
+    pub fn handles(&self) -> Vec<Arc<dyn CacheHandle>> {
+        vec![
+            Arc::new(self.products.clone()),
+            Arc::new(self.categories.clone()),
+            Arc::new(self.product_lists.clone()),
+            Arc::new(self.category_lists.clone()),
+        ]
+    }
+
+    fn new(store: &Arc<dyn Store>, clock: &Arc<dyn Clock>, settings: &CacheSettings) -> Self {
+        let generations = store.generations();
+        Self {
+            products: ReadCache::new(
+                "products",
+                Family::Catalog,
+                Arc::clone(&generations),
+                Arc::clone(clock),
+                settings,
+            ),
+            categories: ReadCache::new(
+                "categories",
+                Family::Catalog,
+                Arc::clone(&generations),
+                Arc::clone(clock),
+                settings,
+            ),
+            product_lists: ReadCache::new(
+                "product_lists",
+                Family::Catalog,
+                Arc::clone(&generations),
+                Arc::clone(clock),
+                settings,
+            ),
+            category_lists: ReadCache::new("category_lists", Family::Catalog, generations, Arc::clone(clock), settings),
+        }
+    }
+}
+
+fn key_of(key: &IdOrSlug) -> String {
+    match key {
+        IdOrSlug::Id(id) => format!("id:{id}"),
+        IdOrSlug::Slug(slug) => format!("slug:{}", slug.as_str()),
+    }
 }
 
 impl CatalogService {
+    /// Without caching; see [`CatalogService::with_cache`].
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+        let caches = CatalogCaches::new(&store, &clock, &CacheSettings { enabled: false, ..CacheSettings::default() });
+        Self { store, clock, caches }
+    }
+
+    /// Reads of products, categories and their lists go through caches with `settings`.
+    pub fn with_cache(mut self, settings: &CacheSettings) -> Self {
+        self.caches = CatalogCaches::new(&self.store, &self.clock, settings);
+        self
+    }
+
+    pub fn caches(&self) -> &CatalogCaches {
+        &self.caches
     }
 
     pub async fn create_category(&self, name: Text, slug: Slug, description: Text) -> Result<Category, Error> {
@@ -33,7 +103,8 @@ impl CatalogService {
     }
 
     pub async fn get_category(&self, key: &IdOrSlug) -> Result<Category, Error> {
-        self.store.find_category(key).await?.ok_or(Error::NotFound)
+        let found = self.caches.categories.get_or_load(key_of(key), Option::is_none, || self.store.find_category(key));
+        found.await?.ok_or(Error::NotFound)
     }
 
     pub async fn list_categories(
@@ -42,7 +113,9 @@ impl CatalogService {
         sort_by: CategorySort,
         sort_order: SortOrder,
     ) -> Result<Page<Category>, Error> {
-        Ok(self.store.list_categories(page, sort_by, sort_order).await?)
+        let key = format!("{page:?} {sort_by:?} {sort_order:?}");
+        let load = || self.store.list_categories(page, sort_by, sort_order);
+        Ok(self.caches.category_lists.get_or_load(key, |_| false, load).await?)
     }
 
     pub async fn update_category(&self, key: &IdOrSlug, changes: &CategoryChanges) -> Result<Category, Error> {
@@ -78,14 +151,18 @@ impl CatalogService {
 
     /// A product by id or slug. With `include_archived` false, archived products are not found.
     pub async fn get_product(&self, key: &IdOrSlug, include_archived: bool) -> Result<Product, Error> {
-        match self.store.find_product(key).await? {
+        let found = self.caches.products.get_or_load(key_of(key), Option::is_none, || self.store.find_product(key));
+        match found.await? {
             Some(product) if include_archived || product.status == ProductStatus::Active => Ok(product),
             _ => Err(Error::NotFound),
         }
     }
 
     pub async fn list_products(&self, query: &ProductQuery) -> Result<Page<Product>, Error> {
-        Ok(self.store.list_products(query).await?)
+        // The query's Debug form names every filter, order and page field: a new field can
+        // never be left out of the key.
+        let key = format!("{query:?}");
+        Ok(self.caches.product_lists.get_or_load(key, |_| false, || self.store.list_products(query)).await?)
     }
 
     /// Applies `changes`; with `expected_version`, only if nobody changed the product since

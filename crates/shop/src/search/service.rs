@@ -10,7 +10,9 @@ use super::query::{
     Alternative, FacetRequest, Facets, FieldBoosts, IndexHit, IndexQuery, QueryTerm, SearchOrder, SearchText,
 };
 use super::{Analyzer, Language, TypoRules, Vocabulary, words};
+use crate::cache::{CacheHandle, CacheSettings, Family, Generations, ReadCache, Weigh};
 use crate::catalog::{Category, Product, ProductQuery, ProductStatus};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, StoreError};
 use crate::pagination::{Page, PageRequest};
 use crate::ports::SearchIndex;
@@ -99,16 +101,59 @@ pub struct SearchService {
     analyzer: Analyzer,
     settings: SearchSettings,
     vocabulary: Arc<VocabularyCache>,
+    caches: SearchCaches,
+}
+
+/// Cached search answers, of the catalog family (any catalog write makes them unreachable).
+#[derive(Clone, Debug)]
+pub struct SearchCaches {
+    pub results: ReadCache<String, SearchResults>,
+    pub suggestions: ReadCache<String, Suggestions>,
+    pub facets: ReadCache<String, Facets>,
+}
+
+impl SearchCaches {
+    pub fn handles(&self) -> Vec<Arc<dyn CacheHandle>> {
+        vec![Arc::new(self.results.clone()), Arc::new(self.suggestions.clone()), Arc::new(self.facets.clone())]
+    }
+
+    fn new(generations: &Arc<Generations>, clock: &Arc<dyn Clock>, settings: &CacheSettings) -> Self {
+        let catalog = Family::Catalog;
+        Self {
+            results: ReadCache::new("search_results", catalog, Arc::clone(generations), Arc::clone(clock), settings),
+            suggestions: ReadCache::new("suggestions", catalog, Arc::clone(generations), Arc::clone(clock), settings),
+            facets: ReadCache::new("facets", catalog, Arc::clone(generations), Arc::clone(clock), settings),
+        }
+    }
 }
 
 impl SearchService {
+    /// Without caching; see [`SearchService::with_cache`].
     pub fn new(index: Arc<dyn SearchIndex>, settings: SearchSettings) -> Self {
+        let disabled = CacheSettings { enabled: false, ..CacheSettings::default() };
         Self {
             index,
             analyzer: Analyzer::new(settings.language),
             settings,
             vocabulary: Arc::new(VocabularyCache::default()),
+            caches: SearchCaches::new(&Arc::default(), &(Arc::new(SystemClock) as Arc<dyn Clock>), &disabled),
         }
+    }
+
+    /// Results, suggestions and facets go through caches with `settings`, invalidated by the
+    /// catalog generation of `generations`.
+    pub fn with_cache(
+        mut self,
+        generations: &Arc<Generations>,
+        clock: &Arc<dyn Clock>,
+        settings: &CacheSettings,
+    ) -> Self {
+        self.caches = SearchCaches::new(generations, clock, settings);
+        self
+    }
+
+    pub fn caches(&self) -> &SearchCaches {
+        &self.caches
     }
 
     pub fn analyzer(&self) -> &Analyzer {
@@ -125,6 +170,18 @@ impl SearchService {
         order: SearchOrder,
         facets: FacetRequest,
     ) -> Result<SearchResults, Error> {
+        let key = format!("{text:?} {filters:?} {order:?} {facets:?}");
+        let load = || self.run_search(text, filters, order, facets);
+        Ok(self.caches.results.get_or_load(key, |_| false, load).await?)
+    }
+
+    async fn run_search(
+        &self,
+        text: &SearchText,
+        filters: &ProductQuery,
+        order: SearchOrder,
+        facets: FacetRequest,
+    ) -> Result<SearchResults, StoreError> {
         let words = query_words(text);
         let exact: Vec<QueryTerm> = words.iter().map(|word| self.exact_term(word)).collect();
         let mut query = IndexQuery { terms: exact, filters: filters.clone(), order, boosts: self.settings.boosts };
@@ -157,13 +214,19 @@ impl SearchService {
 
     /// Facet counts of the filtered list, without a query.
     pub async fn facets(&self, filters: &ProductQuery, wanted: FacetRequest) -> Result<Facets, Error> {
-        Ok(self.index.facets(&[], filters, wanted).await?)
+        let key = format!("{filters:?} {wanted:?}");
+        Ok(self.caches.facets.get_or_load(key, |_| false, || self.index.facets(&[], filters, wanted)).await?)
     }
 
     /// Active products and categories completing `text`: its last word as a prefix (unless
     /// the text ends after a complete word), earlier words typo-tolerant; same ranking as
     /// search.
     pub async fn suggest(&self, text: &SearchText, limit: u32) -> Result<Suggestions, Error> {
+        let key = format!("{text:?} {limit}");
+        Ok(self.caches.suggestions.get_or_load(key, |_| false, || self.run_suggest(text, limit)).await?)
+    }
+
+    async fn run_suggest(&self, text: &SearchText, limit: u32) -> Result<Suggestions, StoreError> {
         let words = query_words(text);
         let vocabulary = self.vocabulary().await?;
         let ends_in_word = !text.ends_after_word();
@@ -357,5 +420,35 @@ impl VocabularyCache {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
         self.snapshot.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Weigh for SearchResults {
+    fn weight(&self) -> usize {
+        let hits: usize = self
+            .page
+            .items
+            .iter()
+            .map(|hit| hit.product.weight() + hit.name_highlight.len() + hit.description_snippet.len() + 64)
+            .sum();
+        let facets = self.facets.as_ref().map_or(0, Weigh::weight);
+        hits + facets + self.corrected_query.as_ref().map_or(0, String::len) + 64
+    }
+}
+
+impl Weigh for Suggestions {
+    fn weight(&self) -> usize {
+        let products: usize =
+            self.products.iter().map(|suggested| suggested.product.weight() + suggested.name_highlight.len()).sum();
+        products + self.categories.weight() + 48
+    }
+}
+
+impl Weigh for Facets {
+    fn weight(&self) -> usize {
+        let categories = self.categories.as_ref().map_or(0, |categories| {
+            categories.iter().map(|category| category.name.len() + category.slug.len() + 48).sum()
+        });
+        categories + self.prices.as_ref().map_or(0, |prices| prices.len() * 32) + 48
     }
 }

@@ -24,6 +24,7 @@ use shop::orders::OrderSettings;
 use shop_api::RateLimitSettings;
 
 mod accounts;
+mod cache;
 mod database;
 mod durations;
 mod jobs;
@@ -37,6 +38,7 @@ mod tests;
 mod webhooks;
 
 pub use accounts::{AccountsConfig, OidcConfig, OidcProviderConfig};
+pub use cache::CacheConfig;
 pub use database::{Backend, DatabaseConfig, RedisConfig};
 pub use jobs::JobsConfig;
 pub use mail::MailConfig;
@@ -69,6 +71,7 @@ pub struct Config {
     pub payments: PaymentsConfig,
     pub webhooks: WebhooksConfig,
     pub search: SearchConfig,
+    pub cache: CacheConfig,
 }
 
 /// A section that checks its own values.
@@ -167,7 +170,7 @@ impl Config {
 
     /// Every section's checks, then those that span sections.
     fn validate(&self, problems: &mut Vec<String>) {
-        let sections: [&dyn Validate; 15] = [
+        let sections: [&dyn Validate; 16] = [
             &self.server,
             &self.http,
             &self.database,
@@ -183,6 +186,7 @@ impl Config {
             &self.payments,
             &self.webhooks,
             &self.search,
+            &self.cache,
         ];
         for section in sections {
             section.validate(problems);

@@ -49,6 +49,8 @@ macro_rules! both_backends {
 enum DatabaseGuard {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
     Postgres(String),
+    /// Another instance's database: it removes it.
+    Shared,
 }
 
 impl Drop for DatabaseGuard {
@@ -134,6 +136,10 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Config
     };
     let mut config = test_config(&url);
     customise(&mut config);
+    start(backend, config, guard).await
+}
+
+async fn start(backend: Backend, config: Config, guard: DatabaseGuard) -> TestApp {
     shopkeep::telemetry::init_logging(&config.log);
     let limiter_clock = Arc::new(resilience::ManualClock::default());
     let application =
@@ -149,6 +155,16 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Config
 }
 
 impl TestApp {
+    /// A second instance on this instance's database (stop it before this one), configured
+    /// like it after `customise`.
+    pub async fn spawn_peer(&self, customise: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = self.config.clone();
+        config.server.listen = "127.0.0.1:0".into();
+        config.server.admin_listen = "127.0.0.1:0".into();
+        customise(&mut config);
+        start(self.backend, config, DatabaseGuard::Shared).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }

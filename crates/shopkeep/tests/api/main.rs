@@ -8,6 +8,7 @@ mod helpers;
 mod smtp_support;
 
 mod accounts;
+mod caching;
 mod catalog;
 mod guests;
 mod health;

@@ -1,0 +1,135 @@
+//! The read cache over HTTP: every catalog write is seen by the next read on the instance that
+//! made it, and by another instance on the same database within `cache.max_staleness_ms`; the
+//! admin status and metrics show what the caches did.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use shop::accounts::Role;
+
+use crate::both_backends;
+use crate::helpers::TestApp;
+
+both_backends!(
+    every_catalog_write_is_seen_by_the_next_read,
+    a_write_on_one_instance_is_seen_by_another_within_the_bound,
+);
+
+async fn get_json(app: &TestApp, path: &str) -> (StatusCode, Value) {
+    let response = app.http.get(app.url(path)).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Reads `path` twice (the second from the cache) and returns what it answered.
+async fn read_twice(app: &TestApp, path: &str) -> Value {
+    let (status, first) = get_json(app, path).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {first}");
+    let (_, second) = get_json(app, path).await;
+    assert_eq!(first, second, "{path}");
+    second
+}
+
+fn slugs(list: &Value) -> Vec<&str> {
+    list["data"].as_array().unwrap().iter().map(|item| item["slug"].as_str().unwrap()).collect()
+}
+
+async fn patch(app: &TestApp, staff: &Client, path: &str, body: Value) {
+    let response = staff.patch(app.url(path)).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{path}: {:?}", response.text().await);
+}
+
+async fn cache_hits(app: &TestApp) -> u64 {
+    let status: Value = app.http.get(app.admin_url("/admin/v1/status")).send().await.unwrap().json().await.unwrap();
+    status["caches"].as_array().unwrap().iter().map(|cache| cache["hits"].as_u64().unwrap()).sum()
+}
+
+async fn every_catalog_write_is_seen_by_the_next_read(app: &TestApp) {
+    let staff = app.signed_in("staff@example.com", Role::Staff).await;
+    let category = app.add_category(&staff, "lamps").await;
+    let category_id = category["id"].as_str().unwrap().to_owned();
+    let product = app.add_product(&staff, &category_id, "desk-lamp", "20.00", 3).await;
+    let id = product["id"].as_str().unwrap().to_owned();
+    let item = format!("/api/v1/products/{id}");
+    let hits_before = cache_hits(app).await;
+
+    // Filled, then served from the cache.
+    assert_eq!(read_twice(app, &item).await["price"], "20.00");
+    assert_eq!(read_twice(app, "/api/v1/products/desk-lamp").await["price"], "20.00");
+    assert_eq!(slugs(&read_twice(app, "/api/v1/products").await), ["desk-lamp"]);
+    assert_eq!(read_twice(app, "/api/v1/products?q=desk").await["total"], 1);
+    assert_eq!(read_twice(app, "/api/v1/products/suggestions?q=des").await["products"][0]["slug"], "desk-lamp");
+    assert_eq!(read_twice(app, "/api/v1/categories/lamps").await["name"], "Category lamps");
+    assert!(cache_hits(app).await >= hits_before + 6, "the second reads were hits");
+
+    // A product change: item (by id and slug), list and search all show it.
+    patch(app, &staff, &item, json!({ "price": "25.00", "name": "Reading light" })).await;
+    assert_eq!(read_twice(app, &item).await["price"], "25.00");
+    assert_eq!(read_twice(app, "/api/v1/products/desk-lamp").await["name"], "Reading light");
+    assert_eq!(read_twice(app, "/api/v1/products").await["data"][0]["price"], "25.00");
+    assert_eq!(read_twice(app, "/api/v1/products?q=desk").await["total"], 0);
+    assert_eq!(read_twice(app, "/api/v1/products?q=reading").await["total"], 1);
+
+    // Stock taken by a checkout, and given back by a cancellation.
+    let buyer = app.new_client();
+    assert_eq!(buyer.post(app.url("/api/v1/guests")).send().await.unwrap().status(), StatusCode::CREATED);
+    let put = buyer.put(app.url(&format!("/api/v1/carts/current/items/{id}"))).json(&json!({ "quantity": 2 }));
+    assert_eq!(put.send().await.unwrap().status(), StatusCode::OK);
+    let address = json!({ "name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London",
+                          "postalCode": "SW1Y 4JH", "country": "gb" });
+    let placed = buyer
+        .post(app.url("/api/v1/orders"))
+        .header("idempotency-key", "cache-1")
+        .json(&json!({ "shippingAddress": address }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), StatusCode::CREATED, "{:?}", placed.text().await);
+    let order: Value = placed.json().await.unwrap();
+    assert_eq!(read_twice(app, &item).await["stock"], 1);
+    assert_eq!(read_twice(app, "/api/v1/products?inStock=true").await["total"], 1);
+    let order_id = order["id"].as_str().unwrap();
+    let cancelled = buyer.post(app.url(&format!("/api/v1/orders/{order_id}/cancel"))).send().await.unwrap();
+    assert_eq!(cancelled.status(), StatusCode::OK, "{:?}", cancelled.text().await);
+    assert_eq!(read_twice(app, &item).await["stock"], 3);
+
+    // A category rename, an archive, a delete.
+    patch(app, &staff, "/api/v1/categories/lamps", json!({ "name": "Lighting" })).await;
+    assert_eq!(read_twice(app, "/api/v1/categories/lamps").await["name"], "Lighting");
+    let archived = staff.post(app.url(&format!("{item}/archive"))).send().await.unwrap();
+    assert_eq!(archived.status(), StatusCode::OK, "{:?}", archived.text().await);
+    assert_eq!(get_json(app, &item).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(read_twice(app, "/api/v1/products").await["total"], 0);
+    let deleted = staff.delete(app.url(&item)).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let staff_view = staff.get(app.url(&item)).send().await.unwrap();
+    assert_eq!(staff_view.status(), StatusCode::NOT_FOUND);
+}
+
+async fn a_write_on_one_instance_is_seen_by_another_within_the_bound(app: &TestApp) {
+    let staff = app.signed_in("staff@example.com", Role::Staff).await;
+    let category = app.add_category(&staff, "lamps").await;
+    let product = app.add_product(&staff, category["id"].as_str().unwrap(), "desk-lamp", "20.00", 3).await;
+    let item = format!("/api/v1/products/{}", product["id"].as_str().unwrap());
+    let bound = Duration::from_millis(200);
+    let peer = app.spawn_peer(|config| config.cache.max_staleness_ms = 200).await;
+    assert_eq!(read_twice(&peer, &item).await["price"], "20.00");
+    assert_eq!(read_twice(&peer, "/api/v1/products?q=desk").await["total"], 1);
+    assert!(cache_hits(&peer).await >= 2, "the peer serves from its cache");
+
+    patch(app, &staff, &item, json!({ "price": "25.00", "name": "Reading light" })).await;
+    let written = Instant::now();
+    // The peer's poll runs every 200 ms; allow for a loaded machine, but it must come.
+    let seen = loop {
+        let (_, body) = get_json(&peer, &item).await;
+        if body["price"] == "25.00" {
+            break written.elapsed();
+        }
+        assert!(written.elapsed() < bound * 25, "the peer still serves the old price after {:?}", written.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(read_twice(&peer, "/api/v1/products?q=desk").await["total"], 0, "search too, seen after {seen:?}");
+    assert_eq!(read_twice(&peer, "/api/v1/products?q=reading").await["total"], 1);
+    peer.stop().await;
+}

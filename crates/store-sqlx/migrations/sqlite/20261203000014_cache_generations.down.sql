@@ -1,0 +1,7 @@
+drop trigger categories_cache_generation_ad;
+drop trigger categories_cache_generation_au;
+drop trigger categories_cache_generation_ai;
+drop trigger products_cache_generation_ad;
+drop trigger products_cache_generation_au;
+drop trigger products_cache_generation_ai;
+drop table cache_generations;
