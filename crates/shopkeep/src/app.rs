@@ -422,7 +422,10 @@ impl Application {
         let metrics: MetricsRenderer = match telemetry::prometheus() {
             Some(handle) => {
                 tasks.spawn(telemetry::run_metrics_upkeep(handle.clone(), background.clone()));
-                Arc::new(move || handle.render())
+                Arc::new(move || {
+                    telemetry::publish_log_drops();
+                    handle.render()
+                })
             }
             None => Arc::new(|| "# metrics recorder unavailable\n".to_owned()),
         };

@@ -75,14 +75,16 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Config { .. } => Ok(()),
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "shopkeep failed");
             eprintln!("error: {error:#}");
             ExitCode::from(EXIT_FAILURE)
         }
-    }
+    };
+    telemetry::flush_logs();
+    code
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -1,29 +1,60 @@
 //! Logs (JSON lines or human-readable, level from configuration) and the Prometheus recorder.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::config::LogConfig;
 
+/// The log writer's worker: dropping it flushes what is buffered. Held until [`flush_logs`].
+static LOG_WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+/// Lines the writer dropped because its buffer was full.
+static LOG_DROPS: OnceLock<ErrorCounter> = OnceLock::new();
+
 /// Installs the global log subscriber. `RUST_LOG`, when set, overrides the configured level.
 /// Calling it again (as tests do) keeps the first subscriber.
+///
+/// Lines are written to stdout by a thread of their own: a request formats its line and puts
+/// it in a bounded buffer (`log.buffer_lines`), never waiting on stdout. When the buffer is
+/// full (stdout slower than the logging), lines are dropped and counted
+/// (`log_lines_dropped_total`) rather than slowing every request down.
 pub fn init_logging(config: &LogConfig) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|directives| EnvFilter::try_new(directives).ok())
         .unwrap_or_else(|| EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_span_events(FmtSpan::NONE);
+    let (writer, guard) =
+        NonBlockingBuilder::default().buffered_lines_limit(config.buffer_lines).lossy(true).finish(std::io::stdout());
+    let drops = writer.error_counter();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_span_events(FmtSpan::NONE).with_writer(writer);
     let result = if config.format == "human" {
         builder.compact().with_target(true).try_init()
     } else {
         builder.json().flatten_event(true).with_current_span(true).with_span_list(false).with_target(true).try_init()
     };
-    // Already installed (a second app in one test process): keep the first.
-    let _ = result;
+    // Already installed (a second app in one test process): keep the first, and its writer.
+    if result.is_ok() {
+        *LOG_WRITER.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(guard);
+        let _ = LOG_DROPS.set(drops);
+    }
+}
+
+/// Writes out every buffered line and stops the writer; logging after this is lost. The last
+/// thing a command does.
+pub fn flush_logs() {
+    let guard = LOG_WRITER.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+    drop(guard);
+}
+
+/// Sets `log_lines_dropped_total` (read at scrape time).
+pub fn publish_log_drops() {
+    if let Some(drops) = LOG_DROPS.get() {
+        metrics::counter!("log_lines_dropped_total").absolute(drops.dropped_lines() as u64);
+    }
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -65,6 +96,7 @@ pub async fn run_metrics_upkeep(handle: PrometheusHandle, stop: tokio_util::sync
 }
 
 fn describe_metrics() {
+    metrics::describe_counter!("log_lines_dropped_total", "Log lines dropped because the writer's buffer was full");
     metrics::describe_counter!("http_requests_total", "HTTP requests by method, route template and status");
     metrics::describe_histogram!(
         "http_request_duration_seconds",

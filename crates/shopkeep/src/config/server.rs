@@ -190,16 +190,22 @@ pub struct LogConfig {
     pub level: String,
     /// `json` (one object per line) or `human`.
     pub format: String,
+    /// Lines waiting for stdout at most; beyond, lines are dropped and counted
+    /// (`log_lines_dropped_total`) instead of making requests wait.
+    pub buffer_lines: usize,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: "json".into() }
+        Self { level: "info".into(), format: "json".into(), buffer_lines: 128_000 }
     }
 }
 
 impl Validate for LogConfig {
     fn validate(&self, problems: &mut Vec<String>) {
+        if !(1_000..=10_000_000).contains(&self.buffer_lines) {
+            problems.push("log.buffer_lines: must be between 1000 and 10000000".into());
+        }
         if !matches!(self.format.as_str(), "json" | "human") {
             problems.push(format!("log.format: {:?} must be json or human", self.format));
         }
