@@ -26,14 +26,19 @@ use crate::error::StoreError;
 pub enum Family {
     /// Products, categories, product lists, search results and suggestions.
     Catalog,
+    /// Sign-ins: sessions and API tokens with their users. Not followed across instances by
+    /// the generation poll: their entries live at most `max_staleness`.
+    Accounts,
 }
 
 impl Family {
-    pub const ALL: [Family; 1] = [Family::Catalog];
+    /// The families the database keeps a generation of, followed by the poll.
+    pub const STORED: [Family; 1] = [Family::Catalog];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Catalog => "catalog",
+            Self::Accounts => "accounts",
         }
     }
 }
@@ -42,6 +47,7 @@ impl Family {
 #[derive(Debug, Default)]
 pub struct Generations {
     catalog: AtomicU64,
+    accounts: AtomicU64,
 }
 
 impl Generations {
@@ -58,6 +64,7 @@ impl Generations {
     fn counter(&self, family: Family) -> &AtomicU64 {
         match family {
             Family::Catalog => &self.catalog,
+            Family::Accounts => &self.accounts,
         }
     }
 }
@@ -113,6 +120,12 @@ impl<T: Weigh> Weigh for Vec<T> {
 impl<T: Weigh> Weigh for crate::Page<T> {
     fn weight(&self) -> usize {
         self.items.weight() + 32
+    }
+}
+
+impl<A: Weigh, B: Weigh> Weigh for (A, B) {
+    fn weight(&self) -> usize {
+        self.0.weight() + self.1.weight()
     }
 }
 
@@ -267,6 +280,13 @@ where
         }
     }
 
+    /// Forgets `key` (after a write that changed only it, by this process).
+    pub async fn invalidate(&self, key: K) {
+        if let Some(entries) = &self.entries {
+            entries.invalidate(&(self.generations.current(self.family), key)).await;
+        }
+    }
+
     pub fn stats(&self) -> CacheStats {
         let (entries, weighted_bytes) =
             self.entries.as_ref().map_or((0, 0), |entries| (entries.entry_count(), entries.weighted_size()));
@@ -339,7 +359,7 @@ pub async fn follow_stored_generations(
     stop: impl Future<Output = ()>,
 ) {
     let generations = versions.generations();
-    let mut seen: Vec<(Family, Option<u64>)> = Family::ALL.iter().map(|family| (*family, None)).collect();
+    let mut seen: Vec<(Family, Option<u64>)> = Family::STORED.iter().map(|family| (*family, None)).collect();
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);

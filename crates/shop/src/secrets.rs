@@ -48,6 +48,12 @@ impl std::fmt::Debug for SecretToken {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct SecretHash(pub [u8; 32]);
 
+impl crate::cache::Weigh for SecretHash {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>()
+    }
+}
+
 impl SecretHash {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0

@@ -263,10 +263,10 @@ impl Application {
         let search = shop::search::SearchService::new(Arc::clone(&sql_store) as _, config.search.settings())
             .with_cache(&generations, &clock, &cache);
         let store: Arc<dyn Store> = sql_store;
-        let accounts = account_service(&config, Arc::clone(&store), Arc::clone(&clock));
+        let accounts = account_service(&config, Arc::clone(&store), Arc::clone(&clock)).with_cache(&cache);
         let catalog = CatalogService::new(Arc::clone(&store), Arc::clone(&clock)).with_cache(&cache);
         let caches: Vec<Arc<dyn shop::cache::CacheHandle>> =
-            catalog.caches().handles().into_iter().chain(search.caches().handles()).collect();
+            [catalog.caches().handles(), search.caches().handles(), accounts.caches().handles()].concat();
         let jobs = JobService::new(Arc::clone(&store), Arc::clone(&clock), crate::jobs::job_settings(&config));
         let readiness = Arc::new(Readiness::default());
         let http = &config.http;

@@ -149,6 +149,7 @@ impl AccountTokenRepository for SqlStore {
             .await
             .map_err(error("failed to delete API tokens"))?;
         tx.commit().await?;
+        self.accounts_written();
         Ok(Some(user_id))
     }
 
@@ -173,6 +174,7 @@ impl AccountTokenRepository for SqlStore {
         .await
         .map_err(error("failed to mark email as verified"))?;
         tx.commit().await?;
+        self.accounts_written();
         Ok(Some(user_id))
     }
 

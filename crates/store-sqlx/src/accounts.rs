@@ -152,6 +152,7 @@ impl UserRepository for SqlStore {
             .await
             .map_err(error("failed to update user"))?;
         tx.commit().await?;
+        self.accounts_written();
         Ok(row.ok_or(StoreError::NotFound)?.into_user()?.user)
     }
 
@@ -208,6 +209,7 @@ impl UserRepository for SqlStore {
             insert_job(&mut tx, job).await?;
         }
         tx.commit().await?;
+        self.accounts_written();
         self.announce_jobs(jobs.iter().map(|job| job.queue.as_str()));
         Ok(row.into_user()?.user)
     }
@@ -216,7 +218,7 @@ impl UserRepository for SqlStore {
         // The outer is_guest is re-checked on the current row version, so a guest upgraded while
         // the statement runs is not deleted.
         // A guest who ordered stays: orders are kept, and so is their owner (on delete restrict).
-        self.execute_write(
+        self.accounts_write(
             sql("delete from users where is_guest and id in \
                  (select id from users where is_guest and created_at < $1 \
                   and not exists (select 1 from sessions where sessions.user_id = users.id \
@@ -319,11 +321,11 @@ impl SessionRepository for SqlStore {
     }
 
     async fn delete_session(&self, id: Uuid) -> Result<(), StoreError> {
-        self.execute_write(sql("delete from sessions where id = $1").bind(id)).await.map(|_| ())
+        self.accounts_write(sql("delete from sessions where id = $1").bind(id)).await.map(|_| ())
     }
 
     async fn delete_user_sessions(&self, user_id: Uuid, keep: Option<Uuid>) -> Result<u64, StoreError> {
-        self.execute_write(
+        self.accounts_write(
             sql("delete from sessions where user_id = $1 and ($2 is null or id <> $2)").bind(user_id).bind(keep),
         )
         .await
@@ -335,7 +337,7 @@ impl SessionRepository for SqlStore {
         idle_cutoff: OffsetDateTime,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        self.execute_write(
+        self.accounts_write(
             sql("delete from sessions where id in \
                  (select id from sessions where expires_at <= $1 or last_seen_at <= $2 limit $3)")
             .bind(now)
@@ -455,7 +457,7 @@ impl ApiTokenRepository for SqlStore {
 
     async fn delete_api_token(&self, user_id: Uuid, id: Uuid) -> Result<(), StoreError> {
         let deleted = self
-            .execute_write(sql("delete from api_tokens where id = $1 and user_id = $2").bind(id).bind(user_id))
+            .accounts_write(sql("delete from api_tokens where id = $1 and user_id = $2").bind(id).bind(user_id))
             .await?;
         if deleted == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }

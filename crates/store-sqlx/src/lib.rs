@@ -86,6 +86,20 @@ impl SqlStore {
         self.generations.bump(shop::cache::Family::Catalog);
     }
 
+    /// Called after a transaction that changed users, sessions or API tokens committed: cached
+    /// sign-ins of this process are stale from now on (a logout, a role change, a disabled
+    /// account take effect at the next request).
+    fn accounts_written(&self) {
+        self.generations.bump(shop::cache::Family::Accounts);
+    }
+
+    /// [`SqlStore::execute_write`], then [`SqlStore::accounts_written`].
+    async fn accounts_write(&self, statement: Statement) -> Result<u64, StoreError> {
+        let affected = self.execute_write(statement).await?;
+        self.accounts_written();
+        Ok(affected)
+    }
+
     fn dialect(&self) -> Dialect {
         match self.pool {
             Pool::Sqlite(_) => Dialect::Sqlite,

@@ -6,8 +6,11 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::throttle::{LoginThrottle, NoLoginThrottle};
-use super::user::{ApiToken, AuthMethod, Caller, NewApiTokenRecord, NewSession, NewUser, User, UserChanges, UserQuery};
+use super::user::{
+    ApiToken, AuthMethod, Caller, NewApiTokenRecord, NewSession, NewUser, Session, User, UserChanges, UserQuery,
+};
 use super::{Email, PasswordHasher, PasswordPlain, PersonName, Role};
+use crate::cache::{CacheHandle, CacheSettings, Family, ReadCache};
 use crate::clock::Clock;
 use crate::error::{Error, StoreError};
 use crate::jobs::JobPayload;
@@ -112,6 +115,37 @@ pub struct AccountService {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) settings: AccountSettings,
     throttle: Arc<dyn LoginThrottle>,
+    caches: SignInCaches,
+}
+
+/// Cached sign-ins by the hash of their secret: a session or API token with its user, or
+/// `None` for an unknown secret. Of the accounts family (a logout, a role change, a disabled
+/// account bump it in this process); an entry lives at most the cache's `max_staleness`, which
+/// bounds how long another instance's logout or role change takes to reach this one.
+#[derive(Clone, Debug)]
+pub struct SignInCaches {
+    pub sessions: ReadCache<SecretHash, Option<(Session, User)>>,
+    pub api_tokens: ReadCache<SecretHash, Option<(ApiToken, User)>>,
+}
+
+impl SignInCaches {
+    fn new(store: &Arc<dyn Store>, clock: &Arc<dyn Clock>, settings: &CacheSettings) -> Self {
+        let generations = store.generations();
+        let settings = CacheSettings {
+            ttl: settings.ttl.min(settings.max_staleness),
+            negative_ttl: settings.negative_ttl.min(settings.max_staleness),
+            ..settings.clone()
+        };
+        let accounts = Family::Accounts;
+        Self {
+            sessions: ReadCache::new("sessions", accounts, Arc::clone(&generations), Arc::clone(clock), &settings),
+            api_tokens: ReadCache::new("api_tokens", accounts, generations, Arc::clone(clock), &settings),
+        }
+    }
+
+    pub fn handles(&self) -> Vec<Arc<dyn CacheHandle>> {
+        vec![Arc::new(self.sessions.clone()), Arc::new(self.api_tokens.clone())]
+    }
 }
 
 impl AccountService {
@@ -121,7 +155,19 @@ impl AccountService {
         clock: Arc<dyn Clock>,
         settings: AccountSettings,
     ) -> Self {
-        Self { store, hasher, clock, settings, throttle: Arc::new(NoLoginThrottle) }
+        let disabled = CacheSettings { enabled: false, ..CacheSettings::default() };
+        let caches = SignInCaches::new(&store, &clock, &disabled);
+        Self { store, hasher, clock, settings, throttle: Arc::new(NoLoginThrottle), caches }
+    }
+
+    /// Sign-in lookups (sessions, API tokens) go through caches with `settings`.
+    pub fn with_cache(mut self, settings: &CacheSettings) -> Self {
+        self.caches = SignInCaches::new(&self.store, &self.clock, settings);
+        self
+    }
+
+    pub fn caches(&self) -> &SignInCaches {
+        &self.caches
     }
 
     /// The same service with failed sign-ins counted (and accounts locked) by `throttle`.
@@ -306,7 +352,9 @@ impl AccountService {
 
     /// The caller behind a session secret, or `None` when it is unknown, expired or its user disabled.
     pub async fn authenticate_session(&self, token: &SecretToken) -> Result<Option<Caller>, Error> {
-        let Some((session, user)) = self.store.find_session(&token.hash()).await? else {
+        let hash = token.hash();
+        let found = self.caches.sessions.get_or_load(hash, Option::is_none, || self.store.find_session(&hash));
+        let Some((session, user)) = found.await? else {
             return Ok(None);
         };
         let now = self.clock.now();
@@ -318,13 +366,17 @@ impl AccountService {
         }
         if now - session.last_seen_at >= TOUCH_INTERVAL {
             self.store.touch_session(session.id, now).await?;
+            // The cached copy would ask for a touch on every request until it expires.
+            self.caches.sessions.invalidate(hash).await;
         }
         Ok(Some(Caller { user, method: AuthMethod::Session { session_id: session.id } }))
     }
 
     /// The caller behind an API token secret, or `None` when it is unknown, expired or its user disabled.
     pub async fn authenticate_api_token(&self, token: &SecretToken) -> Result<Option<Caller>, Error> {
-        let Some((api_token, user)) = self.store.find_api_token(&token.hash()).await? else {
+        let hash = token.hash();
+        let found = self.caches.api_tokens.get_or_load(hash, Option::is_none, || self.store.find_api_token(&hash));
+        let Some((api_token, user)) = found.await? else {
             return Ok(None);
         };
         let now = self.clock.now();
@@ -333,6 +385,7 @@ impl AccountService {
         }
         if api_token.last_used_at.is_none_or(|last| now - last >= TOUCH_INTERVAL) {
             self.store.touch_api_token(api_token.id, now).await?;
+            self.caches.api_tokens.invalidate(hash).await;
         }
         Ok(Some(Caller { user, method: AuthMethod::ApiToken { token_id: api_token.id } }))
     }

@@ -219,3 +219,21 @@ pub struct NewAccountToken {
     /// For a login challenge: the hash of the device cookie of the sign-in it confirms.
     pub device_hash: Option<SecretHash>,
 }
+
+impl crate::cache::Weigh for User {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>() + self.email.as_str().len() + self.name.as_str().len()
+    }
+}
+
+impl crate::cache::Weigh for Session {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>()
+    }
+}
+
+impl crate::cache::Weigh for ApiToken {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>() + self.name.len()
+    }
+}

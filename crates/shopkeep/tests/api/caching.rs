@@ -1,6 +1,6 @@
 //! The read cache over HTTP: every catalog write is seen by the next read on the instance that
-//! made it, and by another instance on the same database within `cache.max_staleness_ms`; the
-//! admin status and metrics show what the caches did.
+//! made it, and by another instance on the same database within `cache.max_staleness_ms`, and
+//! so is a logout (sign-ins are cached too); the admin status shows what the caches did.
 
 use std::time::{Duration, Instant};
 
@@ -9,11 +9,12 @@ use serde_json::{Value, json};
 use shop::accounts::Role;
 
 use crate::both_backends;
-use crate::helpers::TestApp;
+use crate::helpers::{PASSWORD, TestApp};
 
 both_backends!(
     every_catalog_write_is_seen_by_the_next_read,
     a_write_on_one_instance_is_seen_by_another_within_the_bound,
+    a_logout_on_one_instance_reaches_another_within_the_bound,
 );
 
 async fn get_json(app: &TestApp, path: &str) -> (StatusCode, Value) {
@@ -131,5 +132,37 @@ async fn a_write_on_one_instance_is_seen_by_another_within_the_bound(app: &TestA
     };
     assert_eq!(read_twice(&peer, "/api/v1/products?q=desk").await["total"], 0, "search too, seen after {seen:?}");
     assert_eq!(read_twice(&peer, "/api/v1/products?q=reading").await["total"], 1);
+    peer.stop().await;
+}
+
+async fn a_logout_on_one_instance_reaches_another_within_the_bound(app: &TestApp) {
+    app.create_user("ada@example.com", Role::Customer).await;
+    let login =
+        app.http.post(app.url("/api/v1/sessions")).json(&json!({ "email": "ada@example.com", "password": PASSWORD }));
+    let login = login.send().await.unwrap();
+    assert_eq!(login.status(), StatusCode::CREATED);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let me = |on: &TestApp| on.http.get(on.url("/api/v1/users/me")).header("cookie", &cookie).send();
+    let bound = Duration::from_millis(200);
+    let peer = app.spawn_peer(|config| config.cache.max_staleness_ms = 200).await;
+    for _ in 0..3 {
+        assert_eq!(me(&peer).await.unwrap().status(), StatusCode::OK);
+    }
+    let status: Value = peer.http.get(peer.admin_url("/admin/v1/status")).send().await.unwrap().json().await.unwrap();
+    let sessions = status["caches"].as_array().unwrap().iter().find(|cache| cache["name"] == "sessions").unwrap();
+    assert!(sessions["hits"].as_u64().unwrap() >= 1, "the peer serves sign-ins from its cache: {sessions}");
+
+    let logout = app.http.delete(app.url("/api/v1/sessions/current")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me(app).await.unwrap().status(), StatusCode::UNAUTHORIZED, "at once where it happened");
+    let logged_out = Instant::now();
+    while me(&peer).await.unwrap().status() != StatusCode::UNAUTHORIZED {
+        assert!(
+            logged_out.elapsed() < bound * 25,
+            "the peer still accepts the session after {:?}",
+            logged_out.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     peer.stop().await;
 }
