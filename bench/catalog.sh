@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Catalog read benchmark (issues 2 and 3): seeds PRODUCTS products, then measures with wrk
-#   GET /api/v1/products?limit=20   and, in the same run as a ceiling,   GET /health/live
-# on a release build, for SQLite and PostgreSQL, with the stability stack on (rate limits
-# deciding every request, with quotas too large to refuse any) and, for the products list,
-# again with rate limits off — the cost of protection. Also reports the time from process
-# start to ready and the idle RSS. Prints a table; never asserts (except in smoke mode).
+# Catalog read benchmark: seeds PRODUCTS products, then measures with wrk, same run, release
+# build, SQLite and PostgreSQL:
+#   /health/live (the server's own ceiling) and nginx's `return 200` (the machine's);
+#   GET /api/v1/products?limit=20, GET /api/v1/products/{slug}, a search and GET /users/me
+#   (an authenticated read: the sign-in lookup) — with the read cache warm, and again with
+#   the cache off (every request to the database: the "cold" figures);
+#   the product list once more with rate limits off — the cost of protection.
+# Rate limits are on (deciding every request) with quotas too large to refuse any. Also
+# reports the cache hit ratio of the warm run, the time from process start to ready and the
+# idle RSS. Prints a table; never asserts (except in smoke mode).
 #
 #   bench/catalog.sh                      # both backends, 64 connections, 20 s each
 #   BACKENDS=sqlite DURATION=10s bench/catalog.sh
@@ -17,7 +21,7 @@
 # from the mail outbox (`shopkeep admin mail list`; no SMTP is configured here), confirms it
 # (POST /login-challenges/confirm) and signs in again from the now known device (its cookie).
 #
-# On 2 cores the server is pinned to core 0 and wrk to core 1 (TOOLING.md).
+# On 2 cores the server (and nginx) is pinned to core 0 and wrk to core 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -106,6 +110,15 @@ staff_session() {
 }
 
 results=()
+hit_ratios=()
+if [ "$SMOKE" != 1 ] && require_nginx; then
+    nginx_pid=$(start_nginx "$work/nginx" 18090 $server_cpu)
+    wait_ready "$nginx_pid" "$work/nginx/error.log" http://127.0.0.1:18090/
+    nginx=$(parse_wrk "$(taskset -c $client_cpu wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency http://127.0.0.1:18090/ 2>&1)")
+    kill "$nginx_pid" 2>/dev/null || true
+    wait "$nginx_pid" 2>/dev/null || true
+    results+=("nginx return-200 $nginx - 0 0")
+fi
 for backend in $BACKENDS; do
     case $backend in
         sqlite) url="sqlite://$work/bench.db" ;;
@@ -114,7 +127,7 @@ for backend in $BACKENDS; do
     esac
     export DATABASE_URL=$url SHOPKEEP_LOG__LEVEL=warn
     # Limits on, but never refusing: the benchmark measures their cost, not their effect.
-    for scope in PER_IP ANONYMOUS CUSTOMER STAFF API_TOKEN; do
+    for scope in PER_IP ANONYMOUS CUSTOMER STAFF API_TOKEN SEARCH_PER_IP; do
         export SHOPKEEP_RATE_LIMITS__${scope}__COUNT=10000000
     done
     "$binary" migrate up >/dev/null
@@ -148,20 +161,40 @@ for backend in $BACKENDS; do
     rss_kib=$(ps -o rss= -p $pid | tr -d ' ')
 
     run_wrk() {
-        taskset -c $client_cpu wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$1" 2>&1
+        taskset -c $client_cpu wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" 2>&1
     }
-    products=$(parse_wrk "$(run_wrk "$API/products?limit=20")")
-    live=$(parse_wrk "$(run_wrk 'http://127.0.0.1:18080/health/live')")
+    item="$API/products/product-$(( PRODUCTS / 2 ))"
+    search="$API/products?q=product%20$(( PRODUCTS / 3 ))&limit=20"
+    me="$API/users/me"
+    # The reads of one pass; $1 labels them (warm or cold).
+    read_pass() {
+        local label=$1
+        results+=("$backend products?limit=20,$label $(parse_wrk "$(run_wrk "$API/products?limit=20")") $ready_ms $rss_kib $seed_s")
+        results+=("$backend products/{slug},$label $(parse_wrk "$(run_wrk "$item")") $ready_ms $rss_kib $seed_s")
+        results+=("$backend search,$label $(parse_wrk "$(run_wrk "$search")") $ready_ms $rss_kib $seed_s")
+        results+=("$backend users/me,$label $(parse_wrk "$(run_wrk -H "authorization: Bearer $token" "$me")") $ready_ms $rss_kib $seed_s")
+    }
+    results+=("$backend health/live $(parse_wrk "$(run_wrk 'http://127.0.0.1:18080/health/live')") $ready_ms $rss_kib $seed_s")
+    read_pass warm
+    hit_ratio=$(curl -fsS http://127.0.0.1:19090/admin/v1/status \
+        | jq -r '([.caches[].hits] | add) as $h | ([.caches[].misses] | add) as $m
+                 | if ($h + $m) > 0 then (($h * 1000 / ($h + $m)) | floor) / 10 else "none" end')
     kill -TERM $pid; wait $pid || true
+
+    SHOPKEEP_CACHE__ENABLED=false taskset -c $server_cpu "$binary" serve --listen 127.0.0.1:18080 \
+        --admin-listen 127.0.0.1:19090 >>"$work/$backend.log" 2>&1 &
+    pid=$!
+    wait_ready $pid "$work/$backend.log" http://127.0.0.1:18080/health/ready
+    read_pass cold
+    kill -TERM $pid; wait $pid || true
+
     SHOPKEEP_RATE_LIMITS__ENABLED=false taskset -c $server_cpu "$binary" serve --listen 127.0.0.1:18080 \
         --admin-listen 127.0.0.1:19090 >>"$work/$backend.log" 2>&1 &
     pid=$!
     wait_ready $pid "$work/$backend.log" http://127.0.0.1:18080/health/ready
-    unlimited=$(parse_wrk "$(run_wrk "$API/products?limit=20")")
+    results+=("$backend products,warm,limits-off $(parse_wrk "$(run_wrk "$API/products?limit=20")") $ready_ms $rss_kib $seed_s")
     kill -TERM $pid; wait $pid || true
-    results+=("$backend products?limit=20 $products $ready_ms $rss_kib $seed_s")
-    results+=("$backend products,limits-off $unlimited $ready_ms $rss_kib $seed_s")
-    results+=("$backend health/live $live $ready_ms $rss_kib $seed_s")
+    hit_ratios+=("$backend $hit_ratio")
     if [ "$backend" = postgres ]; then
         psql "$POSTGRES_SERVER" -qc "drop database if exists shopkeep_bench_$$ with (force)" >/dev/null
     fi
@@ -170,17 +203,22 @@ done
 
 printf '\nwrk -t1 -c%s -d%s, %s products, %s build, server on cpu %s, wrk on cpu %s\n\n' \
     "$CONNECTIONS" "$DURATION" "$PRODUCTS" "$PROFILE" "$server_cpu" "$client_cpu"
-printf '| %-8s | %-20s | %10s | %9s | %9s | %8s | %14s | %13s |\n' backend endpoint "req/s" p50 p99 non-2xx "start→ready ms" "idle RSS MiB"
-printf '|%s|\n' "----------|----------------------|------------|-----------|-----------|----------|----------------|---------------"
+printf '| %-8s | %-30s | %10s | %9s | %9s | %8s | %14s | %13s |\n' backend endpoint "req/s" p50 p99 non-2xx "start→ready ms" "idle RSS MiB"
+printf '|%s|\n' "----------|--------------------------------|------------|-----------|-----------|----------|----------------|---------------"
 failed=0
 for row in "${results[@]}"; do
     read -r backend endpoint rps p50 p99 errors ready rss seed <<<"$row"
-    printf '| %-8s | %-20s | %10s | %9s | %9s | %8s | %14s | %13s |\n' \
+    printf '| %-8s | %-30s | %10s | %9s | %9s | %8s | %14s | %13s |\n' \
         "$backend" "$endpoint" "$rps" "$p50" "$p99" "$errors" "$ready" "$(( rss / 1024 ))"
     # Smoke mode checks that the benchmark measured what it says: answers, all of them 2xx.
     if [ "$SMOKE" = 1 ] && { [ "$errors" != 0 ] || ! awk -v rps="$rps" 'BEGIN { exit !(rps + 0 > 0) }'; }; then
         echo "error: $backend $endpoint: $rps req/s, $errors non-2xx answers" >&2
         failed=1
     fi
+done
+echo
+for row in "${hit_ratios[@]}"; do
+    read -r backend ratio <<<"$row"
+    echo "$backend: cache hit ratio over the warm reads ${ratio}%"
 done
 exit $failed

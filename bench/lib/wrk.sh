@@ -33,3 +33,38 @@ parse_wrk() {
     errors=$(awk '/Non-2xx/ {print $5}' <<<"$out")
     echo "${rps:-none} ${p50:-none} ${p99:-none} ${errors:-0}"
 }
+
+# Installs nginx (Debian nginx-light) when it is missing; returns 1 when it cannot (the
+# benchmark then reports no nginx row rather than failing).
+require_nginx() {
+    command -v nginx >/dev/null 2>&1 && return 0
+    echo "installing nginx-light (Debian package)" >&2
+    (apt-get install -y nginx-light >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y nginx-light >/dev/null 2>&1)) \
+        && command -v nginx >/dev/null 2>&1
+}
+
+# Starts nginx answering `return 200` on 127.0.0.1:$2 with one worker pinned to cpu $3, its
+# files under directory $1; prints its pid.
+start_nginx() {
+    local dir=$1 port=$2 cpu=$3
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<CONF
+worker_processes 1;
+worker_cpu_affinity auto;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$port;
+        location / { return 200 'ok'; }
+    }
+}
+CONF
+    taskset -c "$cpu" nginx -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1 &
+    echo $!
+}
