@@ -8,11 +8,13 @@
 //!
 //! Beside it, a [`PaymentSandbox`]: a Stripe-like payment provider over HTTP with failure modes
 //! of its own, which records every charge so a test can prove that nothing was charged twice, and
-//! sends signed webhooks for what it creates, as a real provider does.
+//! sends signed webhooks for what it creates, as a real provider does. And [`PgBouncer`]: the
+//! real connection pooler, started in transaction mode in front of the test PostgreSQL server.
 
 #![forbid(unsafe_code)]
 
 mod payments;
+mod pgbouncer;
 mod requests;
 mod tls;
 
@@ -32,6 +34,7 @@ pub use payments::{
     ChargeStatus, DeliveryAttempt, PaymentMode, PaymentSandbox, SandboxCharge, SandboxEvent, SandboxRefund,
     webhook_signature,
 };
+pub use pgbouncer::{PgBouncer, PgBouncerSettings};
 pub use requests::{KEPT_REQUESTS, RecordedRequest};
 
 use requests::Recorder;

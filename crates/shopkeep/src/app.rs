@@ -69,10 +69,17 @@ pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<Sq
     };
     let store = store.with_search_analyzer(shop::search::Analyzer::new(config.search.settings().language));
     if migrate {
-        store.migrate_up().await?;
+        // Behind PgBouncer, on a session of its own (see `migrations_store`).
+        let direct =
+            if database.pgbouncer { Some(crate::commands::migrations_store(config, false).await?) } else { None };
+        let target = direct.as_ref().unwrap_or(&store);
+        target.migrate_up().await?;
         // Products written before the index existed, or analysed another way, are indexed now.
-        if let Some(indexed) = store.ensure_search_index().await? {
+        if let Some(indexed) = target.ensure_search_index().await? {
             tracing::info!(products = indexed, "search index rebuilt");
+        }
+        if let Some(direct) = direct {
+            shop::ports::StoreHealth::close(&direct).await;
         }
     }
     Ok(Arc::new(store))
@@ -246,6 +253,12 @@ impl Application {
     pub async fn build_with_clock(config: Config, limiter_clock: Arc<dyn resilience::Clock>) -> anyhow::Result<Self> {
         let started = Instant::now();
         let sql_store = open_store(&config, config.migrate_on_start()).await?;
+        if config.database.pgbouncer {
+            // Read the way every statement runs behind PgBouncer: proves the per-transaction
+            // timeout works with this PgBouncer before the first request depends on it.
+            let timeout = sql_store.statement_timeout_in_effect().await?;
+            tracing::info!(statementTimeout = timeout.as_deref().unwrap_or("-"), "behind PgBouncer (transaction mode)");
+        }
         if !config.migrate_on_start() {
             // Without migrations at start (PostgreSQL's default) nothing here rebuilds the
             // index: an index analysed another way would silently miss searches.

@@ -16,36 +16,7 @@ use crate::config::{Backend, Config, redacted_url};
 
 /// `migrate up|down|status`. On PostgreSQL, `up` creates the database first if it is missing.
 pub async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<()> {
-    let database = &config.database;
-    let url = database.url.expose();
-    let acquire_timeout = Duration::from_secs(database.acquire_timeout_secs);
-    let target = match config.backend().map_err(|problem| anyhow::anyhow!(problem))? {
-        Backend::Sqlite => {
-            SqlStore::sqlite(&SqliteSettings {
-                url: url.to_owned(),
-                max_connections: 1,
-                acquire_timeout,
-                busy_timeout: Duration::from_secs(database.busy_timeout_secs),
-            })
-            .await?
-        }
-        Backend::Postgres => {
-            if action == MigrateAction::Up && provisioning::create_database_if_missing(url).await? {
-                println!("created database {}", redacted_url(url));
-            }
-            SqlStore::postgres(&PostgresSettings {
-                url: url.to_owned(),
-                max_connections: 1,
-                min_connections: 0,
-                acquire_timeout,
-                // Migrations may legitimately run long.
-                statement_timeout: Duration::from_secs(600),
-                pgbouncer: database.pgbouncer,
-            })
-            .await?
-        }
-    };
-    let target = target.with_search_analyzer(shop::search::Analyzer::new(config.search.settings().language));
+    let target = migrations_store(config, action == MigrateAction::Up).await?;
     match action {
         MigrateAction::Up => {
             target.migrate_up().await?;
@@ -66,7 +37,50 @@ pub async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<(
         let state = if migration.applied { "applied" } else { "pending" };
         println!("{} {state:<9} {}", migration.version, migration.description);
     }
+    shop::ports::StoreHealth::close(&target).await;
     Ok(())
+}
+
+/// A one-connection store for migrations, on a session of its own: the database URL, or behind
+/// PgBouncer `database.direct_url` (migrations hold an advisory lock for their whole run and the
+/// migrator prepares named statements, neither of which survives transaction pooling). With
+/// `create`, a missing PostgreSQL database is created first.
+pub(crate) async fn migrations_store(config: &Config, create: bool) -> anyhow::Result<SqlStore> {
+    let database = &config.database;
+    let acquire_timeout = Duration::from_secs(database.acquire_timeout_secs);
+    let Some(url) = database.session_url() else {
+        bail!(
+            "database.pgbouncer is on: migrations need a session of their own; set database.direct_url \
+             (SHOPKEEP_DATABASE__DIRECT_URL) to the PostgreSQL server itself, not PgBouncer"
+        )
+    };
+    let target = match config.backend().map_err(|problem| anyhow::anyhow!(problem))? {
+        Backend::Sqlite => {
+            SqlStore::sqlite(&SqliteSettings {
+                url: url.to_owned(),
+                max_connections: 1,
+                acquire_timeout,
+                busy_timeout: Duration::from_secs(database.busy_timeout_secs),
+            })
+            .await?
+        }
+        Backend::Postgres => {
+            if create && provisioning::create_database_if_missing(url).await? {
+                println!("created database {}", redacted_url(url));
+            }
+            SqlStore::postgres(&PostgresSettings {
+                url: url.to_owned(),
+                max_connections: 1,
+                min_connections: 0,
+                acquire_timeout,
+                // Migrations may legitimately run long.
+                statement_timeout: Duration::from_secs(600),
+                pgbouncer: false,
+            })
+            .await?
+        }
+    };
+    Ok(target.with_search_analyzer(shop::search::Analyzer::new(config.search.settings().language)))
 }
 
 /// `admin create-user`: creates an account with a role, password from a file, the

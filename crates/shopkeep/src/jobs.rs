@@ -385,7 +385,7 @@ pub fn build_mailer(
 }
 
 /// Wakes the worker's queues whenever jobs are enqueued, until `stop`: from the database's
-/// notifications (PostgreSQL, not behind PgBouncer: LISTEN/NOTIFY) or the store's in-process
+/// notifications (PostgreSQL LISTEN/NOTIFY, on `database.direct_url` behind PgBouncer) or the store's in-process
 /// announcements (SQLite). Without either the worker polls, which stays the fallback anyway.
 pub fn wake_on_new_jobs(
     config: &Config,
@@ -393,8 +393,9 @@ pub fn wake_on_new_jobs(
     wakers: worker::Wakers,
     stop: tokio_util::sync::CancellationToken,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let listen = (config.backend() == Ok(crate::config::Backend::Postgres) && !config.database.pgbouncer)
-        .then(|| config.database.url.expose().to_owned());
+    let listen = (config.backend() == Ok(crate::config::Backend::Postgres))
+        .then(|| config.database.session_url().map(str::to_owned))
+        .flatten();
     let announcements = store.job_wakeups();
     async move {
         let notified = async {

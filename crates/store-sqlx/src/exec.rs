@@ -6,6 +6,7 @@
 //! backend's connection type; where the SQL itself must differ they ask the [`Dialect`].
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use shop::StoreError;
@@ -209,23 +210,55 @@ impl<T> Scalar for T where
 
 // === Connections and transactions ===
 
+/// How statements reach a PostgreSQL server.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Pooling {
+    /// Each pooled connection is one server session: statements are prepared once per
+    /// connection and cached, and the session's settings (the statement timeout, sent at
+    /// connect) hold for everything it runs.
+    #[default]
+    Session,
+    /// Behind PgBouncer in transaction mode: consecutive transactions of one connection may run
+    /// on different server sessions. So nothing may rely on the session: statements are
+    /// unnamed (prepared, bound and run inside one transaction), a statement outside a
+    /// transaction gets a transaction of its own, and every transaction begins with this
+    /// statement, which sets the statement timeout for that transaction only (`set local`).
+    Transaction { begin: Arc<str> },
+}
+
+impl Pooling {
+    /// Behind PgBouncer, every transaction begins with `set local statement_timeout`.
+    pub(crate) fn transaction(statement_timeout: std::time::Duration) -> Self {
+        let begin = format!("begin; set local statement_timeout = '{}ms'", statement_timeout.as_millis());
+        Self::Transaction { begin: begin.into() }
+    }
+}
+
 /// A pooled connection of either backend.
 pub(crate) enum Connection {
     Sqlite(PoolConnection<Sqlite>),
-    Postgres(PoolConnection<Postgres>),
+    Postgres(PoolConnection<Postgres>, Pooling),
 }
 
 /// A transaction of either backend, on a borrowed [`Connection`]. Dropped without
 /// [`Transaction::commit`], it rolls back.
 pub(crate) enum Transaction<'c> {
     Sqlite(sqlx::Transaction<'c, Sqlite>),
-    Postgres(sqlx::Transaction<'c, Postgres>),
+    Postgres(sqlx::Transaction<'c, Postgres>, bool),
 }
 
-/// The driver connection a statement runs on.
+/// The driver connection a statement runs on, and whether its statements may be kept prepared.
 pub(crate) enum Raw<'a> {
     Sqlite(&'a mut SqliteConnection),
-    Postgres(&'a mut PgConnection),
+    Postgres(&'a mut PgConnection, bool),
+}
+
+/// Where an [`Executor`] runs a statement.
+pub(crate) enum Target<'a> {
+    /// On this connection as it is.
+    Direct(Raw<'a>),
+    /// In a transaction of its own, begun with this statement (behind PgBouncer).
+    OwnTransaction(&'a mut PgConnection, Arc<str>),
 }
 
 /// The driver's arguments for `values`, in placeholder order.
@@ -240,18 +273,37 @@ where
     Ok(arguments)
 }
 
-/// Runs `$body` with `$conn` bound to the driver connection and `$db` naming its database type,
-/// whichever the backend: the body is written once and compiled for each.
-macro_rules! on_driver {
-    ($raw:expr, |$conn:ident, $db:ident| $body:expr) => {
-        match $raw {
-            Raw::Sqlite($conn) => {
+/// Runs `$body` with `$conn` bound to the driver connection, `$db` naming its database type and
+/// `$persistent` saying whether the statement may stay prepared, wherever the executor runs it:
+/// the body is written once and compiled for each backend (and for a transaction of its own).
+macro_rules! run {
+    ($executor:expr, |$conn:ident, $db:ident, $persistent:ident| $body:expr) => {
+        match $executor.target() {
+            Target::Direct(Raw::Sqlite($conn)) => {
                 type $db = Sqlite;
+                let $persistent = true;
                 $body
             }
-            Raw::Postgres($conn) => {
+            Target::Direct(Raw::Postgres($conn, $persistent)) => {
                 type $db = Postgres;
                 $body
+            }
+            Target::OwnTransaction(connection, begin) => {
+                let mut transaction = sqlx::Connection::begin_with(connection, AssertSqlSafe(begin)).await?;
+                let result = {
+                    type $db = Postgres;
+                    let $conn: &mut PgConnection = &mut transaction;
+                    let $persistent = false;
+                    $body
+                };
+                match result {
+                    Ok(value) => transaction.commit().await.map(|()| value),
+                    Err(error) => {
+                        // Now, so the server session goes back to PgBouncer's pool at once.
+                        let _ = transaction.rollback().await;
+                        Err(error)
+                    }
+                }
             }
         }
     };
@@ -261,19 +313,27 @@ impl Connection {
     pub(crate) fn dialect(&self) -> Dialect {
         match self {
             Self::Sqlite(_) => Dialect::Sqlite,
-            Self::Postgres(_) => Dialect::Postgres,
+            Self::Postgres(..) => Dialect::Postgres,
         }
     }
 
     /// A transaction that will write: SQLite begins it with `BEGIN IMMEDIATE`, taking the write
     /// lock up front, so a transaction that reads and then writes can never fail on lock upgrade
-    /// (other writers wait up to the busy timeout instead); PostgreSQL begins it plainly.
+    /// (other writers wait up to the busy timeout instead); PostgreSQL begins it plainly (behind
+    /// PgBouncer, with its statement timeout: see [`Pooling`]).
     pub(crate) async fn begin_write(&mut self) -> Result<Transaction<'_>, StoreError> {
         let begun = match self {
             Self::Sqlite(conn) => {
                 sqlx::Connection::begin_with(&mut **conn, "begin immediate").await.map(Transaction::Sqlite)
             }
-            Self::Postgres(conn) => sqlx::Connection::begin(&mut **conn).await.map(Transaction::Postgres),
+            Self::Postgres(conn, Pooling::Session) => {
+                sqlx::Connection::begin(&mut **conn).await.map(|tx| Transaction::Postgres(tx, true))
+            }
+            Self::Postgres(conn, Pooling::Transaction { begin }) => {
+                sqlx::Connection::begin_with(&mut **conn, AssertSqlSafe(Arc::clone(begin)))
+                    .await
+                    .map(|tx| Transaction::Postgres(tx, false))
+            }
         };
         begun.context("failed to begin a write transaction").map_err(StoreError::other)
     }
@@ -283,14 +343,14 @@ impl Transaction<'_> {
     pub(crate) fn dialect(&self) -> Dialect {
         match self {
             Self::Sqlite(_) => Dialect::Sqlite,
-            Self::Postgres(_) => Dialect::Postgres,
+            Self::Postgres(..) => Dialect::Postgres,
         }
     }
 
     pub(crate) async fn commit(self) -> Result<(), StoreError> {
         let committed = match self {
             Self::Sqlite(tx) => tx.commit().await,
-            Self::Postgres(tx) => tx.commit().await,
+            Self::Postgres(tx, _) => tx.commit().await,
         };
         committed.context("failed to commit").map_err(StoreError::other)
     }
@@ -300,7 +360,7 @@ impl Transaction<'_> {
     pub(crate) async fn roll_back(self) -> Result<(), StoreError> {
         let rolled_back = match self {
             Self::Sqlite(tx) => tx.rollback().await,
-            Self::Postgres(tx) => tx.rollback().await,
+            Self::Postgres(tx, _) => tx.rollback().await,
         };
         rolled_back.context("failed to roll back").map_err(StoreError::other)
     }
@@ -308,13 +368,14 @@ impl Transaction<'_> {
 
 /// What runs statements: a [`Connection`] or a [`Transaction`].
 pub(crate) trait Executor: Send {
-    fn raw(&mut self) -> Raw<'_>;
+    fn target(&mut self) -> Target<'_>;
 
     /// Runs `statement`; returns the number of rows it affected.
     async fn execute(&mut self, statement: Statement) -> Result<u64, sqlx::Error> {
         let Statement { sql, args } = statement;
-        on_driver!(self.raw(), |conn, Db| {
+        run!(self, |conn, Db, persistent| {
             sqlx::query_with(AssertSqlSafe(sql), arguments::<Db>(args)?)
+                .persistent(persistent)
                 .execute(conn)
                 .await
                 .map(|done| done.rows_affected())
@@ -323,15 +384,18 @@ pub(crate) trait Executor: Send {
 
     async fn fetch_all<R: Row>(&mut self, statement: Statement) -> Result<Vec<R>, sqlx::Error> {
         let Statement { sql, args } = statement;
-        on_driver!(self.raw(), |conn, Db| {
-            sqlx::query_as_with(AssertSqlSafe(sql), arguments::<Db>(args)?).fetch_all(conn).await
+        run!(self, |conn, Db, persistent| {
+            sqlx::query_as_with(AssertSqlSafe(sql), arguments::<Db>(args)?).persistent(persistent).fetch_all(conn).await
         })
     }
 
     async fn fetch_optional<R: Row>(&mut self, statement: Statement) -> Result<Option<R>, sqlx::Error> {
         let Statement { sql, args } = statement;
-        on_driver!(self.raw(), |conn, Db| {
-            sqlx::query_as_with(AssertSqlSafe(sql), arguments::<Db>(args)?).fetch_optional(conn).await
+        run!(self, |conn, Db, persistent| {
+            sqlx::query_as_with(AssertSqlSafe(sql), arguments::<Db>(args)?)
+                .persistent(persistent)
+                .fetch_optional(conn)
+                .await
         })
     }
 
@@ -341,15 +405,21 @@ pub(crate) trait Executor: Send {
 
     async fn fetch_all_scalars<T: Scalar>(&mut self, statement: Statement) -> Result<Vec<T>, sqlx::Error> {
         let Statement { sql, args } = statement;
-        on_driver!(self.raw(), |conn, Db| {
-            sqlx::query_scalar_with(AssertSqlSafe(sql), arguments::<Db>(args)?).fetch_all(conn).await
+        run!(self, |conn, Db, persistent| {
+            sqlx::query_scalar_with(AssertSqlSafe(sql), arguments::<Db>(args)?)
+                .persistent(persistent)
+                .fetch_all(conn)
+                .await
         })
     }
 
     async fn fetch_optional_scalar<T: Scalar>(&mut self, statement: Statement) -> Result<Option<T>, sqlx::Error> {
         let Statement { sql, args } = statement;
-        on_driver!(self.raw(), |conn, Db| {
-            sqlx::query_scalar_with(AssertSqlSafe(sql), arguments::<Db>(args)?).fetch_optional(conn).await
+        run!(self, |conn, Db, persistent| {
+            sqlx::query_scalar_with(AssertSqlSafe(sql), arguments::<Db>(args)?)
+                .persistent(persistent)
+                .fetch_optional(conn)
+                .await
         })
     }
 
@@ -359,19 +429,20 @@ pub(crate) trait Executor: Send {
 }
 
 impl Executor for Connection {
-    fn raw(&mut self) -> Raw<'_> {
+    fn target(&mut self) -> Target<'_> {
         match self {
-            Self::Sqlite(conn) => Raw::Sqlite(conn),
-            Self::Postgres(conn) => Raw::Postgres(conn),
+            Self::Sqlite(conn) => Target::Direct(Raw::Sqlite(conn)),
+            Self::Postgres(conn, Pooling::Session) => Target::Direct(Raw::Postgres(conn, true)),
+            Self::Postgres(conn, Pooling::Transaction { begin }) => Target::OwnTransaction(conn, Arc::clone(begin)),
         }
     }
 }
 
 impl Executor for Transaction<'_> {
-    fn raw(&mut self) -> Raw<'_> {
+    fn target(&mut self) -> Target<'_> {
         match self {
-            Self::Sqlite(tx) => Raw::Sqlite(tx),
-            Self::Postgres(tx) => Raw::Postgres(tx),
+            Self::Sqlite(tx) => Target::Direct(Raw::Sqlite(tx)),
+            Self::Postgres(tx, persistent) => Target::Direct(Raw::Postgres(tx, *persistent)),
         }
     }
 }

@@ -53,6 +53,9 @@ pub struct SqlStore {
     /// This process's cache generations, bumped after every catalog write this store commits
     /// (the database's own counter is bumped by triggers, for the other instances).
     generations: Arc<shop::cache::Generations>,
+    /// PostgreSQL: whether connections are server sessions or PgBouncer's transaction-mode
+    /// stand-ins.
+    pooling: exec::Pooling,
 }
 
 #[derive(Clone)]
@@ -70,6 +73,7 @@ impl SqlStore {
             jobs_enqueued,
             analyzer: shop::search::Analyzer::default(),
             generations: Arc::default(),
+            pooling: exec::Pooling::Session,
         }
     }
 
@@ -135,7 +139,9 @@ impl SqlStore {
     async fn connection(&self) -> Result<Connection, StoreError> {
         match &self.pool {
             Pool::Sqlite(pool) => self.waiting.acquire(pool).await.map(Connection::Sqlite),
-            Pool::Postgres(pool) => self.waiting.acquire(pool).await.map(Connection::Postgres),
+            Pool::Postgres(pool) => {
+                self.waiting.acquire(pool).await.map(|conn| Connection::Postgres(conn, self.pooling.clone()))
+            }
         }
     }
 
@@ -168,6 +174,20 @@ impl SqlStore {
             }
             Dialect::Postgres => conn.fetch_all(statement).await.map_err(codec::error(context)),
         }
+    }
+
+    /// The statement timeout the server applies to this store's statements (`current_setting`),
+    /// read the way every statement runs: behind PgBouncer, in a transaction of its own. `None`
+    /// on SQLite, which has none (its busy timeout is the driver's).
+    pub async fn statement_timeout_in_effect(&self) -> Result<Option<String>, StoreError> {
+        if self.dialect() == Dialect::Sqlite {
+            return Ok(None);
+        }
+        let mut conn = self.connection().await?;
+        conn.fetch_scalar(exec::sql("select current_setting('statement_timeout')"))
+            .await
+            .map(Some)
+            .map_err(codec::error("failed to read the statement timeout"))
     }
 
     /// Tells listeners (the in-process worker) that jobs of these queues were committed.

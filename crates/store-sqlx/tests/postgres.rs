@@ -5,29 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/postgres_server.rs"]
+mod postgres_server;
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use postgres_server::{DropDatabase, url_with_database};
 use shop::Store;
 use shop::ports::StoreHealth as _;
 use store_sqlx::{PostgresSettings, SqlStore, provisioning};
-
-/// Drops the test database when the test ends.
-struct DropDatabase(String);
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let url = std::mem::take(&mut self.0);
-        // Drop runs inside the test's runtime, which cannot block on itself: use a thread.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(provisioning::drop_database(&url))
-        })
-        .join();
-    }
-}
 
 /// A migrated store on a new database named `{prefix}_{uuid}`, dropped with the guard.
 async fn fresh_sql_store(prefix: &str) -> (SqlStore, DropDatabase) {
@@ -53,13 +41,6 @@ async fn fresh_sql_store(prefix: &str) -> (SqlStore, DropDatabase) {
 async fn fresh_store() -> (Arc<dyn Store>, DropDatabase) {
     let (store, database) = fresh_sql_store("shopkeep_contract").await;
     (Arc::new(store), database)
-}
-
-fn url_with_database(server: &str, database: &str) -> String {
-    match server.rsplit_once('/') {
-        Some((base, _)) if base.contains("://") && base.len() > "postgres://".len() => format!("{base}/{database}"),
-        _ => format!("{server}/{database}"),
-    }
 }
 
 store_tests::contract_tests!(fresh_store());

@@ -26,8 +26,14 @@ pub struct DatabaseConfig {
     pub busy_timeout_secs: u64,
     /// Apply pending migrations when `serve` starts. Default: on for SQLite, off for PostgreSQL.
     pub migrate_on_start: Option<bool>,
-    /// PostgreSQL behind PgBouncer (transaction mode): no prepared-statement cache.
+    /// PostgreSQL behind PgBouncer in transaction mode: no session state (unnamed statements,
+    /// the statement timeout set per transaction, nothing but user and database at connect).
     pub pgbouncer: bool,
+    /// With `pgbouncer`: the PostgreSQL server itself, bypassing PgBouncer, for what needs a
+    /// session of its own — migrations (they hold an advisory lock while they run) and LISTEN
+    /// for job notifications. Without it, migrations refuse to run and workers only poll. Secret.
+    #[serde(serialize_with = "serialize_optional_redacted_url")]
+    pub direct_url: Option<Secret>,
 }
 
 impl Default for DatabaseConfig {
@@ -42,6 +48,7 @@ impl Default for DatabaseConfig {
             busy_timeout_secs: 5,
             migrate_on_start: None,
             pgbouncer: false,
+            direct_url: None,
         }
     }
 }
@@ -66,6 +73,12 @@ impl DatabaseConfig {
         }
     }
 
+    /// The URL of a real server session: the database URL itself, or, behind PgBouncer,
+    /// `direct_url` (`None` when it is not configured).
+    pub fn session_url(&self) -> Option<&str> {
+        if self.pgbouncer { self.direct_url.as_ref().map(Secret::expose) } else { Some(self.url.expose()) }
+    }
+
     pub(super) fn read_secret_files(&mut self, problems: &mut Vec<String>) {
         if let Some(url) = read_secret_file(self.url_file.as_deref(), "database.url_file", problems) {
             self.url = url;
@@ -86,6 +99,17 @@ impl Validate for DatabaseConfig {
         );
         if let Err(problem) = self.backend() {
             problems.push(format!("database.url: {problem}"));
+        }
+        if let Some(direct) = &self.direct_url {
+            let direct = direct.expose();
+            if !self.pgbouncer {
+                problems.push("database.direct_url: only used with database.pgbouncer = true".into());
+            } else if !(direct.starts_with("postgres://") || direct.starts_with("postgresql://")) {
+                problems.push(format!("database.direct_url: {} must start with postgres://", redacted_url(direct)));
+            }
+        }
+        if self.pgbouncer && self.backend() == Ok(Backend::Sqlite) {
+            problems.push("database.pgbouncer: only for PostgreSQL".into());
         }
         if self.min_connections > self.max_connections {
             problems.push("database.min_connections: must not exceed database.max_connections".into());

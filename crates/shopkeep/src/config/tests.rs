@@ -284,3 +284,46 @@ fn the_cache_section_is_checked_and_becomes_the_cache_settings() {
     }
     assert_eq!(errors.0.len(), 5, "{text}");
 }
+
+#[test]
+fn pgbouncer_settings_are_checked() {
+    let errors = with_toml(
+        r#"
+        [database]
+        url = "postgres://shop@db/shop"
+        direct_url = "postgres://shop@db-direct/shop"
+        "#,
+    )
+    .unwrap_err();
+    assert!(errors.to_string().contains("database.direct_url: only used with database.pgbouncer"), "{errors}");
+    let errors = with_toml(
+        r#"
+        [database]
+        url = "sqlite://shop.db"
+        pgbouncer = true
+        "#,
+    )
+    .unwrap_err();
+    assert!(errors.to_string().contains("database.pgbouncer: only for PostgreSQL"), "{errors}");
+    let errors = with_toml(
+        r#"
+        [database]
+        url = "postgres://shop@bouncer:6432/shop"
+        pgbouncer = true
+        direct_url = "mysql://db/shop"
+        "#,
+    )
+    .unwrap_err();
+    assert!(errors.to_string().contains("database.direct_url"), "{errors}");
+    let config = with_toml(
+        r#"
+        [database]
+        url = "postgres://shop@bouncer:6432/shop"
+        pgbouncer = true
+        direct_url = "postgres://shop:secret@db:5432/shop"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(config.database.session_url(), Some("postgres://shop:secret@db:5432/shop"));
+    assert!(!format!("{config:?}").contains("secret@"), "the direct URL is a secret");
+}

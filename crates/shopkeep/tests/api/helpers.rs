@@ -19,11 +19,40 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// PostgreSQL through a real PgBouncer in transaction mode (`database.pgbouncer`), with
+    /// `database.direct_url` for migrations and LISTEN.
+    PgBouncer,
 }
 
 /// Generates, for each named `async fn(&TestApp)`, a module with one test per backend.
 #[macro_export]
 macro_rules! both_backends {
+    (and_pgbouncer: $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let app = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await;
+                    super::$name(&app).await;
+                    app.stop().await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let app = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await;
+                    super::$name(&app).await;
+                    app.stop().await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn pgbouncer() {
+                    let app = $crate::helpers::spawn_app($crate::helpers::Backend::PgBouncer).await;
+                    super::$name(&app).await;
+                    app.stop().await;
+                }
+            }
+        )*
+    };
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
@@ -49,13 +78,15 @@ macro_rules! both_backends {
 enum DatabaseGuard {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
     Postgres(String),
+    /// The database (its URL) and the PgBouncer in front of it, stopped after it is dropped.
+    PgBouncer(String, #[allow(dead_code)] harness::PgBouncer),
     /// Another instance's database: it removes it.
     Shared,
 }
 
 impl Drop for DatabaseGuard {
     fn drop(&mut self) {
-        if let Self::Postgres(url) = self {
+        if let Self::Postgres(url) | Self::PgBouncer(url, _) = self {
             let url = std::mem::take(url);
             // Drop runs inside the test's runtime, which cannot block on itself: use a thread.
             let _ = std::thread::spawn(move || {
@@ -83,6 +114,24 @@ pub struct TestApp {
 
 pub fn postgres_server_url() -> String {
     std::env::var("SHOPKEEP_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The user of the test PostgreSQL server's URL.
+fn postgres_user() -> String {
+    url::Url::parse(&postgres_server_url()).map(|url| url.username().to_owned()).unwrap_or_else(|_| "postgres".into())
+}
+
+/// A PgBouncer (transaction mode, stock settings) in front of the test PostgreSQL server.
+pub async fn start_pgbouncer() -> harness::PgBouncer {
+    let server = url::Url::parse(&postgres_server_url()).expect("SHOPKEEP_TEST_POSTGRES_URL is a URL");
+    harness::PgBouncer::start(&harness::PgBouncerSettings {
+        server_host: server.host_str().unwrap_or("127.0.0.1").to_owned(),
+        server_port: server.port().unwrap_or(5432),
+        user: postgres_user(),
+        ..harness::PgBouncerSettings::default()
+    })
+    .await
+    .expect("pgbouncer must start for the pgbouncer tests (scripts/services installs it)")
 }
 
 /// A URL for a new database on the test PostgreSQL server.
@@ -132,6 +181,20 @@ pub async fn spawn_app_with(backend: Backend, customise: impl FnOnce(&mut Config
                 .await
                 .expect("PostgreSQL must be reachable for the postgres tests (see README: Tests)");
             (url.clone(), DatabaseGuard::Postgres(url))
+        }
+        Backend::PgBouncer => {
+            let direct = fresh_postgres_url();
+            store_sqlx::provisioning::create_database_if_missing(&direct)
+                .await
+                .expect("PostgreSQL must be reachable for the pgbouncer tests (see README: Tests)");
+            let bouncer = start_pgbouncer().await;
+            let name = direct.rsplit_once('/').map(|(_, name)| name.to_owned()).unwrap_or_default();
+            let user = postgres_user();
+            let mut config = test_config(&bouncer.url(&user, &name));
+            config.database.pgbouncer = true;
+            config.database.direct_url = Some(Secret::new(&direct));
+            customise(&mut config);
+            return start(backend, config, DatabaseGuard::PgBouncer(direct, bouncer)).await;
         }
     };
     let mut config = test_config(&url);

@@ -23,6 +23,11 @@ macro_rules! with_admin_token {
                 async fn postgres() {
                     super::run(super::$name, super::Backend::Postgres).await;
                 }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn pgbouncer() {
+                    super::run(super::$name, super::Backend::PgBouncer).await;
+                }
             }
         )*
     };

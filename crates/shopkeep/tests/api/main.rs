@@ -18,6 +18,7 @@ mod mail;
 mod oidc;
 mod orders;
 mod payments;
+mod pgbouncer;
 mod recovery;
 mod search;
 mod stability;

@@ -12,6 +12,7 @@ use crate::both_backends;
 use crate::helpers::{Backend, PASSWORD, TestApp, error_fields, problem, spawn_app_with};
 
 both_backends!(
+    and_pgbouncer:
     carts_hold_products_and_refuse_what_is_not_for_sale,
     checkout_reserves_stock_charges_once_and_replays_by_key,
     orders_are_private_and_follow_the_state_machine,

@@ -14,6 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use notifications::listen_for_jobs;
 
+use crate::exec::Pooling;
 use crate::{Pool, SqlStore};
 
 /// The PostgreSQL schema migrations, embedded in the binary.
@@ -34,21 +35,28 @@ pub struct PostgresSettings {
     pub acquire_timeout: Duration,
     /// The server cancels any statement running longer than this.
     pub statement_timeout: Duration,
-    /// Behind PgBouncer in transaction mode: disable the prepared-statement cache.
+    /// Behind PgBouncer in transaction mode: no session state at all. Nothing but the user,
+    /// database and application name is sent at connect (a stock PgBouncer refuses other startup
+    /// parameters), statements are unnamed, and every statement runs in a transaction that sets
+    /// the statement timeout for itself (`set local`), since a session setting would stay on
+    /// whichever server connection PgBouncer happened to lend, for other clients to inherit.
     pub pgbouncer: bool,
 }
 
 impl SqlStore {
     /// Connects to the PostgreSQL database of `settings`.
     pub async fn postgres(settings: &PostgresSettings) -> anyhow::Result<Self> {
-        let statement_timeout = format!("{}ms", settings.statement_timeout.as_millis());
         let mut options = PgConnectOptions::from_str(&settings.url)
             .context("invalid PostgreSQL database URL")?
-            .application_name("shopkeep")
-            .options([("statement_timeout", statement_timeout.as_str())]);
-        if settings.pgbouncer {
-            options = options.statement_cache_capacity(0);
-        }
+            .application_name("shopkeep");
+        let pooling = if settings.pgbouncer {
+            options = options.extra_float_digits(None).statement_cache_capacity(0);
+            Pooling::transaction(settings.statement_timeout)
+        } else {
+            let statement_timeout = format!("{}ms", settings.statement_timeout.as_millis());
+            options = options.options([("statement_timeout", statement_timeout.as_str())]);
+            Pooling::Session
+        };
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .min_connections(settings.min_connections)
@@ -56,6 +64,8 @@ impl SqlStore {
             .connect_with(options)
             .await
             .context("failed to connect to PostgreSQL")?;
-        Ok(Self::new(Pool::Postgres(pool)))
+        let mut store = Self::new(Pool::Postgres(pool));
+        store.pooling = pooling;
+        Ok(store)
     }
 }
