@@ -5,7 +5,9 @@
 #   GET /api/v1/products?limit=20, GET /api/v1/products/{slug}, a search and GET /users/me
 #   (an authenticated read: the sign-in lookup) — with the read cache warm, and again with
 #   the cache off (every request to the database: the "cold" figures);
-#   the product list once more with rate limits off — the cost of protection.
+#   the product list once more with rate limits off — the cost of protection;
+#   on PostgreSQL, INSTANCES (20) instances behind one PgBouncer in transaction mode: a cold
+#   product read through it, and the connections PgBouncer holds against those PostgreSQL serves.
 # Rate limits are on (deciding every request) with quotas too large to refuse any. Also
 # reports the cache hit ratio of the warm run, the time from process start to ready and the
 # idle RSS. Prints a table; never asserts (except in smoke mode).
@@ -39,6 +41,9 @@ PRODUCTS=${PRODUCTS:-10000}
 IDLE_SECONDS=${IDLE_SECONDS:-2}
 PROFILE=${PROFILE:-release}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
+INSTANCES=${INSTANCES:-$([ "$SMOKE" = 1 ] && echo 2 || echo 20)}
+INSTANCE_CONNECTIONS=${INSTANCE_CONNECTIONS:-10}
+BOUNCER_POOL=${BOUNCER_POOL:-10}
 POSTGRES_SERVER=${SHOPKEEP_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PASSWORD="benchmark password 1234"
 API=http://127.0.0.1:18080/api/v1
@@ -109,8 +114,48 @@ staff_session() {
     fi
 }
 
+# PostgreSQL behind PgBouncer (transaction mode, pool of $BOUNCER_POOL server connections):
+# $INSTANCES instances, each holding $INSTANCE_CONNECTIONS connections to PgBouncer, the read
+# cache off so the reads reach the database; wrk reads a product through the first instance.
+# Reports the connections PgBouncer holds from clients against those PostgreSQL serves.
+pgbouncer_pass() {
+    require_pgbouncer
+    local bouncer_pid host server_port database bouncer_url i pids=()
+    host=$(sed -E 's#^[a-z]+://([^@/]*@)?([^:/]+).*#\2#' <<<"$POSTGRES_SERVER")
+    server_port=$(sed -nE 's#^[a-z]+://([^@/]*@)?[^:/]+:([0-9]+).*#\2#p' <<<"$POSTGRES_SERVER")
+    database=shopkeep_bench_$$
+    bouncer_pid=$(start_pgbouncer "$work/pgbouncer" 16432 "$host" "${server_port:-5432}" "$BOUNCER_POOL")
+    for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/16432) 2>/dev/null && break; sleep 0.05; done
+    bouncer_url="postgres://postgres@127.0.0.1:16432/$database"
+    for i in $(seq 0 $(( INSTANCES - 1 ))); do
+        DATABASE_URL=$bouncer_url SHOPKEEP_DATABASE__PGBOUNCER=true SHOPKEEP_DATABASE__DIRECT_URL=$url \
+            SHOPKEEP_DATABASE__MIN_CONNECTIONS=$INSTANCE_CONNECTIONS SHOPKEEP_DATABASE__MAX_CONNECTIONS=$INSTANCE_CONNECTIONS \
+            SHOPKEEP_CACHE__ENABLED=false taskset -c $server_cpu "$binary" serve --listen 127.0.0.1:$(( 18100 + i )) \
+            --admin-listen 127.0.0.1:$(( 19100 + i )) >>"$work/pgbouncer-instances.log" 2>&1 &
+        pids+=($!)
+    done
+    for i in "${!pids[@]}"; do
+        wait_ready "${pids[$i]}" "$work/pgbouncer-instances.log" "http://127.0.0.1:$(( 18100 + i ))/health/ready"
+    done
+    sleep "$IDLE_SECONDS"
+    results+=("postgres products/{slug},cold,bouncer $(parse_wrk "$(run_wrk "http://127.0.0.1:18100/api/v1/products/product-$(( PRODUCTS / 2 ))")") - 0 0")
+    local clients servers
+    clients=$(psql "postgres://postgres@127.0.0.1:16432/pgbouncer" -qtAc 'show clients' 2>/dev/null | grep -c "|$database|" || true)
+    servers=$(psql "$POSTGRES_SERVER" -qtAc "select count(*) from pg_stat_activity where datname = '$database' and application_name = 'shopkeep'")
+    bouncer_line="PgBouncer (transaction mode, default_pool_size $BOUNCER_POOL): $INSTANCES instances × $INSTANCE_CONNECTIONS = $clients client connections to PgBouncer; $servers server connections on PostgreSQL"
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+    kill "$bouncer_pid" 2>/dev/null || true
+    wait "$bouncer_pid" 2>/dev/null || true
+    if [ "$SMOKE" = 1 ] && [ "${clients:-0}" -lt "$INSTANCES" ]; then
+        echo "error: PgBouncer saw ${clients:-0} clients from $INSTANCES instances" >&2
+        exit 1
+    fi
+}
+
 results=()
 hit_ratios=()
+bouncer_line=""
 if [ "$SMOKE" != 1 ] && require_nginx; then
     nginx_pid=$(start_nginx "$work/nginx" 18090 $server_cpu)
     wait_ready "$nginx_pid" "$work/nginx/error.log" http://127.0.0.1:18090/
@@ -196,6 +241,9 @@ for backend in $BACKENDS; do
     kill -TERM $pid; wait $pid || true
     hit_ratios+=("$backend $hit_ratio")
     if [ "$backend" = postgres ]; then
+        pgbouncer_pass
+    fi
+    if [ "$backend" = postgres ]; then
         psql "$POSTGRES_SERVER" -qc "drop database if exists shopkeep_bench_$$ with (force)" >/dev/null
     fi
     rm -f "$work"/bench.db*
@@ -221,4 +269,5 @@ for row in "${hit_ratios[@]}"; do
     read -r backend ratio <<<"$row"
     echo "$backend: cache hit ratio over the warm reads ${ratio}%"
 done
+[ -n "$bouncer_line" ] && echo "$bouncer_line"
 exit $failed

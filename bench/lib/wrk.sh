@@ -68,3 +68,41 @@ CONF
     taskset -c "$cpu" nginx -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1 &
     echo $!
 }
+
+# Installs pgbouncer (Debian package) when it is missing; exits when it cannot.
+require_pgbouncer() {
+    [ -x /usr/sbin/pgbouncer ] && return 0
+    echo "installing pgbouncer (Debian package)" >&2
+    (apt-get install -y pgbouncer >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y pgbouncer >/dev/null 2>&1)) \
+        || { echo "error: pgbouncer is required and could not be installed" >&2; exit 1; }
+}
+
+# Starts PgBouncer in transaction mode (stock settings otherwise) on 127.0.0.1:$2 in front of
+# the PostgreSQL server at $3:$4, pool size $5, its files under directory $1 (as root it runs as
+# the user postgres); prints its pid.
+start_pgbouncer() {
+    local dir=$1 port=$2 host=$3 server_port=$4 pool=$5
+    mkdir -p "$dir"
+    printf '"postgres" ""\n' >"$dir/userlist.txt"
+    cat >"$dir/pgbouncer.ini" <<CONF
+[databases]
+* = host=$host port=$server_port
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+default_pool_size = $pool
+max_client_conn = 2000
+admin_users = postgres
+CONF
+    local as_user=()
+    if [ "$(id -u)" = 0 ]; then
+        chmod 755 "$dir"; chmod 644 "$dir"/*
+        as_user=(-u postgres)
+    fi
+    /usr/sbin/pgbouncer "${as_user[@]}" "$dir/pgbouncer.ini" >"$dir/pgbouncer.log" 2>&1 &
+    echo $!
+}
