@@ -56,7 +56,7 @@ esac
 source bench/lib/wrk.sh
 require_wrk
 cargo build "${cargo_profile[@]}" --locked -p shopkeep >&2
-binary=target/$PROFILE/shopkeep
+binary=${CARGO_TARGET_DIR:-target}/$PROFILE/shopkeep
 work=$(mktemp -d)
 cleanup() {
     kill $(jobs -p) 2>/dev/null || true

@@ -51,7 +51,7 @@ if ! command -v jq >/dev/null 2>&1; then
         || { echo "error: jq is required and could not be installed" >&2; exit 1; }
 fi
 cargo build "${cargo_profile[@]}" --locked -p worker --example throughput >&2
-binary=target/$PROFILE/examples/throughput
+binary=${CARGO_TARGET_DIR:-target}/$PROFILE/examples/throughput
 results=$(mktemp)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 trap 'rm -f "$results"' EXIT

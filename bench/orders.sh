@@ -43,7 +43,7 @@ if ! command -v jq >/dev/null 2>&1; then
         || { echo "error: jq is required and could not be installed" >&2; exit 1; }
 fi
 cargo build "${cargo_profile[@]}" --locked -p shopkeep --bin shopkeep --example checkout_load >&2
-binary=target/$PROFILE/shopkeep
+binary=${CARGO_TARGET_DIR:-target}/$PROFILE/shopkeep
 load=target/$PROFILE/examples/checkout_load
 work=$(mktemp -d)
 results="$work/results"

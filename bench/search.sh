@@ -42,7 +42,7 @@ source bench/lib/wrk.sh
 require_wrk
 cargo build "${cargo_profile[@]}" --locked -p shopkeep >&2
 cargo build "${cargo_profile[@]}" --locked -p store-sqlx --example search_bench >&2
-binary=target/$PROFILE/shopkeep
+binary=${CARGO_TARGET_DIR:-target}/$PROFILE/shopkeep
 bench_binary=target/$PROFILE/examples/search_bench
 work=$(mktemp -d)
 database=shopkeep_search_bench_$$
