@@ -27,8 +27,12 @@ pub fn init_logging(config: &LogConfig) {
         .ok()
         .and_then(|directives| EnvFilter::try_new(directives).ok())
         .unwrap_or_else(|| EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info")));
+    // The writer thread drains every queued line into this buffer and flushes it when the queue
+    // is empty: one write to stdout per batch instead of one per line (stdout alone is line
+    // buffered), and at most a batch old when the server is idle.
+    let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let (writer, guard) =
-        NonBlockingBuilder::default().buffered_lines_limit(config.buffer_lines).lossy(true).finish(std::io::stdout());
+        NonBlockingBuilder::default().buffered_lines_limit(config.buffer_lines).lossy(true).finish(stdout);
     let drops = writer.error_counter();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_span_events(FmtSpan::NONE).with_writer(writer);
     let result = if config.format == "human" {
