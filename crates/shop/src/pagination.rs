@@ -6,7 +6,7 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 
 /// Which page of a list to return; construction enforces 1-based pages and the size cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PageRequest {
     page: u32,
     limit: u32,
@@ -72,7 +72,7 @@ impl SortOrder {
 }
 
 /// One page of results and the total number of matches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub total: u64,

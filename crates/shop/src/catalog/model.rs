@@ -7,7 +7,8 @@ use super::{Money, Slug};
 use crate::pagination::{PageRequest, SortOrder};
 
 /// Trimmed text within length bounds; names and descriptions of catalog entries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Text(String);
 
 impl Text {
@@ -42,7 +43,8 @@ impl Text {
 }
 
 /// Units in stock: never negative, at most a billion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Stock(i64);
 
 impl Stock {
@@ -75,7 +77,7 @@ impl IdOrSlug {
 }
 
 /// A product category.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Category {
     pub id: Uuid,
     pub name: Text,
@@ -120,7 +122,7 @@ impl CategorySort {
 }
 
 /// Whether a product is on sale or hidden from the storefront.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ProductStatus {
     Active,
     Archived,
@@ -145,7 +147,8 @@ impl ProductStatus {
 
 /// A merchant's search boost: −1000 to 1000, 0 by default. Among hits that match the query
 /// equally well, the higher boost ranks first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct SearchBoost(i32);
 
 impl SearchBoost {
@@ -162,7 +165,7 @@ impl SearchBoost {
 }
 
 /// A product. `version` grows by one with every change; conditional updates compare it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Product {
     pub id: Uuid,
     pub name: Text,

@@ -14,7 +14,8 @@ pub const MINOR_DIGITS: u32 = 2;
 const MAX_MINOR: i64 = 10_000_000_000 * 100;
 
 /// An ISO 4217 code from the supported list.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Currency([u8; 3]);
 
 impl Currency {
@@ -40,7 +41,7 @@ impl fmt::Debug for Currency {
 }
 
 /// A non-negative amount with its currency, held exactly in minor units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Money {
     minor: i64,
     currency: Currency,

@@ -9,7 +9,7 @@ use super::model::{
     ProductStatus,
 };
 use super::{Slug, Text};
-use crate::cache::{CacheHandle, CacheSettings, Family, ReadCache};
+use crate::cache::{CacheHandle, CacheSettings, Family, ReadCache, SharedTier};
 use crate::clock::Clock;
 use crate::error::{Conflict, Error, StoreError};
 use crate::pagination::{Page, PageRequest, SortOrder};
@@ -95,6 +95,18 @@ impl CatalogService {
 
     pub fn caches(&self) -> &CatalogCaches {
         &self.caches
+    }
+
+    /// Local misses of every catalog cache look in `tier` before the store.
+    pub fn with_shared_tier(mut self, tier: &Arc<dyn SharedTier>) -> Self {
+        let caches = self.caches;
+        self.caches = CatalogCaches {
+            products: caches.products.with_shared(Arc::clone(tier)),
+            categories: caches.categories.with_shared(Arc::clone(tier)),
+            product_lists: caches.product_lists.with_shared(Arc::clone(tier)),
+            category_lists: caches.category_lists.with_shared(Arc::clone(tier)),
+        };
+        self
     }
 
     pub async fn create_category(&self, name: Text, slug: Slug, description: Text) -> Result<Category, Error> {

@@ -5,7 +5,8 @@ use std::fmt;
 const MAX_LEN: usize = 100;
 
 /// A slug such as `harry-potter`. Never shaped like a UUID, so `{idOrSlug}` paths are unambiguous.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Slug(String);
 
 impl Slug {

@@ -176,7 +176,7 @@ pub const PRICE_BUCKETS: [(i64, Option<i64>); 7] = [
 ];
 
 /// Products of one category among the hits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CategoryCount {
     pub id: Uuid,
     pub name: String,
@@ -185,7 +185,7 @@ pub struct CategoryCount {
 }
 
 /// Products in one price bucket among the hits (`to` exclusive, `None` for the last).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PriceCount {
     pub from_minor: i64,
     pub to_minor: Option<i64>,
@@ -193,7 +193,7 @@ pub struct PriceCount {
 }
 
 /// Facet counts over every hit of a query (all pages), or over the filtered list without one.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Facets {
     /// Most products first, then by name; `None` when not asked for.
     pub categories: Option<Vec<CategoryCount>>,

@@ -10,7 +10,7 @@ use super::query::{
     Alternative, FacetRequest, Facets, FieldBoosts, IndexHit, IndexQuery, QueryTerm, SearchOrder, SearchText,
 };
 use super::{Analyzer, Language, TypoRules, Vocabulary, words};
-use crate::cache::{CacheHandle, CacheSettings, Family, Generations, ReadCache, Weigh};
+use crate::cache::{CacheHandle, CacheSettings, Family, Generations, ReadCache, SharedTier, Weigh};
 use crate::catalog::{Category, Product, ProductQuery, ProductStatus};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, StoreError};
@@ -55,7 +55,7 @@ impl Default for SearchSettings {
 }
 
 /// A product found, ready to show: the score and the highlighted name and description.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SearchHit {
     pub product: Product,
     /// The index's relevance score (comparable within one response).
@@ -69,7 +69,7 @@ pub struct SearchHit {
 }
 
 /// One page of hits and what was searched for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SearchResults {
     pub page: Page<SearchHit>,
     /// The query as corrected when typo tolerance found what the words as typed did not.
@@ -80,7 +80,7 @@ pub struct SearchResults {
 }
 
 /// A product completing what was typed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SuggestedProduct {
     pub product: Product,
     /// The name, HTML-escaped, matched words in `<mark>`.
@@ -88,7 +88,7 @@ pub struct SuggestedProduct {
 }
 
 /// Type-ahead answers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Suggestions {
     pub products: Vec<SuggestedProduct>,
     pub categories: Vec<Category>,
@@ -154,6 +154,17 @@ impl SearchService {
 
     pub fn caches(&self) -> &SearchCaches {
         &self.caches
+    }
+
+    /// Local misses of every search cache look in `tier` before searching the index.
+    pub fn with_shared_tier(mut self, tier: &Arc<dyn SharedTier>) -> Self {
+        let caches = self.caches;
+        self.caches = SearchCaches {
+            results: caches.results.with_shared(Arc::clone(tier)),
+            suggestions: caches.suggestions.with_shared(Arc::clone(tier)),
+            facets: caches.facets.with_shared(Arc::clone(tier)),
+        };
+        self
     }
 
     pub fn analyzer(&self) -> &Analyzer {

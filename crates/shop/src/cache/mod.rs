@@ -15,6 +15,13 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod generations;
+mod shared;
+
+pub use generations::Generations;
+use shared::SharedFill;
+pub use shared::{Announcement, SharedTier, TierError, TierEvent, follow_shared_tier};
+
 use rand::Rng;
 use time::{Duration, OffsetDateTime};
 
@@ -43,32 +50,6 @@ impl Family {
     }
 }
 
-/// The current generation of each family, shared by every cache of the process.
-#[derive(Debug, Default)]
-pub struct Generations {
-    catalog: AtomicU64,
-    accounts: AtomicU64,
-}
-
-impl Generations {
-    pub fn current(&self, family: Family) -> u64 {
-        self.counter(family).load(Ordering::Acquire)
-    }
-
-    /// Makes every entry of `family` cached so far unreachable.
-    pub fn bump(&self, family: Family) {
-        self.counter(family).fetch_add(1, Ordering::AcqRel);
-        metrics::counter!("cache_invalidations_total", "family" => family.as_str()).increment(1);
-    }
-
-    fn counter(&self, family: Family) -> &AtomicU64 {
-        match family {
-            Family::Catalog => &self.catalog,
-            Family::Accounts => &self.accounts,
-        }
-    }
-}
-
 /// How the caches behave; validated by the configuration.
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
@@ -85,6 +66,8 @@ pub struct CacheSettings {
     pub negative_ttl: Duration,
     /// How stale a read may be after another instance wrote: the period of the generation poll.
     pub max_staleness: Duration,
+    /// How long one instance may fill a shared-tier key alone while the others wait for it.
+    pub lease: Duration,
 }
 
 impl Default for CacheSettings {
@@ -96,6 +79,7 @@ impl Default for CacheSettings {
             jitter: 0.1,
             negative_ttl: Duration::seconds(5),
             max_staleness: Duration::seconds(1),
+            lease: Duration::milliseconds(200),
         }
     }
 }
@@ -173,6 +157,8 @@ pub struct ReadCache<K, V> {
     settings: CacheSettings,
     entries: Option<moka::future::Cache<(u64, K), Entry<V>>>,
     counts: Arc<Counts>,
+    /// The shared tier behind the local one, when configured.
+    shared: Option<SharedFill<K, V>>,
 }
 
 impl<K, V> Clone for ReadCache<K, V> {
@@ -185,6 +171,7 @@ impl<K, V> Clone for ReadCache<K, V> {
             settings: self.settings.clone(),
             entries: self.entries.clone(),
             counts: Arc::clone(&self.counts),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -227,11 +214,28 @@ where
                 })
                 .build()
         });
-        Self { name, family, generations, clock, settings: settings.clone(), entries, counts }
+        Self { name, family, generations, clock, settings: settings.clone(), entries, counts, shared: None }
     }
 
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// Local misses look in `tier` (and fill it) before the store; values travel as JSON.
+    pub fn with_shared(mut self, tier: Arc<dyn SharedTier>) -> Self
+    where
+        K: AsRef<str>,
+        V: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        if self.entries.is_some() {
+            self.shared = Some(SharedFill {
+                tier,
+                key: |key: &K| key.as_ref(),
+                encode: |value: &V| serde_json::to_vec(value),
+                decode: |bytes: &[u8]| serde_json::from_slice(bytes),
+            });
+        }
+        self
     }
 
     /// The cached value of `key`, or the result of `load` (stored unless it failed). Concurrent
@@ -261,11 +265,19 @@ where
         let clock = Arc::clone(&self.clock);
         let settings = &self.settings;
         let name = self.name;
+        // The shared tier only under a stored generation that covers this process's writes.
+        let shared = self.shared.as_ref().and_then(|shared| {
+            let generation = self.generations.shared(self.family)?;
+            Some((shared, shared.key_of(name, generation, &key.1)))
+        });
         let filled = entries
             .try_get_with(key, async move {
                 counts.fills.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("cache_fills_total", "cache" => name, "tier" => "local").increment(1);
-                let value = load().await?;
+                let value = match shared {
+                    Some((shared, key)) => shared.read_through(name, &key, settings, negative, load).await?,
+                    None => load().await?,
+                };
                 let ttl = if negative(&value) { settings.negative_ttl } else { settings.ttl };
                 Ok::<_, StoreError>(Entry { expires_at: clock.now() + jittered(ttl, settings.jitter), value })
             })
@@ -369,16 +381,23 @@ pub async fn follow_stored_generations(
             () = &mut stop => return,
         }
         for (family, last) in &mut seen {
+            let before = generations.current(*family);
             let changed = match versions.stored_generation(*family).await {
-                Ok(stored) => last.replace(stored).is_some_and(|last| last != stored),
+                Ok(stored) => {
+                    let changed = last.replace(stored).is_some_and(|last| last != stored);
+                    if changed {
+                        generations.advance(*family, before, stored);
+                    }
+                    changed
+                }
                 Err(error) => {
                     tracing::warn!(%error, family = family.as_str(), "cannot read the stored cache generation; dropping cached reads");
                     *last = None;
+                    generations.distrust(*family);
                     true
                 }
             };
             if changed {
-                generations.bump(*family);
                 for cache in caches.iter().filter(|cache| cache.family() == *family) {
                     cache.drop_unreachable();
                 }
