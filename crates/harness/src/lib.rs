@@ -10,11 +10,13 @@
 //! of its own, which records every charge so a test can prove that nothing was charged twice, and
 //! sends signed webhooks for what it creates, as a real provider does. And [`PgBouncer`]: the
 //! real connection pooler, started in transaction mode in front of the test PostgreSQL server.
+//! And [`RedisServer`]: a private Redis a test can kill and bring back.
 
 #![forbid(unsafe_code)]
 
 mod payments;
 mod pgbouncer;
+mod redis_server;
 mod requests;
 mod tls;
 
@@ -35,6 +37,7 @@ pub use payments::{
     webhook_signature,
 };
 pub use pgbouncer::{PgBouncer, PgBouncerSettings};
+pub use redis_server::RedisServer;
 pub use requests::{KEPT_REQUESTS, RecordedRequest};
 
 use requests::Recorder;

@@ -123,7 +123,7 @@ impl Drop for PgBouncer {
 }
 
 /// A port nobody listens on right now (the OS's choice for port 0).
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
