@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use resilience::{BreakerState, CallOutcome, CircuitBreaker};
+use resilience::{CallOutcome, CircuitBreaker};
 use shop::cache::{Announcement, Family, SharedTier, TierError, TierEvent};
 
 /// Deletes the lease only while it is still this instance's (it may have expired and been
@@ -249,8 +249,13 @@ impl SharedTier for RedisCache {
         self.call(command.query_async::<i64>(&mut connection)).await.map(|_| ())
     }
 
-    fn healthy(&self) -> bool {
-        self.subscribed.load(Ordering::Acquire)
-            && !matches!(self.breaker.state(), BreakerState::Open | BreakerState::ForcedOpen)
+    async fn check(&self) -> Result<(), TierError> {
+        if !self.subscribed.load(Ordering::Acquire) {
+            return Err(TierError("not subscribed to the write announcements".into()));
+        }
+        // Through the breaker: once its wait is over this probe is the call that closes it.
+        let mut connection = self.connection.clone();
+        let pong: String = self.call(redis::cmd("PING").query_async(&mut connection)).await?;
+        if pong == "PONG" { Ok(()) } else { Err(TierError(format!("unexpected answer {pong:?}"))) }
     }
 }

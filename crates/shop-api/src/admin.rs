@@ -287,6 +287,17 @@ struct StatusBody {
     rate_limits: LimitsStatus,
     load_shedding: SheddingStatus,
     caches: Vec<CacheStatus>,
+    /// The shared tier behind the local caches, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_cache: Option<SharedCacheStatus>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SharedCacheStatus {
+    backend: &'static str,
+    /// Commands succeed and the write announcements are subscribed.
+    healthy: bool,
 }
 
 /// One read cache's figures since start.
@@ -302,9 +313,13 @@ struct CacheStatus {
     hit_ratio: Option<f64>,
     fills: u64,
     fill_errors: u64,
-    evictions: u64,
-    entries: u64,
-    weighted_bytes: u64,
+    /// Local tier only (the shared tier's memory is Redis's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evictions: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entries: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weighted_bytes: Option<u64>,
 }
 
 /// The stability status page: every breaker, the limits in force, and load shedding.
@@ -341,9 +356,9 @@ async fn status(State(state): State<AdminState>) -> Response {
         caches: app
             .caches
             .iter()
-            .map(|cache| {
+            .flat_map(|cache| {
                 let stats = cache.stats();
-                CacheStatus {
+                let local = CacheStatus {
                     name: cache.name(),
                     family: cache.family().as_str(),
                     tier: "local",
@@ -352,12 +367,30 @@ async fn status(State(state): State<AdminState>) -> Response {
                     hit_ratio: stats.hit_ratio(),
                     fills: stats.fills,
                     fill_errors: stats.fill_errors,
-                    evictions: stats.evictions,
-                    entries: stats.entries,
-                    weighted_bytes: stats.weighted_bytes,
-                }
+                    evictions: Some(stats.evictions),
+                    entries: Some(stats.entries),
+                    weighted_bytes: Some(stats.weighted_bytes),
+                };
+                let shared = stats.shared.map(|shared| CacheStatus {
+                    name: cache.name(),
+                    family: cache.family().as_str(),
+                    tier: "shared",
+                    hits: shared.hits,
+                    misses: shared.misses,
+                    hit_ratio: shared.hit_ratio(),
+                    fills: shared.fills,
+                    fill_errors: shared.errors,
+                    evictions: None,
+                    entries: None,
+                    weighted_bytes: None,
+                });
+                std::iter::once(local).chain(shared)
             })
             .collect(),
+        shared_cache: match &app.shared_cache {
+            None => None,
+            Some(tier) => Some(SharedCacheStatus { backend: tier.backend(), healthy: tier.check().await.is_ok() }),
+        },
     };
     let mut response = axum::Json(body).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

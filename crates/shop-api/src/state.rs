@@ -66,6 +66,8 @@ pub struct AppParts {
     pub search: shop::search::SearchService,
     /// Every read cache, for the admin status.
     pub caches: Vec<Arc<dyn shop::cache::CacheHandle>>,
+    /// The shared cache tier (Redis), when configured: readiness and the admin status report it.
+    pub shared_cache: Option<Arc<dyn shop::cache::SharedTier>>,
     pub store: Arc<dyn Store>,
     pub readiness: Arc<Readiness>,
     pub settings: HttpSettings,
@@ -95,6 +97,7 @@ pub(crate) struct Inner {
     pub search: shop::search::SearchService,
     /// Every read cache, for the admin status.
     pub caches: Vec<Arc<dyn shop::cache::CacheHandle>>,
+    pub shared_cache: Option<Arc<dyn shop::cache::SharedTier>>,
     pub store: Arc<dyn Store>,
     pub readiness: Arc<Readiness>,
     pub settings: HttpSettings,
@@ -114,6 +117,7 @@ impl AppState {
             catalog,
             search,
             caches,
+            shared_cache,
             store,
             readiness,
             settings,
@@ -131,6 +135,7 @@ impl AppState {
             catalog,
             search,
             caches,
+            shared_cache,
             store,
             readiness,
             settings,

@@ -523,7 +523,8 @@ pub struct ProductRequest {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthBody {
-    /// `ok`, `draining` or `unavailable`.
+    /// `ok`, `degraded` (serving, with a dependency down that it can do without), `draining` or
+    /// `unavailable`.
     pub status: String,
     /// Per dependency: `ok` or what is wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -532,6 +533,10 @@ pub struct HealthBody {
     /// requests are let through (failing open) or refused (failing closed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<String>,
+    /// The shared cache tier, when one is configured: `ok`, or that it is unreachable and reads
+    /// are served by the local tier and the database (the instance stays ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
 }
 
 /// An external identity provider account linked to the user.

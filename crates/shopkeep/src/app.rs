@@ -38,6 +38,8 @@ pub struct Application {
     worker: Option<worker::Worker>,
     /// Every read cache, for the generation poll.
     caches: Vec<Arc<dyn shop::cache::CacheHandle>>,
+    /// The shared cache tier, when Redis is configured and `cache.shared` is on.
+    shared_cache: Option<Arc<redis_cache::RedisCache>>,
     started: Instant,
 }
 
@@ -271,13 +273,32 @@ impl Application {
             }
         }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let breakers = resilience::BreakerRegistry::new();
+        // One Redis, one breaker: the shared limits and the shared cache tier both go through it.
+        let redis_breaker = match &config.redis.url {
+            None => None,
+            Some(_) => {
+                let breaker = Arc::new(resilience::CircuitBreaker::new(
+                    redis_breaker_config(Duration::from_millis(config.redis.timeout_ms)),
+                    Arc::clone(&limiter_clock),
+                ));
+                breakers.register(Arc::clone(&breaker))?;
+                Some(breaker)
+            }
+        };
+        let shared_cache = shared_cache_tier(&config, redis_breaker.as_ref())?;
         let cache = config.cache.settings();
         let generations = shop::ports::CacheVersions::generations(sql_store.as_ref());
-        let search = shop::search::SearchService::new(Arc::clone(&sql_store) as _, config.search.settings())
+        let mut search = shop::search::SearchService::new(Arc::clone(&sql_store) as _, config.search.settings())
             .with_cache(&generations, &clock, &cache);
         let store: Arc<dyn Store> = sql_store;
         let accounts = account_service(&config, Arc::clone(&store), Arc::clone(&clock)).with_cache(&cache);
-        let catalog = CatalogService::new(Arc::clone(&store), Arc::clone(&clock)).with_cache(&cache);
+        let mut catalog = CatalogService::new(Arc::clone(&store), Arc::clone(&clock)).with_cache(&cache);
+        if let Some(tier) = &shared_cache {
+            let tier: Arc<dyn shop::cache::SharedTier> = Arc::clone(tier) as _;
+            catalog = catalog.with_shared_tier(&tier);
+            search = search.with_shared_tier(&tier);
+        }
         let caches: Vec<Arc<dyn shop::cache::CacheHandle>> =
             [catalog.caches().handles(), search.caches().handles(), accounts.caches().handles()].concat();
         let jobs = JobService::new(Arc::clone(&store), Arc::clone(&clock), crate::jobs::job_settings(&config));
@@ -300,14 +321,12 @@ impl Application {
             https: http.https,
             catalog_max_age: Duration::from_secs(http.catalog_max_age_secs),
         };
-        let breakers = resilience::BreakerRegistry::new();
         let payments = payment_provider(&config, &breakers, Arc::clone(&limiter_clock))?;
         let orders = order_service(&config, Arc::clone(&store), Arc::clone(&clock), payments);
         let webhooks = webhook_service(&config, Arc::clone(&store), Arc::clone(&clock));
         let webhook_clients = webhook_clients(&config, &breakers, Arc::clone(&limiter_clock));
-        let shared_limits = match &config.redis.url {
-            None => None,
-            Some(url) => {
+        let shared_limits = match (&config.redis.url, redis_breaker) {
+            (Some(url), Some(breaker)) => {
                 let limiter = redis_limits::RedisRateLimiter::new(&redis_limits::RedisSettings {
                     url: url.expose().to_owned(),
                     timeout: Duration::from_millis(config.redis.timeout_ms),
@@ -318,13 +337,9 @@ impl Application {
                 if let Err(error) = resilience::SharedLimiter::ping(&limiter).await {
                     tracing::warn!(%error, onFailure = %config.rate_limits.on_redis_failure, "Redis is unreachable at startup; rate limits fail {} until it answers", config.rate_limits.on_redis_failure);
                 }
-                let breaker = Arc::new(resilience::CircuitBreaker::new(
-                    redis_breaker_config(Duration::from_millis(config.redis.timeout_ms)),
-                    Arc::clone(&limiter_clock),
-                ));
-                breakers.register(Arc::clone(&breaker))?;
                 Some(SharedLimits { limiter: Arc::new(limiter), breaker, on_failure })
             }
+            _ => None,
         };
         let rate_limits = RateLimiters::new(config.rate_limits.clone(), Arc::clone(&limiter_clock), shared_limits)
             .map_err(|problem| anyhow::anyhow!("rate_limits.trusted_proxies: {problem}"))?;
@@ -349,6 +364,7 @@ impl Application {
             catalog,
             search,
             caches: caches.clone(),
+            shared_cache: shared_cache.clone().map(|tier| tier as Arc<dyn shop::cache::SharedTier>),
             store: Arc::clone(&store),
             readiness: Arc::clone(&readiness),
             settings,
@@ -389,6 +405,7 @@ impl Application {
             readiness,
             worker,
             caches,
+            shared_cache,
             started,
         })
     }
@@ -425,6 +442,7 @@ impl Application {
             readiness,
             worker,
             caches,
+            shared_cache,
             started,
         } = self;
         let public_address = public.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -452,6 +470,18 @@ impl Application {
         if config.cache.enabled {
             let every = Duration::from_millis(config.cache.max_staleness_ms);
             let stop = background.clone().cancelled_owned();
+            if let Some(tier) = shared_cache {
+                let events = tier.subscribe(background.clone().cancelled_owned());
+                let stop = background.clone().cancelled_owned();
+                tasks.spawn(shop::cache::follow_shared_tier(
+                    Arc::clone(&store) as _,
+                    tier,
+                    events,
+                    caches.clone(),
+                    every,
+                    stop,
+                ));
+            }
             tasks.spawn(shop::cache::follow_stored_generations(Arc::clone(&store) as _, caches, every, stop));
         }
         // Done off the request path, so the first login with an unknown email is not slower.
@@ -530,6 +560,29 @@ impl Application {
         tracing::info!("database closed; shutdown complete");
         Ok(())
     }
+}
+
+/// The shared cache tier on Redis, when Redis is configured and the shared tier (and caching)
+/// is on.
+fn shared_cache_tier(
+    config: &Config,
+    breaker: Option<&Arc<resilience::CircuitBreaker>>,
+) -> anyhow::Result<Option<Arc<redis_cache::RedisCache>>> {
+    let (Some(url), Some(breaker)) = (&config.redis.url, breaker) else { return Ok(None) };
+    if !(config.cache.enabled && config.cache.shared) {
+        return Ok(None);
+    }
+    let tier = redis_cache::RedisCache::new(
+        &redis_cache::RedisCacheSettings {
+            url: url.expose().to_owned(),
+            timeout: Duration::from_millis(config.redis.timeout_ms),
+            key_prefix: config.redis.key_prefix.clone(),
+        },
+        Arc::clone(breaker),
+    )
+    .map_err(|error| anyhow::anyhow!("redis.url: {error}"))?;
+    tracing::info!("shared cache tier: redis");
+    Ok(Some(Arc::new(tier)))
 }
 
 /// The breaker in front of Redis: after half of 10+ recent calls fail (or all are slower than

@@ -18,7 +18,7 @@ const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 #[utoipa::path(get, path = "/health/live", tag = "operations", security(()),
     responses((status = 200, description = "The process is alive", body = HealthBody), CommonErrors))]
 pub async fn live() -> Response {
-    private_json(StatusCode::OK, &HealthBody { status: "ok".into(), database: None, rate_limits: None })
+    private_json(StatusCode::OK, &HealthBody { status: "ok".into(), database: None, rate_limits: None, cache: None })
 }
 
 /// Whether this instance should receive traffic: not draining, and the database answers.
@@ -75,7 +75,7 @@ pub(crate) async fn check_database(store: &dyn shop::Store) -> DatabaseCheck {
 
 async fn readiness(state: &AppState) -> Response {
     if state.inner.readiness.is_draining() {
-        let body = HealthBody { status: "draining".into(), database: None, rate_limits: None };
+        let body = HealthBody { status: "draining".into(), database: None, rate_limits: None, cache: None };
         return with_retry_after(private_json(StatusCode::SERVICE_UNAVAILABLE, &body));
     }
     let (database_ok, database) = match check_database(state.inner.store.as_ref()).await {
@@ -94,10 +94,30 @@ async fn readiness(state: &AppState) -> Response {
         },
     };
     let ready = database_ok && limits_ok;
+    // Without the shared cache tier reads come from the local tier and the database: slower,
+    // still correct, so the instance stays in rotation and says it is degraded.
+    let cache = match &state.inner.shared_cache {
+        None => None,
+        Some(tier) => Some(match tier.check().await {
+            Ok(()) => "ok".to_owned(),
+            Err(error) => {
+                tracing::debug!(%error, "readiness: shared cache check failed");
+                format!("{} unreachable; reads served by the local cache and the database", tier.backend())
+            }
+        }),
+    };
+    let degraded = cache.as_deref().is_some_and(|cache| cache != "ok")
+        || rate_limits.as_deref().is_some_and(|limits| limits != "ok");
     let body = HealthBody {
-        status: if ready { "ok" } else { "unavailable" }.into(),
+        status: match (ready, degraded) {
+            (false, _) => "unavailable",
+            (true, true) => "degraded",
+            (true, false) => "ok",
+        }
+        .into(),
         database: Some(database.into()),
         rate_limits,
+        cache,
     };
     if ready {
         private_json(StatusCode::OK, &body)

@@ -20,7 +20,7 @@ mod shared;
 
 pub use generations::Generations;
 use shared::SharedFill;
-pub use shared::{Announcement, SharedTier, TierError, TierEvent, follow_shared_tier};
+pub use shared::{Announcement, SharedStats, SharedTier, TierError, TierEvent, follow_shared_tier};
 
 use rand::Rng;
 use time::{Duration, OffsetDateTime};
@@ -132,6 +132,7 @@ struct Counts {
     fills: AtomicU64,
     fill_errors: AtomicU64,
     evictions: Arc<AtomicU64>,
+    shared: shared::SharedCounts,
 }
 
 /// What a cache did so far, for metrics and the admin status.
@@ -146,6 +147,8 @@ pub struct CacheStats {
     pub evictions: u64,
     pub entries: u64,
     pub weighted_bytes: u64,
+    /// The shared tier's figures, when the cache has one.
+    pub shared: Option<SharedStats>,
 }
 
 /// One cache of values `V` by key `K`, in a family.
@@ -275,7 +278,9 @@ where
                 counts.fills.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("cache_fills_total", "cache" => name, "tier" => "local").increment(1);
                 let value = match shared {
-                    Some((shared, key)) => shared.read_through(name, &key, settings, negative, load).await?,
+                    Some((shared, key)) => {
+                        shared.read_through(name, &key, settings, &counts.shared, negative, load).await?
+                    }
                     None => load().await?,
                 };
                 let ttl = if negative(&value) { settings.negative_ttl } else { settings.ttl };
@@ -310,6 +315,7 @@ where
             evictions: self.counts.evictions.load(Ordering::Relaxed),
             entries,
             weighted_bytes,
+            shared: self.shared.as_ref().map(|_| self.counts.shared.stats()),
         }
     }
 
@@ -417,6 +423,9 @@ pub fn publish(caches: &[Arc<dyn CacheHandle>]) {
         metrics::counter!("cache_evictions_total", "cache" => name, "tier" => "local").absolute(stats.evictions);
         if let Some(ratio) = stats.hit_ratio() {
             metrics::gauge!("cache_hit_ratio", "cache" => name, "tier" => "local").set(ratio);
+        }
+        if let Some(ratio) = stats.shared.and_then(|shared| shared.hit_ratio()) {
+            metrics::gauge!("cache_hit_ratio", "cache" => name, "tier" => "shared").set(ratio);
         }
     }
 }

@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use sha2::Digest as _;
@@ -56,8 +57,8 @@ pub trait SharedTier: Send + Sync {
     async fn release(&self, key: &str) -> Result<(), TierError>;
     /// Tells every other instance about a write.
     async fn announce(&self, announcement: Announcement) -> Result<(), TierError>;
-    /// Whether commands succeed and the announcements are subscribed.
-    fn healthy(&self) -> bool;
+    /// Probes the tier: subscribed to the announcements, and a command answered.
+    async fn check(&self) -> Result<(), TierError>;
 }
 
 /// How long a waiter sleeps between looks for the value another instance's lease fills.
@@ -76,6 +77,46 @@ pub(super) struct SharedFill<K, V> {
 impl<K, V> Clone for SharedFill<K, V> {
     fn clone(&self) -> Self {
         Self { tier: Arc::clone(&self.tier), key: self.key, encode: self.encode, decode: self.decode }
+    }
+}
+
+/// What one cache did with the shared tier.
+#[derive(Debug, Default)]
+pub(super) struct SharedCounts {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    fills: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl SharedCounts {
+    pub(super) fn stats(&self) -> SharedStats {
+        SharedStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            fills: self.fills.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A cache's shared-tier figures since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharedStats {
+    /// Local misses answered by the shared tier (after waiting for another's lease included).
+    pub hits: u64,
+    pub misses: u64,
+    /// Values this instance stored in the tier.
+    pub fills: u64,
+    /// Lookups, leases and stores that failed (the database answered instead).
+    pub errors: u64,
+}
+
+impl SharedStats {
+    /// Hits over lookups that got an answer; `None` before the first.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let lookups = self.hits + self.misses;
+        (lookups > 0).then(|| self.hits as f64 / lookups as f64)
     }
 }
 
@@ -103,6 +144,7 @@ impl<K, V> SharedFill<K, V> {
         cache: &'static str,
         key: &str,
         settings: &CacheSettings,
+        counts: &SharedCounts,
         negative: fn(&V) -> bool,
         load: F,
     ) -> Result<V, StoreError>
@@ -110,7 +152,7 @@ impl<K, V> SharedFill<K, V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, StoreError>>,
     {
-        match self.lookup(cache, key).await {
+        match self.lookup(cache, key, counts).await {
             Lookup::Hit(value) => return Ok(value),
             Lookup::Unavailable => return load().await,
             Lookup::Miss => {}
@@ -122,7 +164,7 @@ impl<K, V> SharedFill<K, V> {
                 let loaded = load().await;
                 if let Ok(value) = &loaded {
                     let ttl = if negative(value) { settings.negative_ttl } else { settings.ttl };
-                    self.store(cache, key, value, jittered(ttl, settings.jitter)).await;
+                    self.store(cache, key, value, jittered(ttl, settings.jitter), counts).await;
                 }
                 if let Err(error) = self.tier.release(&lease_key).await {
                     tracing::debug!(%error, cache, "could not release a fill lease; it expires by itself");
@@ -137,6 +179,7 @@ impl<K, V> SharedFill<K, V> {
                     match self.lookup_quietly(key).await {
                         Lookup::Hit(value) => {
                             count(cache, "lease_wait_hit");
+                            counts.hits.fetch_add(1, Ordering::Relaxed);
                             return Ok(value);
                         }
                         Lookup::Unavailable => break,
@@ -147,19 +190,21 @@ impl<K, V> SharedFill<K, V> {
                 load().await
             }
             Err(error) => {
-                self.failed(cache, "lease", &error);
+                self.failed(cache, "lease", &error, counts);
                 load().await
             }
         }
     }
 
-    async fn lookup(&self, cache: &'static str, key: &str) -> Lookup<V> {
+    async fn lookup(&self, cache: &'static str, key: &str, counts: &SharedCounts) -> Lookup<V> {
         let found = self.lookup_quietly(key).await;
-        match &found {
-            Lookup::Hit(_) => count(cache, "hit"),
-            Lookup::Miss => count(cache, "miss"),
-            Lookup::Unavailable => count(cache, "error"),
-        }
+        let (outcome, counter) = match &found {
+            Lookup::Hit(_) => ("hit", &counts.hits),
+            Lookup::Miss => ("miss", &counts.misses),
+            Lookup::Unavailable => ("error", &counts.errors),
+        };
+        count(cache, outcome);
+        counter.fetch_add(1, Ordering::Relaxed);
         found
     }
 
@@ -182,19 +227,23 @@ impl<K, V> SharedFill<K, V> {
         }
     }
 
-    async fn store(&self, cache: &'static str, key: &str, value: &V, ttl: time::Duration) {
+    async fn store(&self, cache: &'static str, key: &str, value: &V, ttl: time::Duration, counts: &SharedCounts) {
         let bytes = match (self.encode)(value) {
             Ok(bytes) => bytes,
-            Err(error) => return self.failed(cache, "encode", &TierError(error.to_string())),
+            Err(error) => return self.failed(cache, "encode", &TierError(error.to_string()), counts),
         };
         let ttl = std::time::Duration::try_from(ttl).unwrap_or(std::time::Duration::from_secs(1));
         match self.tier.put(key, bytes, ttl).await {
-            Ok(()) => metrics::counter!("cache_fills_total", "cache" => cache, "tier" => "shared").increment(1),
-            Err(error) => self.failed(cache, "put", &error),
+            Ok(()) => {
+                counts.fills.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("cache_fills_total", "cache" => cache, "tier" => "shared").increment(1);
+            }
+            Err(error) => self.failed(cache, "put", &error, counts),
         }
     }
 
-    fn failed(&self, cache: &'static str, step: &'static str, error: &TierError) {
+    fn failed(&self, cache: &'static str, step: &'static str, error: &TierError, counts: &SharedCounts) {
+        counts.errors.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%error, cache, step, "shared cache step failed");
         metrics::counter!("cache_fill_errors_total", "cache" => cache, "tier" => "shared").increment(1);
     }
@@ -354,8 +403,8 @@ mod tests {
         async fn announce(&self, _announcement: Announcement) -> Result<(), TierError> {
             self.check()
         }
-        fn healthy(&self) -> bool {
-            !self.down.load(Ordering::SeqCst)
+        async fn check(&self) -> Result<(), TierError> {
+            self.check()
         }
     }
 
@@ -391,6 +440,8 @@ mod tests {
         assert_eq!(read(&b, &loads, "loaded again").await.as_deref(), Some("from the database"));
         assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for both instances");
         assert_eq!(tier.keys(), ["test:1:key"]);
+        assert_eq!(a.stats().shared, Some(SharedStats { hits: 0, misses: 1, fills: 1, errors: 0 }));
+        assert_eq!(b.stats().shared, Some(SharedStats { hits: 1, misses: 0, fills: 0, errors: 0 }));
         assert!(tier.leases.lock().unwrap().is_empty(), "the fill lease is released");
     }
 

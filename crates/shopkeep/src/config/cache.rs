@@ -1,5 +1,5 @@
 //! The `cache` section: the in-process cache of catalog and search reads — its size, TTLs and
-//! how stale a read may be after another instance wrote.
+//! how stale a read may be after another instance wrote — and the shared Redis tier behind it.
 
 use serde::{Deserialize, Serialize};
 use shop::cache::CacheSettings;
@@ -26,6 +26,12 @@ pub struct CacheConfig {
     /// each instance checks the database's catalog generation this often. Writes made by the
     /// instance itself are seen by its next read.
     pub max_staleness_ms: u64,
+    /// With `redis.url` set: local misses of catalog and search reads look in Redis (shared by
+    /// every instance) before the database, and writes are announced to every instance over
+    /// Redis pub/sub, so they are seen elsewhere within milliseconds, not `max_staleness_ms`.
+    pub shared: bool,
+    /// How long one instance may fill a shared key alone while the others wait for its value.
+    pub lease_ms: u64,
 }
 
 impl Default for CacheConfig {
@@ -39,6 +45,8 @@ impl Default for CacheConfig {
             ttl_jitter: defaults.jitter,
             negative_ttl_ms: millis(defaults.negative_ttl),
             max_staleness_ms: millis(defaults.max_staleness),
+            shared: true,
+            lease_ms: millis(defaults.lease),
         }
     }
 }
@@ -53,6 +61,7 @@ impl CacheConfig {
             jitter: self.ttl_jitter,
             negative_ttl: millis(self.negative_ttl_ms),
             max_staleness: millis(self.max_staleness_ms),
+            lease: millis(self.lease_ms),
         }
     }
 }
@@ -66,6 +75,7 @@ impl Validate for CacheConfig {
                 ("cache.ttl_ms", self.ttl_ms, 1..=86_400_000),
                 ("cache.negative_ttl_ms", self.negative_ttl_ms, 1..=86_400_000),
                 ("cache.max_staleness_ms", self.max_staleness_ms, 10..=60_000),
+                ("cache.lease_ms", self.lease_ms, 10..=10_000),
             ],
         );
         if !(0.0..=0.5).contains(&self.ttl_jitter) {

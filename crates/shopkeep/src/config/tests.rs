@@ -264,25 +264,34 @@ fn the_search_section_is_checked_and_becomes_the_service_settings() {
 
 #[test]
 fn the_cache_section_is_checked_and_becomes_the_cache_settings() {
-    let config =
-        with_toml("[cache]\ncapacity_mb = 8\nttl_ms = 30000\nttl_jitter = 0.2\nmax_staleness_ms = 250\n").unwrap();
+    let config = with_toml(
+        "[cache]\ncapacity_mb = 8\nttl_ms = 30000\nttl_jitter = 0.2\nmax_staleness_ms = 250\nlease_ms = 50\n",
+    )
+    .unwrap();
     let settings = config.cache.settings();
     assert!(settings.enabled);
     assert_eq!(settings.capacity_bytes, 8 * 1024 * 1024);
     assert_eq!(settings.ttl, time::Duration::seconds(30));
     assert_eq!(settings.jitter, 0.2);
     assert_eq!(settings.max_staleness, time::Duration::milliseconds(250));
+    assert_eq!(settings.lease, time::Duration::milliseconds(50));
+    assert!(config.cache.shared, "the shared tier is on whenever Redis is configured");
     let errors = with_toml(
-        "[cache]\ncapacity_mb = 0\nttl_ms = 0\nttl_jitter = 0.9\nmax_staleness_ms = 1\nnegative_ttl_ms = 0\n",
+        "[cache]\ncapacity_mb = 0\nttl_ms = 0\nttl_jitter = 0.9\nmax_staleness_ms = 1\nnegative_ttl_ms = 0\nlease_ms = 0\n",
     )
     .unwrap_err();
     let text = errors.to_string();
-    for expected in
-        ["cache.capacity_mb", "cache.ttl_ms", "cache.ttl_jitter", "cache.max_staleness_ms", "cache.negative_ttl_ms"]
-    {
+    for expected in [
+        "cache.capacity_mb",
+        "cache.ttl_ms",
+        "cache.ttl_jitter",
+        "cache.max_staleness_ms",
+        "cache.negative_ttl_ms",
+        "cache.lease_ms",
+    ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }
-    assert_eq!(errors.0.len(), 5, "{text}");
+    assert_eq!(errors.0.len(), 6, "{text}");
 }
 
 #[test]

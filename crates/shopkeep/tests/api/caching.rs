@@ -1,6 +1,8 @@
 //! The read cache over HTTP: every catalog write is seen by the next read on the instance that
 //! made it, and by another instance on the same database within `cache.max_staleness_ms`, and
-//! so is a logout (sign-ins are cached too); the admin status shows what the caches did.
+//! so is a logout (sign-ins are cached too); the admin status shows what the caches did. With
+//! Redis: instances share what they loaded and hear each other's writes at once, and a Redis
+//! that dies mid-run costs clients nothing.
 
 use std::time::{Duration, Instant};
 
@@ -9,13 +11,40 @@ use serde_json::{Value, json};
 use shop::accounts::Role;
 
 use crate::both_backends;
-use crate::helpers::{PASSWORD, TestApp};
+use crate::helpers::{Backend, PASSWORD, TestApp, spawn_app_with, with_redis};
+
+both_backends!(and_redis: every_catalog_write_is_seen_by_the_next_read);
 
 both_backends!(
-    every_catalog_write_is_seen_by_the_next_read,
     a_write_on_one_instance_is_seen_by_another_within_the_bound,
     a_logout_on_one_instance_reaches_another_within_the_bound,
 );
+
+mod through_redis {
+    //! Two instances sharing PostgreSQL (or a SQLite file) and Redis.
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::writes_and_logouts_reach_every_instance_through_redis(crate::helpers::Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::writes_and_logouts_reach_every_instance_through_redis(crate::helpers::Backend::Postgres).await;
+    }
+}
+
+mod redis_dying {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::reads_survive_redis_dying_mid_run(crate::helpers::Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::reads_survive_redis_dying_mid_run(crate::helpers::Backend::Postgres).await;
+    }
+}
 
 async fn get_json(app: &TestApp, path: &str) -> (StatusCode, Value) {
     let response = app.http.get(app.url(path)).send().await.unwrap();
@@ -165,4 +194,139 @@ async fn a_logout_on_one_instance_reaches_another_within_the_bound(app: &TestApp
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     peer.stop().await;
+}
+
+async fn admin_status(app: &TestApp) -> Value {
+    app.http.get(app.admin_url("/admin/v1/status")).send().await.unwrap().json().await.unwrap()
+}
+
+/// The figures of cache `name` in `tier` (`local` or `shared`).
+fn cache_row<'a>(status: &'a Value, name: &str, tier: &str) -> &'a Value {
+    let rows = status["caches"].as_array().unwrap();
+    rows.iter()
+        .find(|row| row["name"] == name && row["tier"] == tier)
+        .unwrap_or_else(|| panic!("{name}/{tier}: {status}"))
+}
+
+/// Polls `check` every 20 ms until it holds, failing after `limit`; returns how long it took.
+async fn within<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "{what}: not after {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+/// The generation poll is all but off (a minute): what reaches the peer fast came through
+/// Redis — a value another instance loaded, a write it announced, a logout.
+async fn writes_and_logouts_reach_every_instance_through_redis(backend: Backend) {
+    let slow_poll = |config: &mut shopkeep::config::Config| {
+        with_redis(config);
+        config.cache.max_staleness_ms = 60_000;
+    };
+    let app = spawn_app_with(backend, slow_poll).await;
+    let staff = app.signed_in("staff@example.com", Role::Staff).await;
+    let category = app.add_category(&staff, "lamps").await;
+    let product = app.add_product(&staff, category["id"].as_str().unwrap(), "desk-lamp", "20.00", 3).await;
+    let item = format!("/api/v1/products/{}", product["id"].as_str().unwrap());
+    let peer = app.spawn_peer(|_| {}).await;
+    // Wait until both trust the stored generation and are subscribed.
+    for instance in [&app, &peer] {
+        within(Duration::from_secs(10), "the shared tier is healthy", || async {
+            admin_status(instance).await["sharedCache"]["healthy"] == true
+        })
+        .await;
+    }
+
+    assert_eq!(read_twice(&app, &item).await["price"], "20.00");
+    assert_eq!(read_twice(&peer, &item).await["price"], "20.00");
+    let products = cache_row(&admin_status(&peer).await, "products", "shared").clone();
+    assert!(products["hits"].as_u64().unwrap() >= 1, "the peer got the app's value from Redis: {products}");
+    assert_eq!(products["fills"], 0, "and did not load it itself: {products}");
+
+    patch(&app, &staff, &item, json!({ "price": "25.00" })).await;
+    assert_eq!(read_twice(&app, &item).await["price"], "25.00", "read-your-writes where it was written");
+    let took = within(Duration::from_secs(5), "the peer sees the new price", || async {
+        get_json(&peer, &item).await.1["price"] == "25.00"
+    })
+    .await;
+    assert!(took < Duration::from_secs(5), "announced, not polled: {took:?}");
+    assert_eq!(read_twice(&peer, "/api/v1/products").await["data"][0]["price"], "25.00");
+
+    // A logout: sign-ins are cached for up to max_staleness (a minute here) but announced.
+    let login =
+        app.http.post(app.url("/api/v1/sessions")).json(&json!({ "email": "staff@example.com", "password": PASSWORD }));
+    let login = login.send().await.unwrap();
+    assert_eq!(login.status(), StatusCode::CREATED);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let me = |on: &TestApp| on.http.get(on.url("/api/v1/users/me")).header("cookie", &cookie).send();
+    for _ in 0..3 {
+        assert_eq!(me(&peer).await.unwrap().status(), StatusCode::OK);
+    }
+    let logout = app.http.delete(app.url("/api/v1/sessions/current")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    within(Duration::from_secs(5), "the peer refuses the session", || async {
+        me(&peer).await.unwrap().status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    peer.stop().await;
+    app.stop().await;
+}
+
+/// Redis is killed after the caches filled and brought back later: clients never see an error,
+/// writes stay visible, readiness says `degraded` (and stays 200) until Redis is back.
+async fn reads_survive_redis_dying_mid_run(backend: Backend) {
+    let mut redis = harness::RedisServer::start().await.unwrap();
+    let url = redis.url();
+    let app = spawn_app_with(backend, |config| {
+        config.redis.url = Some(shopkeep::config::Secret::new(&url));
+    })
+    .await;
+    let staff = app.signed_in("staff@example.com", Role::Staff).await;
+    let category = app.add_category(&staff, "lamps").await;
+    let product = app.add_product(&staff, category["id"].as_str().unwrap(), "desk-lamp", "20.00", 3).await;
+    let item = format!("/api/v1/products/{}", product["id"].as_str().unwrap());
+    within(Duration::from_secs(10), "the shared tier is healthy", || async {
+        admin_status(&app).await["sharedCache"]["healthy"] == true
+    })
+    .await;
+    assert_eq!(read_twice(&app, &item).await["price"], "20.00");
+    let ready: Value = app.http.get(app.url("/health/ready")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((&ready["status"], &ready["cache"]), (&json!("ok"), &json!("ok")), "{ready}");
+
+    redis.kill();
+    within(Duration::from_secs(10), "readiness notices", || async {
+        let ready = app.http.get(app.url("/health/ready")).send().await.unwrap();
+        let status = ready.status();
+        let body: Value = ready.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "a cache outage keeps the instance in rotation: {body}");
+        body["status"] == "degraded"
+            && body["cache"] == "redis unreachable; reads served by the local cache and the database"
+    })
+    .await;
+    // Reads of what was cached, of what was not, and after a write: all answered, all right.
+    assert_eq!(read_twice(&app, &item).await["price"], "20.00");
+    assert_eq!(read_twice(&app, "/api/v1/products?q=desk").await["total"], 1);
+    patch(&app, &staff, &item, json!({ "price": "30.00" })).await;
+    assert_eq!(read_twice(&app, &item).await["price"], "30.00");
+    assert_eq!(read_twice(&app, "/api/v1/products").await["data"][0]["price"], "30.00");
+    assert_eq!(read_twice(&app, "/api/v1/categories/lamps").await["slug"], "lamps");
+    let status = admin_status(&app).await;
+    assert_eq!(status["sharedCache"]["healthy"], false, "{status}");
+
+    redis.restart().await.unwrap();
+    within(Duration::from_secs(15), "readiness recovers", || async {
+        // The Redis breaker waits (on the limiter clock, manual in tests) before each probe.
+        app.limiter_clock.advance(Duration::from_secs(60));
+        let ready: Value = app.http.get(app.url("/health/ready")).send().await.unwrap().json().await.unwrap();
+        ready["status"] == "ok"
+    })
+    .await;
+    assert_eq!(read_twice(&app, &item).await["price"], "30.00");
+    app.stop().await;
 }

@@ -24,54 +24,55 @@ pub enum Backend {
     PgBouncer,
 }
 
-/// Generates, for each named `async fn(&TestApp)`, a module with one test per backend.
+/// Generates, for each named `async fn(&TestApp)`, a module with one test per backend:
+/// SQLite and PostgreSQL, plus PostgreSQL through PgBouncer (`and_pgbouncer:`) or both again
+/// with the shared Redis cache tier (`and_redis:`).
 #[macro_export]
 macro_rules! both_backends {
+    (@case $test:ident, $name:ident, $backend:ident, $customise:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            let app = $crate::helpers::spawn_app_with($crate::helpers::Backend::$backend, $customise).await;
+            super::$name(&app).await;
+            app.stop().await;
+        }
+    };
     (and_pgbouncer: $($name:ident),* $(,)?) => {
         $(
             mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    let app = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await;
-                    super::$name(&app).await;
-                    app.stop().await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    let app = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await;
-                    super::$name(&app).await;
-                    app.stop().await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn pgbouncer() {
-                    let app = $crate::helpers::spawn_app($crate::helpers::Backend::PgBouncer).await;
-                    super::$name(&app).await;
-                    app.stop().await;
-                }
+                $crate::both_backends!(@case sqlite, $name, Sqlite, |_| {});
+                $crate::both_backends!(@case postgres, $name, Postgres, |_| {});
+                $crate::both_backends!(@case pgbouncer, $name, PgBouncer, |_| {});
+            }
+        )*
+    };
+    (and_redis: $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                $crate::both_backends!(@case sqlite, $name, Sqlite, |_| {});
+                $crate::both_backends!(@case postgres, $name, Postgres, |_| {});
+                $crate::both_backends!(@case sqlite_redis, $name, Sqlite, $crate::helpers::with_redis);
+                $crate::both_backends!(@case postgres_redis, $name, Postgres, $crate::helpers::with_redis);
             }
         )*
     };
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    let app = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await;
-                    super::$name(&app).await;
-                    app.stop().await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    let app = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await;
-                    super::$name(&app).await;
-                    app.stop().await;
-                }
+                $crate::both_backends!(@case sqlite, $name, Sqlite, |_| {});
+                $crate::both_backends!(@case postgres, $name, Postgres, |_| {});
             }
         )*
     };
+}
+
+/// Points `config` at the test machine's Redis (`SHOPKEEP_TEST_REDIS_URL`, default
+/// `redis://127.0.0.1:6379`) under a key prefix of its own, which peers spawned from the app
+/// share: shared rate limits and the shared cache tier.
+pub fn with_redis(config: &mut Config) {
+    let url = std::env::var("SHOPKEEP_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    config.redis.url = Some(Secret::new(&url));
+    config.redis.key_prefix = format!("shopkeep-test-{}", uuid::Uuid::new_v4().simple());
 }
 
 /// Removes the test's database when the test ends.

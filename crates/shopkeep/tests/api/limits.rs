@@ -291,6 +291,8 @@ async fn without_redis_limits_fail_open_or_closed_as_configured() {
     assert_eq!(ready.status(), StatusCode::OK, "failing open keeps serving");
     let ready: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(ready["rateLimits"], "redis unreachable; failing open");
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["cache"], "redis unreachable; reads served by the local cache and the database");
     open.stop().await;
 
     let closed = spawn_app_with(Backend::Sqlite, |config| {
