@@ -90,6 +90,14 @@ impl<T> Page<T> {
     }
 }
 
+/// The total of a list, when one page of it tells: a page that is not full (and not past the
+/// end) is the last one, so the total is its offset plus its length. `None`: count it.
+pub fn total_from_page(page: PageRequest, items: usize) -> Option<u64> {
+    let items = u64::try_from(items).ok()?;
+    let full = items >= u64::from(page.limit());
+    (!full && (items > 0 || page.offset() == 0)).then(|| page.offset() + items)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +116,15 @@ mod tests {
         assert_eq!(page.total_pages(), 2);
         let empty = Page::<u8> { items: vec![], total: 0, request: PageRequest::default() };
         assert_eq!(empty.total_pages(), 0);
+    }
+
+    #[test]
+    fn a_page_that_is_not_full_tells_the_total() {
+        let page = |number, limit| PageRequest::new(Some(number), Some(limit)).unwrap();
+        assert_eq!(total_from_page(page(1, 20), 7), Some(7));
+        assert_eq!(total_from_page(page(3, 20), 5), Some(45));
+        assert_eq!(total_from_page(page(1, 20), 0), Some(0), "an empty first page: nothing matches");
+        assert_eq!(total_from_page(page(1, 20), 20), None, "a full page may have more after it");
+        assert_eq!(total_from_page(page(4, 20), 0), None, "past the end says nothing");
     }
 }

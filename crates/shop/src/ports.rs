@@ -112,7 +112,20 @@ pub trait CategoryRepository: Send + Sync {
 pub trait ProductRepository: Send + Sync {
     async fn insert_product(&self, product: &NewProduct) -> Result<Product, StoreError>;
     async fn find_product(&self, key: &IdOrSlug) -> Result<Option<Product>, StoreError>;
-    async fn list_products(&self, query: &ProductQuery) -> Result<Page<Product>, StoreError>;
+    /// One page of products matching `query`, in its order.
+    async fn list_product_items(&self, query: &ProductQuery) -> Result<Vec<Product>, StoreError>;
+    /// How many products match `query`'s filters (its page and order do not matter).
+    async fn count_products(&self, query: &ProductQuery) -> Result<u64, StoreError>;
+    /// A page with its total: counted only when the page does not tell it (see
+    /// [`crate::pagination::total_from_page`]).
+    async fn list_products(&self, query: &ProductQuery) -> Result<Page<Product>, StoreError> {
+        let items = self.list_product_items(query).await?;
+        let total = match crate::pagination::total_from_page(query.page, items.len()) {
+            Some(total) => total,
+            None => self.count_products(query).await?,
+        };
+        Ok(Page { items, total, request: query.page })
+    }
     /// Applies the changes and bumps `version`. Returns `None` when no product has this id
     /// (and, with `expected_version`, this version).
     async fn update_product(

@@ -275,11 +275,16 @@ impl ProductRepository for SqlStore {
         row.map(ProductRow::into_product).transpose()
     }
 
-    async fn list_products(&self, query: &ProductQuery) -> Result<Page<Product>, StoreError> {
+    async fn count_products(&self, query: &ProductQuery) -> Result<u64, StoreError> {
         let mut conn = self.connection().await?;
         let mut count_query = sql("select count(*) from products");
         push_product_filters(&mut count_query, query);
         let total: i64 = conn.fetch_scalar(count_query).await.map_err(error("failed to count products"))?;
+        Ok(count(total))
+    }
+
+    async fn list_product_items(&self, query: &ProductQuery) -> Result<Vec<Product>, StoreError> {
+        let mut conn = self.connection().await?;
         let mut select = sql(concat!("select ", product_columns!(), " from products"));
         push_product_filters(&mut select, query);
         let column = match query.sort_by {
@@ -293,8 +298,7 @@ impl ProductRepository for SqlStore {
         select.push(&format!(" order by {column} {order}, products.id {order} limit "));
         select.push_bind(query.page.limit()).push(" offset ").push_bind(offset(query.page));
         let rows: Vec<ProductRow> = conn.fetch_all(select).await.map_err(error("failed to list products"))?;
-        let items = rows.into_iter().map(ProductRow::into_product).collect::<Result<_, _>>()?;
-        Ok(Page { items, total: count(total), request: query.page })
+        rows.into_iter().map(ProductRow::into_product).collect()
     }
 
     async fn update_product(

@@ -457,6 +457,12 @@ fn shared_error(error: &Arc<StoreError>) -> StoreError {
     }
 }
 
+impl Weigh for u64 {
+    fn weight(&self) -> usize {
+        8
+    }
+}
+
 impl Weigh for String {
     fn weight(&self) -> usize {
         self.len() + 24

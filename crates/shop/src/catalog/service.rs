@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::model::{
     Category, CategoryChanges, CategorySort, IdOrSlug, NewCategory, NewProduct, Product, ProductChanges, ProductQuery,
-    ProductStatus,
+    ProductSort, ProductStatus,
 };
 use super::{Slug, Text};
 use crate::cache::{CacheHandle, CacheSettings, Family, ReadCache, SharedTier};
@@ -31,6 +31,8 @@ pub struct CatalogCaches {
     pub products: ReadCache<String, Option<Product>>,
     pub categories: ReadCache<String, Option<Category>>,
     pub product_lists: ReadCache<String, Page<Product>>,
+    /// Totals of product lists by their filters (shared by every page and order).
+    pub product_counts: ReadCache<String, u64>,
     pub category_lists: ReadCache<String, Page<Category>>,
 }
 
@@ -40,6 +42,7 @@ impl CatalogCaches {
             Arc::new(self.products.clone()),
             Arc::new(self.categories.clone()),
             Arc::new(self.product_lists.clone()),
+            Arc::new(self.product_counts.clone()),
             Arc::new(self.category_lists.clone()),
         ]
     }
@@ -63,6 +66,13 @@ impl CatalogCaches {
             ),
             product_lists: ReadCache::new(
                 "product_lists",
+                Family::Catalog,
+                Arc::clone(&generations),
+                Arc::clone(clock),
+                settings,
+            ),
+            product_counts: ReadCache::new(
+                "product_counts",
                 Family::Catalog,
                 Arc::clone(&generations),
                 Arc::clone(clock),
@@ -104,6 +114,7 @@ impl CatalogService {
             products: caches.products.with_shared(Arc::clone(tier)),
             categories: caches.categories.with_shared(Arc::clone(tier)),
             product_lists: caches.product_lists.with_shared(Arc::clone(tier)),
+            product_counts: caches.product_counts.with_shared(Arc::clone(tier)),
             category_lists: caches.category_lists.with_shared(Arc::clone(tier)),
         };
         self
@@ -174,7 +185,26 @@ impl CatalogService {
         // The query's Debug form names every filter, order and page field: a new field can
         // never be left out of the key.
         let key = format!("{query:?}");
-        Ok(self.caches.product_lists.get_or_load(key, |_| false, || self.store.list_products(query)).await?)
+        let load = || async {
+            let items = self.store.list_product_items(query).await?;
+            let total = match crate::pagination::total_from_page(query.page, items.len()) {
+                Some(total) => total,
+                None => {
+                    // Every page and order of one filter has one total: counted once per
+                    // catalog generation, not once per page asked for.
+                    let filters = ProductQuery {
+                        page: PageRequest::default(),
+                        sort_by: ProductSort::default(),
+                        sort_order: SortOrder::default(),
+                        ..query.clone()
+                    };
+                    let count = || self.store.count_products(query);
+                    self.caches.product_counts.get_or_load(format!("{filters:?}"), |_| false, count).await?
+                }
+            };
+            Ok(Page { items, total, request: query.page })
+        };
+        Ok(self.caches.product_lists.get_or_load(key, |_| false, load).await?)
     }
 
     /// Applies `changes`; with `expected_version`, only if nobody changed the product since

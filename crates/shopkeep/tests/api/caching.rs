@@ -13,7 +13,7 @@ use shop::accounts::Role;
 use crate::both_backends;
 use crate::helpers::{Backend, PASSWORD, TestApp, spawn_app_with, with_redis};
 
-both_backends!(and_redis: every_catalog_write_is_seen_by_the_next_read);
+both_backends!(and_redis: every_catalog_write_is_seen_by_the_next_read, list_totals_are_counted_once_per_filter);
 
 both_backends!(
     a_write_on_one_instance_is_seen_by_another_within_the_bound,
@@ -329,4 +329,34 @@ async fn reads_survive_redis_dying_mid_run(backend: Backend) {
     .await;
     assert_eq!(read_twice(&app, &item).await["price"], "30.00");
     app.stop().await;
+}
+
+/// Pages and orders of one filter share one count; a page that is not full needs none; a write
+/// makes the count stale at once.
+async fn list_totals_are_counted_once_per_filter(app: &TestApp) {
+    let staff = app.signed_in("staff@example.com", Role::Staff).await;
+    let category = app.add_category(&staff, "lamps").await;
+    let category_id = category["id"].as_str().unwrap().to_owned();
+    for index in 0..5 {
+        app.add_product(&staff, &category_id, &format!("lamp-{index}"), "20.00", 3).await;
+    }
+    let counts = |status: &Value| cache_row(status, "product_counts", "local")["fills"].as_u64().unwrap();
+    let before = counts(&admin_status(app).await);
+    for path in [
+        "/api/v1/products?limit=2",
+        "/api/v1/products?limit=2&page=2",
+        "/api/v1/products?limit=2&sortBy=name",
+        "/api/v1/products?limit=2&page=3",
+        "/api/v1/products?limit=20",
+    ] {
+        assert_eq!(read_twice(app, path).await["total"], 5, "{path}");
+    }
+    assert_eq!(read_twice(app, "/api/v1/products?limit=2&page=9").await["total"], 5, "past the end");
+    assert_eq!(counts(&admin_status(app).await) - before, 1, "one count for every page and order of the filter");
+    assert_eq!(read_twice(app, "/api/v1/products?limit=2&inStock=true").await["total"], 5);
+    assert_eq!(counts(&admin_status(app).await) - before, 2, "another filter, another count");
+
+    app.add_product(&staff, &category_id, "lamp-5", "20.00", 0).await;
+    assert_eq!(read_twice(app, "/api/v1/products?limit=2").await["total"], 6);
+    assert_eq!(read_twice(app, "/api/v1/products?limit=2&inStock=true").await["total"], 5);
 }
