@@ -10,12 +10,14 @@
 //! of its own, which records every charge so a test can prove that nothing was charged twice, and
 //! sends signed webhooks for what it creates, as a real provider does. And [`PgBouncer`]: the
 //! real connection pooler, started in transaction mode in front of the test PostgreSQL server.
-//! And [`RedisServer`]: a private Redis a test can kill and bring back.
+//! And [`RedisServer`]: a private Redis a test can kill and bring back; [`PostgresReplication`]:
+//! a private PostgreSQL primary with a streaming replica made by `pg_basebackup`.
 
 #![forbid(unsafe_code)]
 
 mod payments;
 mod pgbouncer;
+mod postgres_replica;
 mod redis_server;
 mod requests;
 mod tls;
@@ -37,6 +39,7 @@ pub use payments::{
     webhook_signature,
 };
 pub use pgbouncer::{PgBouncer, PgBouncerSettings};
+pub use postgres_replica::PostgresReplication;
 pub use redis_server::RedisServer;
 pub use requests::{KEPT_REQUESTS, RecordedRequest};
 
