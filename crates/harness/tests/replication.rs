@@ -11,7 +11,7 @@ async fn the_replica_follows_the_primary_and_lags_while_paused() {
     let (primary, replica) = (replication.primary_port(), replication.replica_port());
     assert_eq!(replication.sql(replica, "select pg_is_in_recovery()").unwrap().trim(), "t");
     replication.sql(primary, "create table marks (n int); insert into marks values (1)").unwrap();
-    let seen = |expected: &str| {
+    let seen = async |expected: &str| {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let count = replication.sql(replica, "select count(*) from marks").unwrap_or_default();
@@ -19,14 +19,14 @@ async fn the_replica_follows_the_primary_and_lags_while_paused() {
                 return;
             }
             assert!(Instant::now() < deadline, "the replica shows {count:?}, not {expected}");
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    seen("1");
+    seen("1").await;
     replication.pause_replay().unwrap();
     replication.sql(primary, "insert into marks values (2)").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(replication.sql(replica, "select count(*) from marks").unwrap().trim(), "1", "paused");
     replication.resume_replay().unwrap();
-    seen("2");
+    seen("2").await;
 }
