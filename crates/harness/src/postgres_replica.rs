@@ -101,11 +101,17 @@ impl PostgresReplication {
         }
     }
 
-    /// Runs `sql` on the server at `port` with `psql`; returns its unaligned output.
+    /// Runs `sql` in the database `postgres` of the server at `port` with `psql`; returns its
+    /// unaligned output.
     pub fn sql(&self, port: u16, sql: &str) -> anyhow::Result<String> {
+        self.sql_in(port, "postgres", sql)
+    }
+
+    /// [`PostgresReplication::sql`] in `database`.
+    pub fn sql_in(&self, port: u16, database: &str, sql: &str) -> anyhow::Result<String> {
         let port = port.to_string();
         let output = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", "postgres", "-Atc", sql])
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", database, "-Atc", sql])
             .stdin(Stdio::null())
             .output()
             .context("failed to run psql")?;

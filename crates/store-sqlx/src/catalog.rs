@@ -128,16 +128,20 @@ impl CategoryRepository for SqlStore {
     }
 
     async fn find_category(&self, key: &IdOrSlug) -> Result<Option<Category>, StoreError> {
-        let mut conn = self.connection().await?;
-        let statement = match key {
-            IdOrSlug::Id(id) => sql(concat!("select ", category_columns!(), " from categories where id = $1")).bind(id),
-            IdOrSlug::Slug(slug) => {
-                sql(concat!("select ", category_columns!(), " from categories where slug = $1")).bind(slug.as_str())
-            }
-        };
-        let row: Option<CategoryRow> =
-            conn.fetch_optional(statement).await.map_err(error("failed to find category"))?;
-        row.map(CategoryRow::into_category).transpose()
+        self.catalog_read(|mut conn| async move {
+            let statement = match key {
+                IdOrSlug::Id(id) => {
+                    sql(concat!("select ", category_columns!(), " from categories where id = $1")).bind(id)
+                }
+                IdOrSlug::Slug(slug) => {
+                    sql(concat!("select ", category_columns!(), " from categories where slug = $1")).bind(slug.as_str())
+                }
+            };
+            let row: Option<CategoryRow> =
+                conn.fetch_optional(statement).await.map_err(error("failed to find category"))?;
+            row.map(CategoryRow::into_category).transpose()
+        })
+        .await
     }
 
     async fn list_categories(
@@ -146,22 +150,24 @@ impl CategoryRepository for SqlStore {
         sort_by: CategorySort,
         sort_order: SortOrder,
     ) -> Result<Page<Category>, StoreError> {
-        let mut conn = self.connection().await?;
-        let total: i64 = conn
-            .fetch_scalar(sql("select count(*) from categories"))
-            .await
-            .map_err(error("failed to count categories"))?;
-        let column = match sort_by {
-            CategorySort::CreatedAt => "created_at",
-            CategorySort::Name => "name",
-        };
-        let order = sort_order.sql();
-        let mut select = sql(concat!("select ", category_columns!(), " from categories"));
-        select.push(&format!(" order by {column} {order}, id {order} limit "));
-        select.push_bind(page.limit()).push(" offset ").push_bind(offset(page));
-        let rows: Vec<CategoryRow> = conn.fetch_all(select).await.map_err(error("failed to list categories"))?;
-        let items = rows.into_iter().map(CategoryRow::into_category).collect::<Result<_, _>>()?;
-        Ok(Page { items, total: count(total), request: page })
+        self.catalog_read(|mut conn| async move {
+            let total: i64 = conn
+                .fetch_scalar(sql("select count(*) from categories"))
+                .await
+                .map_err(error("failed to count categories"))?;
+            let column = match sort_by {
+                CategorySort::CreatedAt => "created_at",
+                CategorySort::Name => "name",
+            };
+            let order = sort_order.sql();
+            let mut select = sql(concat!("select ", category_columns!(), " from categories"));
+            select.push(&format!(" order by {column} {order}, id {order} limit "));
+            select.push_bind(page.limit()).push(" offset ").push_bind(offset(page));
+            let rows: Vec<CategoryRow> = conn.fetch_all(select).await.map_err(error("failed to list categories"))?;
+            let items = rows.into_iter().map(CategoryRow::into_category).collect::<Result<_, _>>()?;
+            Ok(Page { items, total: count(total), request: page })
+        })
+        .await
     }
 
     async fn update_category(
@@ -264,41 +270,50 @@ impl ProductRepository for SqlStore {
     }
 
     async fn find_product(&self, key: &IdOrSlug) -> Result<Option<Product>, StoreError> {
-        let mut conn = self.connection().await?;
-        let statement = match key {
-            IdOrSlug::Id(id) => sql(concat!("select ", product_columns!(), " from products where id = $1")).bind(id),
-            IdOrSlug::Slug(slug) => {
-                sql(concat!("select ", product_columns!(), " from products where slug = $1")).bind(slug.as_str())
-            }
-        };
-        let row: Option<ProductRow> = conn.fetch_optional(statement).await.map_err(error("failed to find product"))?;
-        row.map(ProductRow::into_product).transpose()
+        self.catalog_read(|mut conn| async move {
+            let statement = match key {
+                IdOrSlug::Id(id) => {
+                    sql(concat!("select ", product_columns!(), " from products where id = $1")).bind(id)
+                }
+                IdOrSlug::Slug(slug) => {
+                    sql(concat!("select ", product_columns!(), " from products where slug = $1")).bind(slug.as_str())
+                }
+            };
+            let row: Option<ProductRow> =
+                conn.fetch_optional(statement).await.map_err(error("failed to find product"))?;
+            row.map(ProductRow::into_product).transpose()
+        })
+        .await
     }
 
     async fn count_products(&self, query: &ProductQuery) -> Result<u64, StoreError> {
-        let mut conn = self.connection().await?;
-        let mut count_query = sql("select count(*) from products");
-        push_product_filters(&mut count_query, query);
-        let total: i64 = conn.fetch_scalar(count_query).await.map_err(error("failed to count products"))?;
-        Ok(count(total))
+        self.catalog_read(|mut conn| async move {
+            let mut count_query = sql("select count(*) from products");
+            push_product_filters(&mut count_query, query);
+            let total: i64 = conn.fetch_scalar(count_query).await.map_err(error("failed to count products"))?;
+            Ok(count(total))
+        })
+        .await
     }
 
     async fn list_product_items(&self, query: &ProductQuery) -> Result<Vec<Product>, StoreError> {
-        let mut conn = self.connection().await?;
-        let mut select = sql(concat!("select ", product_columns!(), " from products"));
-        push_product_filters(&mut select, query);
-        let column = match query.sort_by {
-            ProductSort::CreatedAt => "products.created_at",
-            ProductSort::UpdatedAt => "products.updated_at",
-            ProductSort::Name => "products.name",
-            ProductSort::Price => "products.price_minor",
-            ProductSort::Stock => "products.stock",
-        };
-        let order = query.sort_order.sql();
-        select.push(&format!(" order by {column} {order}, products.id {order} limit "));
-        select.push_bind(query.page.limit()).push(" offset ").push_bind(offset(query.page));
-        let rows: Vec<ProductRow> = conn.fetch_all(select).await.map_err(error("failed to list products"))?;
-        rows.into_iter().map(ProductRow::into_product).collect()
+        self.catalog_read(|mut conn| async move {
+            let mut select = sql(concat!("select ", product_columns!(), " from products"));
+            push_product_filters(&mut select, query);
+            let column = match query.sort_by {
+                ProductSort::CreatedAt => "products.created_at",
+                ProductSort::UpdatedAt => "products.updated_at",
+                ProductSort::Name => "products.name",
+                ProductSort::Price => "products.price_minor",
+                ProductSort::Stock => "products.stock",
+            };
+            let order = query.sort_order.sql();
+            select.push(&format!(" order by {column} {order}, products.id {order} limit "));
+            select.push_bind(query.page.limit()).push(" offset ").push_bind(offset(query.page));
+            let rows: Vec<ProductRow> = conn.fetch_all(select).await.map_err(error("failed to list products"))?;
+            rows.into_iter().map(ProductRow::into_product).collect()
+        })
+        .await
     }
 
     async fn update_product(

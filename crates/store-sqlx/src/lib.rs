@@ -17,6 +17,7 @@ mod mail;
 mod migrations;
 mod orders;
 pub mod postgres;
+mod replicas;
 pub mod reservations;
 mod search;
 mod search_index;
@@ -34,6 +35,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use migrations::MigrationState;
 pub use postgres::{PostgresSettings, listen_for_jobs, provisioning};
+pub use replicas::{ReplicaSettings, ReplicaStatus};
 pub use sqlite::SqliteSettings;
 
 use crate::dialect::Dialect;
@@ -56,6 +58,8 @@ pub struct SqlStore {
     /// PostgreSQL: whether connections are server sessions or PgBouncer's transaction-mode
     /// stand-ins.
     pooling: exec::Pooling,
+    /// PostgreSQL read replicas for catalog and search reads, when configured.
+    replicas: Option<Arc<replicas::Replicas>>,
 }
 
 #[derive(Clone)]
@@ -74,6 +78,7 @@ impl SqlStore {
             analyzer: shop::search::Analyzer::default(),
             generations: Arc::default(),
             pooling: exec::Pooling::Session,
+            replicas: None,
         }
     }
 

@@ -208,83 +208,86 @@ impl SearchIndex for SqlStore {
             return Ok(Page { items: Vec::new(), total: 0, request: query.filters.page });
         }
         let dialect = self.dialect();
-        let mut conn = self.connection().await?;
-        let codes = 0..query.terms.len();
-        let matched: Vec<String> =
-            codes.clone().map(|i| format!("case when h.w{i} is null then 0 else 1 end")).collect();
-        let typos: Vec<String> = codes.clone().map(|i| format!("coalesce(h.w{i} / {TYPO_UNIT}, 0)")).collect();
-        let fields: Vec<String> = codes.map(|i| format!("coalesce(h.w{i} % {TYPO_UNIT}, 0)")).collect();
-        // The total rides along as a window over every hit, counted before the page is cut: one
-        // pass over the candidates instead of two.
-        let ranks = format!(
-            "h.product_id, h.search_boost, h.stock, h.relevance, count(*) over () as total_hits, \
-             cast({} as bigint) as matched_words, \
-             cast({} as bigint) as typos, cast({} as bigint) as fields",
-            matched.join(" + "),
-            typos.join(" + "),
-            fields.join(" + ")
-        );
-        let ordered_join = dialect.ordered_join();
-        let select = match query.order {
-            // The page is chosen among the documents alone; only its products are read.
-            SearchOrder::Relevance => {
-                let order = "matched_words desc, typos asc, fields desc, search_boost desc, (stock > 0) desc, \
-                             relevance desc, product_id asc";
-                let mut page = Statement::owned(format!(
-                    "select {}, m.relevance, m.matched_words, m.typos, m.total_hits from (select {ranks}",
-                    product_columns!()
-                ));
-                push_hits(&mut page, dialect, query, &stems);
-                page.push(&format!(" order by {order} limit ")).push_bind(query.filters.page.limit());
-                page.push(" offset ").push_bind(offset(query.filters.page));
-                page.push(&format!(
-                    ") m {ordered_join} products on products.id = m.product_id order by m.matched_words desc, \
-                     m.typos asc, m.fields desc, m.search_boost desc, (m.stock > 0) desc, m.relevance desc, \
-                     m.product_id asc"
-                ));
-                page
-            }
-            // A column of the product: ordered after the join.
-            SearchOrder::By(sort, order) => {
-                let mut select = Statement::owned(format!(
-                    "select {}, m.relevance, m.matched_words, m.typos, m.total_hits from (select {ranks}",
-                    product_columns!()
-                ));
-                push_hits(&mut select, dialect, query, &stems);
-                let order = order.sql();
-                select.push(&format!(
-                    ") m {ordered_join} products on products.id = m.product_id order by {} {order}, products.id {order} \
-                     limit ",
-                    sort_column(sort)
-                ));
-                select.push_bind(query.filters.page.limit()).push(" offset ");
-                select.push_bind(offset(query.filters.page));
-                select
-            }
-        };
-        let rows: Vec<HitRow> = conn.fetch_all(select).await.map_err(error("failed to search products"))?;
-        let total = match rows.first() {
-            Some(row) => row.total_hits,
-            // No row: no hits at all, or a page past the last one (then count them).
-            None if query.filters.page.page() == 1 => 0,
-            None => {
-                let mut count_query = sql("select count(*)");
-                push_matching(&mut count_query, dialect, &query.terms, &query.filters);
-                conn.fetch_scalar(count_query).await.map_err(error("failed to count search hits"))?
-            }
-        };
-        let items = rows
-            .into_iter()
-            .map(|row| {
-                Ok(IndexHit {
-                    product: row.product.into_product()?,
-                    relevance: row.relevance,
-                    matched_words: u32::try_from(row.matched_words).unwrap_or(0),
-                    typos: u32::try_from(row.typos).unwrap_or(0),
+        let stems = &stems;
+        self.catalog_read(|mut conn| async move {
+            let codes = 0..query.terms.len();
+            let matched: Vec<String> =
+                codes.clone().map(|i| format!("case when h.w{i} is null then 0 else 1 end")).collect();
+            let typos: Vec<String> = codes.clone().map(|i| format!("coalesce(h.w{i} / {TYPO_UNIT}, 0)")).collect();
+            let fields: Vec<String> = codes.map(|i| format!("coalesce(h.w{i} % {TYPO_UNIT}, 0)")).collect();
+            // The total rides along as a window over every hit, counted before the page is cut: one
+            // pass over the candidates instead of two.
+            let ranks = format!(
+                "h.product_id, h.search_boost, h.stock, h.relevance, count(*) over () as total_hits, \
+                 cast({} as bigint) as matched_words, \
+                 cast({} as bigint) as typos, cast({} as bigint) as fields",
+                matched.join(" + "),
+                typos.join(" + "),
+                fields.join(" + ")
+            );
+            let ordered_join = dialect.ordered_join();
+            let select = match query.order {
+                // The page is chosen among the documents alone; only its products are read.
+                SearchOrder::Relevance => {
+                    let order = "matched_words desc, typos asc, fields desc, search_boost desc, (stock > 0) desc, \
+                                 relevance desc, product_id asc";
+                    let mut page = Statement::owned(format!(
+                        "select {}, m.relevance, m.matched_words, m.typos, m.total_hits from (select {ranks}",
+                        product_columns!()
+                    ));
+                    push_hits(&mut page, dialect, query, stems);
+                    page.push(&format!(" order by {order} limit ")).push_bind(query.filters.page.limit());
+                    page.push(" offset ").push_bind(offset(query.filters.page));
+                    page.push(&format!(
+                        ") m {ordered_join} products on products.id = m.product_id order by m.matched_words desc, \
+                         m.typos asc, m.fields desc, m.search_boost desc, (m.stock > 0) desc, m.relevance desc, \
+                         m.product_id asc"
+                    ));
+                    page
+                }
+                // A column of the product: ordered after the join.
+                SearchOrder::By(sort, order) => {
+                    let mut select = Statement::owned(format!(
+                        "select {}, m.relevance, m.matched_words, m.typos, m.total_hits from (select {ranks}",
+                        product_columns!()
+                    ));
+                    push_hits(&mut select, dialect, query, stems);
+                    let order = order.sql();
+                    select.push(&format!(
+                        ") m {ordered_join} products on products.id = m.product_id order by {} {order}, products.id {order} \
+                         limit ",
+                        sort_column(sort)
+                    ));
+                    select.push_bind(query.filters.page.limit()).push(" offset ");
+                    select.push_bind(offset(query.filters.page));
+                    select
+                }
+            };
+            let rows: Vec<HitRow> = conn.fetch_all(select).await.map_err(error("failed to search products"))?;
+            let total = match rows.first() {
+                Some(row) => row.total_hits,
+                // No row: no hits at all, or a page past the last one (then count them).
+                None if query.filters.page.page() == 1 => 0,
+                None => {
+                    let mut count_query = sql("select count(*)");
+                    push_matching(&mut count_query, dialect, &query.terms, &query.filters);
+                    conn.fetch_scalar(count_query).await.map_err(error("failed to count search hits"))?
+                }
+            };
+            let items = rows
+                .into_iter()
+                .map(|row| {
+                    Ok(IndexHit {
+                        product: row.product.into_product()?,
+                        relevance: row.relevance,
+                        matched_words: u32::try_from(row.matched_words).unwrap_or(0),
+                        typos: u32::try_from(row.typos).unwrap_or(0),
+                    })
                 })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        Ok(Page { items, total: count(total), request: query.filters.page })
+                .collect::<Result<_, StoreError>>()?;
+            Ok(Page { items, total: count(total), request: query.filters.page })
+        })
+        .await
     }
 
     async fn facets(
@@ -293,8 +296,8 @@ impl SearchIndex for SqlStore {
         filters: &ProductQuery,
         wanted: FacetRequest,
     ) -> Result<Facets, StoreError> {
-        let mut facets = Facets::default();
         if !terms.is_empty() && stems(terms).is_empty() {
+            let mut facets = Facets::default();
             // Terms that can match nothing: every facet asked for, with nothing counted.
             let buckets =
                 PRICE_BUCKETS.iter().map(|(from, to)| PriceCount { from_minor: *from, to_minor: *to, count: 0 });
@@ -306,70 +309,73 @@ impl SearchIndex for SqlStore {
         let dialect = self.dialect();
         // Search documents carry the product's attributes: counting hits never reads products.
         let table = if terms.is_empty() { "products" } else { "d" };
-        let mut conn = self.connection().await?;
-        if wanted.category {
-            let mut select = Statement::owned(format!(
-                "select categories.id, categories.name, categories.slug, f.products_count from \
-                 (select {table}.category_id, count(*) as products_count"
-            ));
-            push_matching(&mut select, dialect, terms, filters);
-            select.push(&format!(
-                " group by {table}.category_id) f {} categories on categories.id = f.category_id \
-                 order by f.products_count desc, categories.name asc, categories.id asc",
-                dialect.ordered_join()
-            ));
-            let rows: Vec<CategoryCountRow> =
-                conn.fetch_all(select).await.map_err(error("failed to count products per category"))?;
-            facets.categories = Some(
-                rows.into_iter()
-                    .map(|row| CategoryCount {
-                        id: row.id,
-                        name: row.name,
-                        slug: row.slug,
-                        count: count(row.products_count),
-                    })
-                    .collect(),
-            );
-        }
-        if wanted.price {
-            let mut bucket = String::from("case");
-            for (index, (_, to)) in PRICE_BUCKETS.iter().enumerate() {
-                match to {
-                    Some(to) => bucket.push_str(&format!(" when {table}.price_minor < {to} then {index}")),
-                    None => bucket.push_str(&format!(" else {index}")),
-                }
+        self.catalog_read(|mut conn| async move {
+            let mut facets = Facets::default();
+            if wanted.category {
+                let mut select = Statement::owned(format!(
+                    "select categories.id, categories.name, categories.slug, f.products_count from \
+                     (select {table}.category_id, count(*) as products_count"
+                ));
+                push_matching(&mut select, dialect, terms, filters);
+                select.push(&format!(
+                    " group by {table}.category_id) f {} categories on categories.id = f.category_id \
+                     order by f.products_count desc, categories.name asc, categories.id asc",
+                    dialect.ordered_join()
+                ));
+                let rows: Vec<CategoryCountRow> =
+                    conn.fetch_all(select).await.map_err(error("failed to count products per category"))?;
+                facets.categories = Some(
+                    rows.into_iter()
+                        .map(|row| CategoryCount {
+                            id: row.id,
+                            name: row.name,
+                            slug: row.slug,
+                            count: count(row.products_count),
+                        })
+                        .collect(),
+                );
             }
-            bucket.push_str(" end");
-            let mut select = Statement::owned(format!("select cast({bucket} as bigint) as bucket, count(*) as count"));
-            push_matching(&mut select, dialect, terms, filters);
-            select.push(" group by 1");
-            let rows: Vec<BucketRow> = conn.fetch_all(select).await.map_err(error("failed to count price buckets"))?;
-            facets.prices = Some(
-                PRICE_BUCKETS
-                    .iter()
-                    .enumerate()
-                    .map(|(index, (from, to))| PriceCount {
-                        from_minor: *from,
-                        to_minor: *to,
-                        count: rows
-                            .iter()
-                            .find(|row| usize::try_from(row.bucket).ok() == Some(index))
-                            .map_or(0, |row| count(row.count)),
-                    })
-                    .collect(),
-            );
-        }
-        if wanted.in_stock {
-            let mut select = Statement::owned(format!(
-                "select cast(coalesce(sum(case when {table}.stock > 0 then 1 else 0 end), 0) as bigint) as in_stock, \
-                 count(*) as total"
-            ));
-            push_matching(&mut select, dialect, terms, filters);
-            let row: StockRow = conn.fetch_one(select).await.map_err(error("failed to count stock"))?;
-            let in_stock = count(row.in_stock);
-            facets.stock = Some((in_stock, count(row.total).saturating_sub(in_stock)));
-        }
-        Ok(facets)
+            if wanted.price {
+                let mut bucket = String::from("case");
+                for (index, (_, to)) in PRICE_BUCKETS.iter().enumerate() {
+                    match to {
+                        Some(to) => bucket.push_str(&format!(" when {table}.price_minor < {to} then {index}")),
+                        None => bucket.push_str(&format!(" else {index}")),
+                    }
+                }
+                bucket.push_str(" end");
+                let mut select = Statement::owned(format!("select cast({bucket} as bigint) as bucket, count(*) as count"));
+                push_matching(&mut select, dialect, terms, filters);
+                select.push(" group by 1");
+                let rows: Vec<BucketRow> = conn.fetch_all(select).await.map_err(error("failed to count price buckets"))?;
+                facets.prices = Some(
+                    PRICE_BUCKETS
+                        .iter()
+                        .enumerate()
+                        .map(|(index, (from, to))| PriceCount {
+                            from_minor: *from,
+                            to_minor: *to,
+                            count: rows
+                                .iter()
+                                .find(|row| usize::try_from(row.bucket).ok() == Some(index))
+                                .map_or(0, |row| count(row.count)),
+                        })
+                        .collect(),
+                );
+            }
+            if wanted.in_stock {
+                let mut select = Statement::owned(format!(
+                    "select cast(coalesce(sum(case when {table}.stock > 0 then 1 else 0 end), 0) as bigint) as in_stock, \
+                     count(*) as total"
+                ));
+                push_matching(&mut select, dialect, terms, filters);
+                let row: StockRow = conn.fetch_one(select).await.map_err(error("failed to count stock"))?;
+                let in_stock = count(row.in_stock);
+                facets.stock = Some((in_stock, count(row.total).saturating_sub(in_stock)));
+            }
+            Ok(facets)
+        })
+        .await
     }
 
     async fn matching_categories(&self, terms: &[QueryTerm], limit: u32) -> Result<Vec<Category>, StoreError> {
@@ -378,27 +384,25 @@ impl SearchIndex for SqlStore {
             return Ok(Vec::new());
         }
         let position = self.dialect().position_function();
-        let mut select = sql(concat!("select ", category_columns!(), " from categories where "));
-        for (index, stem) in stems.iter().enumerate() {
-            if index > 0 {
-                select.push(" or ");
+        let stems = &stems;
+        self.catalog_read(|mut conn| async move {
+            let mut select = sql(concat!("select ", category_columns!(), " from categories where "));
+            for (index, stem) in stems.iter().enumerate() {
+                if index > 0 {
+                    select.push(" or ");
+                }
+                select.push(&format!("{position}(categories.search_name, "));
+                select.push_bind(format!(" {stem} ")).push(") > 0");
             }
-            select.push(&format!("{position}(categories.search_name, "));
-            select.push_bind(format!(" {stem} ")).push(") > 0");
-        }
-        select.push(" order by categories.name, categories.id limit ").push_bind(limit);
-        let mut conn = self.connection().await?;
-        let rows: Vec<CategoryRow> = conn.fetch_all(select).await.map_err(error("failed to find categories"))?;
-        rows.into_iter().map(CategoryRow::into_category).collect()
+            select.push(" order by categories.name, categories.id limit ").push_bind(limit);
+            let rows: Vec<CategoryRow> = conn.fetch_all(select).await.map_err(error("failed to find categories"))?;
+            rows.into_iter().map(CategoryRow::into_category).collect()
+        })
+        .await
     }
 
     async fn vocabulary_version(&self) -> Result<u64, StoreError> {
-        let mut conn = self.connection().await?;
-        let version: i64 = conn
-            .fetch_scalar(sql("select vocabulary_version from search_index_state where id = 1"))
-            .await
-            .map_err(error("failed to read the vocabulary version"))?;
-        Ok(count(version))
+        self.catalog_read(|mut conn| async move { read_vocabulary_version(&mut conn).await }).await
     }
 
     async fn vocabulary(&self) -> Result<(u64, Vec<(String, u64)>), StoreError> {
@@ -407,14 +411,24 @@ impl SearchIndex for SqlStore {
             word: String,
             documents: i64,
         }
-        // The version first: words read after it are at least as new, so a change in between
-        // only makes the next check reload once more.
-        let version = self.vocabulary_version().await?;
-        let mut conn = self.connection().await?;
-        let rows: Vec<WordRow> = conn
-            .fetch_all(sql("select word, documents from search_words"))
-            .await
-            .map_err(error("failed to read the vocabulary"))?;
-        Ok((version, rows.into_iter().map(|row| (row.word, count(row.documents))).collect()))
+        // The version first, on the same connection: words read after it are at least as new,
+        // so a change in between only makes the next check reload once more.
+        self.catalog_read(|mut conn| async move {
+            let version = read_vocabulary_version(&mut conn).await?;
+            let rows: Vec<WordRow> = conn
+                .fetch_all(sql("select word, documents from search_words"))
+                .await
+                .map_err(error("failed to read the vocabulary"))?;
+            Ok((version, rows.into_iter().map(|row| (row.word, count(row.documents))).collect()))
+        })
+        .await
     }
+}
+
+async fn read_vocabulary_version(conn: &mut crate::exec::Connection) -> Result<u64, StoreError> {
+    let version: i64 = conn
+        .fetch_scalar(sql("select vocabulary_version from search_index_state where id = 1"))
+        .await
+        .map_err(error("failed to read the vocabulary version"))?;
+    Ok(count(version))
 }

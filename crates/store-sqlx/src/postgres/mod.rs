@@ -43,20 +43,26 @@ pub struct PostgresSettings {
     pub pgbouncer: bool,
 }
 
+/// How to connect to `url` with the timeout and PgBouncer mode of `settings`, and how
+/// statements then run.
+pub(crate) fn connect_options(url: &str, settings: &PostgresSettings) -> anyhow::Result<(PgConnectOptions, Pooling)> {
+    let mut options =
+        PgConnectOptions::from_str(url).context("invalid PostgreSQL database URL")?.application_name("shopkeep");
+    let pooling = if settings.pgbouncer {
+        options = options.extra_float_digits(None).statement_cache_capacity(0);
+        Pooling::transaction(settings.statement_timeout)
+    } else {
+        let statement_timeout = format!("{}ms", settings.statement_timeout.as_millis());
+        options = options.options([("statement_timeout", statement_timeout.as_str())]);
+        Pooling::Session
+    };
+    Ok((options, pooling))
+}
+
 impl SqlStore {
     /// Connects to the PostgreSQL database of `settings`.
     pub async fn postgres(settings: &PostgresSettings) -> anyhow::Result<Self> {
-        let mut options = PgConnectOptions::from_str(&settings.url)
-            .context("invalid PostgreSQL database URL")?
-            .application_name("shopkeep");
-        let pooling = if settings.pgbouncer {
-            options = options.extra_float_digits(None).statement_cache_capacity(0);
-            Pooling::transaction(settings.statement_timeout)
-        } else {
-            let statement_timeout = format!("{}ms", settings.statement_timeout.as_millis());
-            options = options.options([("statement_timeout", statement_timeout.as_str())]);
-            Pooling::Session
-        };
+        let (options, pooling) = connect_options(&settings.url, settings)?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .min_connections(settings.min_connections)
