@@ -131,6 +131,18 @@ struct DatabaseHealth {
     pool_idle: u32,
     pool_waiting: u32,
     pool_max: u32,
+    /// Read replicas (PostgreSQL), when configured.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    replicas: Vec<ReplicaBody>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReplicaBody {
+    name: String,
+    fresh: bool,
+    serving: bool,
+    lag_seconds: Option<f64>,
 }
 
 /// Readiness with details: database round-trip latency, pool figures, version, uptime.
@@ -169,6 +181,16 @@ async fn ready(State(state): State<AdminState>) -> Response {
             pool_idle: pool.idle,
             pool_waiting: pool.waiting,
             pool_max: pool.max_size,
+            replicas: store
+                .replicas()
+                .into_iter()
+                .map(|replica| ReplicaBody {
+                    name: replica.name,
+                    fresh: replica.fresh,
+                    serving: replica.serving,
+                    lag_seconds: replica.lag_seconds,
+                })
+                .collect(),
         },
         rate_limits,
     };

@@ -198,6 +198,23 @@ pub trait StoreHealth: Send + Sync {
     fn backend(&self) -> &'static str;
     /// Waits for connections in use to return, then closes them all.
     async fn close(&self);
+    /// The read replicas and their freshness as last checked (none by default).
+    fn replicas(&self) -> Vec<ReplicaHealth> {
+        Vec::new()
+    }
+}
+
+/// One read replica as its last check found it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaHealth {
+    /// `host:port/database` (never credentials).
+    pub name: String,
+    /// Proven to hold the primary's writes within the configured lag.
+    pub fresh: bool,
+    /// Reads go to it now (fresh, and no catalog change known since the proof).
+    pub serving: bool,
+    /// Seconds since it was last proven fresh; `None` if never.
+    pub lag_seconds: Option<f64>,
 }
 
 /// The durable job queue. Only the lease owner may finish a running job: a worker whose lease

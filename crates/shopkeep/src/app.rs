@@ -40,6 +40,8 @@ pub struct Application {
     caches: Vec<Arc<dyn shop::cache::CacheHandle>>,
     /// The shared cache tier, when Redis is configured and `cache.shared` is on.
     shared_cache: Option<Arc<redis_cache::RedisCache>>,
+    /// The store as itself, for the replica checks.
+    replicated: Arc<SqlStore>,
     started: Instant,
 }
 
@@ -57,17 +59,7 @@ pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<Sq
             })
             .await?
         }
-        Backend::Postgres => {
-            SqlStore::postgres(&PostgresSettings {
-                url: database.url.expose().to_owned(),
-                max_connections: database.max_connections,
-                min_connections: database.min_connections,
-                acquire_timeout: Duration::from_secs(database.acquire_timeout_secs),
-                statement_timeout: Duration::from_secs(database.statement_timeout_secs),
-                pgbouncer: database.pgbouncer,
-            })
-            .await?
-        }
+        Backend::Postgres => SqlStore::postgres(&postgres_settings(config)).await?,
     };
     let store = store.with_search_analyzer(shop::search::Analyzer::new(config.search.settings().language));
     if migrate {
@@ -84,6 +76,39 @@ pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<Sq
             shop::ports::StoreHealth::close(&direct).await;
         }
     }
+    Ok(Arc::new(store))
+}
+
+/// How `serve` connects to PostgreSQL (the replicas are connected to the same way).
+fn postgres_settings(config: &Config) -> PostgresSettings {
+    let database = &config.database;
+    PostgresSettings {
+        url: database.url.expose().to_owned(),
+        max_connections: database.max_connections,
+        min_connections: database.min_connections,
+        acquire_timeout: Duration::from_secs(database.acquire_timeout_secs),
+        statement_timeout: Duration::from_secs(database.statement_timeout_secs),
+        pgbouncer: database.pgbouncer,
+    }
+}
+
+/// The store with the configured read replicas attached (itself when there are none).
+fn with_replicas(config: &Config, store: Arc<SqlStore>) -> anyhow::Result<Arc<SqlStore>> {
+    let database = &config.database;
+    let urls = database.replica_urls();
+    if urls.is_empty() {
+        return Ok(store);
+    }
+    let settings = store_sqlx::ReplicaSettings {
+        urls,
+        max_lag: Duration::from_millis(database.replica_max_lag_ms),
+        check_every: Duration::from_millis(database.replica_check_interval_ms),
+        max_connections: database.max_connections,
+        acquire_timeout: Duration::from_secs(database.acquire_timeout_secs).min(Duration::from_secs(1)),
+    };
+    let store = SqlStore::clone(&store).with_replicas(&postgres_settings(config), &settings)?;
+    let names: Vec<String> = store.replica_statuses().into_iter().map(|status| status.name).collect();
+    tracing::info!(replicas = ?names, maxLagMs = database.replica_max_lag_ms, "catalog and search reads use read replicas while they are proven fresh");
     Ok(Arc::new(store))
 }
 
@@ -254,7 +279,7 @@ impl Application {
     /// [`Application::build`] with the clock the rate limiters read (tests pass a manual one).
     pub async fn build_with_clock(config: Config, limiter_clock: Arc<dyn resilience::Clock>) -> anyhow::Result<Self> {
         let started = Instant::now();
-        let sql_store = open_store(&config, config.migrate_on_start()).await?;
+        let sql_store = with_replicas(&config, open_store(&config, config.migrate_on_start()).await?)?;
         if config.database.pgbouncer {
             // Read the way every statement runs behind PgBouncer: proves the per-transaction
             // timeout works with this PgBouncer before the first request depends on it.
@@ -291,6 +316,7 @@ impl Application {
         let generations = shop::ports::CacheVersions::generations(sql_store.as_ref());
         let mut search = shop::search::SearchService::new(Arc::clone(&sql_store) as _, config.search.settings())
             .with_cache(&generations, &clock, &cache);
+        let replicated = Arc::clone(&sql_store);
         let store: Arc<dyn Store> = sql_store;
         let accounts = account_service(&config, Arc::clone(&store), Arc::clone(&clock)).with_cache(&cache);
         let mut catalog = CatalogService::new(Arc::clone(&store), Arc::clone(&clock)).with_cache(&cache);
@@ -406,6 +432,7 @@ impl Application {
             worker,
             caches,
             shared_cache,
+            replicated,
             started,
         })
     }
@@ -443,6 +470,7 @@ impl Application {
             worker,
             caches,
             shared_cache,
+            replicated,
             started,
         } = self;
         let public_address = public.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -466,6 +494,8 @@ impl Application {
             tasks.spawn(crate::jobs::wake_on_new_jobs(&config, store.as_ref(), worker.wakers(), background.clone()));
             tokio::spawn(worker.run(stop_worker.clone()))
         });
+        let stop = background.clone().cancelled_owned();
+        tasks.spawn(async move { replicated.follow_replicas(stop).await });
         tasks.spawn(purge_rate_limits(rate_limits, config.rate_limits.purge_interval, background.clone()));
         if config.cache.enabled {
             let every = Duration::from_millis(config.cache.max_staleness_ms);

@@ -228,6 +228,18 @@ impl shop::ports::CacheVersions for SqlStore {
 
 #[async_trait]
 impl StoreHealth for SqlStore {
+    fn replicas(&self) -> Vec<shop::ports::ReplicaHealth> {
+        self.replica_statuses()
+            .into_iter()
+            .map(|status| shop::ports::ReplicaHealth {
+                name: status.name,
+                fresh: status.fresh,
+                serving: status.serving,
+                lag_seconds: status.lag.map(|lag| lag.as_secs_f64()),
+            })
+            .collect()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.connection().await?;
         conn.execute(exec::sql("select 1")).await.map(|_| ()).map_err(codec::error("ping failed"))

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::secret::{Secret, read_secret_file, redacted_url, serialize_optional_redacted_url, serialize_redacted_url};
+use super::secret::{
+    Secret, read_secret_file, redacted_url, serialize_optional_redacted_url, serialize_optional_redacted_urls,
+    serialize_redacted_url,
+};
 use super::{Validate, check_ranges};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +37,15 @@ pub struct DatabaseConfig {
     /// for job notifications. Without it, migrations refuse to run and workers only poll. Secret.
     #[serde(serialize_with = "serialize_optional_redacted_url")]
     pub direct_url: Option<Secret>,
+    /// PostgreSQL streaming replicas (comma-separated `postgres://…`; env
+    /// `DATABASE_REPLICA_URL`) for catalog and search reads while they are proven fresh.
+    /// Secret.
+    #[serde(serialize_with = "serialize_optional_redacted_urls")]
+    pub replica_url: Option<Secret>,
+    /// A replica not proven to hold the primary's latest writes within this is not read from.
+    pub replica_max_lag_ms: u64,
+    /// How often each replica's replay position is compared with the primary's.
+    pub replica_check_interval_ms: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -49,6 +61,9 @@ impl Default for DatabaseConfig {
             migrate_on_start: None,
             pgbouncer: false,
             direct_url: None,
+            replica_url: None,
+            replica_max_lag_ms: 1_000,
+            replica_check_interval_ms: 100,
         }
     }
 }
@@ -79,6 +94,13 @@ impl DatabaseConfig {
         if self.pgbouncer { self.direct_url.as_ref().map(Secret::expose) } else { Some(self.url.expose()) }
     }
 
+    /// The replica URLs of `replica_url`, in order.
+    pub fn replica_urls(&self) -> Vec<String> {
+        self.replica_url.as_ref().map_or_else(Vec::new, |urls| {
+            urls.expose().split(',').map(str::trim).filter(|url| !url.is_empty()).map(str::to_owned).collect()
+        })
+    }
+
     pub(super) fn read_secret_files(&mut self, problems: &mut Vec<String>) {
         if let Some(url) = read_secret_file(self.url_file.as_deref(), "database.url_file", problems) {
             self.url = url;
@@ -95,8 +117,29 @@ impl Validate for DatabaseConfig {
                 ("database.acquire_timeout_secs", self.acquire_timeout_secs, 1..=300),
                 ("database.statement_timeout_secs", self.statement_timeout_secs, 1..=3_600),
                 ("database.busy_timeout_secs", self.busy_timeout_secs, 1..=300),
+                ("database.replica_max_lag_ms", self.replica_max_lag_ms, 10..=3_600_000),
+                ("database.replica_check_interval_ms", self.replica_check_interval_ms, 10..=60_000),
             ],
         );
+        let replicas = self.replica_urls();
+        if self.replica_url.is_some() && replicas.is_empty() {
+            problems.push("database.replica_url: names no URL".into());
+        }
+        if !replicas.is_empty() && self.backend() == Ok(Backend::Sqlite) {
+            problems.push("database.replica_url: read replicas are for PostgreSQL".into());
+        }
+        for url in &replicas {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                problems.push(format!("database.replica_url: {} must start with postgres://", redacted_url(url)));
+            }
+        }
+        if self.replica_check_interval_ms > self.replica_max_lag_ms {
+            problems.push(
+                "database.replica_check_interval_ms: must not exceed database.replica_max_lag_ms (a replica could \
+                 never be proven fresh in time)"
+                    .into(),
+            );
+        }
         if let Err(problem) = self.backend() {
             problems.push(format!("database.url: {problem}"));
         }

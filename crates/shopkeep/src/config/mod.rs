@@ -127,6 +127,7 @@ impl Config {
         given = given
             .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
             .merge(Env::raw().only(&["DATABASE_URL_FILE"]).map(|_| "database.url_file".into()))
+            .merge(Env::raw().only(&["DATABASE_REPLICA_URL"]).map(|_| "database.replica_url".into()))
             .merge(Env::raw().only(&["REDIS_URL"]).map(|_| "redis.url".into()))
             .merge(Env::raw().only(&["SMTP_URL"]).map(|_| "mail.smtp_url".into()))
             .merge(Env::raw().only(&["SMTP_URL_FILE"]).map(|_| "mail.smtp_url_file".into()))

@@ -59,6 +59,20 @@ pub(super) fn serialize_optional_redacted_url<S: Serializer>(
     }
 }
 
+/// A comma-separated list of URLs, each with its password redacted.
+pub(super) fn serialize_optional_redacted_urls<S: Serializer>(
+    urls: &Option<Secret>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match urls {
+        Some(urls) => {
+            let redacted: Vec<String> = urls.expose().split(',').map(|url| redacted_url(url.trim())).collect();
+            serializer.serialize_str(&redacted.join(","))
+        }
+        None => serializer.serialize_none(),
+    }
+}
+
 /// The secret in `file`, when one is given and can be read (else a problem naming `key`, the
 /// file's key).
 pub(super) fn read_secret_file(file: Option<&Path>, key: &str, problems: &mut Vec<String>) -> Option<Secret> {

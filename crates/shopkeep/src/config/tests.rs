@@ -336,3 +336,37 @@ fn pgbouncer_settings_are_checked() {
     assert_eq!(config.database.session_url(), Some("postgres://shop:secret@db:5432/shop"));
     assert!(!format!("{config:?}").contains("secret@"), "the direct URL is a secret");
 }
+
+#[test]
+fn replica_settings_are_checked_and_their_passwords_redacted() {
+    let config = with_toml(
+        r#"
+        [database]
+        url = "postgres://shop@db/shop"
+        replica_url = "postgres://shop:hunter2@replica-1/shop, postgres://shop:hunter3@replica-2/shop"
+        replica_max_lag_ms = 500
+        "#,
+    )
+    .unwrap();
+    assert_eq!(config.database.replica_urls().len(), 2);
+    assert_eq!(config.database.replica_urls()[1], "postgres://shop:hunter3@replica-2/shop");
+    let shown = config.to_redacted_toml();
+    assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+    let errors = with_toml(
+        r#"
+        [database]
+        url = "sqlite://shop.db"
+        replica_url = "mysql://replica/shop"
+        replica_check_interval_ms = 2000
+        "#,
+    )
+    .unwrap_err();
+    let text = errors.to_string();
+    for expected in [
+        "database.replica_url: read replicas are for PostgreSQL",
+        "database.replica_url: mysql://replica/shop must start with postgres://",
+        "database.replica_check_interval_ms: must not exceed",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+}

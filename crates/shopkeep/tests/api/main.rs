@@ -20,6 +20,7 @@ mod orders;
 mod payments;
 mod pgbouncer;
 mod recovery;
+mod replicas;
 mod search;
 mod stability;
 mod stack;
