@@ -55,18 +55,18 @@ fn request_id_of(request: &Request) -> String {
 pub async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request_id_of(&request);
-    let context =
-        Arc::new(RequestContext { request_id: request_id.clone(), route: OnceLock::new(), user_id: OnceLock::new() });
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        request.headers_mut().insert(REQUEST_ID.clone(), value);
+    let header = HeaderValue::from_str(&request_id).ok();
+    if let Some(value) = &header {
+        request.headers_mut().insert(REQUEST_ID.clone(), value.clone());
     }
+    let context = Arc::new(RequestContext { request_id, route: OnceLock::new(), user_id: OnceLock::new() });
     request.extensions_mut().insert(Arc::clone(&context));
     let method = request.method().clone();
-    let span = tracing::info_span!("request", requestId = %request_id);
+    let span = tracing::info_span!("request", requestId = %context.request_id);
     let in_flight = InFlight::enter();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = next.run(request).instrument(span).await;
     drop(in_flight);
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    if let Some(value) = header {
         response.headers_mut().insert(REQUEST_ID.clone(), value);
     }
     let latency = started.elapsed();
@@ -77,18 +77,19 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", "method" => method.to_string(), "route" => route.clone())
         .record(latency.as_secs_f64());
     let user_id = context.user_id.get().map(Uuid::to_string);
-    span.in_scope(|| {
-        tracing::info!(
-            target: "access",
-            requestId = %request_id,
-            method = %method,
-            route = %route,
-            status,
-            latencyMs = latency.as_secs_f64() * 1000.0,
-            userId = user_id.as_deref().unwrap_or("-"),
-            "request completed"
-        );
-    });
+    // Outside the request span: the line names the request itself, and the JSON formatter would
+    // otherwise parse the span's fields back from text to repeat them (profiled: a third of
+    // the line's cost).
+    tracing::info!(
+        target: "access",
+        requestId = context.request_id.as_str(),
+        method = method.as_str(),
+        route = route.as_str(),
+        status,
+        latencyMs = latency.as_secs_f64() * 1000.0,
+        userId = user_id.as_deref().unwrap_or("-"),
+        "request completed"
+    );
     response
 }
 
