@@ -5,7 +5,8 @@
 #   GET /api/v1/products?limit=20, GET /api/v1/products/{slug}, a search and GET /users/me
 #   (an authenticated read: the sign-in lookup) — with the read cache warm, and again with
 #   the cache off (every request to the database: the "cold" figures);
-#   the product list once more with rate limits off — the cost of protection;
+#   the product list once more with rate limits off — the cost of protection — and /health/live
+#   and the list at log level info (an access line per request; the other passes run at warn);
 #   on PostgreSQL, INSTANCES (20) instances behind one PgBouncer in transaction mode: a cold
 #   product read through it, and the connections PgBouncer holds against those PostgreSQL serves.
 # Rate limits are on (deciding every request) with quotas too large to refuse any. Also
@@ -238,6 +239,16 @@ for backend in $BACKENDS; do
     pid=$!
     wait_ready $pid "$work/$backend.log" http://127.0.0.1:18080/health/ready
     results+=("$backend products,warm,limits-off $(parse_wrk "$(run_wrk "$API/products?limit=20")") $ready_ms $rss_kib $seed_s")
+    kill -TERM $pid; wait $pid || true
+
+    # The default log level: one JSON access line per request, written to a file by the
+    # non-blocking writer (every other pass runs at warn).
+    SHOPKEEP_LOG__LEVEL=info taskset -c $server_cpu "$binary" serve --listen 127.0.0.1:18080 \
+        --admin-listen 127.0.0.1:19090 >>"$work/$backend.log" 2>&1 &
+    pid=$!
+    wait_ready $pid "$work/$backend.log" http://127.0.0.1:18080/health/ready
+    results+=("$backend health/live,log-info $(parse_wrk "$(run_wrk 'http://127.0.0.1:18080/health/live')") $ready_ms $rss_kib $seed_s")
+    results+=("$backend products,warm,log-info $(parse_wrk "$(run_wrk "$API/products?limit=20")") $ready_ms $rss_kib $seed_s")
     kill -TERM $pid; wait $pid || true
     hit_ratios+=("$backend $hit_ratio")
     if [ "$backend" = postgres ]; then
