@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     pub webhooks: shop::webhooks::WebhookService,
     /// The global in-flight limit of the public listener.
     pub shedder: resilience::LoadShedder,
+    /// Rendered bodies of the plain product list by its filters, invalidated with the catalog.
+    pub list_bodies: shop::cache::ReadCache<String, crate::routes::caching::Rendered>,
 }
 
 impl AppState {
@@ -116,7 +118,7 @@ impl AppState {
             accounts,
             catalog,
             search,
-            caches,
+            mut caches,
             shared_cache,
             store,
             readiness,
@@ -129,6 +131,8 @@ impl AppState {
             webhooks,
         } = parts;
         let shedder = resilience::LoadShedder::new(settings.concurrency, Arc::new(resilience::MonotonicClock));
+        let list_bodies = catalog.caches().product_lists.sibling("product_list_bodies");
+        caches.push(Arc::new(list_bodies.clone()));
         let inner = Inner {
             rate_limits,
             accounts,
@@ -145,6 +149,7 @@ impl AppState {
             orders,
             webhooks,
             shedder,
+            list_bodies,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -167,6 +172,12 @@ impl AppState {
 
     pub(crate) fn search(&self) -> &shop::search::SearchService {
         &self.inner.search
+    }
+
+    /// Every read cache of the process (the services' and the rendered bodies'): for the
+    /// generation poll and the metrics.
+    pub fn caches(&self) -> Vec<Arc<dyn shop::cache::CacheHandle>> {
+        self.inner.caches.clone()
     }
 
     pub(crate) fn settings(&self) -> &HttpSettings {

@@ -389,7 +389,7 @@ impl Application {
             accounts: accounts.clone(),
             catalog,
             search,
-            caches: caches.clone(),
+            caches,
             shared_cache: shared_cache.clone().map(|tier| tier as Arc<dyn shop::cache::SharedTier>),
             store: Arc::clone(&store),
             readiness: Arc::clone(&readiness),
@@ -401,6 +401,8 @@ impl Application {
             orders: orders.clone(),
             webhooks: webhooks.clone(),
         });
+        // The state adds the caches of rendered bodies to the services' own.
+        let caches = state.caches();
         let public_router = shop_api::public_router(state.clone()).map_err(|problem| anyhow::anyhow!(problem))?;
         let public = TcpListener::bind(config.listen())
             .await

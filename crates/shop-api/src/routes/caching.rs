@@ -1,7 +1,7 @@
 //! HTTP caching of reads: strong ETags over the JSON body, `If-None-Match` → 304, and the
 //! `Cache-Control` policies (public catalog reads; private, uncached personal data).
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -41,22 +41,56 @@ fn list_matches(header_value: Option<&HeaderValue>, matches: impl Fn(&str) -> bo
     value.split(',').map(str::trim).any(|candidate| candidate == "*" || matches(candidate))
 }
 
+/// A rendered JSON body and its ETag, shared by every request that reads it (cloning is a
+/// reference count, so a cached one is answered without serialising or hashing again).
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    body: Bytes,
+    etag: HeaderValue,
+}
+
+impl Rendered {
+    pub fn of<T: Serialize>(value: &T) -> Result<Self, ApiError> {
+        let (body, etag) = representation(value)?;
+        let etag = HeaderValue::try_from(etag).map_err(|error| ApiError::Internal(Box::new(error)))?;
+        Ok(Self { body: Bytes::from(body), etag })
+    }
+}
+
+impl shop::cache::Weigh for Rendered {
+    fn weight(&self) -> usize {
+        self.body.len() + self.etag.len() + 48
+    }
+}
+
 /// A cacheable public read: 304 when the client's copy is current, else 200 with the body.
 pub fn public_json<T: Serialize>(request_headers: &HeaderMap, value: &T, max_age_seconds: u64) -> Response {
-    let (body, etag) = match representation(value) {
-        Ok(representation) => representation,
-        Err(error) => return error.into_response(),
-    };
-    let cache_control = format!("public, max-age={max_age_seconds}");
-    let not_modified = none_match(request_headers.get(header::IF_NONE_MATCH), &etag);
-    let status = if not_modified { StatusCode::NOT_MODIFIED } else { StatusCode::OK };
-    let mut builder =
-        Response::builder().status(status).header(header::ETAG, &etag).header(header::CACHE_CONTROL, cache_control);
-    if !not_modified {
-        builder = builder.header(header::CONTENT_TYPE, "application/json");
+    match Rendered::of(value) {
+        Ok(rendered) => rendered_response(request_headers, rendered, cache_control_public(max_age_seconds)),
+        Err(error) => error.into_response(),
     }
-    let body = if not_modified { Body::empty() } else { Body::from(body) };
-    builder.body(body).unwrap_or_else(|error| ApiError::Internal(Box::new(error)).into_response())
+}
+
+/// `public, max-age=N`.
+pub fn cache_control_public(max_age_seconds: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("public, max-age={max_age_seconds}")).unwrap_or(HeaderValue::from_static("no-cache"))
+}
+
+/// `rendered` with `cache_control`, or 304 when the request's `If-None-Match` lists its ETag.
+pub fn rendered_response(request_headers: &HeaderMap, rendered: Rendered, cache_control: HeaderValue) -> Response {
+    let not_modified =
+        rendered.etag.to_str().is_ok_and(|etag| none_match(request_headers.get(header::IF_NONE_MATCH), etag));
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut response = Response::new(Body::from(rendered.body));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, rendered.etag);
+    headers.insert(header::CACHE_CONTROL, cache_control);
+    response
 }
 
 /// A response with personal data: never stored by caches.

@@ -4,7 +4,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use shop::SortOrder;
 use shop::ValidationErrors;
 use shop::accounts::Role;
 use shop::catalog::{
@@ -12,11 +11,12 @@ use shop::catalog::{
     ProductSort, ProductStatus, SearchBoost, Slug, Stock, Text, parse_amount,
 };
 use shop::search::{FacetRequest, SearchText};
+use shop::{SortOrder, StoreError};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::accounts::{client_ip, parse_bool, parse_page};
-use super::caching::{if_match, public_json, representation};
+use super::caching::{Rendered, cache_control_public, if_match, public_json, rendered_response, representation};
 use super::search::{self, list_body};
 use super::with_location;
 use crate::auth::MaybeAuthenticated;
@@ -252,20 +252,44 @@ pub async fn list_products(
         in_stock,
         status,
     };
+    // Staff views may include archived products: never shared through public caches.
+    let cache_control =
+        if is_staff { HeaderValue::from_static("private, no-cache") } else { cache_control_public(max_age(&state)) };
     let body = match (text, facets) {
-        (None, None) => list_body(state.catalog().list_products(&filters).await?.map(ProductListItem::from)),
+        (None, None) => {
+            // The plain list is the hottest read: its rendered body is cached under the same
+            // generation as the page it renders, so it is never older than the page.
+            let load = || async {
+                let page = state.catalog().list_products(&filters).await.map_err(into_store_error)?;
+                Rendered::of(&list_body(page.map(ProductListItem::from))).map_err(StoreError::other)
+            };
+            let rendered = state
+                .inner
+                .list_bodies
+                .get_or_load(format!("{filters:?}"), |_| false, load)
+                .await
+                .map_err(shop::Error::from)?;
+            return Ok(rendered_response(&headers, rendered, cache_control));
+        }
         (None, Some(wanted)) => search::facet_list(&state, client_ip(client), &filters, wanted).await?,
         (Some(text), wanted) => {
             search::search_list(&state, client_ip(client), &text, &filters, sort_by, wanted.unwrap_or_default()).await?
         }
     };
-    if is_staff {
-        // Staff views may include archived products: never share them through public caches.
-        let mut response = public_json(&headers, &body, 0);
-        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
-        return Ok(response);
+    Ok(match Rendered::of(&body) {
+        Ok(rendered) => rendered_response(&headers, rendered, cache_control),
+        Err(error) => error.into_response(),
+    })
+}
+
+/// A catalog read's error as the cache carries it (the inverse of `From<StoreError>`: a read
+/// only fails in storage).
+fn into_store_error(error: shop::Error) -> StoreError {
+    match error {
+        shop::Error::NotFound => StoreError::NotFound,
+        shop::Error::Internal(source) => StoreError::Other(source),
+        other => StoreError::other(other),
     }
-    Ok(public_json(&headers, &body, max_age(&state)))
 }
 
 /// Creates a product (staff).

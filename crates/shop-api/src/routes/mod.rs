@@ -1,7 +1,7 @@
 //! The routes of the HTTP API, each documented with `#[utoipa::path]` (including who may call it).
 
 pub(crate) mod accounts;
-mod caching;
+pub(crate) mod caching;
 mod catalog;
 mod external_logins;
 pub(crate) mod health;

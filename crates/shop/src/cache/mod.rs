@@ -224,6 +224,17 @@ where
         self.name
     }
 
+    /// A new, empty, local-only cache of other types under this one's family, generations,
+    /// clock and settings: for a derived form of what this cache holds (its rendered body, say),
+    /// which every write that invalidates this cache invalidates too.
+    pub fn sibling<K2, V2>(&self, name: &'static str) -> ReadCache<K2, V2>
+    where
+        K2: Hash + Eq + Clone + Send + Sync + Weigh + 'static,
+        V2: Clone + Send + Sync + Weigh + 'static,
+    {
+        ReadCache::new(name, self.family, Arc::clone(&self.generations), Arc::clone(&self.clock), &self.settings)
+    }
+
     /// Local misses look in `tier` (and fill it) before the store; values travel as JSON.
     pub fn with_shared(mut self, tier: Arc<dyn SharedTier>) -> Self
     where

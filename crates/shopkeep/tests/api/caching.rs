@@ -13,7 +13,11 @@ use shop::accounts::Role;
 use crate::both_backends;
 use crate::helpers::{Backend, PASSWORD, TestApp, spawn_app_with, with_redis};
 
-both_backends!(and_redis: every_catalog_write_is_seen_by_the_next_read, list_totals_are_counted_once_per_filter);
+both_backends!(
+    and_redis: every_catalog_write_is_seen_by_the_next_read,
+    list_totals_are_counted_once_per_filter,
+    list_bodies_are_rendered_once_per_generation,
+);
 
 both_backends!(
     a_write_on_one_instance_is_seen_by_another_within_the_bound,
@@ -359,4 +363,48 @@ async fn list_totals_are_counted_once_per_filter(app: &TestApp) {
     app.add_product(&staff, &category_id, "lamp-5", "20.00", 0).await;
     assert_eq!(read_twice(app, "/api/v1/products?limit=2").await["total"], 6);
     assert_eq!(read_twice(app, "/api/v1/products?limit=2&inStock=true").await["total"], 5);
+}
+
+/// The plain list's rendered body is cached beside its page: a warm read renders nothing and
+/// reads no page; staff get the same body, privately; a write gives a new body and a new ETag.
+async fn list_bodies_are_rendered_once_per_generation(app: &TestApp) {
+    let staff = app.signed_in("staff@example.com", Role::Staff).await;
+    let category = app.add_category(&staff, "lamps").await;
+    let category_id = category["id"].as_str().unwrap().to_owned();
+    app.add_product(&staff, &category_id, "desk-lamp", "20.00", 3).await;
+    let path = "/api/v1/products?limit=5&sortBy=name";
+    let figures = |status: &Value, name: &str, field: &str| cache_row(status, name, "local")[field].as_u64().unwrap();
+    let before = admin_status(app).await;
+
+    let first = app.http.get(app.url(path)).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["cache-control"], "public, max-age=60");
+    assert_eq!(first.headers()["content-type"], "application/json");
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let first: Value = first.json().await.unwrap();
+    let second = app.http.get(app.url(path)).send().await.unwrap();
+    assert_eq!(second.headers()["etag"], etag.as_str());
+    assert_eq!(second.json::<Value>().await.unwrap(), first);
+    let after = admin_status(app).await;
+    assert_eq!(figures(&after, "product_list_bodies", "fills") - figures(&before, "product_list_bodies", "fills"), 1);
+    assert!(figures(&after, "product_list_bodies", "hits") > figures(&before, "product_list_bodies", "hits"));
+    assert_eq!(
+        figures(&after, "product_lists", "hits") + figures(&after, "product_lists", "misses"),
+        figures(&before, "product_lists", "hits") + figures(&before, "product_lists", "misses") + 1,
+        "the warm read did not look at the page"
+    );
+
+    let not_modified = app.http.get(app.url(path)).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(not_modified.headers()["etag"], etag.as_str());
+    let private = staff.get(app.url(path)).send().await.unwrap();
+    assert_eq!(private.headers()["cache-control"], "private, no-cache");
+    assert_eq!(private.json::<Value>().await.unwrap(), first, "staff read the same active products");
+
+    let id = first["data"][0]["id"].as_str().unwrap().to_owned();
+    patch(app, &staff, &format!("/api/v1/products/{id}"), json!({"name": "Desk lamp, brass"})).await;
+    let changed = app.http.get(app.url(path)).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(changed.status(), StatusCode::OK, "the old ETag no longer matches");
+    assert_ne!(changed.headers()["etag"], etag.as_str());
+    assert_eq!(changed.json::<Value>().await.unwrap()["data"][0]["name"], "Desk lamp, brass");
 }
