@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Catalog read benchmark: seeds PRODUCTS products, then measures with wrk, same run, release
 # build, SQLite and PostgreSQL:
-#   /health/live (the server's own ceiling) and nginx's `return 200` (the machine's);
+#   /health/live (the server's own ceiling), nginx's `return 200` (the machine's) and a bare axum
+#   server's /health/live (examples/bare_live.rs: the framework with no middleware, the naive
+#   baseline);
 #   GET /api/v1/products?limit=20, GET /api/v1/products/{slug}, a search and GET /users/me
 #   (an authenticated read: the sign-in lookup) — with the read cache warm, and again with
 #   the cache off (every request to the database: the "cold" figures);
@@ -56,8 +58,9 @@ case $PROFILE in
 esac
 source bench/lib/wrk.sh
 require_wrk
-cargo build "${cargo_profile[@]}" --locked -p shopkeep >&2
+cargo build "${cargo_profile[@]}" --locked -p shopkeep --bin shopkeep --example bare_live >&2
 binary=${CARGO_TARGET_DIR:-target}/$PROFILE/shopkeep
+bare_live=${CARGO_TARGET_DIR:-target}/$PROFILE/examples/bare_live
 work=$(mktemp -d)
 cleanup() {
     kill $(jobs -p) 2>/dev/null || true
@@ -154,6 +157,22 @@ pgbouncer_pass() {
     fi
 }
 
+# Starts the server on 127.0.0.1:18080 (admin 19090) with the environment overrides given as
+# NAME=value arguments, pinned to $server_cpu, its output appended to the backend's log; waits
+# until it is ready and leaves its pid in $pid.
+start_server() {
+    env "$@" taskset -c $server_cpu "$binary" serve --listen 127.0.0.1:18080 --admin-listen 127.0.0.1:19090 \
+        >>"$work/$backend.log" 2>&1 &
+    pid=$!
+    wait_ready $pid "$work/$backend.log" http://127.0.0.1:18080/health/ready
+}
+
+# Stops the server started by start_server, gracefully.
+stop_server() {
+    kill -TERM $pid
+    wait $pid || true
+}
+
 results=()
 hit_ratios=()
 bouncer_line=""
@@ -164,6 +183,17 @@ if [ "$SMOKE" != 1 ] && require_nginx; then
     kill "$nginx_pid" 2>/dev/null || true
     wait "$nginx_pid" 2>/dev/null || true
     results+=("nginx return-200 $nginx - 0 0")
+fi
+# The naive baseline: bare axum answering /health/live, no middleware (what the framework
+# costs before Shopkeep's stack adds anything).
+if [ "$SMOKE" != 1 ]; then
+    taskset -c $server_cpu "$bare_live" 127.0.0.1:18095 >"$work/bare_live.log" 2>&1 &
+    bare_pid=$!
+    wait_ready "$bare_pid" "$work/bare_live.log" http://127.0.0.1:18095/health/live
+    bare=$(parse_wrk "$(taskset -c $client_cpu wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency http://127.0.0.1:18095/health/live 2>&1)")
+    kill "$bare_pid" 2>/dev/null || true
+    wait "$bare_pid" 2>/dev/null || true
+    results+=("axum bare-health/live $bare - 0 0")
 fi
 for backend in $BACKENDS; do
     case $backend in
@@ -179,10 +209,9 @@ for backend in $BACKENDS; do
     "$binary" migrate up >/dev/null
     SHOPKEEP_ADMIN_PASSWORD=$PASSWORD "$binary" admin create-user --email bench@example.com --role staff >/dev/null
 
+    : >"$work/$backend.log"
     start_ns=$(date +%s%N)
-    taskset -c $server_cpu "$binary" serve --listen 127.0.0.1:18080 --admin-listen 127.0.0.1:19090 >"$work/$backend.log" 2>&1 &
-    pid=$!
-    wait_ready $pid "$work/$backend.log" http://127.0.0.1:18080/health/ready
+    start_server
     ready_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
 
     cookie="$work/cookie-$backend"
@@ -225,31 +254,22 @@ for backend in $BACKENDS; do
     hit_ratio=$(curl -fsS http://127.0.0.1:19090/admin/v1/status \
         | jq -r '([.caches[].hits] | add) as $h | ([.caches[].misses] | add) as $m
                  | if ($h + $m) > 0 then (($h * 1000 / ($h + $m)) | floor) / 10 else "none" end')
-    kill -TERM $pid; wait $pid || true
+    stop_server
 
-    SHOPKEEP_CACHE__ENABLED=false taskset -c $server_cpu "$binary" serve --listen 127.0.0.1:18080 \
-        --admin-listen 127.0.0.1:19090 >>"$work/$backend.log" 2>&1 &
-    pid=$!
-    wait_ready $pid "$work/$backend.log" http://127.0.0.1:18080/health/ready
+    start_server SHOPKEEP_CACHE__ENABLED=false
     read_pass cold
-    kill -TERM $pid; wait $pid || true
+    stop_server
 
-    SHOPKEEP_RATE_LIMITS__ENABLED=false taskset -c $server_cpu "$binary" serve --listen 127.0.0.1:18080 \
-        --admin-listen 127.0.0.1:19090 >>"$work/$backend.log" 2>&1 &
-    pid=$!
-    wait_ready $pid "$work/$backend.log" http://127.0.0.1:18080/health/ready
+    start_server SHOPKEEP_RATE_LIMITS__ENABLED=false
     results+=("$backend products,warm,limits-off $(parse_wrk "$(run_wrk "$API/products?limit=20")") $ready_ms $rss_kib $seed_s")
-    kill -TERM $pid; wait $pid || true
+    stop_server
 
     # The default log level: one JSON access line per request, written to a file by the
     # non-blocking writer (every other pass runs at warn).
-    SHOPKEEP_LOG__LEVEL=info taskset -c $server_cpu "$binary" serve --listen 127.0.0.1:18080 \
-        --admin-listen 127.0.0.1:19090 >>"$work/$backend.log" 2>&1 &
-    pid=$!
-    wait_ready $pid "$work/$backend.log" http://127.0.0.1:18080/health/ready
+    start_server SHOPKEEP_LOG__LEVEL=info
     results+=("$backend health/live,log-info $(parse_wrk "$(run_wrk 'http://127.0.0.1:18080/health/live')") $ready_ms $rss_kib $seed_s")
     results+=("$backend products,warm,log-info $(parse_wrk "$(run_wrk "$API/products?limit=20")") $ready_ms $rss_kib $seed_s")
-    kill -TERM $pid; wait $pid || true
+    stop_server
     hit_ratios+=("$backend $hit_ratio")
     if [ "$backend" = postgres ]; then
         pgbouncer_pass
