@@ -10,6 +10,7 @@ pub mod admin;
 mod auth;
 pub mod error;
 mod extract;
+mod flags;
 mod middleware;
 pub mod rate_limits;
 mod routes;

@@ -26,6 +26,8 @@ pub struct HttpSettings {
     pub https: bool,
     /// `Cache-Control: max-age` of public catalog reads.
     pub catalog_max_age: Duration,
+    /// The request header naming the caller's country for feature-flag rules, if any.
+    pub country_header: Option<axum::http::HeaderName>,
 }
 
 impl Default for HttpSettings {
@@ -37,6 +39,7 @@ impl Default for HttpSettings {
             request_timeout: Duration::from_secs(15),
             concurrency: resilience::ConcurrencyLimit::Fixed(512),
             https: false,
+            country_header: None,
             catalog_max_age: Duration::from_secs(60),
         }
     }
@@ -79,6 +82,8 @@ pub struct AppParts {
     pub identity_providers: IdentityProviders,
     pub orders: shop::orders::OrderService,
     pub webhooks: shop::webhooks::WebhookService,
+    /// Feature flags, evaluated from the in-memory snapshot.
+    pub flags: shop::flags::FlagService,
 }
 
 /// OpenID Connect providers by their configured name.
@@ -106,6 +111,7 @@ pub(crate) struct Inner {
     pub identity_providers: IdentityProviders,
     pub orders: shop::orders::OrderService,
     pub webhooks: shop::webhooks::WebhookService,
+    pub flags: shop::flags::FlagService,
     /// The global in-flight limit of the public listener.
     pub shedder: resilience::LoadShedder,
     /// Rendered bodies of the plain product list by its filters, invalidated with the catalog.
@@ -129,6 +135,7 @@ impl AppState {
             identity_providers,
             orders,
             webhooks,
+            flags,
         } = parts;
         let shedder = resilience::LoadShedder::new(settings.concurrency, Arc::new(resilience::MonotonicClock));
         let list_bodies = catalog.caches().product_lists.sibling("product_list_bodies");
@@ -148,6 +155,7 @@ impl AppState {
             identity_providers,
             orders,
             webhooks,
+            flags,
             shedder,
             list_bodies,
         };
@@ -164,6 +172,10 @@ impl AppState {
 
     pub(crate) fn webhooks(&self) -> &shop::webhooks::WebhookService {
         &self.inner.webhooks
+    }
+
+    pub(crate) fn flags(&self) -> &shop::flags::FlagService {
+        &self.inner.flags
     }
 
     pub(crate) fn catalog(&self) -> &CatalogService {

@@ -27,6 +27,12 @@ pub enum Conflict {
     /// Another account has this email address.
     #[error("the email address is taken")]
     EmailTaken,
+    /// The flag's version is not the one the write expected (or the flag is gone).
+    #[error("the flag changed since it was read")]
+    FlagChanged,
+    /// Creating the flag would pass `flags::MAX_FLAGS`.
+    #[error("the flag limit is reached")]
+    FlagLimit,
     /// Another category has this slug.
     #[error("the category slug is taken")]
     CategorySlugTaken,

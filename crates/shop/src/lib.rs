@@ -6,10 +6,12 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod audit;
 pub mod cache;
 pub mod catalog;
 pub mod clock;
 pub mod error;
+pub mod flags;
 pub mod jobs;
 pub mod mail;
 pub mod orders;

@@ -91,6 +91,84 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: SearchCommand,
     },
+    /// Feature flags of a running shop, through its admin listener (`admin.url`, `admin.token`).
+    Flags {
+        #[command(subcommand)]
+        command: FlagsCommand,
+    },
+    /// The audit log of administrative actions, through the admin listener, newest first.
+    Audit {
+        /// An action (`flag.update`), or a prefix ending in `.` (`flag.`).
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        /// What was acted on: `flag:maintenance`.
+        #[arg(long)]
+        target: Option<String>,
+        /// Only entries since this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many (1–100).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long, default_value_t = 1)]
+        page: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlagsCommand {
+    /// Every flag: kind, kill switch, default, rules, version.
+    List,
+    /// One flag's stored definition, as JSON.
+    Get { name: String },
+    /// Create a flag, or change what is given (conditional on the version read).
+    Set {
+        name: String,
+        /// Turn the kill switch on.
+        #[arg(long, conflicts_with = "off")]
+        on: bool,
+        /// Turn the kill switch off: everyone gets false (or the first variant).
+        #[arg(long)]
+        off: bool,
+        /// The value when no rule holds: true/false, or a variant.
+        #[arg(long)]
+        default: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Comma-separated variant names: makes it a variant flag (the first is the off value).
+        #[arg(long)]
+        variants: Option<String>,
+        /// A JSON definition replacing the whole flag (kind, enabled, default, rules).
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["on", "off", "default", "description", "variants"])]
+        file: Option<PathBuf>,
+    },
+    /// Roll a boolean flag out to PERCENT of callers (stable buckets: raising keeps those in).
+    Rollout {
+        name: String,
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: u8,
+    },
+    /// Delete a flag (the shop's own flags fall back to their defaults).
+    Delete { name: String },
+    /// What the flag answers a caller, as the instance evaluates it now.
+    Eval {
+        name: String,
+        /// A user id.
+        #[arg(long)]
+        user: Option<String>,
+        /// customer, staff or admin.
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        guest: Option<bool>,
+        /// The stable id of a visitor who is not signed in (their address).
+        #[arg(long)]
+        anonymous: Option<String>,
+        #[arg(long)]
+        country: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

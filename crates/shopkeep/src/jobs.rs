@@ -252,6 +252,27 @@ impl JobHandler for PurgeMailOutbox {
     }
 }
 
+/// `audit.purge`: deletes audit entries past `flags.audit_retention_days`, in batches
+/// (counted in `audit_entries_purged_total`). Idempotent.
+pub struct PurgeAudit {
+    audit: shop::audit::AuditLog,
+    retention: Duration,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for PurgeAudit {
+    async fn run(&self, _job: &Job) -> Result<(), HandlerError> {
+        let before = time::OffsetDateTime::now_utc() - self.retention;
+        loop {
+            let purged =
+                self.audit.purge(before, 1_000).await.map_err(|error| HandlerError::Transient(error.to_string()))?;
+            if purged < 1_000 {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// The worker as configured, with every handler and recurring job of the shop.
 pub fn build_worker(
     config: &Config,
@@ -301,6 +322,13 @@ pub fn build_worker(
             retention: Duration::from_secs(config.mail.outbox_retention_days * 86_400),
         },
     );
+    handlers.register(
+        shop::audit::PURGE_AUDIT,
+        PurgeAudit {
+            audit: shop::audit::AuditLog::new(Arc::clone(&store) as _),
+            retention: Duration::from_secs(u64::from(config.flags.audit_retention_days) * 86_400),
+        },
+    );
     let governor = hourly_governor("session_purge", config.accounts.session_purge_max_per_hour);
     handlers.register(PURGE_SESSIONS, PurgeSessions { accounts, governor });
     let settings = worker_settings(config);
@@ -335,6 +363,13 @@ pub fn build_worker(
             kind: PURGE_MAIL_OUTBOX.into(),
             queue: "default".into(),
             schedule: schedule(config, PURGE_MAIL_OUTBOX, Duration::from_secs(86_400)),
+            payload: serde_json::json!({}),
+        })
+        .schedule(RecurringJob {
+            name: shop::audit::PURGE_AUDIT.into(),
+            kind: shop::audit::PURGE_AUDIT.into(),
+            queue: "default".into(),
+            schedule: schedule(config, shop::audit::PURGE_AUDIT, Duration::from_secs(86_400)),
             payload: serde_json::json!({}),
         })
         .schedule(RecurringJob {

@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 mod commands;
 pub mod config;
+pub mod control;
 pub mod jobs;
 pub mod telemetry;
 pub mod webhooks;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 pub use app::Application;
-use cli::{AdminCommand, Cli, Command, ConfigCommand, JobsCommand, MailCommand, SearchCommand};
+use cli::{AdminCommand, Cli, Command, ConfigCommand, FlagsCommand, JobsCommand, MailCommand, SearchCommand};
 use config::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -70,6 +71,18 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Admin { command: AdminCommand::Search { command: SearchCommand::Reindex } } => {
             commands::reindex_search(&config).await
         }
+        Command::Admin { command: AdminCommand::Flags { command } } => run_flags_command(&config, command).await,
+        Command::Admin { command: AdminCommand::Audit { action, actor, target, since, limit, page } } => {
+            let filters = control::AuditFilters {
+                action: action.as_deref(),
+                actor: actor.as_deref(),
+                target: target.as_deref(),
+                since: since.as_deref(),
+                limit,
+                page,
+            };
+            control::list_audit(&config, filters).await
+        }
         Command::Admin { command: AdminCommand::CreateUser { email, role, name, password_file } } => {
             commands::create_user(&config, &email, &role, name.as_deref(), password_file.as_deref()).await
         }
@@ -85,6 +98,42 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     telemetry::flush_logs();
     code
+}
+
+async fn run_flags_command(config: &Config, command: FlagsCommand) -> anyhow::Result<()> {
+    match command {
+        FlagsCommand::List => control::list_flags(config).await,
+        FlagsCommand::Get { name } => control::get_flag(config, &name).await,
+        FlagsCommand::Set { name, on, off, default, description, variants, file } => {
+            let change = control::FlagChange {
+                name: &name,
+                enabled: if on {
+                    Some(true)
+                } else if off {
+                    Some(false)
+                } else {
+                    None
+                },
+                default: default.as_deref(),
+                description: description.as_deref(),
+                variants: variants.as_deref(),
+                file: file.as_deref(),
+            };
+            control::set_flag(config, change).await
+        }
+        FlagsCommand::Rollout { name, percent } => control::rollout_flag(config, &name, percent).await,
+        FlagsCommand::Delete { name } => control::delete_flag(config, &name).await,
+        FlagsCommand::Eval { name, user, role, guest, anonymous, country } => {
+            let context = control::EvalContext {
+                user: user.as_deref(),
+                role: role.as_deref(),
+                guest,
+                anonymous: anonymous.as_deref(),
+                country: country.as_deref(),
+            };
+            control::evaluate_flag(config, &name, context).await
+        }
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

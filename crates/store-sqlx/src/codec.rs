@@ -134,6 +134,8 @@ fn conflict(constraint: &str) -> Conflict {
             Conflict::IdentityLinked
         }
         "account_tokens_token_hash_key" => Conflict::DuplicateToken,
+        // A concurrent writer created the flag first.
+        "feature_flags_pkey" | "feature_flags_name_key" => Conflict::FlagChanged,
         user_key if user_key.ends_with("_user_id_fkey") => Conflict::UnknownUser,
         other => Conflict::Unnamed(other.to_owned()),
     }

@@ -11,6 +11,7 @@ mod codec;
 mod dialect;
 mod exec;
 mod external_logins;
+mod flags;
 mod idempotency;
 mod jobs;
 mod mail;

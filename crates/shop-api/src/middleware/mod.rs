@@ -29,7 +29,8 @@ use crate::state::AppState;
 /// Wraps the routes: outermost first, each request passes
 /// observe (request id, span, access log, metrics) → problem rendering → catch panic →
 /// security headers → CORS → gzip → body limit → timeout → load shed → per-IP rate limit →
-/// authentication → per-principal rate limit → routing → authorization → handler.
+/// authentication → per-principal rate limit → maintenance (writes refused while the flag is
+/// on) → routing → authorization → handler.
 ///
 /// Fails when a route's access declaration is malformed: better not to start than to guess.
 pub fn stack(routes: Router, document: &serde_json::Value, state: AppState) -> Result<Router, String> {
@@ -57,7 +58,8 @@ pub fn stack(routes: Router, document: &serde_json::Value, state: AppState) -> R
         .layer(axum::middleware::from_fn_with_state(shed, load_shed::shed_load))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::rate_limits::limit_by_ip))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .layer(axum::middleware::from_fn_with_state(state, crate::rate_limits::limit_by_principal))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::rate_limits::limit_by_principal))
+        .layer(axum::middleware::from_fn_with_state(state, crate::flags::refuse_writes_in_maintenance))
         // The body limit is `RequestBodyLimitLayer`'s alone (it also limits chunked bodies).
         .layer(DefaultBodyLimit::disable())
         .service(routes);

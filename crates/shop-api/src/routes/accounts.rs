@@ -1,13 +1,14 @@
 //! Identity routes: sign-up, login/logout, the current user, admin user management, API tokens.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use shop::ValidationErrors;
 use shop::accounts::{
     ChallengeRequired, Email, LoginOutcome, PasswordPlain, PersonName, Role, SignedIn, UserQuery, UserSort,
 };
+use shop::flags::known;
 use shop::secrets::SecretToken;
 use shop::{PageRequest, SortOrder};
 
@@ -39,9 +40,13 @@ use crate::wire::{
 pub async fn sign_up(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientIp>>,
+    headers: HeaderMap,
     Json(body): Json<SignUpRequest>,
 ) -> Result<Response, ApiError> {
-    state.inner.rate_limits.before_signup(client_ip(client)).await?;
+    let client = client_ip(client);
+    let refusal = "sign-ups are closed for now";
+    crate::flags::ensure_enabled(&state, known::SIGNUPS, None, &headers, client, None, refusal)?;
+    state.inner.rate_limits.before_signup(client).await?;
     let (email, password, name) = new_account_fields(&body)?;
     let signed_in = state.accounts().sign_up(email, password, name).await?;
     metrics::counter!("accounts_signups_total").increment(1);
@@ -59,8 +64,12 @@ pub async fn sign_up(
 pub async fn create_guest(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientIp>>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    state.inner.rate_limits.before_signup(client_ip(client)).await?;
+    let client = client_ip(client);
+    let refusal = "guest checkout is off: sign up to shop";
+    crate::flags::ensure_enabled(&state, known::GUEST_CHECKOUT, None, &headers, client, None, refusal)?;
+    state.inner.rate_limits.before_signup(client).await?;
     let signed_in = state.accounts().create_guest().await?;
     metrics::counter!("accounts_guests_total").increment(1);
     let location = format!("/api/v1/users/{}", signed_in.user.id);
@@ -82,9 +91,13 @@ pub async fn upgrade_guest(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     client: Option<axum::Extension<ClientIp>>,
+    headers: HeaderMap,
     Json(body): Json<SignUpRequest>,
 ) -> Result<Response, ApiError> {
-    state.inner.rate_limits.before_signup(client_ip(client)).await?;
+    let client = client_ip(client);
+    let refusal = "sign-ups are closed for now";
+    crate::flags::ensure_enabled(&state, known::SIGNUPS, Some(&caller), &headers, client, None, refusal)?;
+    state.inner.rate_limits.before_signup(client).await?;
     let (email, password, name) = new_account_fields(&body)?;
     let signed_in = state.accounts().upgrade_guest(&caller, email, password, name).await?;
     Ok(session_response(&state, StatusCode::OK, signed_in))

@@ -273,7 +273,9 @@ pub async fn list_products(
         }
         (None, Some(wanted)) => search::facet_list(&state, client_ip(client), &filters, wanted).await?,
         (Some(text), wanted) => {
-            search::search_list(&state, client_ip(client), &text, &filters, sort_by, wanted.unwrap_or_default()).await?
+            let facets = wanted.unwrap_or_default();
+            search::search_list(&state, caller.as_ref(), &headers, client_ip(client), &text, &filters, sort_by, facets)
+                .await?
         }
     };
     Ok(match Rendered::of(&body) {

@@ -103,6 +103,7 @@ pub async fn remove_cart_item(
 pub async fn checkout(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
+    client: Option<axum::Extension<crate::rate_limits::ClientIp>>,
     headers: HeaderMap,
     Json(body): Json<CheckoutRequest>,
 ) -> Result<Response, ApiError> {
@@ -121,6 +122,12 @@ pub async fn checkout(
     let (Some(key), Ok(address)) = (key, address) else {
         return Err(ApiError::invalid("body", "is invalid"));
     };
+    if caller.user.guest {
+        let client = super::accounts::client_ip(client);
+        let refusal = "guest checkout is off: sign up to check out";
+        let flag = shop::flags::known::GUEST_CHECKOUT;
+        crate::flags::ensure_enabled(&state, flag, Some(&caller), &headers, client, Some(&address.country), refusal)?;
+    }
     let canonical = serde_json::to_vec(&body).map_err(|error| ApiError::Internal(error.into()))?;
     let checkout = state.orders().checkout(&caller, key, shop::orders::request_hash(&canonical), address).await;
     if let Some(label) = checkout_metric_label(&checkout) {

@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use shop::ValidationErrors;
 use shop::catalog::{ProductQuery, ProductSort};
-use shop::search::{FacetRequest, SearchOrder, SearchText};
+use shop::search::{FacetRequest, SearchOrder, SearchText, Typos};
 use utoipa::IntoParams;
 
 use super::accounts::client_ip;
@@ -27,8 +27,11 @@ use crate::wire::{
 
 /// The list answering `q`: ranked hits (relevance, or `sort_by` when given) with what was
 /// searched for, and the facets asked for.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn search_list(
     state: &AppState,
+    caller: Option<&shop::accounts::Caller>,
+    headers: &HeaderMap,
     client: IpAddr,
     text: &SearchText,
     filters: &ProductQuery,
@@ -40,8 +43,9 @@ pub(super) async fn search_list(
         Some(sort) => SearchOrder::By(sort, filters.sort_order),
         None => SearchOrder::Relevance,
     };
+    let typos = typos_for(state, caller, headers, client);
     let started = std::time::Instant::now();
-    let results = state.search().search(text, filters, order, facets).await?;
+    let results = state.search().search_with(text, filters, order, facets, typos).await?;
     record_search("search", started, results.page.total, results.typo_fallback);
     let mut body = list_body(results.page.map(ProductListItem::from));
     body.search = Some(SearchInfoBody {
@@ -51,6 +55,15 @@ pub(super) async fn search_list(
     });
     body.facets = results.facets.map(FacetsBody::from);
     Ok(body)
+}
+
+/// Typo tolerance unless the `fuzzy_search` flag is off for this caller.
+fn typos_for(state: &AppState, caller: Option<&shop::accounts::Caller>, headers: &HeaderMap, client: IpAddr) -> Typos {
+    let facts = crate::flags::RequestFlags::of(state, headers, Some(client));
+    match state.flags().is_enabled(shop::flags::known::FUZZY_SEARCH, &facts.context(caller, None), true) {
+        true => Typos::Tolerated,
+        false => Typos::Exact,
+    }
 }
 
 /// The plain filtered list with the facets asked for (no `q`); limited like a search.
@@ -115,6 +128,7 @@ pub struct SuggestionsQuery {
     ))]
 pub async fn suggestions(
     State(state): State<AppState>,
+    crate::auth::MaybeAuthenticated(caller): crate::auth::MaybeAuthenticated,
     client: Option<axum::Extension<ClientIp>>,
     headers: HeaderMap,
     Query(query): Query<SuggestionsQuery>,
@@ -141,9 +155,11 @@ pub async fn suggestions(
     let (Some(text), Some(limit)) = (text, limit) else {
         return Err(ApiError::Invalid(ValidationErrors::new()));
     };
-    state.inner.rate_limits.before_search(client_ip(client)).await?;
+    let client = client_ip(client);
+    state.inner.rate_limits.before_search(client).await?;
+    let typos = typos_for(&state, caller.as_ref(), &headers, client);
     let started = std::time::Instant::now();
-    let found = state.search().suggest(&text, limit).await?;
+    let found = state.search().suggest_with(&text, limit, typos).await?;
     let total = (found.products.len() + found.categories.len()) as u64;
     record_search("suggestions", started, total, false);
     let body = SuggestionsBody {

@@ -116,6 +116,8 @@ pub struct AccountService {
     pub(super) settings: AccountSettings,
     throttle: Arc<dyn LoginThrottle>,
     caches: SignInCaches,
+    /// The `login_challenges` flag can switch the new-device challenge off; none: always on.
+    flags: Option<crate::flags::FlagService>,
 }
 
 /// Cached sign-ins by the hash of their secret: a session or API token with its user, or
@@ -157,7 +159,7 @@ impl AccountService {
     ) -> Self {
         let disabled = CacheSettings { enabled: false, ..CacheSettings::default() };
         let caches = SignInCaches::new(&store, &clock, &disabled);
-        Self { store, hasher, clock, settings, throttle: Arc::new(NoLoginThrottle), caches }
+        Self { store, hasher, clock, settings, throttle: Arc::new(NoLoginThrottle), caches, flags: None }
     }
 
     /// Sign-in lookups (sessions, API tokens) go through caches with `settings`.
@@ -173,6 +175,12 @@ impl AccountService {
     /// The same service with failed sign-ins counted (and accounts locked) by `throttle`.
     pub fn with_login_throttle(mut self, throttle: Arc<dyn LoginThrottle>) -> Self {
         self.throttle = throttle;
+        self
+    }
+
+    /// Consults the `login_challenges` flag before challenging a sign-in from a new device.
+    pub fn with_flags(mut self, flags: crate::flags::FlagService) -> Self {
+        self.flags = Some(flags);
         self
     }
 
@@ -278,6 +286,18 @@ impl AccountService {
         self.finish_login(account.user, previous_session, device, from_address).await
     }
 
+    /// Whether the `login_challenges` flag (on unless defined otherwise) challenges `user`.
+    fn challenges_on_for(&self, user: &User) -> bool {
+        let Some(flags) = &self.flags else { return true };
+        let context = crate::flags::FlagContext {
+            user_id: Some(user.id),
+            role: Some(user.role),
+            guest: user.guest,
+            ..crate::flags::FlagContext::default()
+        };
+        flags.is_enabled(crate::flags::known::LOGIN_CHALLENGES, &context, true)
+    }
+
     /// The end of every successful sign-in (password or external provider): a challenged role on
     /// a device it never confirmed gets a mailed confirmation link instead of a session;
     /// otherwise the browser's previous session ends and a new one starts.
@@ -293,6 +313,7 @@ impl AccountService {
         // Only challenged roles keep known devices (added by confirmed challenges), so the
         // table grows with confirmations, not with every cookie-less client's login.
         if self.settings.login_challenge_roles.contains(&user.role)
+            && self.challenges_on_for(&user)
             && !self.store.touch_known_device(user_id, device, now).await?
         {
             return Ok(LoginOutcome::Challenged(ChallengeRequired {

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod catalog;
+mod flags;
 mod health;
 mod jobs;
 mod mail;
@@ -14,6 +15,7 @@ pub use accounts::{
     UserRepository,
 };
 pub use catalog::{CacheVersions, CategoryRepository, ProductRepository, SearchIndex};
+pub use flags::{AuditRepository, FlagRepository};
 pub use health::{PoolStats, ReplicaHealth, StoreHealth};
 pub use jobs::JobRepository;
 pub use mail::{MailOutboxRepository, Mailer};
@@ -37,6 +39,8 @@ pub trait Store:
     + WebhookRepository
     + StoreHealth
     + CacheVersions
+    + FlagRepository
+    + AuditRepository
 {
 }
 
@@ -56,5 +60,7 @@ impl<T> Store for T where
         + WebhookRepository
         + StoreHealth
         + CacheVersions
+        + FlagRepository
+        + AuditRepository
 {
 }

@@ -17,6 +17,6 @@ pub use query::{
 };
 pub use service::{
     MAX_QUERY_WORDS, MAX_SUGGESTIONS, SearchHit, SearchResults, SearchService, SearchSettings, SuggestedProduct,
-    Suggestions,
+    Suggestions, Typos,
 };
 pub use typos::{Correction, TypoRules, Vocabulary};

@@ -17,6 +17,15 @@ use crate::error::{Error, StoreError};
 use crate::pagination::{Page, PageRequest};
 use crate::ports::SearchIndex;
 
+/// Whether a search corrects typos (`labtop` → `laptop`) when exact words find too little.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Typos {
+    #[default]
+    Tolerated,
+    /// Words match as typed (and the last one of a suggestion by prefix).
+    Exact,
+}
+
 /// Query words beyond this many are ignored (Meilisearch does the same with 10).
 pub const MAX_QUERY_WORDS: usize = 10;
 /// Corrections tried per query word.
@@ -181,8 +190,20 @@ impl SearchService {
         order: SearchOrder,
         facets: FacetRequest,
     ) -> Result<SearchResults, Error> {
-        let key = format!("{text:?} {filters:?} {order:?} {facets:?}");
-        let load = || self.run_search(text, filters, order, facets);
+        self.search_with(text, filters, order, facets, Typos::Tolerated).await
+    }
+
+    /// [`SearchService::search`], with typo tolerance on or off (the `fuzzy_search` flag).
+    pub async fn search_with(
+        &self,
+        text: &SearchText,
+        filters: &ProductQuery,
+        order: SearchOrder,
+        facets: FacetRequest,
+        typos: Typos,
+    ) -> Result<SearchResults, Error> {
+        let key = format!("{text:?} {filters:?} {order:?} {facets:?} {typos:?}");
+        let load = || self.run_search(text, filters, order, facets, typos);
         Ok(self.caches.results.get_or_load(key, |_| false, load).await?)
     }
 
@@ -192,6 +213,7 @@ impl SearchService {
         filters: &ProductQuery,
         order: SearchOrder,
         facets: FacetRequest,
+        typos: Typos,
     ) -> Result<SearchResults, StoreError> {
         let words = query_words(text);
         let exact: Vec<QueryTerm> = words.iter().map(|word| self.exact_term(word)).collect();
@@ -203,7 +225,7 @@ impl SearchService {
         // Too few hits, or a word no product holds (`labtop bag` finds bags, not laptops).
         let unknown_word = query.terms.iter().any(|term| !vocabulary.knows(term));
         let threshold = self.settings.typo_fallback_below;
-        if threshold > 0 && (page.total < threshold || unknown_word) {
+        if typos == Typos::Tolerated && threshold > 0 && (page.total < threshold || unknown_word) {
             let tolerant: Vec<QueryTerm> =
                 words.iter().map(|word| self.tolerant_term(word, &vocabulary.words)).collect();
             if tolerant != query.terms {
@@ -233,20 +255,26 @@ impl SearchService {
     /// the text ends after a complete word), earlier words typo-tolerant; same ranking as
     /// search.
     pub async fn suggest(&self, text: &SearchText, limit: u32) -> Result<Suggestions, Error> {
-        let key = format!("{text:?} {limit}");
-        Ok(self.caches.suggestions.get_or_load(key, |_| false, || self.run_suggest(text, limit)).await?)
+        self.suggest_with(text, limit, Typos::Tolerated).await
     }
 
-    async fn run_suggest(&self, text: &SearchText, limit: u32) -> Result<Suggestions, StoreError> {
+    /// [`SearchService::suggest`], with typo tolerance of the earlier words on or off.
+    pub async fn suggest_with(&self, text: &SearchText, limit: u32, typos: Typos) -> Result<Suggestions, Error> {
+        let key = format!("{text:?} {limit} {typos:?}");
+        Ok(self.caches.suggestions.get_or_load(key, |_| false, || self.run_suggest(text, limit, typos)).await?)
+    }
+
+    async fn run_suggest(&self, text: &SearchText, limit: u32, typos: Typos) -> Result<Suggestions, StoreError> {
         let words = query_words(text);
         let vocabulary = self.vocabulary().await?;
         let ends_in_word = !text.ends_after_word();
         let mut terms: Vec<QueryTerm> = Vec::with_capacity(words.len());
         for (index, word) in words.iter().enumerate() {
             let last = index + 1 == words.len();
-            terms.push(match last && ends_in_word {
-                true => self.prefix_term(word, &vocabulary.words),
-                false => self.tolerant_term(word, &vocabulary.words),
+            terms.push(match (last && ends_in_word, typos) {
+                (true, _) => self.prefix_term(word, &vocabulary.words),
+                (false, Typos::Tolerated) => self.tolerant_term(word, &vocabulary.words),
+                (false, Typos::Exact) => self.exact_term(word),
             });
         }
         let limit = limit.clamp(1, MAX_SUGGESTIONS);

@@ -47,6 +47,8 @@ pub struct Application {
     shared_cache: Option<Arc<redis_cache::RedisCache>>,
     /// The store as itself, for the replica checks.
     replicated: Arc<SqlStore>,
+    /// Feature flags, reloaded in the background when their stored generation moves.
+    flags: shop::flags::FlagService,
     started: Instant,
 }
 
@@ -98,7 +100,14 @@ impl Application {
             .with_cache(&generations, &clock, &cache);
         let replicated = Arc::clone(&sql_store);
         let store: Arc<dyn Store> = sql_store;
-        let accounts = account_service(&config, Arc::clone(&store), Arc::clone(&clock)).with_cache(&cache);
+        let flags = shop::flags::FlagService::new(Arc::clone(&store) as _);
+        // Loaded before serving, so a shop in maintenance stays in maintenance across a restart.
+        if let Err(error) = flags.refresh().await {
+            tracing::warn!(%error, "cannot load the feature flags at start; evaluating defaults until they load");
+        }
+        let accounts = account_service(&config, Arc::clone(&store), Arc::clone(&clock))
+            .with_cache(&cache)
+            .with_flags(flags.clone());
         let mut catalog = CatalogService::new(Arc::clone(&store), Arc::clone(&clock)).with_cache(&cache);
         if let Some(tier) = &shared_cache {
             let tier: Arc<dyn shop::cache::SharedTier> = Arc::clone(tier) as _;
@@ -126,6 +135,12 @@ impl Application {
             },
             https: http.https,
             catalog_max_age: Duration::from_secs(http.catalog_max_age_secs),
+            // Validated by the configuration.
+            country_header: config
+                .flags
+                .country_header
+                .as_deref()
+                .and_then(|name| axum::http::HeaderName::try_from(name).ok()),
         };
         let payments = payment_provider(&config, &breakers, Arc::clone(&limiter_clock))?;
         let orders = order_service(&config, Arc::clone(&store), Arc::clone(&clock), payments);
@@ -180,6 +195,7 @@ impl Application {
             identity_providers,
             orders: orders.clone(),
             webhooks: webhooks.clone(),
+            flags: flags.clone(),
         });
         // The state adds the caches of rendered bodies to the services' own.
         let caches = state.caches();
@@ -215,6 +231,7 @@ impl Application {
             caches,
             shared_cache,
             replicated,
+            flags,
             started,
         })
     }
@@ -253,6 +270,7 @@ impl Application {
             caches,
             shared_cache,
             replicated,
+            flags,
             started,
         } = self;
         let public_address = public.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -279,6 +297,8 @@ impl Application {
         let stop = background.clone().cancelled_owned();
         tasks.spawn(async move { replicated.follow_replicas(stop).await });
         tasks.spawn(purge_rate_limits(rate_limits, config.rate_limits.purge_interval, background.clone()));
+        let stop = background.clone().cancelled_owned();
+        tasks.spawn(shop::flags::follow_flags(flags, config.flags.refresh_interval(), stop));
         if config.cache.enabled {
             let every = Duration::from_millis(config.cache.max_staleness_ms);
             let stop = background.clone().cancelled_owned();

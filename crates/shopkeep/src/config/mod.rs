@@ -27,6 +27,7 @@ mod accounts;
 mod cache;
 mod database;
 mod durations;
+mod flags;
 mod jobs;
 mod mail;
 mod orders;
@@ -40,6 +41,7 @@ mod webhooks;
 pub use accounts::{AccountsConfig, OidcConfig, OidcProviderConfig};
 pub use cache::CacheConfig;
 pub use database::{Backend, DatabaseConfig, RedisConfig};
+pub use flags::FlagsConfig;
 pub use jobs::JobsConfig;
 pub use mail::MailConfig;
 pub use orders::PaymentsConfig;
@@ -72,6 +74,7 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub search: SearchConfig,
     pub cache: CacheConfig,
+    pub flags: FlagsConfig,
 }
 
 /// A section that checks its own values.
@@ -171,7 +174,7 @@ impl Config {
 
     /// Every section's checks, then those that span sections.
     fn validate(&self, problems: &mut Vec<String>) {
-        let sections: [&dyn Validate; 16] = [
+        let sections: [&dyn Validate; 17] = [
             &self.server,
             &self.http,
             &self.database,
@@ -188,6 +191,7 @@ impl Config {
             &self.webhooks,
             &self.search,
             &self.cache,
+            &self.flags,
         ];
         for section in sections {
             section.validate(problems);

@@ -164,6 +164,9 @@ pub struct AdminConfig {
     pub token: Option<Secret>,
     /// A file holding the token; replaces `token`.
     pub token_file: Option<PathBuf>,
+    /// Where `shopkeep admin flags|audit` reach the admin listener (`http://10.0.0.5:9090`);
+    /// default: `server.admin_listen` (on loopback when it listens on every address).
+    pub url: Option<String>,
 }
 
 impl AdminConfig {
@@ -179,6 +182,11 @@ impl Validate for AdminConfig {
     fn validate(&self, problems: &mut Vec<String>) {
         if self.token.as_ref().is_some_and(|token| token.expose().len() < 16) {
             problems.push("admin.token: must be at least 16 characters".into());
+        }
+        if let Some(url) = &self.url
+            && !url::Url::parse(url).is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+        {
+            problems.push("admin.url: must be an http:// or https:// URL".into());
         }
     }
 }

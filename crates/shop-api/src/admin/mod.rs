@@ -1,8 +1,10 @@
 //! The admin listener (127.0.0.1:9090 by default): health with details, Prometheus metrics, the
 //! stability status page (breakers, limits, load shedding), breaker controls, and the job queue
-//! (list, inspect, retry dead jobs).
+//! (list, inspect, retry dead jobs), feature flags and the audit log (`flags`).
 //! Everything but health needs `Authorization: Bearer <admin token>` when a token is configured;
 //! actions that change state (breaker resets) need a configured token, always.
+
+pub mod flags;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +14,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::Serialize;
 use subtle::ConstantTimeEq as _;
 
@@ -46,12 +48,18 @@ pub fn admin_router(app: AppState, settings: AdminSettings) -> Router {
     let actions = Router::new()
         .route("/admin/v1/breakers/{name}/{action}", post(breaker_action))
         .route("/admin/v1/jobs/{id}/retry", post(retry_job))
+        .route("/admin/v1/flags/{name}", put(flags::put_flag).delete(flags::delete_flag))
+        .route("/admin/v1/flags/{name}/rollout", put(flags::put_rollout))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_configured_token));
     let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/v1/status", get(status))
         .route("/admin/v1/jobs", get(list_jobs))
         .route("/admin/v1/jobs/{id}", get(get_job))
+        .route("/admin/v1/flags", get(flags::list_flags))
+        .route("/admin/v1/flags/{name}", get(flags::get_flag))
+        .route("/admin/v1/flags/{name}/evaluate", get(flags::evaluate_flag))
+        .route("/admin/v1/audit", get(flags::list_audit))
         .merge(actions)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_admin_token));
     Router::new()
