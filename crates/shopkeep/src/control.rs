@@ -39,6 +39,8 @@ impl AdminClient {
             }
         };
         let base = url::Url::parse(&base).with_context(|| format!("admin.url {base:?}"))?;
+        // reqwest's TLS backend (an https admin.url) needs the process-wide crypto provider.
+        integration::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(15))

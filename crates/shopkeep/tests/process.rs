@@ -36,6 +36,7 @@ fn sqlite_url(directory: &Path) -> String {
 struct Server {
     child: Child,
     address: String,
+    admin_address: String,
     lines: tokio::sync::mpsc::UnboundedReceiver<String>,
     logged: Vec<String>,
 }
@@ -70,19 +71,20 @@ impl Server {
             }
         });
         let mut logged = Vec::new();
-        let address = tokio::time::timeout(Duration::from_secs(30), async {
+        let (address, admin_address) = tokio::time::timeout(Duration::from_secs(30), async {
             loop {
                 let line = lines.recv().await.expect("the server logs until it is ready");
                 logged.push(line.clone());
                 let entry: Value = serde_json::from_str(&line).unwrap_or_default();
                 if entry["message"] == "shopkeep is ready" {
-                    return entry["listen"].as_str().unwrap().to_owned();
+                    let address = entry["listen"].as_str().unwrap().to_owned();
+                    return (address, entry["adminListen"].as_str().unwrap().to_owned());
                 }
             }
         })
         .await
         .expect("ready within 30 s");
-        Self { child, address, lines, logged }
+        Self { child, address, admin_address, lines, logged }
     }
 
     fn url(&self, path: &str) -> String {
@@ -411,6 +413,8 @@ async fn every_command_has_help_and_bad_usage_exits_2() {
         vec!["admin", "mail", "list", "--help"],
         vec!["admin", "search", "reindex", "--help"],
         vec!["admin", "create-user", "--help"],
+        vec!["admin", "flags", "set", "--help"],
+        vec!["admin", "audit", "--help"],
         vec!["config", "check", "--help"],
     ] {
         let (code, stdout, _) = output(shopkeep().args(&args)).await;
@@ -421,6 +425,93 @@ async fn every_command_has_help_and_bad_usage_exits_2() {
     assert_eq!(code, 2);
     let (code, _, _) = output(shopkeep().args(["serve", "--listen", "nowhere"])).await;
     assert_eq!(code, 2);
+}
+
+#[tokio::test]
+async fn operators_run_feature_flags_from_the_cli_and_every_change_is_audited() {
+    const TOKEN: &str = "an-admin-token-for-the-cli";
+    let directory = tempfile::tempdir().unwrap();
+    let url = sqlite_url(directory.path());
+    let server = Server::start_with(&url, &[("SHOPKEEP_ADMIN__TOKEN", TOKEN)]).await;
+    let admin_url = format!("http://{}", server.admin_address);
+    let cli = |args: &[&str]| {
+        let mut command = shopkeep();
+        command
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("SHOPKEEP_ADMIN__URL", &admin_url)
+            .env("SHOPKEEP_ADMIN__TOKEN", TOKEN)
+            .env("USER", "ada");
+        command
+    };
+    let client = http_client(reqwest::Client::builder());
+    let signup = |email: &'static str| {
+        client
+            .post(server.url("/api/v1/users"))
+            .json(&json!({ "email": email, "password": PASSWORD, "name": "Ada" }))
+            .send()
+    };
+
+    // Maintenance on: writes answer 503 with Retry-After, reads go on.
+    let (code, stdout, stderr) =
+        output(&mut cli(&["admin", "flags", "set", "maintenance", "--on", "--default", "true"])).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("maintenance") && stdout.contains("on"), "{stdout}");
+    let refused = signup("first@example.com").await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(client.get(server.url("/api/v1/products")).send().await.unwrap().status(), 200);
+    let (code, stdout, _) = output(&mut cli(&["admin", "flags", "eval", "maintenance"])).await;
+    assert_eq!((code, stdout.trim()), (0, "true"));
+
+    // Off again (the kill switch): writes go through.
+    let (code, _, stderr) = output(&mut cli(&["admin", "flags", "set", "maintenance", "--off"])).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(signup("second@example.com").await.unwrap().status(), 201);
+
+    // A rollout, listed; then the flag deleted.
+    let (code, _, stderr) = output(&mut cli(&["admin", "flags", "set", "new_checkout", "--default", "false"])).await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = output(&mut cli(&["admin", "flags", "rollout", "new_checkout", "30"])).await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, _) = output(&mut cli(&["admin", "flags", "get", "new_checkout"])).await;
+    assert_eq!(code, 0);
+    let flag: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(flag["rules"][0]["when"][0], json!({ "type": "rollout", "percentage": 30 }));
+    let (code, stdout, _) = output(&mut cli(&["admin", "flags", "list"])).await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.starts_with("NAME") && stdout.contains("new_checkout") && stdout.contains("maintenance"),
+        "{stdout}"
+    );
+    let (code, _, _) = output(&mut cli(&["admin", "flags", "delete", "new_checkout"])).await;
+    assert_eq!(code, 0);
+
+    // Refusals exit non-zero with the problem.
+    let (code, _, stderr) = output(&mut cli(&["admin", "flags", "delete", "new_checkout"])).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("404"), "{stderr}");
+    let (code, _, stderr) = output(&mut cli(&["admin", "flags", "set", "Bad Name", "--on"])).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("400") && stderr.contains("name"), "{stderr}");
+    let (code, _, stderr) =
+        output(&mut cli(&["admin", "flags", "list"]).env("SHOPKEEP_ADMIN__TOKEN", "not-the-admin-token-at-all")).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("401"), "{stderr}");
+    let (code, _, stderr) = output(&mut cli(&["admin", "flags", "rollout", "maintenance", "101"])).await;
+    assert_eq!(code, 2, "{stderr}");
+
+    // Every change is in the audit log, newest first, with the operator.
+    let (code, stdout, stderr) = output(&mut cli(&["admin", "audit", "--action", "flag."])).await;
+    assert_eq!(code, 0, "{stderr}");
+    let actions: Vec<&str> = stdout.lines().skip(1).filter_map(|line| line.split_whitespace().nth(3)).collect();
+    assert_eq!(actions, ["flag.delete", "flag.update", "flag.create", "flag.update", "flag.create"], "{stdout}");
+    assert!(stdout.contains("admin-token (cli:ada)"), "{stdout}");
+    assert!(stderr.contains("5 of 5"), "{stderr}");
+
+    server.signal("TERM");
+    let (code, _) = server.wait().await;
+    assert_eq!(code, 0);
 }
 
 /// A test client; reqwest's TLS backend needs the process-wide crypto provider (see

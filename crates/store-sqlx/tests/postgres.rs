@@ -136,3 +136,16 @@ async fn the_search_index_rebuilds_when_its_analysis_changed() {
     store.close().await;
     drop(database);
 }
+
+#[tokio::test]
+async fn a_flag_write_whose_audit_row_fails_changes_nothing() {
+    let (store, database) = fresh_sql_store("shopkeep_audit").await;
+    let mut raw = <sqlx::PgConnection as sqlx::Connection>::connect(&database.0).await.unwrap();
+    let refuse = "create function refuse_audit() returns trigger language plpgsql as $$ \
+                  begin raise exception 'audit refused'; end $$; \
+                  create trigger refuse_audit before insert on audit_log for each row execute function refuse_audit();";
+    support::a_flag_write_whose_audit_row_fails_changes_nothing(store.clone(), &mut raw, refuse).await;
+    drop(raw);
+    store.close().await;
+    drop(database);
+}

@@ -123,3 +123,16 @@ async fn the_search_index_rebuilds_when_its_analysis_changed() {
     support::the_search_index_rebuilds_when_its_analysis_changed(store.clone(), &mut RawConnection(&mut raw)).await;
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_flag_write_whose_audit_row_fails_changes_nothing() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = SqlStore::sqlite(&settings(&directory)).await.unwrap();
+    store.migrate_up().await.unwrap();
+    let mut raw = <sqlx::SqliteConnection as sqlx::Connection>::connect(&settings(&directory).url).await.unwrap();
+    let refuse =
+        "create trigger refuse_audit before insert on audit_log begin select raise(abort, 'audit refused'); end;";
+    support::a_flag_write_whose_audit_row_fails_changes_nothing(store.clone(), &mut raw, refuse).await;
+    drop(raw);
+    store.close().await;
+}

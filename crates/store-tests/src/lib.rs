@@ -10,6 +10,7 @@ mod accounts;
 mod carts;
 mod catalog;
 mod external_logins;
+mod flags;
 mod idempotency;
 mod jobs;
 mod mail;
@@ -27,6 +28,7 @@ pub use accounts::*;
 pub use carts::*;
 pub use catalog::*;
 pub use external_logins::*;
+pub use flags::*;
 pub use idempotency::*;
 pub use jobs::*;
 pub use mail::*;
@@ -101,7 +103,9 @@ macro_rules! contract_tests {
             only_failed_or_abandoned_webhook_deliveries_are_requeued,
             deleting_a_webhook_endpoint_deletes_its_deliveries,
             stale_live_webhook_deliveries_are_abandoned,
-            finished_webhook_deliveries_are_purged_by_cutoff_and_limit
+            finished_webhook_deliveries_are_purged_by_cutoff_and_limit,
+            flags_round_trip_with_versions_and_audit, refused_flag_writes_record_nothing,
+            concurrent_flag_creations_have_one_winner, audit_entries_filter_page_and_purge
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -171,3 +171,20 @@ pub async fn the_search_index_rebuilds_when_its_analysis_changed(store: SqlStore
     assert!(vocabulary_version(raw).await > before);
     assert_eq!(store.ensure_search_index().await.unwrap(), None);
 }
+
+/// A flag write and its audit row are one transaction: with audit rows refused (`refuse_audit`
+/// installs a trigger that fails every insert into `audit_log`), the write fails and leaves
+/// no flag and the same generation.
+pub async fn a_flag_write_whose_audit_row_fails_changes_nothing<C>(store: SqlStore, raw: &mut C, refuse_audit: &str)
+where
+    for<'c> &'c mut C: sqlx::Executor<'c>,
+{
+    use shop::ports::FlagRepository as _;
+    let generation = store.flag_generation().await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(refuse_audit.to_owned())).execute(&mut *raw).await.unwrap();
+    let write = store_tests::flag_write("maintenance", true, None, 0);
+    let audit = shop::audit::AuditContext::new("ops", None, at(0));
+    store.put_flag(&write, &audit).await.expect_err("the audit row cannot be written");
+    assert_eq!(store.list_flags().await.unwrap(), vec![]);
+    assert_eq!(store.flag_generation().await.unwrap(), generation);
+}
