@@ -495,7 +495,7 @@ async fn operators_run_feature_flags_from_the_cli_and_every_change_is_audited() 
     assert_eq!(code, 1);
     assert!(stderr.contains("400") && stderr.contains("name"), "{stderr}");
     let (code, _, stderr) =
-        output(&mut cli(&["admin", "flags", "list"]).env("SHOPKEEP_ADMIN__TOKEN", "not-the-admin-token-at-all")).await;
+        output(cli(&["admin", "flags", "list"]).env("SHOPKEEP_ADMIN__TOKEN", "not-the-admin-token-at-all")).await;
     assert_eq!(code, 1);
     assert!(stderr.contains("401"), "{stderr}");
     let (code, _, stderr) = output(&mut cli(&["admin", "flags", "rollout", "maintenance", "101"])).await;
