@@ -96,6 +96,11 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: FlagsCommand,
     },
+    /// Circuit breakers of a running instance, through its admin listener.
+    Breakers {
+        #[command(subcommand)]
+        command: BreakersCommand,
+    },
     /// The audit log of administrative actions, through the admin listener, newest first.
     Audit {
         /// An action (`flag.update`), or a prefix ending in `.` (`flag.`).
@@ -115,6 +120,18 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 1)]
         page: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BreakersCommand {
+    /// Every breaker: state, calls in its window, failure and slow-call rates.
+    List,
+    /// Close the breaker with an empty window.
+    Reset { name: String },
+    /// Refuse every call through it until reset.
+    ForceOpen { name: String },
+    /// Let every call through it, unjudged, until reset.
+    Disable { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -322,6 +322,38 @@ pub async fn evaluate_flag(config: &Config, name: &str, context: EvalContext<'_>
     Ok(())
 }
 
+fn breaker_row(breaker: &Value) -> Vec<String> {
+    let percent = |value: &Value| value.as_f64().map_or("-".to_owned(), |rate| format!("{rate:.1}%"));
+    vec![
+        text(&breaker["name"]),
+        text(&breaker["state"]),
+        text(&breaker["callsInWindow"]),
+        percent(&breaker["failureRate"]),
+        percent(&breaker["slowCallRate"]),
+        breaker["retryAfterSeconds"].as_f64().map_or("-".to_owned(), |seconds| format!("{seconds:.1}s")),
+    ]
+}
+
+const BREAKER_HEADER: [&str; 6] = ["NAME", "STATE", "CALLS", "FAILURES", "SLOW", "NEXT PROBE"];
+
+/// `shopkeep admin breakers list`.
+pub async fn list_breakers(config: &Config) -> anyhow::Result<()> {
+    let client = AdminClient::from_config(config)?;
+    let answer = client.call(Method::GET, "/admin/v1/status", None, None).await?;
+    let breakers = answer.body.get("breakers").and_then(Value::as_array).cloned().unwrap_or_default();
+    print_table(&BREAKER_HEADER, &breakers.iter().map(breaker_row).collect::<Vec<_>>());
+    Ok(())
+}
+
+/// `shopkeep admin breakers reset|force-open|disable NAME` (`action` as in the admin route).
+pub async fn breaker_action(config: &Config, name: &str, action: &str) -> anyhow::Result<()> {
+    let client = AdminClient::from_config(config)?;
+    let path = format!("/admin/v1/breakers/{}/{action}", urlencoding(name));
+    let answer = client.call(Method::POST, &path, None, None).await?;
+    print_table(&BREAKER_HEADER, &[breaker_row(&answer.body)]);
+    Ok(())
+}
+
 /// Filters of `shopkeep admin audit`.
 pub struct AuditFilters<'a> {
     pub action: Option<&'a str>,

@@ -16,7 +16,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 pub use app::Application;
-use cli::{AdminCommand, Cli, Command, ConfigCommand, FlagsCommand, JobsCommand, MailCommand, SearchCommand};
+use cli::{
+    AdminCommand, BreakersCommand, Cli, Command, ConfigCommand, FlagsCommand, JobsCommand, MailCommand, SearchCommand,
+};
 use config::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -72,6 +74,12 @@ pub async fn run(cli: Cli) -> ExitCode {
             commands::reindex_search(&config).await
         }
         Command::Admin { command: AdminCommand::Flags { command } } => run_flags_command(&config, command).await,
+        Command::Admin { command: AdminCommand::Breakers { command } } => match command {
+            BreakersCommand::List => control::list_breakers(&config).await,
+            BreakersCommand::Reset { name } => control::breaker_action(&config, &name, "reset").await,
+            BreakersCommand::ForceOpen { name } => control::breaker_action(&config, &name, "force-open").await,
+            BreakersCommand::Disable { name } => control::breaker_action(&config, &name, "disable").await,
+        },
         Command::Admin { command: AdminCommand::Audit { action, actor, target, since, limit, page } } => {
             let filters = control::AuditFilters {
                 action: action.as_deref(),

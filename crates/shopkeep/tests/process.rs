@@ -415,6 +415,7 @@ async fn every_command_has_help_and_bad_usage_exits_2() {
         vec!["admin", "create-user", "--help"],
         vec!["admin", "flags", "set", "--help"],
         vec!["admin", "audit", "--help"],
+        vec!["admin", "breakers", "--help"],
         vec!["config", "check", "--help"],
     ] {
         let (code, stdout, _) = output(shopkeep().args(&args)).await;
@@ -500,6 +501,14 @@ async fn operators_run_feature_flags_from_the_cli_and_every_change_is_audited() 
     assert!(stderr.contains("401"), "{stderr}");
     let (code, _, stderr) = output(&mut cli(&["admin", "flags", "rollout", "maintenance", "101"])).await;
     assert_eq!(code, 2, "{stderr}");
+
+    // Breakers from the CLI: listed (whatever this configuration has), an unknown one refused.
+    let (code, stdout, _) = output(&mut cli(&["admin", "breakers", "list"])).await;
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("NAME") && stdout.contains("NEXT PROBE"), "{stdout}");
+    let (code, _, stderr) = output(&mut cli(&["admin", "breakers", "reset", "nothing"])).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("404"), "{stderr}");
 
     // Every change is in the audit log, newest first, with the operator.
     let (code, stdout, stderr) = output(&mut cli(&["admin", "audit", "--action", "flag."])).await;

@@ -265,6 +265,20 @@ fn push_audit_filters(statement: &mut Statement, query: &AuditQuery) {
 
 #[async_trait]
 impl AuditRepository for SqlStore {
+    async fn record_action(
+        &self,
+        context: &AuditContext,
+        action: &str,
+        target: &str,
+        before: Option<JsonValue>,
+        after: Option<JsonValue>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin_write().await?;
+        record_audit(&mut tx, context, AuditRecord { action, target: target.to_owned(), before, after }).await?;
+        tx.commit().await
+    }
+
     async fn list_audit(&self, query: &AuditQuery) -> Result<Page<AuditEntry>, StoreError> {
         let mut conn = self.connection().await?;
         let mut count_query = sql("select count(*) from audit_log");

@@ -429,16 +429,36 @@ async fn status(State(state): State<AdminState>) -> Response {
 
 /// `reset` (closed, empty window), `force-open` (refuse every call) or `disable` (let every call
 /// through, record nothing) one breaker; answers with its new status.
+/// The action is audited first (`breaker.reset`, …, with the breaker before and the state it
+/// is put in): when the audit row cannot be written, the breaker is left as it is.
 async fn breaker_action(
     State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    request: Option<axum::Extension<Arc<observe::RequestContext>>>,
     Path((name, action)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let breaker = state.app.inner.breakers.get(&name).ok_or(ApiError::NotFound)?;
+    let after_state = match action.as_str() {
+        "reset" => "closed",
+        "force-open" => "forced_open",
+        "disable" => "disabled",
+        _ => return Err(ApiError::NotFound),
+    };
+    let audit = flags::admin_actor(&headers, request.as_deref(), time::OffsetDateTime::now_utc());
+    let before = serde_json::to_value(BreakerStatus::from(breaker.snapshot())).ok();
+    shop::audit::AuditLog::new(Arc::clone(&state.app.inner.store) as _)
+        .record_action(
+            &audit,
+            &format!("breaker.{action}"),
+            &format!("breaker:{name}"),
+            before,
+            Some(serde_json::json!({ "state": after_state })),
+        )
+        .await?;
     match action.as_str() {
         "reset" => breaker.reset(),
         "force-open" => breaker.force_open(),
-        "disable" => breaker.disable(),
-        _ => return Err(ApiError::NotFound),
+        _ => breaker.disable(),
     }
     tracing::warn!(breaker = name.as_str(), action = action.as_str(), "circuit breaker changed by an operator");
     Ok(axum::Json(BreakerStatus::from(breaker.snapshot())).into_response())

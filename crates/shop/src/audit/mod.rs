@@ -77,6 +77,19 @@ impl AuditLog {
         Self { store }
     }
 
+    /// Records an action that changes no stored data (a breaker reset) before it is taken;
+    /// an error means it must not be taken.
+    pub async fn record_action(
+        &self,
+        context: &AuditContext,
+        action: &str,
+        target: &str,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> Result<(), crate::Error> {
+        Ok(self.store.record_action(context, action, target, before, after).await?)
+    }
+
     /// Newest first.
     pub async fn list(&self, query: &AuditQuery) -> Result<crate::Page<AuditEntry>, crate::Error> {
         Ok(self.store.list_audit(query).await?)

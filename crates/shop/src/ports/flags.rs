@@ -31,9 +31,19 @@ pub trait FlagRepository: Send + Sync {
     ) -> Result<Flag, StoreError>;
 }
 
-/// Reading and purging the audit log (rows are written by the audited writes themselves).
+/// The audit log. Changes to stored data write their row themselves, in their own transaction;
+/// `record_action` is for actions with no stored change of their own (a breaker reset), recorded
+/// before they are taken: if the row cannot be written, the action is not taken.
 #[async_trait]
 pub trait AuditRepository: Send + Sync {
+    async fn record_action(
+        &self,
+        context: &AuditContext,
+        action: &str,
+        target: &str,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> Result<(), StoreError>;
     async fn list_audit(&self, query: &AuditQuery) -> Result<Page<AuditEntry>, StoreError>;
     /// Deletes at most `limit` entries older than `before`.
     async fn purge_audit(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;

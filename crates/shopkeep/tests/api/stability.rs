@@ -97,6 +97,26 @@ async fn the_redis_breaker_opens_shows_on_the_status_page_and_operators_control_
     let get_reset =
         app.http.get(app.admin_url("/admin/v1/breakers/redis/reset")).bearer_auth(TOKEN).send().await.unwrap();
     problem(get_reset, StatusCode::METHOD_NOT_ALLOWED).await;
+
+    // The three actions taken are audited, newest first, with the state before; the refused
+    // ones (unknown breaker or action, no token) are not.
+    let audit: Value = app
+        .http
+        .get(app.admin_url("/admin/v1/audit?action=breaker."))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> =
+        audit["data"].as_array().unwrap().iter().map(|entry| entry["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["breaker.disable", "breaker.force-open", "breaker.reset"]);
+    assert_eq!(audit["data"][2]["target"], "breaker:redis");
+    assert_eq!(audit["data"][2]["before"]["state"], "open");
+    assert_eq!(audit["data"][2]["after"]["state"], "closed");
+    assert_eq!(audit["data"][2]["actor"], "admin-token");
     app.stop().await;
 }
 
