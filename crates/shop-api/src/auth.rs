@@ -42,11 +42,7 @@ pub struct CurrentCaller(pub Option<Caller>);
 pub struct PresentedSession(pub SecretToken);
 
 /// Resolves the caller from `Authorization: Bearer` or the session cookie.
-pub async fn authenticate(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+pub(crate) async fn authenticate(state: &AppState, request: &mut Request) -> Result<(), ApiError> {
     let settings = state.settings();
     let bearer = bearer_token(request.headers());
     let session = session_cookie(request.headers(), settings.https);
@@ -75,7 +71,7 @@ pub async fn authenticate(
         context.set_user_id(caller.user.id);
     }
     request.extensions_mut().insert(CurrentCaller(caller));
-    Ok(next.run(request).await)
+    Ok(())
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<String> {

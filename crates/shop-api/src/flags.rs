@@ -1,10 +1,8 @@
 //! Feature flags on the public API: the evaluation context of a request (who is signed in,
 //! their address as the anonymous id, the country header) and the `maintenance` switch.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, Method};
-use axum::middleware::Next;
-use axum::response::Response;
 use shop::accounts::Caller;
 use shop::flags::{FlagContext, known};
 
@@ -52,22 +50,19 @@ pub(crate) fn request_flags(state: &AppState, request: &Request) -> RequestFlags
 /// While the `maintenance` flag is on for the caller, every write (any method but GET, HEAD and
 /// OPTIONS) answers 503 with `Retry-After`; reads go on, and so does the admin listener, where
 /// the flag is turned off again. Runs after authentication, so a rule can exempt staff.
-pub async fn refuse_writes_in_maintenance(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    if !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        let facts = request_flags(&state, &request);
-        let caller = request.extensions().get::<crate::auth::CurrentCaller>().and_then(|current| current.0.as_ref());
-        if state.flags().is_enabled(known::MAINTENANCE, &facts.context(caller, None), false) {
-            return Err(ApiError::Unavailable {
-                detail: "the shop is in maintenance: changes are paused for a while; browsing goes on",
-                retry_after_seconds: 60,
-            });
-        }
+pub(crate) fn refuse_writes_in_maintenance(state: &AppState, request: &Request) -> Result<(), ApiError> {
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
     }
-    Ok(next.run(request).await)
+    let facts = request_flags(state, request);
+    let caller = request.extensions().get::<crate::auth::CurrentCaller>().and_then(|current| current.0.as_ref());
+    if state.flags().is_enabled(known::MAINTENANCE, &facts.context(caller, None), false) {
+        return Err(ApiError::Unavailable {
+            detail: "the shop is in maintenance: changes are paused for a while; browsing goes on",
+            retry_after_seconds: 60,
+        });
+    }
+    Ok(())
 }
 
 /// A feature the shop can switch off: `Ok` while flag `name` is on for the caller (on when no

@@ -1,6 +1,6 @@
 //! The middleware stack of the public listener, outermost first (the order is listed in ARCHITECTURE.md).
 
-pub mod load_shed;
+pub mod admission;
 pub mod observe;
 pub mod problems;
 pub mod security_headers;
@@ -28,9 +28,9 @@ use crate::state::AppState;
 
 /// Wraps the routes: outermost first, each request passes
 /// observe (request id, span, access log, metrics) → problem rendering → catch panic →
-/// security headers → CORS → gzip → body limit → timeout → load shed → per-IP rate limit →
-/// authentication → per-principal rate limit → maintenance (writes refused while the flag is
-/// on) → routing → authorization → handler.
+/// security headers → CORS → gzip → body limit → timeout → admission (load shed → per-IP rate
+/// limit → authentication → per-principal rate limit → maintenance: writes refused while the
+/// flag is on) → routing → authorization → handler.
 ///
 /// Fails when a route's access declaration is malformed: better not to start than to guess.
 pub fn stack(routes: Router, document: &serde_json::Value, state: AppState) -> Result<Router, String> {
@@ -43,23 +43,18 @@ pub fn stack(routes: Router, document: &serde_json::Value, state: AppState) -> R
     let routes = routes
         .route_layer(axum::middleware::from_fn_with_state(policies, auth::authorize))
         .route_layer(axum::middleware::from_fn(observe::record_route));
-    let shed = state.inner.shedder.clone();
     let service = ServiceBuilder::new()
         .layer(axum::middleware::from_fn(observe::observe))
         .layer(axum::middleware::from_fn(problems::render_problems))
         .layer(CatchPanicLayer::custom(problems::panic_response))
-        .layer(axum::middleware::from_fn_with_state(settings.https, security_headers::security_headers))
+        .layer(security_headers::layer(settings.https))
         .layer(cors(&settings.allowed_origins, settings.cors_max_age))
         .layer(CompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
         // Inner middleware functions take axum's own body type.
         .map_request(|request: axum::http::Request<_>| request.map(axum::body::Body::new))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, settings.request_timeout))
-        .layer(axum::middleware::from_fn_with_state(shed, load_shed::shed_load))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::rate_limits::limit_by_ip))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::rate_limits::limit_by_principal))
-        .layer(axum::middleware::from_fn_with_state(state, crate::flags::refuse_writes_in_maintenance))
+        .layer(axum::middleware::from_fn_with_state(state, admission::admit))
         // The body limit is `RequestBodyLimitLayer`'s alone (it also limits chunked bodies).
         .layer(DefaultBodyLimit::disable())
         .service(routes);

@@ -15,10 +15,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::Response;
 use ipnet::IpNet;
 use resilience::{
     CallOutcome, CircuitBreaker, Clock, Decision, FailureMode, KeyedLimiter, Quota, SharedLimitError, SharedLimiter,
@@ -381,11 +379,7 @@ pub(crate) const UNKNOWN_CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHO
 pub struct ClientIp(pub IpAddr);
 
 /// Per-IP limit on every route but health checks; records the client address for later layers.
-pub async fn limit_by_ip(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+pub(crate) async fn limit_by_ip(state: &AppState, request: &mut Request) -> Result<(), ApiError> {
     let limits = &state.inner.rate_limits;
     let peer = request
         .extensions()
@@ -397,23 +391,19 @@ pub async fn limit_by_ip(
     if limits.settings.enabled && !is_health_check(request.uri().path()) {
         limits.check_ip(ip).await?;
     }
-    Ok(next.run(request).await)
+    Ok(())
 }
 
 /// Per-principal limit, after authentication: users by role tier, API tokens by their tier,
 /// anonymous callers per IP.
-pub async fn limit_by_principal(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+pub(crate) async fn limit_by_principal(state: &AppState, request: &mut Request) -> Result<(), ApiError> {
     let limits = &state.inner.rate_limits;
     if limits.settings.enabled && !is_health_check(request.uri().path()) {
         let ip = request.extensions().get::<ClientIp>().map_or(UNKNOWN_CLIENT, |client| client.0);
         let caller = request.extensions().get::<crate::auth::CurrentCaller>().and_then(|current| current.0.as_ref());
         limits.check_principal(caller, ip).await?;
     }
-    Ok(next.run(request).await)
+    Ok(())
 }
 
 #[cfg(test)]
