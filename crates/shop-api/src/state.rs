@@ -49,7 +49,10 @@ impl Default for HttpSettings {
 /// checks turn 503 and load balancers stop sending before the listener closes.
 #[derive(Debug, Default)]
 pub struct Readiness {
+    /// Shutting down: for good.
     draining: AtomicBool,
+    /// Drained by an operator (`POST /admin/v1/drain`) until undrained.
+    drained_by_operator: AtomicBool,
 }
 
 impl Readiness {
@@ -57,8 +60,26 @@ impl Readiness {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    pub fn is_draining(&self) -> bool {
+    /// Readiness 503 while requests go on being served; answers whether it was drained already.
+    pub fn drain(&self) -> bool {
+        self.drained_by_operator.swap(true, Ordering::SeqCst)
+    }
+
+    /// Ends an operator's drain (not a shutdown's); answers whether it was drained.
+    pub fn undrain(&self) -> bool {
+        self.drained_by_operator.swap(false, Ordering::SeqCst)
+    }
+
+    pub fn drained_by_operator(&self) -> bool {
+        self.drained_by_operator.load(Ordering::SeqCst)
+    }
+
+    pub fn shutting_down(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.shutting_down() || self.drained_by_operator()
     }
 }
 

@@ -96,6 +96,16 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: FlagsCommand,
     },
+    /// Readiness 503 on a running instance (a load balancer moves traffic away) while it keeps
+    /// serving; through its admin listener.
+    Drain,
+    /// End an operator's drain: readiness follows the instance's health again.
+    Undrain,
+    /// The in-process caches of a running instance, through its admin listener.
+    Caches {
+        #[command(subcommand)]
+        command: CachesCommand,
+    },
     /// Circuit breakers of a running instance, through its admin listener.
     Breakers {
         #[command(subcommand)]
@@ -120,6 +130,12 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 1)]
         page: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CachesCommand {
+    /// Drop every entry of the instance's in-process caches.
+    Flush,
 }
 
 #[derive(Debug, Subcommand)]

@@ -354,6 +354,32 @@ pub async fn breaker_action(config: &Config, name: &str, action: &str) -> anyhow
     Ok(())
 }
 
+/// `shopkeep admin drain` (`true`) and `admin undrain` (`false`).
+pub async fn drain(config: &Config, drain: bool) -> anyhow::Result<()> {
+    let client = AdminClient::from_config(config)?;
+    let path = if drain { "/admin/v1/drain" } else { "/admin/v1/undrain" };
+    let answer = client.call(Method::POST, path, None, None).await?;
+    let body = &answer.body;
+    let state = match (body["drainedByOperator"].as_bool(), body["shuttingDown"].as_bool()) {
+        (_, Some(true)) => "shutting down (readiness 503)",
+        (Some(true), _) => "drained (readiness 503, still serving)",
+        _ => "serving (readiness follows health)",
+    };
+    println!("{state}");
+    Ok(())
+}
+
+/// `shopkeep admin caches flush`.
+pub async fn flush_caches(config: &Config) -> anyhow::Result<()> {
+    let client = AdminClient::from_config(config)?;
+    let answer = client.call(Method::POST, "/admin/v1/caches/flush", None, None).await?;
+    let caches = answer.body.get("caches").and_then(Value::as_array).cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> =
+        caches.iter().map(|cache| vec![text(&cache["name"]), text(&cache["entriesDropped"])]).collect();
+    print_table(&["CACHE", "ENTRIES DROPPED"], &rows);
+    Ok(())
+}
+
 /// Filters of `shopkeep admin audit`.
 pub struct AuditFilters<'a> {
     pub action: Option<&'a str>,

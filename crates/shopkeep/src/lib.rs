@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 pub use app::Application;
 use cli::{
-    AdminCommand, BreakersCommand, Cli, Command, ConfigCommand, FlagsCommand, JobsCommand, MailCommand, SearchCommand,
+    AdminCommand, BreakersCommand, CachesCommand, Cli, Command, ConfigCommand, FlagsCommand, JobsCommand, MailCommand,
+    SearchCommand,
 };
 use config::Config;
 use tokio_util::sync::CancellationToken;
@@ -74,6 +75,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             commands::reindex_search(&config).await
         }
         Command::Admin { command: AdminCommand::Flags { command } } => run_flags_command(&config, command).await,
+        Command::Admin { command: AdminCommand::Drain } => control::drain(&config, true).await,
+        Command::Admin { command: AdminCommand::Undrain } => control::drain(&config, false).await,
+        Command::Admin { command: AdminCommand::Caches { command: CachesCommand::Flush } } => {
+            control::flush_caches(&config).await
+        }
         Command::Admin { command: AdminCommand::Breakers { command } } => match command {
             BreakersCommand::List => control::list_breakers(&config).await,
             BreakersCommand::Reset { name } => control::breaker_action(&config, &name, "reset").await,

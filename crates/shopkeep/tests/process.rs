@@ -416,6 +416,8 @@ async fn every_command_has_help_and_bad_usage_exits_2() {
         vec!["admin", "flags", "set", "--help"],
         vec!["admin", "audit", "--help"],
         vec!["admin", "breakers", "--help"],
+        vec!["admin", "drain", "--help"],
+        vec!["admin", "caches", "flush", "--help"],
         vec!["config", "check", "--help"],
     ] {
         let (code, stdout, _) = output(shopkeep().args(&args)).await;
@@ -509,6 +511,20 @@ async fn operators_run_feature_flags_from_the_cli_and_every_change_is_audited() 
     let (code, _, stderr) = output(&mut cli(&["admin", "breakers", "reset", "nothing"])).await;
     assert_eq!(code, 1);
     assert!(stderr.contains("404"), "{stderr}");
+
+    // Drain and undrain, and a cache flush.
+    let (code, stdout, stderr) = output(&mut cli(&["admin", "drain"])).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("drained"), "{stdout}");
+    assert_eq!(client.get(server.url("/health/ready")).send().await.unwrap().status(), 503);
+    assert_eq!(client.get(server.url("/api/v1/products")).send().await.unwrap().status(), 200);
+    let (code, stdout, _) = output(&mut cli(&["admin", "undrain"])).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("serving"), "{stdout}");
+    assert_eq!(client.get(server.url("/health/ready")).send().await.unwrap().status(), 200);
+    let (code, stdout, _) = output(&mut cli(&["admin", "caches", "flush"])).await;
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("CACHE") && stdout.contains("products"), "{stdout}");
 
     // Every change is in the audit log, newest first, with the operator.
     let (code, stdout, stderr) = output(&mut cli(&["admin", "audit", "--action", "flag."])).await;

@@ -4,6 +4,7 @@
 //! Everything but health needs `Authorization: Bearer <admin token>` when a token is configured;
 //! actions that change state (breaker resets) need a configured token, always.
 
+pub mod controls;
 pub mod flags;
 
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub struct AdminSettings {
     /// when the admin listener is bound to loopback, which the configuration enforces).
     pub token: Option<String>,
     pub metrics: MetricsRenderer,
+    /// This instance in the audit log's targets (its public listen address).
+    pub instance: String,
 }
 
 #[derive(Clone)]
@@ -50,6 +53,9 @@ pub fn admin_router(app: AppState, settings: AdminSettings) -> Router {
         .route("/admin/v1/jobs/{id}/retry", post(retry_job))
         .route("/admin/v1/flags/{name}", put(flags::put_flag).delete(flags::delete_flag))
         .route("/admin/v1/flags/{name}/rollout", put(flags::put_rollout))
+        .route("/admin/v1/drain", post(controls::drain))
+        .route("/admin/v1/undrain", post(controls::undrain))
+        .route("/admin/v1/caches/flush", post(controls::flush_caches))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_configured_token));
     let protected = Router::new()
         .route("/metrics", get(metrics))

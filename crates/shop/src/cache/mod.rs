@@ -340,6 +340,22 @@ where
         }
     }
 
+    /// Drops every entry of this process's tier (an operator's flush); answers how many it
+    /// held. The shared tier keeps its entries: they are keyed by generation and expire by TTL.
+    pub async fn flush(&self) -> u64 {
+        match &self.entries {
+            Some(entries) => {
+                // The count is kept lazily: settle it first, so the answer is what was held.
+                entries.run_pending_tasks().await;
+                let held = entries.entry_count();
+                entries.invalidate_all();
+                entries.run_pending_tasks().await;
+                held
+            }
+            None => 0,
+        }
+    }
+
     fn count(&self, outcome: &'static str) {
         metrics::counter!("cache_requests_total", "cache" => self.name, "tier" => "local", "outcome" => outcome)
             .increment(1);
@@ -347,14 +363,18 @@ where
 }
 
 /// A cache seen without its types: for metrics, the admin status and the generation poll.
+#[async_trait::async_trait]
 pub trait CacheHandle: Send + Sync {
     fn name(&self) -> &'static str;
     fn family(&self) -> Family;
     fn stats(&self) -> CacheStats;
     /// See [`ReadCache::drop_unreachable`].
     fn drop_unreachable(&self);
+    /// See [`ReadCache::flush`].
+    async fn flush(&self) -> u64;
 }
 
+#[async_trait::async_trait]
 impl<K, V> CacheHandle for ReadCache<K, V>
 where
     K: Hash + Eq + Clone + Send + Sync + Weigh + 'static,
@@ -374,6 +394,10 @@ where
 
     fn drop_unreachable(&self) {
         ReadCache::drop_unreachable(self);
+    }
+
+    async fn flush(&self) -> u64 {
+        ReadCache::flush(self).await
     }
 }
 

@@ -326,7 +326,11 @@ impl Application {
         let stop_accepting = CancellationToken::new();
         let admin_router = shop_api::admin_router(
             state,
-            AdminSettings { token: config.admin.token.as_ref().map(|t| t.expose().to_owned()), metrics },
+            AdminSettings {
+                token: config.admin.token.as_ref().map(|t| t.expose().to_owned()),
+                metrics,
+                instance: public_address.clone(),
+            },
         );
         let mut public_server = tokio::spawn(
             axum::serve(public, public_router.into_make_service_with_connect_info::<SocketAddr>())

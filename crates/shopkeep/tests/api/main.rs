@@ -10,6 +10,7 @@ mod smtp_support;
 mod accounts;
 mod caching;
 mod catalog;
+mod controls;
 mod flags;
 mod guests;
 mod health;

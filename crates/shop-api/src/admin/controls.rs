@@ -1,0 +1,108 @@
+//! Runtime controls of the admin listener: drain and undrain (readiness 503 while requests go
+//! on being served, so a load balancer moves traffic away) and a flush of the in-process
+//! caches. Each is audited before it is taken.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::AdminState;
+use super::flags::admin_actor;
+use crate::error::ApiError;
+use crate::middleware::observe::RequestContext;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DrainBody {
+    /// Readiness answers 503 (drained by an operator, or shutting down).
+    draining: bool,
+    drained_by_operator: bool,
+    shutting_down: bool,
+}
+
+fn drain_body(state: &AdminState) -> Response {
+    let readiness = &state.app.inner.readiness;
+    axum::Json(DrainBody {
+        draining: readiness.is_draining(),
+        drained_by_operator: readiness.drained_by_operator(),
+        shutting_down: readiness.shutting_down(),
+    })
+    .into_response()
+}
+
+async fn audit(
+    state: &AdminState,
+    headers: &HeaderMap,
+    request: Option<&Arc<RequestContext>>,
+    action: &str,
+    before: serde_json::Value,
+    after: serde_json::Value,
+) -> Result<(), ApiError> {
+    let context = admin_actor(headers, request, time::OffsetDateTime::now_utc());
+    let target = format!("instance:{}", state.settings.instance);
+    shop::audit::AuditLog::new(Arc::clone(&state.app.inner.store) as _)
+        .record_action(&context, action, &target, Some(before), Some(after))
+        .await?;
+    Ok(())
+}
+
+/// `POST /admin/v1/drain`: readiness answers 503 from now on, on both listeners; requests are
+/// still served (in flight and new), the admin listener too. Idempotent.
+pub(super) async fn drain(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    request: Option<axum::Extension<Arc<RequestContext>>>,
+) -> Result<Response, ApiError> {
+    let before = serde_json::json!({ "drained": state.app.inner.readiness.drained_by_operator() });
+    audit(&state, &headers, request.as_deref(), "instance.drain", before, serde_json::json!({ "drained": true }))
+        .await?;
+    if !state.app.inner.readiness.drain() {
+        tracing::warn!("drained by an operator: readiness answers 503, requests are still served");
+    }
+    Ok(drain_body(&state))
+}
+
+/// `POST /admin/v1/undrain`: ends an operator's drain (a shutdown's stays).
+pub(super) async fn undrain(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    request: Option<axum::Extension<Arc<RequestContext>>>,
+) -> Result<Response, ApiError> {
+    let before = serde_json::json!({ "drained": state.app.inner.readiness.drained_by_operator() });
+    audit(&state, &headers, request.as_deref(), "instance.undrain", before, serde_json::json!({ "drained": false }))
+        .await?;
+    if state.app.inner.readiness.undrain() {
+        tracing::warn!("undrained by an operator: readiness follows the instance's health again");
+    }
+    Ok(drain_body(&state))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FlushedCache {
+    name: &'static str,
+    entries_dropped: u64,
+}
+
+/// `POST /admin/v1/caches/flush`: drops every entry of this instance's in-process caches (the
+/// next reads go to the shared tier or the database); answers what each held.
+pub(super) async fn flush_caches(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    request: Option<axum::Extension<Arc<RequestContext>>>,
+) -> Result<Response, ApiError> {
+    let caches = &state.app.inner.caches;
+    let names: Vec<&str> = caches.iter().map(|cache| cache.name()).collect();
+    let before = serde_json::json!({ "caches": names });
+    audit(&state, &headers, request.as_deref(), "caches.flush", before, serde_json::json!({ "entries": 0 })).await?;
+    let mut flushed = Vec::with_capacity(caches.len());
+    for cache in caches {
+        flushed.push(FlushedCache { name: cache.name(), entries_dropped: cache.flush().await });
+    }
+    let dropped: u64 = flushed.iter().map(|cache| cache.entries_dropped).sum();
+    tracing::warn!(entries = dropped, "in-process caches flushed by an operator");
+    Ok(axum::Json(serde_json::json!({ "caches": flushed })).into_response())
+}

@@ -1,0 +1,103 @@
+//! Runtime controls on the admin listener: drain and undrain, the cache flush, each audited.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use shop::accounts::Role;
+
+use crate::helpers::{Backend, TestApp, problem, spawn_app_with};
+
+const TOKEN: &str = "an-admin-token-of-length";
+
+macro_rules! with_admin_token {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::run(super::$name, super::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::run(super::$name, super::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
+with_admin_token!(a_drained_instance_is_unready_but_serves_until_undrained, caches_are_flushed_on_request);
+
+async fn run<F: AsyncFnOnce(&TestApp)>(test: F, backend: Backend) {
+    let app = spawn_app_with(backend, |config| config.admin.token = Some(shopkeep::config::Secret::new(TOKEN))).await;
+    test(&app).await;
+    app.stop().await;
+}
+
+async fn admin(app: &TestApp, method: Method, path: &str) -> reqwest::Response {
+    app.http.request(method, app.admin_url(path)).bearer_auth(TOKEN).send().await.unwrap()
+}
+
+async fn audit_actions(app: &TestApp, prefix: &str) -> Vec<String> {
+    let audit: Value = admin(app, Method::GET, &format!("/admin/v1/audit?action={prefix}")).await.json().await.unwrap();
+    audit["data"].as_array().unwrap().iter().map(|entry| entry["action"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn a_drained_instance_is_unready_but_serves_until_undrained(app: &TestApp) {
+    assert_eq!(app.http.get(app.url("/health/ready")).send().await.unwrap().status(), StatusCode::OK);
+    let drained = admin(app, Method::POST, "/admin/v1/drain").await;
+    assert_eq!(drained.status(), StatusCode::OK);
+    let drained: Value = drained.json().await.unwrap();
+    assert_eq!((drained["draining"].as_bool(), drained["shuttingDown"].as_bool()), (Some(true), Some(false)));
+    // Twice is the same.
+    assert_eq!(admin(app, Method::POST, "/admin/v1/drain").await.status(), StatusCode::OK);
+
+    let public_ready = app.http.get(app.url("/health/ready")).send().await.unwrap();
+    assert_eq!(public_ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let admin_ready = app.http.get(app.admin_url("/health/ready")).send().await.unwrap();
+    assert_eq!(admin_ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(admin_ready.json::<Value>().await.unwrap()["status"], "draining");
+    // Still serving: live, the API, the admin listener.
+    assert_eq!(app.http.get(app.url("/health/live")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(app.api(Method::GET, "/products").send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(admin(app, Method::GET, "/admin/v1/status").await.status(), StatusCode::OK);
+
+    let undrained: Value = admin(app, Method::POST, "/admin/v1/undrain").await.json().await.unwrap();
+    assert_eq!(undrained["draining"], false);
+    assert_eq!(app.http.get(app.url("/health/ready")).send().await.unwrap().status(), StatusCode::OK);
+
+    // Refused without the token, and not audited then.
+    let anonymous = app.http.post(app.admin_url("/admin/v1/drain")).send().await.unwrap();
+    problem(anonymous, StatusCode::UNAUTHORIZED).await;
+    let get = admin(app, Method::GET, "/admin/v1/drain").await;
+    problem(get, StatusCode::METHOD_NOT_ALLOWED).await;
+    assert_eq!(audit_actions(app, "instance.").await, ["instance.undrain", "instance.drain", "instance.drain"]);
+    let audit: Value = admin(app, Method::GET, "/admin/v1/audit?action=instance.drain").await.json().await.unwrap();
+    assert_eq!(audit["data"][1]["target"], format!("instance:{}", app.address));
+    assert_eq!(audit["data"][1]["before"]["drained"], false);
+}
+
+async fn caches_are_flushed_on_request(app: &TestApp) {
+    let staff = app.signed_in("clerk@example.com", Role::Staff).await;
+    let category = app.add_category(&staff, "things").await;
+    app.add_product(&staff, category["id"].as_str().unwrap(), "lamp", "10.00", 5).await;
+    for _ in 0..2 {
+        assert_eq!(app.api(Method::GET, "/products/lamp").send().await.unwrap().status(), StatusCode::OK);
+    }
+    let product_cache = |status: &Value, field: &str| -> u64 {
+        let caches = status["caches"].as_array().unwrap();
+        let products = caches.iter().find(|cache| cache["name"] == "products" && cache["tier"] == "local").unwrap();
+        products[field].as_u64().unwrap()
+    };
+    let status: Value = admin(app, Method::GET, "/admin/v1/status").await.json().await.unwrap();
+    let (hits, misses) = (product_cache(&status, "hits"), product_cache(&status, "misses"));
+    assert!(hits >= 1, "the second read was a hit: {status}");
+    let flushed: Value = admin(app, Method::POST, "/admin/v1/caches/flush").await.json().await.unwrap();
+    let products = flushed["caches"].as_array().unwrap().iter().find(|cache| cache["name"] == "products").unwrap();
+    assert!(products["entriesDropped"].as_u64().unwrap() >= 1, "{flushed}");
+    // The next read misses: it was dropped.
+    assert_eq!(app.api(Method::GET, "/products/lamp").send().await.unwrap().status(), StatusCode::OK);
+    let status: Value = admin(app, Method::GET, "/admin/v1/status").await.json().await.unwrap();
+    assert_eq!((product_cache(&status, "hits"), product_cache(&status, "misses")), (hits, misses + 1));
+    assert_eq!(audit_actions(app, "caches.").await, ["caches.flush"]);
+}
