@@ -17,7 +17,7 @@ mod routes;
 mod state;
 mod wire;
 
-pub use admin::{AdminSettings, MetricsRenderer, admin_router};
+pub use admin::{AdminSettings, LogFilter, LogFilterControl, MetricsRenderer, admin_router};
 pub use middleware::observe::RequestContext;
 pub use rate_limits::{PerScope, RateLimitScope, RateLimitSettings, RateLimiters, SharedLimits};
 pub use state::{AppParts, AppState, HttpSettings, IdentityProviders, Readiness};

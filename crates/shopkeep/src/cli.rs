@@ -101,6 +101,9 @@ pub enum AdminCommand {
     Drain,
     /// End an operator's drain: readiness follows the instance's health again.
     Undrain,
+    /// Show the running instance's log filter, or replace it (`debug`, `shopkeep=debug,info`)
+    /// until the next change or a restart.
+    LogLevel { filter: Option<String> },
     /// The in-process caches of a running instance, through its admin listener.
     Caches {
         #[command(subcommand)]

@@ -369,6 +369,20 @@ pub async fn drain(config: &Config, drain: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `shopkeep admin log-level [FILTER]`: prints the filter in force (after the change, if any).
+pub async fn log_level(config: &Config, filter: Option<&str>) -> anyhow::Result<()> {
+    let client = AdminClient::from_config(config)?;
+    let answer = match filter {
+        None => client.call(Method::GET, "/admin/v1/log-level", None, None).await?,
+        Some(filter) => {
+            let body = json!({ "filter": filter });
+            client.call(Method::PUT, "/admin/v1/log-level", Some(&body), None).await?
+        }
+    };
+    println!("{}", text(&answer.body["filter"]));
+    Ok(())
+}
+
 /// `shopkeep admin caches flush`.
 pub async fn flush_caches(config: &Config) -> anyhow::Result<()> {
     let client = AdminClient::from_config(config)?;

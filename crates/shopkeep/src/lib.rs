@@ -77,6 +77,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Admin { command: AdminCommand::Flags { command } } => run_flags_command(&config, command).await,
         Command::Admin { command: AdminCommand::Drain } => control::drain(&config, true).await,
         Command::Admin { command: AdminCommand::Undrain } => control::drain(&config, false).await,
+        Command::Admin { command: AdminCommand::LogLevel { filter } } => {
+            control::log_level(&config, filter.as_deref()).await
+        }
         Command::Admin { command: AdminCommand::Caches { command: CachesCommand::Flush } } => {
             control::flush_caches(&config).await
         }

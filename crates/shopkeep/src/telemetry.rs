@@ -35,16 +35,65 @@ pub fn init_logging(config: &LogConfig) {
         NonBlockingBuilder::default().buffered_lines_limit(config.buffer_lines).lossy(true).finish(stdout);
     let drops = writer.error_counter();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_span_events(FmtSpan::NONE).with_writer(writer);
-    let result = if config.format == "human" {
-        builder.compact().with_target(true).try_init()
+    // The filter can be replaced while running (`PUT /admin/v1/log-level`).
+    let (result, control) = if config.format == "human" {
+        let builder = builder.compact().with_target(true).with_filter_reloading();
+        let control = filter_control(builder.reload_handle());
+        (builder.try_init(), control)
     } else {
-        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).with_target(true).try_init()
+        let builder = builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_target(true)
+            .with_filter_reloading();
+        let control = filter_control(builder.reload_handle());
+        (builder.try_init(), control)
     };
     // Already installed (a second app in one test process): keep the first, and its writer.
     if result.is_ok() {
         *LOG_WRITER.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(guard);
         let _ = LOG_DROPS.set(drops);
+        let _ = LOG_FILTER.set(control);
     }
+}
+
+use shop_api::{LogFilter, LogFilterControl};
+
+static LOG_FILTER: OnceLock<LogFilterControl> = OnceLock::new();
+
+/// The installed subscriber's filter, behind its reload handle.
+struct ReloadableFilter<S> {
+    handle: tracing_subscriber::reload::Handle<EnvFilter, S>,
+}
+
+impl<S: 'static> LogFilter for ReloadableFilter<S> {
+    fn current(&self) -> Result<String, String> {
+        self.handle.with_current(|filter| filter.to_string()).map_err(|error| error.to_string())
+    }
+
+    fn check(&self, directives: &str) -> Result<(), String> {
+        EnvFilter::try_new(directives).map(drop).map_err(|error| error.to_string())
+    }
+
+    fn replace(&self, directives: &str) -> Result<String, String> {
+        let filter = EnvFilter::try_new(directives).map_err(|error| error.to_string())?;
+        self.handle.reload(filter).map_err(|error| error.to_string())?;
+        self.current()
+    }
+}
+
+fn filter_control<S: 'static>(handle: tracing_subscriber::reload::Handle<EnvFilter, S>) -> LogFilterControl
+where
+    tracing_subscriber::reload::Handle<EnvFilter, S>: Send + Sync,
+{
+    std::sync::Arc::new(ReloadableFilter { handle })
+}
+
+/// The live control of the log filter, once [`init_logging`] installed the subscriber.
+pub fn log_filter_control() -> Option<LogFilterControl> {
+    LOG_FILTER.get().cloned()
 }
 
 /// Writes out every buffered line and stops the writer; logging after this is lost. The last

@@ -522,6 +522,15 @@ async fn operators_run_feature_flags_from_the_cli_and_every_change_is_audited() 
     assert_eq!(code, 0);
     assert!(stdout.contains("serving"), "{stdout}");
     assert_eq!(client.get(server.url("/health/ready")).send().await.unwrap().status(), 200);
+    let (code, stdout, _) = output(&mut cli(&["admin", "log-level", "debug"])).await;
+    assert_eq!((code, stdout.trim()), (0, "debug"));
+    let (code, stdout, _) = output(&mut cli(&["admin", "log-level"])).await;
+    assert_eq!((code, stdout.trim()), (0, "debug"));
+    let (code, _, stderr) = output(&mut cli(&["admin", "log-level", "shopkeep=loud"])).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("filter"), "{stderr}");
+    let (code, _, _) = output(&mut cli(&["admin", "log-level", "info"])).await;
+    assert_eq!(code, 0);
     let (code, stdout, _) = output(&mut cli(&["admin", "caches", "flush"])).await;
     assert_eq!(code, 0);
     assert!(stdout.starts_with("CACHE") && stdout.contains("products"), "{stdout}");

@@ -1,17 +1,18 @@
 //! Runtime controls of the admin listener: drain and undrain (readiness 503 while requests go
-//! on being served, so a load balancer moves traffic away) and a flush of the in-process
-//! caches. Each is audited before it is taken.
+//! on being served, so a load balancer moves traffic away), a flush of the in-process caches
+//! and the log filter, read and changed live. Each change is audited before it is taken.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::AdminState;
 use super::flags::admin_actor;
 use crate::error::ApiError;
+use crate::extract::Json;
 use crate::middleware::observe::RequestContext;
 
 #[derive(Serialize)]
@@ -105,4 +106,45 @@ pub(super) async fn flush_caches(
     let dropped: u64 = flushed.iter().map(|cache| cache.entries_dropped).sum();
     tracing::warn!(entries = dropped, "in-process caches flushed by an operator");
     Ok(axum::Json(serde_json::json!({ "caches": flushed })).into_response())
+}
+
+fn log_filter(state: &AdminState) -> Result<&super::LogFilterControl, ApiError> {
+    state.settings.log_filter.as_ref().ok_or(ApiError::Conflict("this process's log filter cannot be changed".into()))
+}
+
+/// `GET /admin/v1/log-level`: the filter in force (`info`, `shopkeep=debug,info`, …).
+pub(super) async fn log_level(State(state): State<AdminState>) -> Result<Response, ApiError> {
+    let current = log_filter(&state)?.current().map_err(|error| ApiError::Internal(error.into()))?;
+    Ok(axum::Json(serde_json::json!({ "filter": current })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct LogLevelRequest {
+    filter: String,
+}
+
+/// `PUT /admin/v1/log-level` `{"filter": "debug,sqlx=warn"}`: replaces the whole filter of this
+/// process at once (until the next change or a restart; `log.level` is the start value).
+/// A filter that does not parse is 400 and changes nothing.
+pub(super) async fn set_log_level(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    request: Option<axum::Extension<Arc<RequestContext>>>,
+    Json(body): Json<LogLevelRequest>,
+) -> Result<Response, ApiError> {
+    let control = log_filter(&state)?;
+    let directives = body.filter.trim();
+    if directives.is_empty() || directives.len() > 1_000 {
+        return Err(ApiError::invalid("filter", "must be 1 to 1000 characters"));
+    }
+    control
+        .check(directives)
+        .map_err(|problem| ApiError::invalid("filter", format!("is not a valid filter: {problem}")))?;
+    let before = control.current().map_err(|error| ApiError::Internal(error.into()))?;
+    let after = serde_json::json!({ "filter": directives });
+    audit(&state, &headers, request.as_deref(), "log.level", serde_json::json!({ "filter": before }), after).await?;
+    let current = control.replace(directives).map_err(|error| ApiError::Internal(error.into()))?;
+    tracing::warn!(before = before.as_str(), filter = current.as_str(), "log filter changed by an operator");
+    Ok(axum::Json(serde_json::json!({ "filter": current, "before": before })).into_response())
 }

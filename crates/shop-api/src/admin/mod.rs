@@ -27,6 +27,19 @@ use crate::state::AppState;
 /// Renders the Prometheus text exposition of every metric.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// The process's log filter, read and replaced while running (the binary implements it over
+/// its subscriber). Errors are messages for the operator.
+pub trait LogFilter: Send + Sync {
+    /// The filter in force (`info`, `shopkeep=debug,info`).
+    fn current(&self) -> Result<String, String>;
+    /// Whether `directives` parse, changing nothing.
+    fn check(&self, directives: &str) -> Result<(), String>;
+    /// Replaces the whole filter; answers the one now in force.
+    fn replace(&self, directives: &str) -> Result<String, String>;
+}
+
+pub type LogFilterControl = Arc<dyn LogFilter>;
+
 /// Settings of the admin listener.
 #[derive(Clone)]
 pub struct AdminSettings {
@@ -36,6 +49,8 @@ pub struct AdminSettings {
     pub metrics: MetricsRenderer,
     /// This instance in the audit log's targets (its public listen address).
     pub instance: String,
+    /// The live log filter; `None` when no subscriber of ours is installed.
+    pub log_filter: Option<LogFilterControl>,
 }
 
 #[derive(Clone)]
@@ -56,6 +71,7 @@ pub fn admin_router(app: AppState, settings: AdminSettings) -> Router {
         .route("/admin/v1/drain", post(controls::drain))
         .route("/admin/v1/undrain", post(controls::undrain))
         .route("/admin/v1/caches/flush", post(controls::flush_caches))
+        .route("/admin/v1/log-level", put(controls::set_log_level))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_configured_token));
     let protected = Router::new()
         .route("/metrics", get(metrics))
@@ -66,6 +82,7 @@ pub fn admin_router(app: AppState, settings: AdminSettings) -> Router {
         .route("/admin/v1/flags/{name}", get(flags::get_flag))
         .route("/admin/v1/flags/{name}/evaluate", get(flags::evaluate_flag))
         .route("/admin/v1/audit", get(flags::list_audit))
+        .route("/admin/v1/log-level", get(controls::log_level))
         .merge(actions)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_admin_token));
     Router::new()

@@ -330,6 +330,7 @@ impl Application {
                 token: config.admin.token.as_ref().map(|t| t.expose().to_owned()),
                 metrics,
                 instance: public_address.clone(),
+                log_filter: telemetry::log_filter_control(),
             },
         );
         let mut public_server = tokio::spawn(

@@ -28,6 +28,40 @@ macro_rules! with_admin_token {
 
 with_admin_token!(a_drained_instance_is_unready_but_serves_until_undrained, caches_are_flushed_on_request);
 
+/// The log filter is the process's (one subscriber per test process): one test changes it, on
+/// one backend, and puts it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_filter_is_read_and_replaced_live() {
+    run(the_log_filter_is_read_and_replaced, Backend::Sqlite).await;
+}
+
+async fn the_log_filter_is_read_and_replaced(app: &TestApp) {
+    let current: Value = admin(app, Method::GET, "/admin/v1/log-level").await.json().await.unwrap();
+    let before = current["filter"].as_str().unwrap().to_owned();
+    assert!(!before.is_empty());
+    let put = |body: Value| app.http.put(app.admin_url("/admin/v1/log-level")).bearer_auth(TOKEN).json(&body).send();
+    let bad = put(serde_json::json!({ "filter": "shopkeep=loud" })).await.unwrap();
+    let bad = problem(bad, StatusCode::BAD_REQUEST).await;
+    assert_eq!(bad["errors"][0]["field"], "filter");
+    problem(put(serde_json::json!({ "filter": "" })).await.unwrap(), StatusCode::BAD_REQUEST).await;
+    problem(put(serde_json::json!({ "level": "debug" })).await.unwrap(), StatusCode::BAD_REQUEST).await;
+    let anonymous = app.http.put(app.admin_url("/admin/v1/log-level")).json(&serde_json::json!({ "filter": "info" }));
+    problem(anonymous.send().await.unwrap(), StatusCode::UNAUTHORIZED).await;
+
+    let changed: Value =
+        put(serde_json::json!({ "filter": "error,shopkeep=error" })).await.unwrap().json().await.unwrap();
+    // The filter in force, as the subscriber writes it (directives in its own order).
+    let in_force = changed["filter"].as_str().unwrap().to_owned();
+    assert!(in_force.contains("shopkeep=error") && in_force.contains("error"), "{changed}");
+    assert_eq!(changed["before"].as_str(), Some(before.as_str()));
+    let now: Value = admin(app, Method::GET, "/admin/v1/log-level").await.json().await.unwrap();
+    assert_eq!(now["filter"].as_str(), Some(in_force.as_str()));
+    let restored = put(serde_json::json!({ "filter": before })).await.unwrap();
+    assert_eq!(restored.status(), StatusCode::OK);
+    // Two changes audited; the refused ones not.
+    assert_eq!(audit_actions(app, "log.").await, ["log.level", "log.level"]);
+}
+
 async fn run<F: AsyncFnOnce(&TestApp)>(test: F, backend: Backend) {
     let app = spawn_app_with(backend, |config| config.admin.token = Some(shopkeep::config::Secret::new(TOKEN))).await;
     test(&app).await;
