@@ -206,7 +206,11 @@ pub async fn reindex_search(config: &Config) -> anyhow::Result<()> {
 /// `shopkeep admin jobs retry ID`.
 pub async fn retry_job(config: &Config, id: uuid::Uuid) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = open_store(config, false).await?;
-    let result = job_service(config, &store).retry(id).await;
+    // Straight to the database, so no admin token: the operator's account names the actor.
+    let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let audit =
+        shop::audit::AuditContext::new(format!("cli:{operator} (database)"), None, time::OffsetDateTime::now_utc());
+    let result = job_service(config, &store).retry(id, &audit).await;
     store.close().await;
     match result {
         Ok(job) => {

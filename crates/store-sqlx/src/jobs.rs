@@ -284,9 +284,23 @@ impl JobRepository for SqlStore {
         Ok(Page { items, total: count(total), request: query.page })
     }
 
-    async fn retry_job(&self, id: Uuid, now: OffsetDateTime) -> Result<Job, StoreError> {
+    async fn retry_job(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+        audit: &shop::audit::AuditContext,
+    ) -> Result<Job, StoreError> {
         let mut conn = self.connection().await?;
         let mut tx = conn.begin_write().await?;
+        let before: Option<(String, i32)> = tx
+            .fetch_optional(
+                Statement::owned(
+                    tx.dialect().locking("select cast(state as text), attempts from jobs where id = $1", "for update"),
+                )
+                .bind(id),
+            )
+            .await
+            .map_err(error("failed to read job"))?;
         let row: Option<JobRow> = tx
             .fetch_optional(
                 sql(concat!(
@@ -311,6 +325,15 @@ impl JobRepository for SqlStore {
             });
         };
         notify_workers(&mut tx, &row.queue).await?;
+        let record = crate::flags::AuditRecord {
+            action: "job.retry",
+            target: format!("job:{id}"),
+            before: before.map(|(state, attempts)| serde_json::json!({ "state": state, "attempts": attempts })),
+            after: Some(
+                serde_json::json!({ "state": "queued", "attempts": 0, "kind": &row.kind, "queue": &row.queue }),
+            ),
+        };
+        crate::flags::record_audit(&mut tx, audit, record).await?;
         tx.commit().await?;
         let job = row.into_job()?;
         self.announce_jobs([job.queue.as_str()]);

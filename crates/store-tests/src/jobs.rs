@@ -279,7 +279,7 @@ pub async fn operators_retry_dead_and_failed_jobs(store: SharedStore) {
     let dead = enqueue(&store, &new_job("dead", 0).queue("dead")).await;
     claim_one(&store, "dead", "w1", 10).await;
     store.fail_job(dead, "w1", &fatal(), at(11)).await.unwrap();
-    let retried = store.retry_job(dead, at(20)).await.unwrap();
+    let retried = store.retry_job(dead, at(20), &crate::operator_audit(20)).await.unwrap();
     assert_eq!(retried.state, JobState::Queued);
     assert_eq!((retried.attempts, retried.run_at, retried.updated_at), (0, at(20), at(20)));
     assert_eq!((retried.finished_at, retried.lease_owner.as_deref()), (None, None));
@@ -289,7 +289,7 @@ pub async fn operators_retry_dead_and_failed_jobs(store: SharedStore) {
     let failed = enqueue(&store, &new_job("failed", 0).queue("failed")).await;
     claim_one(&store, "failed", "w1", 10).await;
     store.fail_job(failed, "w1", &retry_at(500), at(11)).await.unwrap();
-    let retried = store.retry_job(failed, at(20)).await.unwrap();
+    let retried = store.retry_job(failed, at(20), &crate::operator_audit(20)).await.unwrap();
     assert_eq!((retried.state, retried.attempts, retried.run_at), (JobState::Queued, 0, at(20)));
 
     let queued = enqueue(&store, &new_job("queued", 0).queue("queued")).await;
@@ -297,12 +297,22 @@ pub async fn operators_retry_dead_and_failed_jobs(store: SharedStore) {
     claim_one(&store, "succeeded", "w1", 10).await;
     store.complete_job(succeeded, "w1", at(11)).await.unwrap();
     for id in [queued, succeeded, dead] {
-        let error = store.retry_job(id, at(30)).await.unwrap_err();
+        let error = store.retry_job(id, at(30), &crate::operator_audit(30)).await.unwrap_err();
         assert!(matches!(&error, StoreError::Conflict(Conflict::JobState)), "{error:?}");
     }
     assert_eq!(find(&store, succeeded).await.state, JobState::Succeeded, "a refused retry changes nothing");
-    let error = store.retry_job(Uuid::now_v7(), at(30)).await.unwrap_err();
+    let error = store.retry_job(Uuid::now_v7(), at(30), &crate::operator_audit(30)).await.unwrap_err();
     assert!(matches!(error, StoreError::NotFound), "unexpected {error:?}");
+    // The two retries are audited with the job before and after; the refused ones are not.
+    let query = shop::audit::AuditQuery { action: Some("job.retry".into()), ..Default::default() };
+    let audited = store.list_audit(&query).await.unwrap();
+    assert_eq!(audited.total, 2);
+    let targets: Vec<&str> = audited.items.iter().map(|entry| entry.target.as_str()).collect();
+    assert!(targets.contains(&format!("job:{dead}").as_str()) && targets.contains(&format!("job:{failed}").as_str()));
+    let of_dead = audited.items.iter().find(|entry| entry.target == format!("job:{dead}")).unwrap();
+    assert_eq!(of_dead.before.as_ref().unwrap()["state"], "dead");
+    assert_eq!(of_dead.after.as_ref().unwrap()["state"], "queued");
+    assert_eq!((of_dead.actor.as_str(), of_dead.request_id.as_deref()), ("ops", Some("request-20")));
 }
 
 pub async fn unique_keys_allow_one_live_job(store: SharedStore) {
@@ -330,7 +340,7 @@ pub async fn unique_keys_allow_one_live_job(store: SharedStore) {
     claim_one(&store, "reports", "w1", 10).await;
     store.fail_job(dead, "w1", &fatal(), at(11)).await.unwrap();
     enqueue(&store, &new_job("report", 12).queue("reports").unique_key("report")).await;
-    let error = store.retry_job(dead, at(13)).await.unwrap_err();
+    let error = store.retry_job(dead, at(13), &crate::operator_audit(13)).await.unwrap_err();
     assert!(matches!(&error, StoreError::Conflict(Conflict::DuplicateJob)), "{error:?}");
     assert_eq!(find(&store, dead).await.state, JobState::Dead);
 }

@@ -41,6 +41,11 @@ pub fn at(seconds_after_start: i64) -> OffsetDateTime {
     time::macros::datetime!(2026-11-23 10:00:00.123456 UTC) + time::Duration::seconds(seconds_after_start)
 }
 
+/// An operator's audit context at `at(seconds)`.
+pub fn operator_audit(seconds: i64) -> shop::audit::AuditContext {
+    shop::audit::AuditContext::new("ops", Some(format!("request-{seconds}")), at(seconds))
+}
+
 /// The shared store handle every case receives.
 pub type SharedStore = Arc<dyn Store>;
 

@@ -174,7 +174,11 @@ async fn failures_are_retried_with_backoff_then_dead_lettered() {
     assert_eq!(dead.last_error.as_deref(), Some("failure 3"));
     assert_eq!(hopeless.runs.load(Ordering::SeqCst), 3, "never more than max_attempts");
     // An operator's retry gives it its attempts back.
-    let retried = fixture.jobs.retry(dies.id).await.unwrap();
+    let retried = fixture
+        .jobs
+        .retry(dies.id, &shop::audit::AuditContext::new("ops", None, time::OffsetDateTime::now_utc()))
+        .await
+        .unwrap();
     assert_eq!((retried.state, retried.attempts), (JobState::Queued, 0));
     until(&fixture, dies.id, |job| job.state == JobState::Dead && job.attempts == 3).await;
     assert_eq!(hopeless.runs.load(Ordering::SeqCst), 6);

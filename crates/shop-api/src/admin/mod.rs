@@ -598,7 +598,13 @@ async fn get_job(State(state): State<AdminState>, Path(id): Path<String>) -> Res
 }
 
 /// `POST /admin/v1/jobs/{id}/retry`: a dead or failed job runs again with fresh attempts.
-async fn retry_job(State(state): State<AdminState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let job = state.app.inner.jobs.retry(crate::routes::path_id(&id)?).await?;
+async fn retry_job(
+    State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    request: Option<axum::Extension<Arc<observe::RequestContext>>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let audit = flags::admin_actor(&headers, request.as_deref(), time::OffsetDateTime::now_utc());
+    let job = state.app.inner.jobs.retry(crate::routes::path_id(&id)?, &audit).await?;
     Ok(axum::Json(JobBody::from(job)).into_response())
 }

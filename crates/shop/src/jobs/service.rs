@@ -60,8 +60,8 @@ impl JobService {
     }
 
     /// An operator's retry of a dead or failed job: queued now, with its attempts reset.
-    pub async fn retry(&self, id: Uuid) -> Result<Job, Error> {
-        match self.store.retry_job(id, self.clock.now()).await {
+    pub async fn retry(&self, id: Uuid, audit: &crate::audit::AuditContext) -> Result<Job, Error> {
+        match self.store.retry_job(id, self.clock.now(), audit).await {
             Ok(job) => {
                 tracing::info!(jobId = %job.id, kind = job.kind.as_str(), "job retried by an operator");
                 Ok(job)

@@ -47,7 +47,13 @@ pub trait JobRepository: Send + Sync {
     async fn list_jobs(&self, query: &JobQuery) -> Result<Page<Job>, StoreError>;
     /// An operator's retry of a `dead` or `failed` job: `queued`, due now, attempts reset.
     /// `NotFound`, or `Conflict { constraint: "jobs_state" }` in any other state.
-    async fn retry_job(&self, id: Uuid, now: OffsetDateTime) -> Result<Job, StoreError>;
+    /// The retry is audited (`job.retry`) in its own transaction, with `audit` as actor.
+    async fn retry_job(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+        audit: &crate::audit::AuditContext,
+    ) -> Result<Job, StoreError>;
     /// Deletes at most `limit` jobs in `state` (succeeded or dead) finished before `before`.
     async fn purge_jobs(&self, state: JobState, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
     /// Depth by queue and state, with the oldest due job of each queue.
