@@ -48,10 +48,12 @@ pub(crate) fn request_flags(state: &AppState, request: &Request) -> RequestFlags
 }
 
 /// While the `maintenance` flag is on for the caller, every write (any method but GET, HEAD and
-/// OPTIONS) answers 503 with `Retry-After`; reads go on, and so does the admin listener, where
-/// the flag is turned off again. Runs after authentication, so a rule can exempt staff.
+/// OPTIONS, on any path: before routing, so an unknown path is 503 too) answers 503 with
+/// `Retry-After`, but for the few that keep working (see `keeps_working`); reads go on, and so
+/// does the admin listener, where the flag is turned off again. Runs after authentication, so
+/// a rule can exempt staff.
 pub(crate) fn refuse_writes_in_maintenance(state: &AppState, request: &Request) -> Result<(), ApiError> {
-    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) || keeps_working(request) {
         return Ok(());
     }
     let facts = request_flags(state, request);
@@ -63,6 +65,19 @@ pub(crate) fn refuse_writes_in_maintenance(state: &AppState, request: &Request) 
         });
     }
     Ok(())
+}
+
+/// Writes that maintenance never pauses: signing in and out (staff exempted by a rule must be
+/// able to sign in to do the maintenance), confirming a new device, and the payment provider's
+/// notifications (a paused one would leave paid orders unpaid).
+fn keeps_working(request: &Request) -> bool {
+    let path = request.uri().path();
+    matches!(
+        (request.method(), path),
+        (&Method::POST, "/api/v1/sessions")
+            | (&Method::DELETE, "/api/v1/sessions/current")
+            | (&Method::POST, "/api/v1/login-challenges/confirm")
+    ) || (request.method() == Method::POST && path.starts_with("/api/v1/payment-webhooks/"))
 }
 
 /// A feature the shop can switch off: `Ok` while flag `name` is on for the caller (on when no

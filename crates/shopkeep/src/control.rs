@@ -1,5 +1,5 @@
-//! The control-plane client behind `shopkeep admin flags …` and `shopkeep admin audit`: calls
-//! the admin listener of a running instance (its URL from `admin.url`, else
+//! The control-plane client behind `shopkeep admin flags …`, `audit`, `breakers …`, `drain`,
+//! `undrain`, `caches flush` and `log-level`: calls the admin listener of a running instance (its URL from `admin.url`, else
 //! `server.admin_listen`; the token from `admin.token`), prints tables, and fails — a non-zero
 //! exit — on every refusal, with the problem's detail.
 
@@ -39,6 +39,17 @@ impl AdminClient {
             }
         };
         let base = url::Url::parse(&base).with_context(|| format!("admin.url {base:?}"))?;
+        let loopback = match base.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => name == "localhost",
+            None => false,
+        };
+        if base.scheme() == "http" && !loopback && config.admin.token.is_some() {
+            eprintln!(
+                "warning: the admin token goes over plain http to {base}: use https (a TLS proxy) across networks"
+            );
+        }
         // reqwest's TLS backend (an https admin.url) needs the process-wide crypto provider.
         integration::install_crypto_provider();
         let http = reqwest::Client::builder()

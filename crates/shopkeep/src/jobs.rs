@@ -252,24 +252,23 @@ impl JobHandler for PurgeMailOutbox {
     }
 }
 
-/// `audit.purge`: deletes audit entries past `flags.audit_retention_days`, in batches
-/// (counted in `audit_entries_purged_total`). Idempotent.
+/// `audit.purge`: deletes audit entries past `flags.audit_retention_days`, in batches, at the
+/// pace of its governor (100,000 an hour per process), counted in `audit_entries_purged_total`.
+/// Idempotent.
 pub struct PurgeAudit {
     audit: shop::audit::AuditLog,
     retention: Duration,
+    governor: resilience::ActionGovernor,
 }
 
 #[async_trait::async_trait]
 impl JobHandler for PurgeAudit {
     async fn run(&self, _job: &Job) -> Result<(), HandlerError> {
         let before = time::OffsetDateTime::now_utc() - self.retention;
-        loop {
-            let purged =
-                self.audit.purge(before, 1_000).await.map_err(|error| HandlerError::Transient(error.to_string()))?;
-            if purged < 1_000 {
-                return Ok(());
-            }
-        }
+        let run = governed_purge(&self.governor, 1_000, |limit| self.audit.purge(before, limit));
+        let outcome = run.await.map_err(|error| HandlerError::Transient(error.to_string()))?;
+        tracing::debug!(purged = outcome.purged, heldBack = outcome.held_back, "old audit entries deleted");
+        Ok(())
     }
 }
 
@@ -327,6 +326,7 @@ pub fn build_worker(
         PurgeAudit {
             audit: shop::audit::AuditLog::new(Arc::clone(&store) as _),
             retention: Duration::from_secs(u64::from(config.flags.audit_retention_days) * 86_400),
+            governor: hourly_governor(shop::audit::PURGE_AUDIT, 100_000),
         },
     );
     let governor = hourly_governor("session_purge", config.accounts.session_purge_max_per_hour);

@@ -102,6 +102,20 @@ async fn bump_flag_generation(tx: &mut Transaction<'_>) -> Result<(), StoreError
     Ok(())
 }
 
+/// Takes the flags' generation row for the rest of the transaction, so flag writes follow one
+/// another on both backends: a creation sees a concurrent one's row, and the flag limit holds
+/// (SQLite's write transaction excludes other writers already).
+async fn serialize_flag_writes(tx: &mut Transaction<'_>) -> Result<(), StoreError> {
+    let select = tx
+        .dialect()
+        .locking("select generation from cache_generations where family = 'flags' and slot = 0", "for update");
+    let _: Option<i64> = tx
+        .fetch_optional_scalar(Statement::owned(select))
+        .await
+        .map_err(error("failed to lock the flag generation"))?;
+    Ok(())
+}
+
 async fn locked_flag(tx: &mut Transaction<'_>, name: &FlagName) -> Result<Option<Flag>, StoreError> {
     let select = tx
         .dialect()
@@ -149,6 +163,7 @@ impl FlagRepository for SqlStore {
     async fn put_flag(&self, write: &FlagWrite, audit: &AuditContext) -> Result<(Option<Flag>, Flag), StoreError> {
         let mut conn = self.connection().await?;
         let mut tx = conn.begin_write().await?;
+        serialize_flag_writes(&mut tx).await?;
         let before = locked_flag(&mut tx, &write.name).await?;
         let current_version = before.as_ref().map(|flag| flag.version);
         if write.expected_version.is_some() && write.expected_version != current_version {
@@ -214,6 +229,7 @@ impl FlagRepository for SqlStore {
     ) -> Result<Flag, StoreError> {
         let mut conn = self.connection().await?;
         let mut tx = conn.begin_write().await?;
+        serialize_flag_writes(&mut tx).await?;
         let Some(before) = locked_flag(&mut tx, name).await? else {
             tx.roll_back().await?;
             return Err(StoreError::NotFound);

@@ -40,12 +40,12 @@ async fn audit(
     request: Option<&Arc<RequestContext>>,
     action: &str,
     before: serde_json::Value,
-    after: serde_json::Value,
+    after: Option<serde_json::Value>,
 ) -> Result<(), ApiError> {
     let context = admin_actor(headers, request, time::OffsetDateTime::now_utc());
     let target = format!("instance:{}", state.settings.instance);
     shop::audit::AuditLog::new(Arc::clone(&state.app.inner.store) as _)
-        .record_action(&context, action, &target, Some(before), Some(after))
+        .record_action(&context, action, &target, Some(before), after)
         .await?;
     Ok(())
 }
@@ -58,7 +58,7 @@ pub(super) async fn drain(
     request: Option<axum::Extension<Arc<RequestContext>>>,
 ) -> Result<Response, ApiError> {
     let before = serde_json::json!({ "drained": state.app.inner.readiness.drained_by_operator() });
-    audit(&state, &headers, request.as_deref(), "instance.drain", before, serde_json::json!({ "drained": true }))
+    audit(&state, &headers, request.as_deref(), "instance.drain", before, Some(serde_json::json!({ "drained": true })))
         .await?;
     if !state.app.inner.readiness.drain() {
         tracing::warn!("drained by an operator: readiness answers 503, requests are still served");
@@ -73,8 +73,8 @@ pub(super) async fn undrain(
     request: Option<axum::Extension<Arc<RequestContext>>>,
 ) -> Result<Response, ApiError> {
     let before = serde_json::json!({ "drained": state.app.inner.readiness.drained_by_operator() });
-    audit(&state, &headers, request.as_deref(), "instance.undrain", before, serde_json::json!({ "drained": false }))
-        .await?;
+    let after = Some(serde_json::json!({ "drained": false }));
+    audit(&state, &headers, request.as_deref(), "instance.undrain", before, after).await?;
     if state.app.inner.readiness.undrain() {
         tracing::warn!("undrained by an operator: readiness follows the instance's health again");
     }
@@ -98,7 +98,8 @@ pub(super) async fn flush_caches(
     let caches = &state.app.inner.caches;
     let names: Vec<&str> = caches.iter().map(|cache| cache.name()).collect();
     let before = serde_json::json!({ "caches": names });
-    audit(&state, &headers, request.as_deref(), "caches.flush", before, serde_json::json!({ "entries": 0 })).await?;
+    // Recorded before the flush, so what each cache held is not known yet: no `after`.
+    audit(&state, &headers, request.as_deref(), "caches.flush", before, None).await?;
     let mut flushed = Vec::with_capacity(caches.len());
     for cache in caches {
         flushed.push(FlushedCache { name: cache.name(), entries_dropped: cache.flush().await });
@@ -142,7 +143,7 @@ pub(super) async fn set_log_level(
         .check(directives)
         .map_err(|problem| ApiError::invalid("filter", format!("is not a valid filter: {problem}")))?;
     let before = control.current().map_err(|error| ApiError::Internal(error.into()))?;
-    let after = serde_json::json!({ "filter": directives });
+    let after = Some(serde_json::json!({ "filter": directives }));
     audit(&state, &headers, request.as_deref(), "log.level", serde_json::json!({ "filter": before }), after).await?;
     let current = control.replace(directives).map_err(|error| ApiError::Internal(error.into()))?;
     tracing::warn!(before = before.as_str(), filter = current.as_str(), "log filter changed by an operator");

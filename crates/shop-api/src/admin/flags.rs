@@ -60,20 +60,45 @@ fn flag_name(raw: &str) -> Result<FlagName, ApiError> {
     FlagName::parse(raw).map_err(|problem| ApiError::Invalid(shop::ValidationErrors::single("name", problem)))
 }
 
-/// The version an `If-Match` header asks for: `"3"` is version 3. `*` or no header: `None`.
-/// Anything else matches no version (412).
-fn expected_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+/// What an `If-Match` header asks of the flag's current version: `*` that it exists, a list of
+/// ETags (`"3"`, `"2", "3"`) that it is one of them. `None`: no header, no condition.
+enum Precondition {
+    Exists,
+    OneOf(Vec<i64>),
+}
+
+fn precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
-    let value = value.to_str().map_err(|_| ApiError::PreconditionFailed)?.trim();
-    if value == "*" {
-        return Ok(None);
+    let value = value.to_str().map_err(|_| ApiError::PreconditionFailed)?;
+    let mut versions = Vec::new();
+    for candidate in value.split(',').map(str::trim) {
+        if candidate == "*" {
+            return Ok(Some(Precondition::Exists));
+        }
+        // A weak ETag never matches (RFC 9110 §13.1.1), nor anything that is not ours.
+        if let Some(version) =
+            candidate.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')).and_then(|v| v.parse::<i64>().ok())
+        {
+            versions.push(version);
+        }
     }
-    value
-        .strip_prefix('"')
-        .and_then(|rest| rest.strip_suffix('"'))
-        .and_then(|version| version.parse::<i64>().ok())
-        .map(Some)
-        .ok_or(ApiError::PreconditionFailed)
+    Ok(Some(Precondition::OneOf(versions)))
+}
+
+/// The version a conditional write must apply to: the current one when the precondition holds
+/// (the store then refuses the write if it changed meanwhile); 412 when it does not.
+async fn expected_version(state: &AdminState, name: &FlagName, headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(precondition) = precondition(headers)? else { return Ok(None) };
+    let current = match state.app.flags().get(name).await {
+        Ok(flag) => flag.version,
+        Err(shop::Error::NotFound) => return Err(ApiError::PreconditionFailed),
+        Err(error) => return Err(error.into()),
+    };
+    match precondition {
+        Precondition::Exists => Ok(Some(current)),
+        Precondition::OneOf(versions) if versions.contains(&current) => Ok(Some(current)),
+        Precondition::OneOf(_) => Err(ApiError::PreconditionFailed),
+    }
 }
 
 /// `GET /admin/v1/flags`: every flag, by name, as stored.
@@ -97,8 +122,9 @@ pub(super) async fn get_flag(State(state): State<AdminState>, Path(name): Path<S
     Ok(flag_response(StatusCode::OK, flag))
 }
 
-/// `PUT /admin/v1/flags/{name}`: creates (201) or replaces (200) the flag; `If-Match: "<version>"`
-/// makes the write conditional (412 when the flag changed or is gone).
+/// `PUT /admin/v1/flags/{name}`: creates (201) or replaces (200) the flag; `If-Match` makes the
+/// write conditional — `"<version>"` (or a list) on that version, `*` on its existing — with 412
+/// when it does not hold.
 pub(super) async fn put_flag(
     State(state): State<AdminState>,
     headers: HeaderMap,
@@ -109,7 +135,8 @@ pub(super) async fn put_flag(
     let name = flag_name(&name)?;
     let now = time::OffsetDateTime::now_utc();
     let audit = admin_actor(&headers, request.as_deref(), now);
-    let write = FlagWrite { name, definition, expected_version: expected_version(&headers)?, now };
+    let expected_version = expected_version(&state, &name, &headers).await?;
+    let write = FlagWrite { name, definition, expected_version, now };
     let (before, after) = state.app.flags().put(write, &audit).await?;
     tracing::warn!(
         flag = after.name.as_str(),
@@ -140,7 +167,8 @@ pub(super) async fn put_rollout(
     }
     let name = flag_name(&name)?;
     let audit = admin_actor(&headers, request.as_deref(), time::OffsetDateTime::now_utc());
-    let (_, after) = state.app.flags().set_rollout(&name, body.percentage, expected_version(&headers)?, &audit).await?;
+    let expected = expected_version(&state, &name, &headers).await?;
+    let (_, after) = state.app.flags().set_rollout(&name, body.percentage, expected, &audit).await?;
     tracing::warn!(
         flag = after.name.as_str(),
         percentage = body.percentage,
@@ -159,7 +187,8 @@ pub(super) async fn delete_flag(
 ) -> Result<Response, ApiError> {
     let name = flag_name(&name)?;
     let audit = admin_actor(&headers, request.as_deref(), time::OffsetDateTime::now_utc());
-    state.app.flags().delete(&name, expected_version(&headers)?, &audit).await?;
+    let expected = expected_version(&state, &name, &headers).await?;
+    state.app.flags().delete(&name, expected, &audit).await?;
     tracing::warn!(flag = name.as_str(), actor = audit.actor.as_str(), "feature flag deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

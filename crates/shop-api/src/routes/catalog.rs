@@ -253,8 +253,13 @@ pub async fn list_products(
         status,
     };
     // Staff views may include archived products: never shared through public caches.
-    let cache_control =
-        if is_staff { HeaderValue::from_static("private, no-cache") } else { cache_control_public(max_age(&state)) };
+    // A search shaped per caller (the `fuzzy_search` flag has rules) is not for shared caches.
+    let per_caller = text.is_some() && state.flags().varies_by_caller(shop::flags::known::FUZZY_SEARCH);
+    let cache_control = if is_staff || per_caller {
+        HeaderValue::from_static("private, no-cache")
+    } else {
+        cache_control_public(max_age(&state))
+    };
     let body = match (text, facets) {
         (None, None) => {
             // The plain list is the hottest read: its rendered body is cached under the same

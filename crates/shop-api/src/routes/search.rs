@@ -166,5 +166,16 @@ pub async fn suggestions(
         products: found.products.into_iter().map(ProductSuggestionBody::from).collect(),
         categories: found.categories.into_iter().map(CategorySuggestionBody::from).collect(),
     };
+    // Suggestions shaped per caller (the `fuzzy_search` flag has rules) are not for shared caches.
+    if state.flags().varies_by_caller(shop::flags::known::FUZZY_SEARCH) {
+        return Ok(match super::caching::Rendered::of(&body) {
+            Ok(rendered) => super::caching::rendered_response(
+                &headers,
+                rendered,
+                axum::http::HeaderValue::from_static("private, no-cache"),
+            ),
+            Err(error) => axum::response::IntoResponse::into_response(error),
+        });
+    }
     Ok(public_json(&headers, &body, max_age(&state)))
 }

@@ -35,6 +35,9 @@ pub mod known {
     /// On: every write of the public API answers 503 with `Retry-After` while reads go on.
     /// Default off.
     pub const MAINTENANCE: &str = "maintenance";
+
+    /// Every flag above.
+    pub const ALL: [&str; 5] = [SIGNUPS, GUEST_CHECKOUT, FUZZY_SEARCH, LOGIN_CHALLENGES, MAINTENANCE];
 }
 
 /// Most flags a shop may define: the snapshot is evaluated in memory on every request.
@@ -356,6 +359,11 @@ impl CompiledFlag {
         }
     }
 
+    /// Enabled with rules: the answer may depend on the caller.
+    pub(crate) fn varies(&self) -> bool {
+        self.enabled && !self.rules.is_empty()
+    }
+
     pub(crate) fn evaluate(&self, context: &FlagContext<'_>) -> &FlagValue {
         if !self.enabled {
             return &self.off;
@@ -389,7 +397,7 @@ impl CompiledFlag {
                 match bucket {
                     Some(bucket) => *percentage > 0 && bucket <= *percentage,
                     None => {
-                        metrics::counter!("feature_flag_evaluation_errors_total", "reason" => "bucketing").increment(1);
+                        service::count_error(&self.name, "bucketing");
                         false
                     }
                 }

@@ -101,6 +101,12 @@ impl FlagService {
         }
     }
 
+    /// Whether flag `name` can answer callers differently (enabled, with rules): a response
+    /// shaped by it must not be cached publicly.
+    pub fn varies_by_caller(&self, name: &str) -> bool {
+        self.snapshot.load().compiled.get(name).is_some_and(CompiledFlag::varies)
+    }
+
     /// Reloads the snapshot when the stored generation moved (or nothing was loaded yet);
     /// `true` when it was replaced. Concurrent refreshes wait for one another.
     pub async fn refresh(&self) -> Result<bool, StoreError> {
@@ -197,10 +203,11 @@ impl FlagService {
     }
 }
 
-fn count_error(flag: &str, reason: &'static str) {
-    // Only flags the shop consults reach here unloaded; names are bounded by the callers.
-    metrics::counter!("feature_flag_evaluation_errors_total", "flag" => flag.to_owned(), "reason" => reason)
-        .increment(1);
+/// Counts an evaluation that answered the default for `reason`; names other than the shop's
+/// own flags are labelled `other`, so callers cannot grow the label set.
+pub(super) fn count_error(flag: &str, reason: &'static str) {
+    let label = super::known::ALL.iter().find(|known| **known == flag).copied().unwrap_or("other");
+    metrics::counter!("feature_flag_evaluation_errors_total", "flag" => label, "reason" => reason).increment(1);
 }
 
 /// Reloads the flags whenever their stored generation moves, checking every `every` until

@@ -164,7 +164,8 @@ pub struct AdminConfig {
     pub token: Option<Secret>,
     /// A file holding the token; replaces `token`.
     pub token_file: Option<PathBuf>,
-    /// Where `shopkeep admin flags|audit` reach the admin listener (`http://10.0.0.5:9090`);
+    /// Where the CLI's control commands (`shopkeep admin flags|audit|breakers|drain|…`) reach
+    /// the admin listener (`http://10.0.0.5:9090`);
     /// default: `server.admin_listen` (on loopback when it listens on every address).
     pub url: Option<String>,
 }

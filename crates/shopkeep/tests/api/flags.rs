@@ -222,9 +222,18 @@ async fn flag_routes_failure_paths(app: &TestApp) {
     problem(bad_audit, StatusCode::BAD_REQUEST).await;
     let bad_since = admin(app, Method::GET, "/admin/v1/audit?since=yesterday&limit=1000").send().await.unwrap();
     assert_eq!(error_fields(&problem(bad_since, StatusCode::BAD_REQUEST).await), ["limit", "since"]);
+    // `If-Match: *` needs the flag to exist; a list matches any of its versions.
+    let colour = json!({ "kind": "variant", "variants": ["red", "blue"], "enabled": false, "default": "red" });
+    let any =
+        admin(app, Method::PUT, "/admin/v1/flags/colour").header("if-match", "*").json(&colour).send().await.unwrap();
+    assert_eq!(any.headers()["etag"], "\"2\"");
+    let absent = admin(app, Method::PUT, "/admin/v1/flags/absent").header("if-match", "*").json(&switch(true));
+    problem(absent.send().await.unwrap(), StatusCode::PRECONDITION_FAILED).await;
+    let listed = admin(app, Method::PUT, "/admin/v1/flags/colour").header("if-match", "\"9\", \"2\"").json(&colour);
+    assert_eq!(listed.send().await.unwrap().headers()["etag"], "\"3\"");
     // Nothing refused was recorded.
     let audit: Value = admin(app, Method::GET, "/admin/v1/audit").send().await.unwrap().json().await.unwrap();
-    assert_eq!(audit["total"], 1, "{audit}");
+    assert_eq!(audit["total"], 3, "{audit}");
 }
 
 async fn maintenance_refuses_writes_but_not_reads_and_rules_can_exempt_staff(app: &TestApp) {
@@ -248,6 +257,10 @@ async fn maintenance_refuses_writes_but_not_reads_and_rules_can_exempt_staff(app
     assert!(body["detail"].as_str().unwrap().contains("maintenance"), "{body}");
     let signup = app.api(Method::POST, "/users").json(&json!({ "email": "new@example.com", "password": PASSWORD }));
     problem(signup.send().await.unwrap(), StatusCode::SERVICE_UNAVAILABLE).await;
+    // Signing in keeps working (so exempted staff can get in), and so does signing out.
+    let sign_in = app.new_client().post(app.url("/api/v1/sessions"));
+    let sign_in = sign_in.json(&json!({ "email": "cat@example.com", "password": PASSWORD })).send().await.unwrap();
+    assert_eq!(sign_in.status(), StatusCode::CREATED);
     // Reads go on, for everyone; staff are exempt by the rule and keep working.
     assert_eq!(app.api(Method::GET, "/products").send().await.unwrap().status(), StatusCode::OK);
     assert_eq!(customer.get(app.url("/api/v1/carts/current")).send().await.unwrap().status(), StatusCode::OK);
@@ -334,6 +347,18 @@ async fn fuzzy_search_can_be_switched_off(app: &TestApp) {
     assert_eq!(suggestions("gam").await, 1, "prefixes still complete");
     put_flag(app, "fuzzy_search", switch(true)).await;
     assert_eq!(search("labtop").await["total"], 1);
+    let cache_control = |path: &'static str| async move {
+        let response = app.api(Method::GET, path).send().await.unwrap();
+        response.headers()["cache-control"].to_str().unwrap().to_owned()
+    };
+    assert!(cache_control("/products?q=laptop").await.starts_with("public"));
+    // Rolled out to some callers only: answers differ by caller, so shared caches keep none.
+    let rollout = json!({ "kind": "boolean", "enabled": true, "default": false,
+                          "rules": [{ "when": [{ "type": "rollout", "percentage": 50 }], "then": true }] });
+    put_flag(app, "fuzzy_search", rollout).await;
+    assert_eq!(cache_control("/products?q=laptop").await, "private, no-cache");
+    assert_eq!(cache_control("/products/suggestions?q=lap").await, "private, no-cache");
+    assert!(cache_control("/products").await.starts_with("public"), "the plain list does not search");
 }
 
 async fn a_flag_changed_on_one_instance_is_evaluated_by_another_within_the_bound(app: &TestApp) {
@@ -358,6 +383,19 @@ async fn a_flag_changed_on_one_instance_is_evaluated_by_another_within_the_bound
 
 /// The new-device challenge for staff is on by default and the `login_challenges` flag turns it
 /// off (a kill switch for a broken mail path); customers are never challenged.
+/// Flag writes are state-changing admin actions: refused (403) while no admin token is set, even
+/// on loopback; reading them stays open there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_admin_token_flags_are_readable_but_not_writable() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
+    let put = app.http.put(app.admin_url("/admin/v1/flags/maintenance")).json(&switch(true)).send().await.unwrap();
+    let refused = problem(put, StatusCode::FORBIDDEN).await;
+    assert!(refused["detail"].as_str().unwrap().contains("admin.token"), "{refused}");
+    let listed = app.http.get(app.admin_url("/admin/v1/flags")).send().await.unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_challenges_can_be_switched_off_by_their_flag() {
     for backend in [Backend::Sqlite, Backend::Postgres] {

@@ -173,18 +173,27 @@ pub async fn the_search_index_rebuilds_when_its_analysis_changed(store: SqlStore
 }
 
 /// A flag write and its audit row are one transaction: with audit rows refused (`refuse_audit`
-/// installs a trigger that fails every insert into `audit_log`), the write fails and leaves
-/// no flag and the same generation.
+/// installs a trigger that fails every insert into `audit_log`), a creation, an update and a
+/// deletion each fail and change nothing (nor the generation), and an action that records its
+/// row first (`record_action`) is refused.
 pub async fn a_flag_write_whose_audit_row_fails_changes_nothing<C>(store: SqlStore, raw: &mut C, refuse_audit: &str)
 where
     for<'c> &'c mut C: sqlx::Executor<'c>,
 {
-    use shop::ports::FlagRepository as _;
+    use shop::ports::{AuditRepository as _, FlagRepository as _};
+    let audit = shop::audit::AuditContext::new("ops", None, at(0));
+    let (_, existing) = store.put_flag(&store_tests::flag_write("signups", true, None, 0), &audit).await.unwrap();
     let generation = store.flag_generation().await.unwrap();
     sqlx::raw_sql(AssertSqlSafe(refuse_audit.to_owned())).execute(&mut *raw).await.unwrap();
-    let write = store_tests::flag_write("maintenance", true, None, 0);
-    let audit = shop::audit::AuditContext::new("ops", None, at(0));
-    store.put_flag(&write, &audit).await.expect_err("the audit row cannot be written");
-    assert_eq!(store.list_flags().await.unwrap(), vec![]);
+
+    let create = store_tests::flag_write("maintenance", true, None, 1);
+    store.put_flag(&create, &audit).await.expect_err("the audit row cannot be written");
+    let update = store_tests::flag_write("signups", false, Some(1), 2);
+    store.put_flag(&update, &audit).await.expect_err("the audit row cannot be written");
+    store.delete_flag(&existing.name, None, &audit).await.expect_err("the audit row cannot be written");
+    assert_eq!(store.list_flags().await.unwrap(), vec![existing], "nothing created, changed or deleted");
     assert_eq!(store.flag_generation().await.unwrap(), generation);
+    store.record_action(&audit, "breaker.reset", "breaker:redis", None, None).await.expect_err("refused");
+    let entries = store.list_audit(&shop::audit::AuditQuery::default()).await.unwrap();
+    assert_eq!(entries.total, 1, "only the first creation's row");
 }
