@@ -35,6 +35,36 @@ async fn the_log_filter_is_read_and_replaced_live() {
     run(the_log_filter_is_read_and_replaced, Backend::Sqlite).await;
 }
 
+/// Every audited action records its row first or in its own transaction: with audit rows
+/// refused (a trigger on the SQLite file), a drain, a flag write and a log-filter change each
+/// fail and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_whose_audit_row_cannot_be_written_is_not_taken() {
+    let app =
+        spawn_app_with(Backend::Sqlite, |config| config.admin.token = Some(shopkeep::config::Secret::new(TOKEN))).await;
+    let mut raw =
+        <sqlx::SqliteConnection as sqlx::Connection>::connect(app.config.database.url.expose()).await.unwrap();
+    let refuse =
+        "create trigger refuse_audit before insert on audit_log begin select raise(abort, 'audit refused'); end;";
+    sqlx::raw_sql(refuse).execute(&mut raw).await.unwrap();
+
+    problem(admin(&app, Method::POST, "/admin/v1/drain").await, StatusCode::INTERNAL_SERVER_ERROR).await;
+    assert_eq!(app.http.get(app.url("/health/ready")).send().await.unwrap().status(), StatusCode::OK, "not drained");
+    let flag = app.http.put(app.admin_url("/admin/v1/flags/maintenance")).bearer_auth(TOKEN);
+    let flag = flag.json(&serde_json::json!({ "kind": "boolean", "enabled": true, "default": true }));
+    problem(flag.send().await.unwrap(), StatusCode::INTERNAL_SERVER_ERROR).await;
+    let flags: Value = admin(&app, Method::GET, "/admin/v1/flags").await.json().await.unwrap();
+    assert_eq!(flags["total"], 0, "no flag without its audit row");
+    let before: Value = admin(&app, Method::GET, "/admin/v1/log-level").await.json().await.unwrap();
+    let filter = app.http.put(app.admin_url("/admin/v1/log-level")).bearer_auth(TOKEN);
+    let filter = filter.json(&serde_json::json!({ "filter": "trace" }));
+    problem(filter.send().await.unwrap(), StatusCode::INTERNAL_SERVER_ERROR).await;
+    let after: Value = admin(&app, Method::GET, "/admin/v1/log-level").await.json().await.unwrap();
+    assert_eq!(after, before, "the filter stays");
+    drop(raw);
+    app.stop().await;
+}
+
 async fn the_log_filter_is_read_and_replaced(app: &TestApp) {
     let current: Value = admin(app, Method::GET, "/admin/v1/log-level").await.json().await.unwrap();
     let before = current["filter"].as_str().unwrap().to_owned();
