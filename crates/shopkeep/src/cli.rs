@@ -104,6 +104,11 @@ pub enum AdminCommand {
     /// Show the running instance's log filter, or replace it (`debug`, `shopkeep=debug,info`)
     /// until the next change or a restart.
     LogLevel { filter: Option<String> },
+    /// A user's sessions on a running shop, through its admin listener.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
     /// The in-process caches of a running instance, through its admin listener.
     Caches {
         #[command(subcommand)]
@@ -133,6 +138,14 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 1)]
         page: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// The user's sessions, most recently seen first.
+    List { user: uuid::Uuid },
+    /// Sign the user out everywhere (API tokens stay).
+    End { user: uuid::Uuid },
 }
 
 #[derive(Debug, Subcommand)]

@@ -394,6 +394,34 @@ pub async fn log_level(config: &Config, filter: Option<&str>) -> anyhow::Result<
     Ok(())
 }
 
+/// `shopkeep admin sessions list USER`.
+pub async fn user_sessions(config: &Config, user: uuid::Uuid) -> anyhow::Result<()> {
+    let client = AdminClient::from_config(config)?;
+    let answer = client.call(Method::GET, &format!("/admin/v1/users/{user}/sessions"), None, None).await?;
+    let sessions = answer.body.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> = sessions
+        .iter()
+        .map(|session| {
+            vec![
+                text(&session["id"]),
+                text(&session["lastSeenAt"]),
+                text(&session["createdAt"]),
+                text(&session["expiresAt"]),
+            ]
+        })
+        .collect();
+    print_table(&["SESSION", "LAST SEEN", "CREATED", "EXPIRES"], &rows);
+    Ok(())
+}
+
+/// `shopkeep admin sessions end USER`.
+pub async fn end_user_sessions(config: &Config, user: uuid::Uuid) -> anyhow::Result<()> {
+    let client = AdminClient::from_config(config)?;
+    let answer = client.call(Method::DELETE, &format!("/admin/v1/users/{user}/sessions"), None, None).await?;
+    println!("{} sessions ended", text(&answer.body["ended"]));
+    Ok(())
+}
+
 /// `shopkeep admin caches flush`.
 pub async fn flush_caches(config: &Config) -> anyhow::Result<()> {
     let client = AdminClient::from_config(config)?;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub use app::Application;
 use cli::{
     AdminCommand, BreakersCommand, CachesCommand, Cli, Command, ConfigCommand, FlagsCommand, JobsCommand, MailCommand,
-    SearchCommand,
+    SearchCommand, SessionsCommand,
 };
 use config::Config;
 use tokio_util::sync::CancellationToken;
@@ -80,6 +80,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Admin { command: AdminCommand::LogLevel { filter } } => {
             control::log_level(&config, filter.as_deref()).await
         }
+        Command::Admin { command: AdminCommand::Sessions { command } } => match command {
+            SessionsCommand::List { user } => control::user_sessions(&config, user).await,
+            SessionsCommand::End { user } => control::end_user_sessions(&config, user).await,
+        },
         Command::Admin { command: AdminCommand::Caches { command: CachesCommand::Flush } } => {
             control::flush_caches(&config).await
         }

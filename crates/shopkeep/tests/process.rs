@@ -417,6 +417,7 @@ async fn every_command_has_help_and_bad_usage_exits_2() {
         vec!["admin", "audit", "--help"],
         vec!["admin", "breakers", "--help"],
         vec!["admin", "drain", "--help"],
+        vec!["admin", "sessions", "end", "--help"],
         vec!["admin", "caches", "flush", "--help"],
         vec!["config", "check", "--help"],
     ] {
@@ -470,7 +471,10 @@ async fn operators_run_feature_flags_from_the_cli_and_every_change_is_audited() 
     // Off again (the kill switch): writes go through.
     let (code, _, stderr) = output(&mut cli(&["admin", "flags", "set", "maintenance", "--off"])).await;
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(signup("second@example.com").await.unwrap().status(), 201);
+    let second = signup("second@example.com").await.unwrap();
+    assert_eq!(second.status(), 201);
+    let second: Value = second.json().await.unwrap();
+    let second_id = second["id"].as_str().unwrap().to_owned();
 
     // A rollout, listed; then the flag deleted.
     let (code, _, stderr) = output(&mut cli(&["admin", "flags", "set", "new_checkout", "--default", "false"])).await;
@@ -511,6 +515,15 @@ async fn operators_run_feature_flags_from_the_cli_and_every_change_is_audited() 
     let (code, _, stderr) = output(&mut cli(&["admin", "breakers", "reset", "nothing"])).await;
     assert_eq!(code, 1);
     assert!(stderr.contains("404"), "{stderr}");
+
+    // A user's sessions, listed and ended.
+    let (code, stdout, _) = output(&mut cli(&["admin", "sessions", "list", &second_id])).await;
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("SESSION") && stdout.lines().count() == 2, "{stdout}");
+    let (code, stdout, _) = output(&mut cli(&["admin", "sessions", "end", &second_id])).await;
+    assert_eq!((code, stdout.trim()), (0, "1 sessions ended"));
+    let (code, _, _) = output(&mut cli(&["admin", "sessions", "end", "not-a-uuid"])).await;
+    assert_eq!(code, 2, "clap refuses a malformed id");
 
     // Drain and undrain, and a cache flush.
     let (code, stdout, stderr) = output(&mut cli(&["admin", "drain"])).await;

@@ -331,6 +331,48 @@ impl SessionRepository for SqlStore {
         .await
     }
 
+    async fn list_user_sessions(&self, user_id: Uuid, limit: u32) -> Result<Vec<Session>, StoreError> {
+        let mut conn = self.connection().await?;
+        let rows: Vec<(Uuid, Timestamp, Timestamp, Timestamp)> = conn
+            .fetch_all(
+                sql("select id, created_at, last_seen_at, expires_at from sessions where user_id = $1 \
+                     order by last_seen_at desc, id desc limit $2")
+                .bind(user_id)
+                .bind(limit),
+            )
+            .await
+            .map_err(error("failed to list sessions"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, created_at, last_seen_at, expires_at)| Session {
+                id,
+                user_id,
+                created_at: created_at.into(),
+                last_seen_at: last_seen_at.into(),
+                expires_at: expires_at.into(),
+            })
+            .collect())
+    }
+
+    async fn end_user_sessions(&self, user_id: Uuid, audit: &shop::audit::AuditContext) -> Result<u64, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut tx = conn.begin_write().await?;
+        let ended = tx
+            .execute(sql("delete from sessions where user_id = $1").bind(user_id))
+            .await
+            .map_err(error("failed to end sessions"))?;
+        let record = crate::flags::AuditRecord {
+            action: "sessions.end",
+            target: format!("user:{user_id}"),
+            before: Some(serde_json::json!({ "sessions": ended })),
+            after: Some(serde_json::json!({ "sessions": 0 })),
+        };
+        crate::flags::record_audit(&mut tx, audit, record).await?;
+        tx.commit().await?;
+        self.accounts_written();
+        Ok(ended)
+    }
+
     async fn delete_expired_sessions(
         &self,
         now: OffsetDateTime,

@@ -176,6 +176,35 @@ pub async fn delete_user_sessions_keeps_the_current_one(store: SharedStore) {
     assert!(store.find_session(&tokens[0].hash()).await.unwrap().is_none());
 }
 
+pub async fn operators_list_and_end_a_users_sessions(store: SharedStore) {
+    let user = store.insert_user(&new_user("ada@example.com", Role::Customer, 0), &[]).await.unwrap();
+    let other = store.insert_user(&new_user("bob@example.com", Role::Customer, 0), &[]).await.unwrap();
+    let tokens: Vec<SecretToken> = (0..3).map(|_| SecretToken::generate("")).collect();
+    for (seconds, token) in tokens.iter().enumerate() {
+        store.insert_session(&new_session(user.id, token, seconds as i64)).await.unwrap();
+    }
+    let other_token = SecretToken::generate("");
+    store.insert_session(&new_session(other.id, &other_token, 0)).await.unwrap();
+    let (newest, _) = store.find_session(&tokens[2].hash()).await.unwrap().unwrap();
+    store.touch_session(newest.id, crate::at(100)).await.unwrap();
+
+    let listed = store.list_user_sessions(user.id, 10).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!((listed[0].id, listed[0].last_seen_at), (newest.id, crate::at(100)), "most recently seen first");
+    assert!(listed.iter().all(|session| session.user_id == user.id));
+    assert_eq!(store.list_user_sessions(user.id, 2).await.unwrap().len(), 2, "bounded");
+
+    assert_eq!(store.end_user_sessions(user.id, &crate::operator_audit(200)).await.unwrap(), 3);
+    assert!(store.list_user_sessions(user.id, 10).await.unwrap().is_empty());
+    assert!(store.find_session(&other_token.hash()).await.unwrap().is_some(), "other users keep theirs");
+    assert_eq!(store.end_user_sessions(user.id, &crate::operator_audit(201)).await.unwrap(), 0);
+    let query = shop::audit::AuditQuery { target: Some(format!("user:{}", user.id)), ..Default::default() };
+    let audited = store.list_audit(&query).await.unwrap();
+    assert_eq!(audited.total, 2);
+    assert_eq!(audited.items[1].action, "sessions.end");
+    assert_eq!(audited.items[1].before.as_ref().unwrap()["sessions"], 3);
+}
+
 pub async fn expired_sessions_are_purged(store: SharedStore) {
     let user = store.insert_user(&new_user("ada@example.com", Role::Customer, 0), &[]).await.unwrap();
     let expired = SecretToken::generate("");

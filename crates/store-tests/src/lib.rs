@@ -58,6 +58,7 @@ macro_rules! contract_tests {
             users_round_trip, duplicate_email_is_a_conflict, update_user_changes_only_given_fields,
             update_missing_user_is_not_found, list_users_filters_and_pages,
             sessions_lifecycle, delete_user_sessions_keeps_the_current_one, expired_sessions_are_purged,
+            operators_list_and_end_a_users_sessions,
             api_tokens_lifecycle, api_tokens_of_other_users_are_not_found,
             categories_round_trip, duplicate_category_slug_is_a_conflict, categories_list_sorted_and_paged,
             category_in_use_cannot_be_deleted, products_round_trip, product_constraints_are_named,

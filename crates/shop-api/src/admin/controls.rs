@@ -149,3 +149,50 @@ pub(super) async fn set_log_level(
     tracing::warn!(before = before.as_str(), filter = current.as_str(), "log filter changed by an operator");
     Ok(axum::Json(serde_json::json!({ "filter": current, "before": before })).into_response())
 }
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionBody {
+    id: uuid::Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    last_seen_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: time::OffsetDateTime,
+}
+
+/// `GET /admin/v1/users/{id}/sessions`: the user's sessions, most recently seen first (at most
+/// 100; never their secrets).
+pub(super) async fn user_sessions(
+    State(state): State<AdminState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let sessions = state.app.accounts().user_sessions(crate::routes::path_id(&id)?).await?;
+    let data: Vec<SessionBody> = sessions
+        .into_iter()
+        .map(|session| SessionBody {
+            id: session.id,
+            created_at: session.created_at,
+            last_seen_at: session.last_seen_at,
+            expires_at: session.expires_at,
+        })
+        .collect();
+    let mut response = axum::Json(serde_json::json!({ "total": data.len(), "data": data })).into_response();
+    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `DELETE /admin/v1/users/{id}/sessions`: signs the user out everywhere (audited with the
+/// change); their API tokens are not touched.
+pub(super) async fn end_user_sessions(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    request: Option<axum::Extension<Arc<RequestContext>>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let user_id = crate::routes::path_id(&id)?;
+    let context = admin_actor(&headers, request.as_deref(), time::OffsetDateTime::now_utc());
+    let ended = state.app.accounts().end_user_sessions(user_id, &context).await?;
+    Ok(axum::Json(serde_json::json!({ "ended": ended })).into_response())
+}

@@ -72,6 +72,7 @@ pub fn admin_router(app: AppState, settings: AdminSettings) -> Router {
         .route("/admin/v1/undrain", post(controls::undrain))
         .route("/admin/v1/caches/flush", post(controls::flush_caches))
         .route("/admin/v1/log-level", put(controls::set_log_level))
+        .route("/admin/v1/users/{id}/sessions", axum::routing::delete(controls::end_user_sessions))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_configured_token));
     let protected = Router::new()
         .route("/metrics", get(metrics))
@@ -83,6 +84,7 @@ pub fn admin_router(app: AppState, settings: AdminSettings) -> Router {
         .route("/admin/v1/flags/{name}/evaluate", get(flags::evaluate_flag))
         .route("/admin/v1/audit", get(flags::list_audit))
         .route("/admin/v1/log-level", get(controls::log_level))
+        .route("/admin/v1/users/{id}/sessions", get(controls::user_sessions))
         .merge(actions)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_admin_token));
     Router::new()

@@ -513,6 +513,22 @@ impl AccountService {
         Ok(user)
     }
 
+    /// An operator's view of a user's sessions, most recently seen first (at most 100).
+    pub async fn user_sessions(&self, user_id: Uuid) -> Result<Vec<Session>, Error> {
+        self.store.find_user(user_id).await?.ok_or(Error::NotFound)?;
+        Ok(self.store.list_user_sessions(user_id, 100).await?)
+    }
+
+    /// An operator signs a user out everywhere: every session ends (audited with the change);
+    /// this instance's cached sign-ins at once, other instances' within the cache's staleness
+    /// bound. Answers how many ended.
+    pub async fn end_user_sessions(&self, user_id: Uuid, audit: &crate::audit::AuditContext) -> Result<u64, Error> {
+        self.store.find_user(user_id).await?.ok_or(Error::NotFound)?;
+        let ended = self.store.end_user_sessions(user_id, audit).await?;
+        tracing::warn!(userId = %user_id, ended, actor = audit.actor.as_str(), "sessions ended by an operator");
+        Ok(ended)
+    }
+
     /// Tells the owner of `email` (if there is such an account) that it was locked after failed
     /// logins, by enqueueing a mail. One mail per account per lock: the job's unique key names
     /// the account and the lock's end, so instances noticing the same lock do not both mail.

@@ -52,6 +52,11 @@ pub trait SessionRepository: Send + Sync {
     async fn delete_session(&self, id: Uuid) -> Result<(), StoreError>;
     /// Deletes every session of a user except `keep`; returns how many were deleted.
     async fn delete_user_sessions(&self, user_id: Uuid, keep: Option<Uuid>) -> Result<u64, StoreError>;
+    /// A user's sessions, most recently seen first, at most `limit`.
+    async fn list_user_sessions(&self, user_id: Uuid, limit: u32) -> Result<Vec<Session>, StoreError>;
+    /// An operator ends every session of a user: deleted, and audited (`sessions.end`, target
+    /// `user:<id>`, the count before) in the same transaction; returns how many ended.
+    async fn end_user_sessions(&self, user_id: Uuid, audit: &crate::audit::AuditContext) -> Result<u64, StoreError>;
     /// Deletes at most `limit` sessions that expired (`expires_at <= now`) or went idle
     /// (`last_seen_at <= idle_cutoff`); returns how many went.
     async fn delete_expired_sessions(

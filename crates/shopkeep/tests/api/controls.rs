@@ -26,7 +26,46 @@ macro_rules! with_admin_token {
     };
 }
 
-with_admin_token!(a_drained_instance_is_unready_but_serves_until_undrained, caches_are_flushed_on_request);
+with_admin_token!(
+    a_drained_instance_is_unready_but_serves_until_undrained,
+    caches_are_flushed_on_request,
+    operators_list_and_end_a_users_sessions,
+);
+
+async fn operators_list_and_end_a_users_sessions(app: &TestApp) {
+    let laptop = app.signed_in("cat@example.com", Role::Customer).await;
+    let phone = app.new_client();
+    let signed_in = phone
+        .post(app.url("/api/v1/sessions"))
+        .json(&serde_json::json!({ "email": "cat@example.com", "password": crate::helpers::PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), StatusCode::CREATED);
+    let me: Value = laptop.get(app.url("/api/v1/users/me")).send().await.unwrap().json().await.unwrap();
+    let id = me["id"].as_str().unwrap().to_owned();
+
+    let listed: Value = admin(app, Method::GET, &format!("/admin/v1/users/{id}/sessions")).await.json().await.unwrap();
+    assert_eq!(listed["total"], 2);
+    assert!(listed["data"][0]["lastSeenAt"].is_string() && listed["data"][0].get("tokenHash").is_none());
+    let ended = admin(app, Method::DELETE, &format!("/admin/v1/users/{id}/sessions")).await;
+    assert_eq!(ended.json::<Value>().await.unwrap()["ended"], 2);
+    // Signed out everywhere at once on this instance.
+    for client in [&laptop, &phone] {
+        let me = client.get(app.url("/api/v1/users/me")).send().await.unwrap();
+        assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(audit_actions(app, "sessions.").await, ["sessions.end"]);
+
+    let unknown = uuid::Uuid::now_v7();
+    problem(admin(app, Method::GET, &format!("/admin/v1/users/{unknown}/sessions")).await, StatusCode::NOT_FOUND).await;
+    problem(admin(app, Method::DELETE, &format!("/admin/v1/users/{unknown}/sessions")).await, StatusCode::NOT_FOUND)
+        .await;
+    problem(admin(app, Method::DELETE, "/admin/v1/users/not-an-id/sessions").await, StatusCode::NOT_FOUND).await;
+    let anonymous = app.http.delete(app.admin_url(&format!("/admin/v1/users/{id}/sessions"))).send().await.unwrap();
+    problem(anonymous, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(audit_actions(app, "sessions.").await.len(), 1, "refusals are not audited");
+}
 
 /// The log filter is the process's (one subscriber per test process): one test changes it, on
 /// one backend, and puts it back.
