@@ -8,25 +8,7 @@ use crate::helpers::{Backend, TestApp, problem, spawn_app_with};
 
 const TOKEN: &str = "an-admin-token-of-length";
 
-macro_rules! with_admin_token {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::run(super::$name, super::Backend::Sqlite).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::run(super::$name, super::Backend::Postgres).await;
-                }
-            }
-        )*
-    };
-}
-
-with_admin_token!(
+crate::both_backends!(configured with_token:
     a_drained_instance_is_unready_but_serves_until_undrained,
     caches_are_flushed_on_request,
     operators_list_and_end_a_users_sessions,
@@ -71,7 +53,9 @@ async fn operators_list_and_end_a_users_sessions(app: &TestApp) {
 /// one backend, and puts it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_filter_is_read_and_replaced_live() {
-    run(the_log_filter_is_read_and_replaced, Backend::Sqlite).await;
+    let app = spawn_app_with(Backend::Sqlite, with_token).await;
+    the_log_filter_is_read_and_replaced(&app).await;
+    app.stop().await;
 }
 
 /// Every audited action records its row first or in its own transaction: with audit rows
@@ -79,8 +63,7 @@ async fn the_log_filter_is_read_and_replaced_live() {
 /// fail and change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_whose_audit_row_cannot_be_written_is_not_taken() {
-    let app =
-        spawn_app_with(Backend::Sqlite, |config| config.admin.token = Some(shopkeep::config::Secret::new(TOKEN))).await;
+    let app = spawn_app_with(Backend::Sqlite, with_token).await;
     let mut raw =
         <sqlx::SqliteConnection as sqlx::Connection>::connect(app.config.database.url.expose()).await.unwrap();
     let refuse =
@@ -131,10 +114,8 @@ async fn the_log_filter_is_read_and_replaced(app: &TestApp) {
     assert_eq!(audit_actions(app, "log.").await, ["log.level", "log.level"]);
 }
 
-async fn run<F: AsyncFnOnce(&TestApp)>(test: F, backend: Backend) {
-    let app = spawn_app_with(backend, |config| config.admin.token = Some(shopkeep::config::Secret::new(TOKEN))).await;
-    test(&app).await;
-    app.stop().await;
+fn with_token(config: &mut shopkeep::config::Config) {
+    config.admin.token = Some(shopkeep::config::Secret::new(TOKEN));
 }
 
 async fn admin(app: &TestApp, method: Method, path: &str) -> reqwest::Response {

@@ -12,26 +12,7 @@ use crate::helpers::{Backend, PASSWORD, TestApp, error_fields, problem, spawn_ap
 
 const TOKEN: &str = "an-admin-token-of-length";
 
-/// One test per backend for each function, on an app with an admin token.
-macro_rules! with_admin_token {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::run(super::$name, super::Backend::Sqlite).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::run(super::$name, super::Backend::Postgres).await;
-                }
-            }
-        )*
-    };
-}
-
-with_admin_token!(
+crate::both_backends!(configured configure:
     flags_are_created_changed_rolled_out_and_deleted_with_audit,
     flag_routes_failure_paths,
     maintenance_refuses_writes_but_not_reads_and_rules_can_exempt_staff,
@@ -39,12 +20,6 @@ with_admin_token!(
     fuzzy_search_can_be_switched_off,
     a_flag_changed_on_one_instance_is_evaluated_by_another_within_the_bound,
 );
-
-async fn run<F: AsyncFnOnce(&TestApp)>(test: F, backend: Backend) {
-    let app = spawn_app_with(backend, configure).await;
-    test(&app).await;
-    app.stop().await;
-}
 
 fn configure(config: &mut shopkeep::config::Config) {
     config.admin.token = Some(shopkeep::config::Secret::new(TOKEN));

@@ -26,7 +26,8 @@ pub enum Backend {
 
 /// Generates, for each named `async fn(&TestApp)`, a module with one test per backend:
 /// SQLite and PostgreSQL, plus PostgreSQL through PgBouncer (`and_pgbouncer:`) or both again
-/// with the shared Redis cache tier (`and_redis:`).
+/// with the shared Redis cache tier (`and_redis:`); `configured f:` adjusts each app's
+/// configuration with the test module's `fn f(&mut Config)`.
 #[macro_export]
 macro_rules! both_backends {
     (@case $test:ident, $name:ident, $backend:ident, $customise:expr) => {
@@ -53,6 +54,14 @@ macro_rules! both_backends {
                 $crate::both_backends!(@case postgres, $name, Postgres, |_| {});
                 $crate::both_backends!(@case sqlite_redis, $name, Sqlite, $crate::helpers::with_redis);
                 $crate::both_backends!(@case postgres_redis, $name, Postgres, $crate::helpers::with_redis);
+            }
+        )*
+    };
+    (configured $customise:ident: $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                $crate::both_backends!(@case sqlite, $name, Sqlite, super::$customise);
+                $crate::both_backends!(@case postgres, $name, Postgres, super::$customise);
             }
         )*
     };
