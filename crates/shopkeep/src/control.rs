@@ -178,6 +178,16 @@ fn text(value: &Value) -> String {
     }
 }
 
+/// The array under `key` of an answer (empty when absent).
+fn items(body: &Value, key: &str) -> Vec<Value> {
+    body.get(key).and_then(Value::as_array).cloned().unwrap_or_default()
+}
+
+/// One row per item: the given fields, as text.
+fn field_rows(items: &[Value], fields: &[&str]) -> Vec<Vec<String>> {
+    items.iter().map(|item| fields.iter().map(|field| text(&item[*field])).collect()).collect()
+}
+
 fn flag_row(flag: &Value) -> Vec<String> {
     let rules = flag.get("rules").and_then(Value::as_array).map_or(0, Vec::len);
     vec![
@@ -197,7 +207,7 @@ const FLAG_HEADER: [&str; 7] = ["NAME", "KIND", "SWITCH", "DEFAULT", "RULES", "V
 pub async fn list_flags(config: &Config) -> anyhow::Result<()> {
     let client = AdminClient::from_config(config)?;
     let answer = client.call(Method::GET, "/admin/v1/flags", None, None).await?;
-    let flags = answer.body.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+    let flags = items(&answer.body, "items");
     print_table(&FLAG_HEADER, &flags.iter().map(flag_row).collect::<Vec<_>>());
     if flags.is_empty() {
         eprintln!("no flags defined: the shop's own flags answer their defaults");
@@ -351,7 +361,7 @@ const BREAKER_HEADER: [&str; 6] = ["NAME", "STATE", "CALLS", "FAILURES", "SLOW",
 pub async fn list_breakers(config: &Config) -> anyhow::Result<()> {
     let client = AdminClient::from_config(config)?;
     let answer = client.call(Method::GET, "/admin/v1/status", None, None).await?;
-    let breakers = answer.body.get("breakers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let breakers = items(&answer.body, "breakers");
     print_table(&BREAKER_HEADER, &breakers.iter().map(breaker_row).collect::<Vec<_>>());
     Ok(())
 }
@@ -398,18 +408,7 @@ pub async fn log_level(config: &Config, filter: Option<&str>) -> anyhow::Result<
 pub async fn user_sessions(config: &Config, user: uuid::Uuid) -> anyhow::Result<()> {
     let client = AdminClient::from_config(config)?;
     let answer = client.call(Method::GET, &format!("/admin/v1/users/{user}/sessions"), None, None).await?;
-    let sessions = answer.body.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
-    let rows: Vec<Vec<String>> = sessions
-        .iter()
-        .map(|session| {
-            vec![
-                text(&session["id"]),
-                text(&session["lastSeenAt"]),
-                text(&session["createdAt"]),
-                text(&session["expiresAt"]),
-            ]
-        })
-        .collect();
+    let rows = field_rows(&items(&answer.body, "data"), &["id", "lastSeenAt", "createdAt", "expiresAt"]);
     print_table(&["SESSION", "LAST SEEN", "CREATED", "EXPIRES"], &rows);
     Ok(())
 }
@@ -426,9 +425,7 @@ pub async fn end_user_sessions(config: &Config, user: uuid::Uuid) -> anyhow::Res
 pub async fn flush_caches(config: &Config) -> anyhow::Result<()> {
     let client = AdminClient::from_config(config)?;
     let answer = client.call(Method::POST, "/admin/v1/caches/flush", None, None).await?;
-    let caches = answer.body.get("caches").and_then(Value::as_array).cloned().unwrap_or_default();
-    let rows: Vec<Vec<String>> =
-        caches.iter().map(|cache| vec![text(&cache["name"]), text(&cache["entriesDropped"])]).collect();
+    let rows = field_rows(&items(&answer.body, "caches"), &["name", "entriesDropped"]);
     print_table(&["CACHE", "ENTRIES DROPPED"], &rows);
     Ok(())
 }
@@ -456,19 +453,8 @@ pub async fn list_audit(config: &Config, filters: AuditFilters<'_>) -> anyhow::R
         }
     }
     let answer = client.call(Method::GET, &format!("/admin/v1/audit?{}", query.finish()), None, None).await?;
-    let entries = answer.body.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
-    let rows: Vec<Vec<String>> = entries
-        .iter()
-        .map(|entry| {
-            vec![
-                text(&entry["at"]),
-                text(&entry["actor"]),
-                text(&entry["action"]),
-                text(&entry["target"]),
-                text(&entry["requestId"]),
-            ]
-        })
-        .collect();
+    let entries = items(&answer.body, "data");
+    let rows = field_rows(&entries, &["at", "actor", "action", "target", "requestId"]);
     print_table(&["AT", "ACTOR", "ACTION", "TARGET", "REQUEST"], &rows);
     eprintln!("{} of {} entries", entries.len(), text(&answer.body["total"]));
     Ok(())
