@@ -94,8 +94,10 @@ async fn the_statement_timeout_holds_per_transaction_and_never_leaks() {
         .extra_float_digits(None)
         .statement_cache_capacity(0);
     let mut plain = options.connect().await.unwrap();
-    let seen: String =
-        sqlx::query_scalar("show statement_timeout").persistent(false).fetch_one(&mut plain).await.unwrap();
+    // The simple protocol: one message, one server connection. Through PgBouncer in transaction
+    // mode an unnamed statement's Parse and Bind may reach two different server connections.
+    let row = sqlx::raw_sql("show statement_timeout").fetch_one(&mut plain).await.unwrap();
+    let seen: String = sqlx::Row::get(&row, 0);
     assert_eq!(seen, "0", "a session setting leaked to another PgBouncer client");
     store.close().await;
 }
