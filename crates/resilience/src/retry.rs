@@ -109,14 +109,16 @@ impl Retry {
         }
     }
 
-    fn count_call(&self) {
+    /// Counts one call in the budget window (`run` does it; callers with their own retry loop,
+    /// like the gateway's retry-to-another-backend, call it once per request).
+    pub fn record_call(&self) {
         let mut budget = self.budget();
         self.roll_window(&mut budget);
         budget.calls = budget.calls.saturating_add(1);
     }
 
     /// Takes one retry from the budget, if any is left.
-    fn withdraw_retry(&self) -> bool {
+    pub fn allow_retry(&self) -> bool {
         let mut budget = self.budget();
         self.roll_window(&mut budget);
         let allowed = (f64::from(budget.calls) * self.config.budget_ratio).floor() as u32;
@@ -140,7 +142,7 @@ impl Retry {
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.count_call();
+        self.record_call();
         let started = tokio::time::Instant::now();
         let mut attempt = 1;
         loop {
@@ -172,7 +174,7 @@ impl Retry {
                 stop("time_exhausted");
                 return result;
             }
-            if !self.withdraw_retry() {
+            if !self.allow_retry() {
                 stop("budget_exhausted");
                 return result;
             }

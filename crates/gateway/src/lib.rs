@@ -1,0 +1,193 @@
+//! `shopkeep gateway`: an L7 reverse proxy in front of N `serve` instances. It balances over a
+//! pool (power of two choices over peak-EWMA by default), checks backends' readiness, ejects
+//! outliers under a governor, retries idempotent requests on another backend within a budget,
+//! sheds load and limits clients at the edge, and changes its pool at run time — add, remove,
+//! weigh, drain — over an admin listener, for zero-downtime deploys from the one binary.
+
+#![forbid(unsafe_code)]
+
+mod admin;
+pub mod backend;
+pub mod balance;
+pub mod body;
+pub mod config;
+pub mod forwarded;
+pub mod health;
+pub mod pool;
+pub mod proxy;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use metrics_exporter_prometheus::PrometheusHandle;
+use resilience::{Clock, MonotonicClock};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{BackendConfig, ConfigErrors, GatewayConfig};
+
+use backend::Backend;
+use balance::Balancer;
+use config::{AdminToken, millis, parse_backend_address};
+use health::HealthPolicy;
+use pool::{Pool, PoolPolicy};
+use proxy::{Proxy, UpstreamClient};
+
+/// What the proxy, the admin listener and the health checkers share.
+pub(crate) struct Shared {
+    pub pool: Arc<Pool>,
+    pub proxy: Arc<Proxy>,
+    pub client: UpstreamClient,
+    pub health: HealthPolicy,
+    pub admin_token: Option<AdminToken>,
+    pub metrics: Option<PrometheusHandle>,
+    /// Cancelled when the gateway stops: ends health checkers and the admin listener.
+    pub stop: CancellationToken,
+}
+
+impl Shared {
+    /// Starts checking a backend that joined the pool.
+    pub fn watch(self: &Arc<Self>, backend: Arc<Backend>) {
+        health::spawn_checker(
+            Arc::clone(&self.pool),
+            self.client.clone(),
+            backend,
+            self.health.clone(),
+            self.stop.clone(),
+        );
+    }
+}
+
+/// A gateway with its listeners bound, ready to run.
+pub struct Gateway {
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown_grace: Duration,
+}
+
+impl Gateway {
+    /// Checks the configuration, binds both listeners (port 0 picks a free one) and asks every
+    /// configured backend once, so that traffic flows from the first request.
+    pub async fn build(config: GatewayConfig, metrics: Option<PrometheusHandle>) -> anyhow::Result<Self> {
+        config.check()?;
+        let listen = config.listen_address().map_err(anyhow::Error::msg)?;
+        let admin = config.admin_address().map_err(anyhow::Error::msg)?;
+        let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let admin_listener =
+            TcpListener::bind(admin).await.with_context(|| format!("cannot listen on {admin} (admin)"))?;
+        let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+        let pool =
+            Arc::new(Pool::new(Balancer::new(config.balance), PoolPolicy::from_config(&config), Arc::clone(&clock)));
+        for backend in &config.backends {
+            let authority = parse_backend_address(&backend.address).map_err(anyhow::Error::msg)?;
+            pool.add(Arc::new(Backend::new(&backend.name, authority, backend.weight, clock.now())))?;
+        }
+        let client = proxy::upstream_client(&config);
+        let health = HealthPolicy::from_config(&config.health);
+        let mut first_checks = tokio::task::JoinSet::new();
+        for backend in pool.backends().iter() {
+            let (pool, client, backend, health) =
+                (Arc::clone(&pool), client.clone(), Arc::clone(backend), health.clone());
+            first_checks.spawn(async move { health::check(&pool, &client, &backend, &health).await });
+        }
+        while first_checks.join_next().await.is_some() {}
+        let proxy = Arc::new(Proxy::new(&config, Arc::clone(&pool), client.clone(), clock));
+        let shared = Arc::new(Shared {
+            pool,
+            proxy,
+            client,
+            health,
+            admin_token: config.admin_token.clone(),
+            metrics,
+            stop: CancellationToken::new(),
+        });
+        Ok(Self { listener, admin_listener, shared, shutdown_grace: millis(config.shutdown_grace_ms) })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address().port()
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_listener.local_addr().map(|address| address.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets requests in flight
+    /// finish (up to the grace time) and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Gateway { listener, admin_listener, shared, shutdown_grace } = self;
+        for backend in shared.pool.backends().iter() {
+            shared.watch(Arc::clone(backend));
+        }
+        let admin = tokio::spawn(admin::serve(admin_listener, Arc::clone(&shared)));
+        let sweeper = tokio::spawn(sweep_limits(Arc::clone(&shared)));
+        tracing::info!(address = %listener.local_addr()?, backends = shared.pool.backends().len(), "gateway listening");
+
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            // Out of file descriptors and the like: back off, do not spin.
+                            tracing::warn!(%error, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let proxy = Arc::clone(&shared.proxy);
+                    let service = hyper::service::service_fn(move |request| {
+                        let proxy = Arc::clone(&proxy);
+                        async move { Ok::<_, Infallible>(proxy.handle(request, peer).await) }
+                    });
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        if let Err(error) = watcher.watch(connection).await {
+                            tracing::debug!(%peer, error = %error, "client connection ended with an error");
+                        }
+                    });
+                }
+                () = shutdown.cancelled() => break,
+            }
+        }
+        drop(listener);
+        tracing::info!(connections = graceful.count(), "gateway stopping: finishing requests in flight");
+        if tokio::time::timeout(shutdown_grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!("grace time over: closing the remaining connections");
+        }
+        shared.stop.cancel();
+        let _ = admin.await;
+        let _ = sweeper.await;
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+/// Forgets idle per-client limiter state every minute.
+async fn sweep_limits(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => shared.proxy.purge_idle_limits(),
+            () = shared.stop.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! Forwarding one request: admission at the edge (load shedding, per-IP rate limit, body
+//! size), a backend from the pool, the rewritten request over a keep-alive connection with
+//! connect and first-byte timeouts, retries to another backend for idempotent bodiless requests
+//! within a budget, each outcome fed to outlier detection and peak-EWMA (fast failures charged
+//! a penalty), and the response streamed back under the total and idle timeouts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use resilience::{Clock, ConcurrencyLimit, Decision, KeyedLimiter, LoadShedder, Quota, Retry, RetryConfig};
+use tokio::time::Instant;
+
+use crate::backend::Backend;
+use crate::balance::HashKey;
+use crate::body::{self, Holds, LimitedBody, ProxyBody};
+use crate::config::{GatewayConfig, millis};
+use crate::forwarded::{self, X_REQUEST_ID};
+use crate::pool::{Outcome, Pool};
+
+/// The client the gateway reaches backends with (health checks too).
+pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
+
+/// Builds the keep-alive client: connect timeout, no Nagle, bounded idle connections.
+pub fn upstream_client(config: &GatewayConfig) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(millis(config.timeouts.connect_ms)));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(millis(config.timeouts.keep_alive_ms))
+        .pool_max_idle_per_host(config.limits.max_idle_per_backend)
+        .build(connector)
+}
+
+/// The forwarding half of the gateway, shared by every connection.
+pub struct Proxy {
+    pool: Arc<Pool>,
+    client: UpstreamClient,
+    hash_key: HashKey,
+    first_byte_timeout: Duration,
+    total_timeout: Duration,
+    idle_timeout: Duration,
+    max_request_body: u64,
+    max_response_body: u64,
+    failure_penalty: Duration,
+    max_retries: u32,
+    retry_budget: Retry,
+    shedder: LoadShedder,
+    per_ip: Option<KeyedLimiter<IpAddr>>,
+    metrics: ProxyMetrics,
+}
+
+struct ProxyMetrics {
+    no_backend: metrics::Counter,
+    shed: metrics::Counter,
+    rate_limited: metrics::Counter,
+    too_large: metrics::Counter,
+    retried: metrics::Counter,
+    retry_refused: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// How one attempt went.
+enum Attempt {
+    /// An answer worth passing on (or the last one there is).
+    Answered(Response<Incoming>, Holds, Arc<Backend>),
+    /// No answer; the status the client gets if no retry helps, and the permit back.
+    Failed(StatusCode, &'static str, Option<resilience::ShedPermit>),
+}
+
+/// Whether repeating a method is safe (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+impl Proxy {
+    pub fn new(config: &GatewayConfig, pool: Arc<Pool>, client: UpstreamClient, clock: Arc<dyn Clock>) -> Self {
+        let retries = &config.retries;
+        let retry_budget = Retry::new(
+            RetryConfig {
+                name: "gateway".into(),
+                max_attempts: retries.max_retries + 1,
+                initial_backoff: Duration::ZERO,
+                max_backoff: Duration::ZERO,
+                max_total: millis(config.timeouts.total_ms),
+                budget_ratio: retries.budget_ratio,
+                budget_minimum: retries.budget_minimum,
+                budget_window: millis(retries.budget_window_ms),
+            },
+            Arc::clone(&clock),
+        );
+        let per_ip = (config.limits.per_ip_per_second > 0).then(|| {
+            KeyedLimiter::new(Quota::new(config.limits.per_ip_per_second, Duration::from_secs(1)), Arc::clone(&clock))
+        });
+        Self {
+            pool,
+            client,
+            hash_key: HashKey::parse(&config.hash_key).unwrap_or(HashKey::ClientIp),
+            first_byte_timeout: millis(config.timeouts.first_byte_ms),
+            total_timeout: millis(config.timeouts.total_ms),
+            idle_timeout: millis(config.timeouts.idle_ms),
+            max_request_body: config.limits.max_request_body_bytes,
+            max_response_body: config.limits.max_response_body_bytes,
+            failure_penalty: millis(config.failure_penalty_ms),
+            max_retries: retries.max_retries,
+            retry_budget,
+            shedder: LoadShedder::new(ConcurrencyLimit::Fixed(config.limits.max_in_flight), clock),
+            per_ip,
+            metrics: ProxyMetrics {
+                no_backend: metrics::counter!("gateway_refused_total", "reason" => "no_backend"),
+                shed: metrics::counter!("gateway_refused_total", "reason" => "overloaded"),
+                rate_limited: metrics::counter!("gateway_refused_total", "reason" => "rate_limited"),
+                too_large: metrics::counter!("gateway_refused_total", "reason" => "too_large"),
+                retried: metrics::counter!("gateway_retries_total", "outcome" => "retried"),
+                retry_refused: metrics::counter!("gateway_retries_total", "outcome" => "budget_exhausted"),
+                duration: metrics::histogram!("gateway_request_duration_seconds"),
+            },
+        }
+    }
+
+    /// Sweeps idle per-IP limiter state (steady state: bounded memory).
+    pub fn purge_idle_limits(&self) {
+        if let Some(limiter) = &self.per_ip {
+            limiter.purge_idle();
+        }
+    }
+
+    /// Answers one client request.
+    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let (mut parts, incoming) = request.into_parts();
+        let request_id = forwarded::ensure_request_id(&mut parts.headers);
+        let response = self.forward(parts, incoming, peer, &request_id, started).await;
+        self.metrics.duration.record(started.elapsed().as_secs_f64());
+        response
+    }
+
+    async fn forward(
+        &self,
+        parts: http::request::Parts,
+        incoming: Incoming,
+        peer: SocketAddr,
+        request_id: &HeaderValue,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        let permit = match self.shedder.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.metrics.shed.increment(1);
+                return problem(StatusCode::SERVICE_UNAVAILABLE, "the gateway is overloaded", request_id, Some(1));
+            }
+        };
+        if let Some(limiter) = &self.per_ip
+            && let Decision::Limited { retry_after, .. } = limiter.check(&peer.ip())
+        {
+            self.metrics.rate_limited.increment(1);
+            let seconds = retry_after.as_secs_f64().ceil() as u64;
+            return problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests from this address",
+                request_id,
+                Some(seconds.max(1)),
+            );
+        }
+        let declared_length =
+            parts.headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        if declared_length.is_some_and(|length| length > self.max_request_body) {
+            self.metrics.too_large.increment(1);
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than the limit",
+                request_id,
+                None,
+            );
+        }
+        let key = self.pool.balancer().wants_key().then(|| hash_key(&self.hash_key, &parts.headers, peer.ip()));
+        let headers = upstream_headers(&parts, peer.ip());
+        let path = parts.uri.path_and_query().map_or("/", |path| path.as_str()).to_owned();
+        let bodiless = incoming.is_end_stream();
+        let mut body = Some(incoming);
+        let deadline = started + self.total_timeout;
+        let mut permit = Some(permit);
+        let mut tried: Vec<Arc<Backend>> = Vec::new();
+        self.retry_budget.record_call();
+        let mut last_failure = None;
+        loop {
+            let Some(backend) = self.pool.pick(key.as_deref(), &tried) else {
+                if let Some((status, detail)) = last_failure {
+                    return problem(status, detail, request_id, None);
+                }
+                self.metrics.no_backend.increment(1);
+                return problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no backend can take the request",
+                    request_id,
+                    Some(1),
+                );
+            };
+            tried.push(Arc::clone(&backend));
+            let request_body = if bodiless {
+                body::empty()
+            } else {
+                match body.take() {
+                    Some(incoming) => {
+                        http_body_util::Limited::new(incoming, clamp_usize(self.max_request_body)).boxed_unsync()
+                    }
+                    None => body::empty(),
+                }
+            };
+            let upstream = match upstream_request(&parts.method, &backend, &path, &headers, request_body) {
+                Ok(upstream) => upstream,
+                Err(detail) => return problem(StatusCode::BAD_REQUEST, detail, request_id, None),
+            };
+            let attempt = self.attempt(&backend, upstream, deadline, permit.take()).await;
+            let retriable_method = bodiless && is_idempotent(&parts.method);
+            let attempts_left = tried.len() <= self.max_retries as usize && Instant::now() < deadline;
+            match attempt {
+                Attempt::Answered(response, holds, backend) => {
+                    let status = response.status();
+                    let retry_status = matches!(status.as_u16(), 502..=504);
+                    if retry_status && retriable_method && attempts_left && self.may_retry() {
+                        permit = holds.permit;
+                        last_failure = Some((status, "the backend could not answer"));
+                        continue;
+                    }
+                    return self.stream_back(response, holds, &backend, request_id, deadline);
+                }
+                Attempt::Failed(status, detail, returned) => {
+                    permit = returned;
+                    // A refused connection never reached the backend: safe to retry for any
+                    // method whose body is still here to send.
+                    let retriable =
+                        retriable_method || (bodiless && status == StatusCode::BAD_GATEWAY && detail == CONNECT_FAILED);
+                    if retriable && attempts_left && self.may_retry() {
+                        last_failure = Some((status, detail));
+                        continue;
+                    }
+                    return problem(status, detail, request_id, None);
+                }
+            }
+        }
+    }
+
+    fn may_retry(&self) -> bool {
+        if self.retry_budget.allow_retry() {
+            self.metrics.retried.increment(1);
+            true
+        } else {
+            self.metrics.retry_refused.increment(1);
+            false
+        }
+    }
+
+    /// Sends one request to one backend and reports how it went to the pool.
+    async fn attempt(
+        &self,
+        backend: &Arc<Backend>,
+        upstream: Request<ProxyBody>,
+        deadline: Instant,
+        permit: Option<resilience::ShedPermit>,
+    ) -> Attempt {
+        let in_flight = backend.start_request();
+        let sent = Instant::now();
+        let first_byte = (sent + self.first_byte_timeout).min(deadline);
+        let result = tokio::time::timeout_at(first_byte, self.client.request(upstream)).await;
+        let elapsed = sent.elapsed();
+        let decay = self.pool.policy().ewma_decay;
+        let now = self.pool.now();
+        match result {
+            Ok(Ok(response)) => {
+                let status = response.status();
+                backend.metrics.duration.record(elapsed.as_secs_f64());
+                backend.metrics.responses[usize::from(status.as_u16() / 100).clamp(1, 5) - 1].increment(1);
+                let outcome = match status.as_u16() {
+                    502..=504 => Outcome::GatewayFailure,
+                    500..=599 => Outcome::ServerError,
+                    _ => Outcome::Success,
+                };
+                let penalised = outcome != Outcome::Success || status == StatusCode::TOO_MANY_REQUESTS;
+                let sample = if penalised {
+                    let retry_after = retry_after(response.headers()).unwrap_or_default();
+                    elapsed.max(self.failure_penalty).max(retry_after)
+                } else {
+                    elapsed
+                };
+                backend.observe_latency(sample, now, decay);
+                self.pool.record(backend, outcome);
+                Attempt::Answered(response, Holds { in_flight, permit }, Arc::clone(backend))
+            }
+            Ok(Err(error)) => {
+                backend.metrics.failures.increment(1);
+                backend.observe_latency(elapsed.max(self.failure_penalty), now, decay);
+                self.pool.record(backend, Outcome::GatewayFailure);
+                let detail = if error.is_connect() { CONNECT_FAILED } else { "the backend failed to answer" };
+                tracing::warn!(backend = backend.name(), error = %error_chain(&error), "upstream request failed");
+                Attempt::Failed(StatusCode::BAD_GATEWAY, detail, permit)
+            }
+            Err(_elapsed) => {
+                backend.metrics.failures.increment(1);
+                backend.observe_latency(elapsed.max(self.failure_penalty), now, decay);
+                self.pool.record(backend, Outcome::GatewayFailure);
+                tracing::warn!(backend = backend.name(), "upstream request timed out before its first byte");
+                Attempt::Failed(StatusCode::GATEWAY_TIMEOUT, "the backend did not answer in time", permit)
+            }
+        }
+    }
+
+    /// The backend's answer for the client: hop-by-hop headers out, the request id in, the
+    /// body streamed under the limits.
+    fn stream_back(
+        &self,
+        response: Response<Incoming>,
+        holds: Holds,
+        backend: &Backend,
+        request_id: &HeaderValue,
+        deadline: Instant,
+    ) -> Response<ProxyBody> {
+        let (mut parts, incoming) = response.into_parts();
+        forwarded::strip_hop_by_hop(&mut parts.headers);
+        if !parts.headers.contains_key(&X_REQUEST_ID) {
+            parts.headers.insert(&X_REQUEST_ID, request_id.clone());
+        }
+        tracing::debug!(backend = backend.name(), status = parts.status.as_u16(), "forwarded");
+        let limited = LimitedBody::new(incoming, deadline, self.idle_timeout, self.max_response_body, holds);
+        Response::from_parts(parts, limited.boxed_unsync())
+    }
+}
+
+const CONNECT_FAILED: &str = "the backend refused the connection";
+
+fn clamp_usize(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+/// The request headers a backend gets: hop-by-hop out, forwarding in, `Host` kept.
+fn upstream_headers(parts: &http::request::Parts, client: IpAddr) -> HeaderMap {
+    let mut headers = parts.headers.clone();
+    forwarded::strip_hop_by_hop(&mut headers);
+    let host = match headers.get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        // HTTP/2 clients name the host in the `:authority` pseudo-header only.
+        None => parts.uri.authority().and_then(|authority| HeaderValue::try_from(authority.as_str()).ok()),
+    };
+    if let Some(host) = &host {
+        headers.insert(header::HOST, host.clone());
+    }
+    forwarded::add_forwarding(&mut headers, client, "http", host.as_ref());
+    headers
+}
+
+fn upstream_request(
+    method: &Method,
+    backend: &Backend,
+    path: &str,
+    headers: &HeaderMap,
+    body: ProxyBody,
+) -> Result<Request<ProxyBody>, &'static str> {
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(backend.authority().clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|_| "the request target cannot be forwarded")?;
+    let mut request = Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers.clone();
+    Ok(request)
+}
+
+/// The bytes consistent hashing hashes for this request.
+fn hash_key(key: &HashKey, headers: &HeaderMap, client: IpAddr) -> Vec<u8> {
+    let found = match key {
+        HashKey::ClientIp => None,
+        HashKey::Header(name) => headers.get(name).map(|value| value.as_bytes().to_vec()),
+        HashKey::Cookie(name) => headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(cookie, _)| cookie == name)
+            .map(|(_, value)| value.as_bytes().to_vec()),
+    };
+    found.unwrap_or_else(|| client.to_string().into_bytes())
+}
+
+/// A `Retry-After` in seconds (the date form is not used by Shopkeep and is ignored).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds.min(300)))
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// An RFC 9457 problem answered by the gateway itself.
+pub fn problem(
+    status: StatusCode,
+    detail: &str,
+    request_id: &HeaderValue,
+    retry_after_secs: Option<u64>,
+) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+        "request_id": request_id.to_str().unwrap_or_default(),
+    });
+    let mut response = Response::new(body::full(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(&X_REQUEST_ID, request_id.clone());
+    if let Some(seconds) = retry_after_secs {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_safe_to_repeat_methods_are_idempotent() {
+        for method in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE, Method::OPTIONS] {
+            assert!(is_idempotent(&method), "{method}");
+        }
+        for method in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!is_idempotent(&method), "{method}");
+        }
+    }
+
+    #[test]
+    fn the_hash_key_comes_from_the_header_or_cookie_or_falls_back_to_the_client() {
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("theme=dark; cart=abc123"));
+        headers.insert("x-cart", HeaderValue::from_static("zzz"));
+        assert_eq!(hash_key(&HashKey::Cookie("cart".into()), &headers, client), b"abc123");
+        assert_eq!(hash_key(&HashKey::Header("x-cart".try_into().unwrap()), &headers, client), b"zzz");
+        assert_eq!(hash_key(&HashKey::Cookie("missing".into()), &headers, client), b"192.0.2.1");
+        assert_eq!(hash_key(&HashKey::ClientIp, &headers, client), b"192.0.2.1");
+    }
+
+    #[test]
+    fn retry_after_seconds_are_read_and_capped() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("99999"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(300)));
+    }
+}
