@@ -1,0 +1,390 @@
+//! The gateway against real sockets: `harness` backends that answer, refuse, hang, reset,
+//! trickle or fail, a real client, and the admin listener — latency stays bounded, failing
+//! backends are retried around and ejected, and the pool changes at run time.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use gateway::balance::Algorithm;
+use gateway::config::{AdminToken, BackendConfig, HealthConfig, LimitsConfig, OutlierConfig, TimeoutConfig};
+use gateway::{Gateway, GatewayConfig};
+use harness::{Harness, Mode};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+struct TestGateway {
+    port: u16,
+    admin_port: u16,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    http: reqwest::Client,
+}
+
+impl TestGateway {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("http://127.0.0.1:{}{path}", self.admin_port)).bearer_auth(TOKEN)
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    async fn backends(&self) -> Vec<Value> {
+        let answer: Value =
+            self.admin(reqwest::Method::GET, "/admin/v1/backends").send().await.unwrap().json().await.unwrap();
+        answer["backends"].as_array().unwrap().clone()
+    }
+
+    async fn backend(&self, name: &str) -> Value {
+        self.backends().await.into_iter().find(|backend| backend["name"] == name).unwrap()
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn backend(name: &str, address: SocketAddr) -> BackendConfig {
+    BackendConfig { name: name.into(), address: address.to_string(), weight: 1 }
+}
+
+/// Fast health checks, short timeouts, round-robin so tests know who is asked.
+fn config(backends: Vec<BackendConfig>) -> GatewayConfig {
+    GatewayConfig {
+        listen: "127.0.0.1:0".into(),
+        admin_listen: "127.0.0.1:0".into(),
+        admin_token: Some(AdminToken::new(TOKEN)),
+        balance: Algorithm::RoundRobin,
+        backends,
+        health: HealthConfig { interval_ms: 100, timeout_ms: 100, rise: 1, fall: 1, ..HealthConfig::default() },
+        timeouts: TimeoutConfig {
+            connect_ms: 200,
+            first_byte_ms: 400,
+            total_ms: 2_000,
+            idle_ms: 300,
+            keep_alive_ms: 10_000,
+        },
+        slow_start_ms: 0,
+        ..GatewayConfig::default()
+    }
+}
+
+async fn start(config: GatewayConfig) -> TestGateway {
+    let gateway = Gateway::build(config, None).await.unwrap();
+    let (port, admin_port) = (gateway.port(), gateway.admin_port());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(gateway.run_until_stopped(stop.clone()));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    TestGateway { port, admin_port, stop, task, http }
+}
+
+/// A harness whose readiness path passes while every other path is answered in `mode`.
+async fn upstream(mode: Mode) -> Harness {
+    let harness = Harness::start("127.0.0.1:0".parse().unwrap(), mode).await.unwrap();
+    harness.set_path_mode("/health/ready", Mode::Ok);
+    harness
+}
+
+fn proxied(harness: &Harness) -> Vec<harness::RecordedRequest> {
+    harness.requests().into_iter().filter(|request| request.path != "/health/ready").collect()
+}
+
+#[tokio::test]
+async fn requests_spread_over_the_backends_with_forwarding_headers() {
+    let (a, b) = (upstream(Mode::Ok).await, upstream(Mode::Ok).await);
+    let gateway = start(config(vec![backend("a", a.address()), backend("b", b.address())])).await;
+    for _ in 0..10 {
+        let response = gateway
+            .http
+            .get(gateway.url("/api/v1/products?page=2"))
+            .header("x-request-id", "req-42")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-request-id"], "req-42");
+    }
+    let (seen_a, seen_b) = (proxied(&a), proxied(&b));
+    assert_eq!((seen_a.len(), seen_b.len()), (5, 5));
+    let request = &seen_a[0];
+    assert_eq!(request.path, "/api/v1/products");
+    assert_eq!(request.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(request.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(request.header("x-forwarded-host"), Some(format!("127.0.0.1:{}", gateway.port).as_str()));
+    assert_eq!(request.header("host"), Some(format!("127.0.0.1:{}", gateway.port).as_str()));
+    assert!(request.header("forwarded").unwrap().starts_with("for=127.0.0.1;proto=http"));
+    assert_eq!(request.header("x-request-id"), Some("req-42"));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_backend_answering_503_is_retried_elsewhere_and_then_ejected() {
+    let good = upstream(Mode::Ok).await;
+    let bad = upstream(Mode::Status(503)).await;
+    let settings = GatewayConfig {
+        outlier: OutlierConfig { consecutive_gateway_failures: 3, ..OutlierConfig::default() },
+        ..config(vec![backend("good", good.address()), backend("bad", bad.address())])
+    };
+    let gateway = start(settings).await;
+    for _ in 0..20 {
+        assert_eq!(gateway.get("/api/v1/products").await.status(), 200, "a GET is retried on the healthy backend");
+    }
+    assert_eq!(proxied(&bad).len(), 3, "three failures ejected it; nothing more was sent");
+    let bad_state = gateway.backend("bad").await;
+    assert_eq!(bad_state["ejected"], true, "{bad_state}");
+    assert_eq!(bad_state["times_ejected"], 1);
+    // A POST is not retried: with only the bad backend routable it gets the 503 itself.
+    let lone = upstream(Mode::Status(503)).await;
+    let gateway_alone = start(config(vec![backend("lone", lone.address())])).await;
+    let response = gateway_alone.http.post(gateway_alone.url("/api/v1/checkout")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(proxied(&lone).len(), 1, "sent once");
+    gateway.stop().await;
+    gateway_alone.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_backend_costs_at_most_the_first_byte_timeout() {
+    let hanging = upstream(Mode::NeverRespond).await;
+    let good = upstream(Mode::Ok).await;
+    let gateway = start(config(vec![backend("hanging", hanging.address()), backend("good", good.address())])).await;
+    for _ in 0..4 {
+        let started = Instant::now();
+        assert_eq!(gateway.get("/api/v1/products").await.status(), 200);
+        assert!(started.elapsed() < Duration::from_millis(1_500), "took {:?}", started.elapsed());
+    }
+    gateway.stop().await;
+
+    let alone = start(config(vec![backend("hanging", hanging.address())])).await;
+    let started = Instant::now();
+    let response = alone.http.post(alone.url("/api/v1/orders")).send().await.unwrap();
+    assert_eq!(response.status(), 504);
+    assert!(started.elapsed() < Duration::from_millis(1_500));
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], 504);
+    assert!(problem["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    alone.stop().await;
+}
+
+#[tokio::test]
+async fn resets_garbage_and_refusals_become_502_and_a_stalled_body_is_cut() {
+    let garbage = upstream(Mode::Garbage).await;
+    let gateway = start(config(vec![backend("garbage", garbage.address())])).await;
+    assert_eq!(gateway.http.post(gateway.url("/x")).send().await.unwrap().status(), 502);
+    gateway.stop().await;
+    // Headers, then a reset: the client gets the headers and a body that breaks off.
+    let resetting = upstream(Mode::ResetMidResponse).await;
+    let gateway = start(config(vec![backend("resetting", resetting.address())])).await;
+    let response = gateway.get("/x").await;
+    assert_eq!(response.status(), 200);
+    assert!(response.bytes().await.is_err(), "the cut is passed on, not hidden");
+    gateway.stop().await;
+    // A refused connection never reached the backend, so even a POST goes to the next one.
+    let refusing = Harness::refusing_address().await.unwrap();
+    let good = upstream(Mode::Ok).await;
+    let mut settings = config(vec![backend("refusing", refusing), backend("good", good.address())]);
+    // Keep the refusing backend in the pool: its health is never checked as failing.
+    settings.outlier.panic_threshold_percent = 100;
+    let gateway = start(settings).await;
+    for _ in 0..4 {
+        assert_eq!(gateway.http.post(gateway.url("/api/v1/orders")).send().await.unwrap().status(), 200);
+    }
+    gateway.stop().await;
+
+    let trickling = upstream(Mode::HeadersNoBody).await;
+    let gateway = start(config(vec![backend("trickling", trickling.address())])).await;
+    let started = Instant::now();
+    let response = gateway.get("/slow").await;
+    assert_eq!(response.status(), 200, "the headers came");
+    assert!(response.bytes().await.is_err(), "the body was cut at the idle timeout");
+    assert!(started.elapsed() < Duration::from_millis(1_500));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn edge_limits_refuse_with_clear_errors() {
+    let slow = upstream(Mode::Slow { delay: Duration::from_millis(300) }).await;
+    let settings = GatewayConfig {
+        limits: LimitsConfig { max_in_flight: 1, max_request_body_bytes: 10, ..LimitsConfig::default() },
+        ..config(vec![backend("slow", slow.address())])
+    };
+    let gateway = start(settings).await;
+    let large = gateway.http.post(gateway.url("/upload")).body("more than ten bytes").send().await.unwrap();
+    assert_eq!(large.status(), 413);
+    let (first, second) = tokio::join!(gateway.get("/a"), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gateway.get("/b").await
+    });
+    assert_eq!(first.status(), 200);
+    assert_eq!(second.status(), 503, "shed: one request in flight is the limit");
+    assert!(second.headers().contains_key("retry-after"));
+    gateway.stop().await;
+
+    let fast = upstream(Mode::Ok).await;
+    let settings = GatewayConfig {
+        limits: LimitsConfig { per_ip_per_second: 2, ..LimitsConfig::default() },
+        ..config(vec![backend("fast", fast.address())])
+    };
+    let gateway = start(settings).await;
+    assert_eq!(gateway.get("/a").await.status(), 200);
+    assert_eq!(gateway.get("/b").await.status(), 200);
+    let limited = gateway.get("/c").await;
+    assert_eq!(limited.status(), 429, "the third request within half a second from one address");
+    assert!(limited.headers().contains_key("retry-after"));
+    gateway.stop().await;
+
+    let empty = start(config(Vec::new())).await;
+    let response = empty.get("/").await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        empty.http.get(format!("http://127.0.0.1:{}/health/ready", empty.admin_port)).send().await.unwrap().status(),
+        503
+    );
+    empty.stop().await;
+}
+
+#[tokio::test]
+async fn the_pool_changes_at_run_time_through_the_admin_listener() {
+    let (blue, green) = (upstream(Mode::Ok).await, upstream(Mode::Ok).await);
+    let gateway = start(config(vec![backend("blue", blue.address())])).await;
+    let anonymous =
+        gateway.http.get(format!("http://127.0.0.1:{}/admin/v1/backends", gateway.admin_port)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong = gateway
+        .http
+        .get(format!("http://127.0.0.1:{}/admin/v1/backends", gateway.admin_port))
+        .bearer_auth("wrong-token-wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    let add = |body: Value| gateway.admin(reqwest::Method::POST, "/admin/v1/backends").json(&body).send();
+    let added = add(json!({"name": "green", "address": green.address().to_string(), "weight": 1})).await.unwrap();
+    assert_eq!(added.status(), 201);
+    assert_eq!(add(json!({"name": "green", "address": "127.0.0.1:1"})).await.unwrap().status(), 409);
+    assert_eq!(add(json!({"name": "bad name", "address": "127.0.0.1:1"})).await.unwrap().status(), 400);
+    assert_eq!(add(json!({"name": "x", "address": "http://nowhere"})).await.unwrap().status(), 400);
+    assert_eq!(add(json!({"name": "x"})).await.unwrap().status(), 400);
+    let not_json = gateway.admin(reqwest::Method::POST, "/admin/v1/backends").body("{").send().await.unwrap();
+    assert_eq!(not_json.status(), 400);
+    assert_eq!(not_json.headers()["content-type"], "application/problem+json");
+
+    // Green takes traffic once its first check passes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gateway.backend("green").await["health"] != "healthy" {
+        assert!(Instant::now() < deadline, "green never became healthy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..10 {
+        assert_eq!(gateway.get("/p").await.status(), 200);
+    }
+    assert!(!proxied(&green).is_empty());
+
+    // Blue to weight 0: all traffic to green.
+    let weight = |name: &str, body: Value| {
+        gateway.admin(reqwest::Method::PUT, &format!("/admin/v1/backends/{name}/weight")).json(&body).send()
+    };
+    assert_eq!(weight("blue", json!({"weight": 0})).await.unwrap().status(), 200);
+    assert_eq!(weight("blue", json!({"weight": 5000})).await.unwrap().status(), 400);
+    assert_eq!(weight("nobody", json!({"weight": 1})).await.unwrap().status(), 404);
+    let before = proxied(&blue).len();
+    for _ in 0..10 {
+        assert_eq!(gateway.get("/p").await.status(), 200);
+    }
+    assert_eq!(proxied(&blue).len(), before, "weight 0 gets nothing");
+    assert_eq!(weight("blue", json!({"weight": 1, "over_ms": 60_000})).await.unwrap().status(), 200);
+    let shifting = gateway.backend("blue").await;
+    assert!(shifting["effective_weight"].as_f64().unwrap() < 0.5, "{shifting}");
+
+    // Drain and remove blue; undrain of the unknown is 404.
+    let drained: Value = gateway
+        .admin(reqwest::Method::POST, "/admin/v1/backends/blue/drain")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(drained["drained"], true);
+    assert_eq!(drained["draining"], true);
+    let removed = gateway.admin(reqwest::Method::DELETE, "/admin/v1/backends/blue").send().await.unwrap();
+    assert_eq!(removed.status(), 200);
+    assert_eq!(gateway.admin(reqwest::Method::DELETE, "/admin/v1/backends/blue").send().await.unwrap().status(), 404);
+    assert_eq!(
+        gateway.admin(reqwest::Method::POST, "/admin/v1/backends/blue/undrain").send().await.unwrap().status(),
+        404
+    );
+    let too_long = gateway
+        .admin(reqwest::Method::POST, "/admin/v1/backends/green/drain?timeout_ms=99999999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_long.status(), 400);
+    let names: Vec<Value> = gateway.backends().await.into_iter().map(|backend| backend["name"].clone()).collect();
+    assert_eq!(names, [json!("green")]);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn drain_waits_for_requests_in_flight_and_shutdown_lets_them_finish() {
+    let slow = upstream(Mode::Slow { delay: Duration::from_millis(400) }).await;
+    let other = upstream(Mode::Ok).await;
+    let mut settings = config(vec![backend("slow", slow.address()), backend("other", other.address())]);
+    settings.timeouts.first_byte_ms = 1_500;
+    let gateway = start(settings).await;
+    // Round-robin: the first request goes to "slow".
+    let in_flight = tokio::spawn({
+        let url = gateway.url("/slow");
+        let http = gateway.http.clone();
+        async move { http.get(url).send().await.unwrap().status() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(gateway.backend("slow").await["in_flight"], 1);
+    let started = Instant::now();
+    let drained: Value = gateway
+        .admin(reqwest::Method::POST, "/admin/v1/backends/slow/drain")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(drained["drained"], true);
+    assert!(started.elapsed() >= Duration::from_millis(200), "drain returned before the request finished");
+    assert_eq!(in_flight.await.unwrap(), 200);
+    for _ in 0..4 {
+        gateway.get("/p").await;
+    }
+    assert_eq!(proxied(&slow).len(), 1, "a draining backend gets no new requests");
+    assert_eq!(
+        gateway
+            .http
+            .post(format!("http://127.0.0.1:{}/admin/v1/backends/slow/undrain", gateway.admin_port))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Shutdown while a request is in flight: it still completes.
+    other.set_path_mode("/late", Mode::Slow { delay: Duration::from_millis(400) });
+    let late = tokio::spawn({
+        let url = gateway.url("/late");
+        let http = gateway.http.clone();
+        async move { http.get(url).send().await.map(|response| response.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gateway.stop().await;
+    assert_eq!(late.await.unwrap().unwrap(), 200);
+}
