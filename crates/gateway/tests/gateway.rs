@@ -2,6 +2,8 @@
 //! trickle or fail, a real client, and the admin listener — latency stays bounded, failing
 //! backends are retried around and ejected, and the pool changes at run time.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
