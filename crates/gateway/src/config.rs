@@ -49,6 +49,23 @@ pub struct GatewayConfig {
     pub slow_start_ms: u64,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace_ms: u64,
+    pub log: LogSettings,
+}
+
+/// The gateway's log lines (the binary applies them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// A tracing filter: `info`, `gateway=debug,info`…
+    pub level: String,
+    /// `json` (one object per line) or `human`.
+    pub format: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { level: "info".into(), format: "json".into() }
+    }
 }
 
 /// One backend: a `serve` instance.
@@ -183,6 +200,7 @@ impl Default for GatewayConfig {
             failure_penalty_ms: 1_000,
             slow_start_ms: 10_000,
             shutdown_grace_ms: 30_000,
+            log: LogSettings::default(),
         }
     }
 }
@@ -369,6 +387,9 @@ impl GatewayConfig {
         ms("failure_penalty_ms", self.failure_penalty_ms, 0, 600_000, problems);
         ms("slow_start_ms", self.slow_start_ms, 0, 3_600_000, problems);
         ms("shutdown_grace_ms", self.shutdown_grace_ms, 0, 3_600_000, problems);
+        if !matches!(self.log.format.as_str(), "json" | "human") {
+            problems.push(format!("log.format: {:?} must be json or human", self.log.format));
+        }
     }
 
     pub fn listen_address(&self) -> Result<SocketAddr, String> {

@@ -1,4 +1,4 @@
-//! The command line: `shopkeep serve | worker | migrate | admin … | config check`.
+//! The command line: `shopkeep serve | worker | gateway | migrate | admin … | config check`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +32,21 @@ pub enum Command {
     },
     /// Run only the job worker until SIGTERM or Ctrl-C (scale it apart from `serve`).
     Worker,
+    /// Run the L7 gateway in front of N `serve` instances (--config names the gateway's own
+    /// TOML file), or control a running one: `shopkeep gateway backends list|add|…`.
+    Gateway {
+        /// Public listener address, overriding `listen`.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Admin listener address, overriding `admin_listen`.
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<SocketAddr>,
+        /// Check the configuration, print it (the token hidden) and exit.
+        #[arg(long)]
+        check: bool,
+        #[command(subcommand)]
+        command: Option<GatewayCommand>,
+    },
     /// Apply, revert or list schema migrations.
     Migrate {
         #[arg(value_enum)]
@@ -57,6 +72,52 @@ pub enum MigrateAction {
     Down,
     /// List migrations and whether each is applied.
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// The running gateway's pool, over its admin listener (`admin_listen` and `admin_token`
+    /// of the same configuration, or SHOPKEEP_GATEWAY_ADMIN_URL).
+    Backends {
+        #[command(subcommand)]
+        command: BackendsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackendsCommand {
+    /// Every backend: weight, health, ejection, requests in flight, latency.
+    List,
+    /// Add a backend; it takes traffic once its first health check passes, slow-starting.
+    Add {
+        name: String,
+        /// host:port
+        address: String,
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// Drain a backend (wait for its requests in flight), then take it out of the pool.
+    Remove {
+        name: String,
+        /// How long to wait for requests in flight: 30s, 500ms, 2m.
+        #[arg(long, value_name = "DURATION")]
+        wait: Option<String>,
+    },
+    /// Set a backend's weight, at once or gradually (--over 5m) for blue/green and canaries.
+    Weight {
+        name: String,
+        weight: u32,
+        #[arg(long, value_name = "DURATION")]
+        over: Option<String>,
+    },
+    /// Send a backend no new requests and wait for those in flight.
+    Drain {
+        name: String,
+        #[arg(long, value_name = "DURATION")]
+        wait: Option<String>,
+    },
+    /// Send a drained backend requests again.
+    Undrain { name: String },
 }
 
 #[derive(Debug, Subcommand)]

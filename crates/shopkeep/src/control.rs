@@ -21,9 +21,9 @@ pub struct AdminClient {
 }
 
 /// An answer of the admin listener: its status and JSON body (null when empty).
-struct Answer {
-    status: StatusCode,
-    body: Value,
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
 }
 
 impl AdminClient {
@@ -38,33 +38,34 @@ impl AdminClient {
                 format!("http://{address}")
             }
         };
-        let base = url::Url::parse(&base).with_context(|| format!("admin.url {base:?}"))?;
+        Self::new(&base, config.admin.token.as_ref().map(|token| token.expose().to_owned()), Duration::from_secs(15))
+    }
+
+    /// A client of the admin listener at `base`, sending `token` as a bearer token if given;
+    /// `timeout` bounds each call (a drain waits on the server).
+    pub(crate) fn new(base: &str, token: Option<String>, timeout: Duration) -> anyhow::Result<Self> {
+        let base = url::Url::parse(base).with_context(|| format!("admin url {base:?}"))?;
         let loopback = match base.host() {
             Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
             Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
             Some(url::Host::Domain(name)) => name == "localhost",
             None => false,
         };
-        if base.scheme() == "http" && !loopback && config.admin.token.is_some() {
+        if base.scheme() == "http" && !loopback && token.is_some() {
             eprintln!(
                 "warning: the admin token goes over plain http to {base}: use https (a TLS proxy) across networks"
             );
         }
-        // reqwest's TLS backend (an https admin.url) needs the process-wide crypto provider.
+        // reqwest's TLS backend (an https admin url) needs the process-wide crypto provider.
         integration::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(15))
+            .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("cannot build the HTTP client")?;
         let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-        Ok(Self {
-            base,
-            token: config.admin.token.as_ref().map(|token| token.expose().to_owned()),
-            actor: format!("cli:{operator}"),
-            http,
-        })
+        Ok(Self { base, token, actor: format!("cli:{operator}"), http })
     }
 
     /// Sends a request; any status is an answer.
@@ -95,7 +96,7 @@ impl AdminClient {
     }
 
     /// Sends a request; a status other than 2xx is an error naming the problem.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -147,12 +148,12 @@ fn flag_path(name: &str) -> String {
 
 /// Percent-encodes what a path segment cannot hold (flag names are plain; anything else the
 /// server refuses with a clear error).
-fn urlencoding(raw: &str) -> String {
+pub(crate) fn urlencoding(raw: &str) -> String {
     url::form_urlencoded::byte_serialize(raw.as_bytes()).collect()
 }
 
 /// Prints rows under a header, columns padded to their widest cell.
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|cell| cell.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -170,7 +171,7 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn text(value: &Value) -> String {
+pub(crate) fn text(value: &Value) -> String {
     match value {
         Value::Null => "-".into(),
         Value::String(text) => text.clone(),
@@ -179,12 +180,12 @@ fn text(value: &Value) -> String {
 }
 
 /// The array under `key` of an answer (empty when absent).
-fn items(body: &Value, key: &str) -> Vec<Value> {
+pub(crate) fn items(body: &Value, key: &str) -> Vec<Value> {
     body.get(key).and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
 /// One row per item: the given fields, as text.
-fn field_rows(items: &[Value], fields: &[&str]) -> Vec<Vec<String>> {
+pub(crate) fn field_rows(items: &[Value], fields: &[&str]) -> Vec<Vec<String>> {
     items.iter().map(|item| fields.iter().map(|field| text(&item[*field])).collect()).collect()
 }
 

@@ -8,6 +8,7 @@ pub mod cli;
 mod commands;
 pub mod config;
 pub mod control;
+mod edge;
 pub mod jobs;
 pub mod telemetry;
 pub mod webhooks;
@@ -30,6 +31,11 @@ pub const EXIT_FAILURE: u8 = 1;
 
 /// Runs one command to completion and says how the process should exit.
 pub async fn run(cli: Cli) -> ExitCode {
+    // The gateway reads its own configuration file, not the shop's.
+    if let Command::Gateway { listen, admin_listen, check, command } = cli.command {
+        let options = edge::GatewayOptions { config: cli.config, listen, admin_listen, check };
+        return edge::run(options, command).await;
+    }
     let mut config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(errors) => {
@@ -107,7 +113,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Admin { command: AdminCommand::CreateUser { email, role, name, password_file } } => {
             commands::create_user(&config, &email, &role, name.as_deref(), password_file.as_deref()).await
         }
-        Command::Config { .. } => Ok(()),
+        // Both answered above, before the shop's configuration is needed.
+        Command::Config { .. } | Command::Gateway { .. } => Ok(()),
     };
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -195,7 +202,7 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
 /// Cancels `shutdown` at the first SIGINT or SIGTERM. The handlers are installed when this is
 /// called, not when the returned future first runs, so a signal that arrives right after
 /// startup is never left to the default action (which kills the process without draining).
-fn signal_shutdown(shutdown: CancellationToken) -> impl std::future::Future<Output = ()> + Send + 'static {
+pub(crate) fn signal_shutdown(shutdown: CancellationToken) -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     let handlers = {
         use tokio::signal::unix::{SignalKind, signal};

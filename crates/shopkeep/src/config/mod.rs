@@ -136,7 +136,14 @@ impl Config {
             .merge(Env::raw().only(&["SMTP_URL_FILE"]).map(|_| "mail.smtp_url_file".into()))
             // Only keys with a section (`SHOPKEEP_LOG__LEVEL`), so that other SHOPKEEP_ variables
             // (SHOPKEEP_ADMIN_PASSWORD, test settings) are not mistaken for configuration.
-            .merge(Env::prefixed("SHOPKEEP_").filter(|key| key.as_str().contains("__")).split("__"));
+            // SHOPKEEP_GATEWAY__* belong to `shopkeep gateway`, whose configuration is its own.
+            .merge(
+                Env::prefixed("SHOPKEEP_")
+                    .filter(|key| {
+                        key.as_str().contains("__") && !key.as_str().to_ascii_lowercase().starts_with("gateway__")
+                    })
+                    .split("__"),
+            );
         let mut problems = Vec::new();
         // A secret and its file from any two sources would leave the winner to precedence: refuse.
         for (value, file) in [
