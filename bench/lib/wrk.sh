@@ -1,5 +1,5 @@
-# Helpers shared by the wrk benchmarks (sourced, not run): installing wrk, waiting for a
-# server to be ready, and reading wrk's figures.
+# Helpers shared by the wrk benchmarks (sourced, not run): installing wrk, nginx, HAProxy and
+# PgBouncer, waiting for a server to be ready, and reading wrk's figures.
 
 # Installs wrk from the Debian package when it is missing; exits when it cannot.
 require_wrk() {
@@ -41,6 +41,14 @@ require_nginx() {
     echo "installing nginx-light (Debian package)" >&2
     (apt-get install -y nginx-light >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y nginx-light >/dev/null 2>&1)) \
         && command -v nginx >/dev/null 2>&1
+}
+
+# Installs HAProxy (Debian package) when it is missing; exits when it cannot.
+require_haproxy() {
+    command -v haproxy >/dev/null 2>&1 && return 0
+    echo "installing haproxy (Debian package)" >&2
+    (apt-get install -y haproxy >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y haproxy >/dev/null 2>&1)) \
+        || { echo "error: haproxy is required and could not be installed" >&2; exit 1; }
 }
 
 # Starts nginx answering `return 200` on 127.0.0.1:$2 with one worker pinned to cpu $3, its
