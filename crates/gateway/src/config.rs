@@ -502,6 +502,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_deploy_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/gateway/gateway.toml");
+        let config = GatewayConfig::load(Some(&path)).unwrap();
+        assert_eq!(config.backends.len(), 3);
+    }
+
+    #[test]
     fn the_token_is_never_shown() {
         let config = GatewayConfig { admin_token: Some(AdminToken::new("a-very-secret-token")), ..Default::default() };
         assert!(!format!("{config:?}").contains("a-very-secret-token"));
