@@ -131,7 +131,8 @@ pub struct TimeoutConfig {
     pub keep_alive_ms: u64,
 }
 
-/// Retries: only idempotent requests without a body, only to another backend, within a budget.
+/// Retries: only idempotent requests (whose body, if any, is small enough to keep for a second
+/// attempt), only to another backend, within a budget.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetriesConfig {
@@ -142,6 +143,9 @@ pub struct RetriesConfig {
     /// Retries always allowed per window.
     pub budget_minimum: u32,
     pub budget_window_ms: u64,
+    /// An idempotent request with a declared body up to this size is read first and kept, so it
+    /// can be sent again; a larger one is streamed and never retried.
+    pub max_replay_body_bytes: u64,
 }
 
 /// Sizes and counts.
@@ -232,7 +236,13 @@ impl Default for TimeoutConfig {
 
 impl Default for RetriesConfig {
     fn default() -> Self {
-        Self { max_retries: 2, budget_ratio: 0.2, budget_minimum: 10, budget_window_ms: 10_000 }
+        Self {
+            max_retries: 2,
+            budget_ratio: 0.2,
+            budget_minimum: 10,
+            budget_window_ms: 10_000,
+            max_replay_body_bytes: 64 * 1024,
+        }
     }
 }
 
@@ -377,6 +387,7 @@ impl GatewayConfig {
             problems.push("retries.budget_ratio: must be between 0 and 1".into());
         }
         ms("retries.budget_window_ms", self.retries.budget_window_ms, 100, 3_600_000, problems);
+        ms("retries.max_replay_body_bytes", self.retries.max_replay_body_bytes, 0, 16 * 1024 * 1024, problems);
         ms("limits.max_request_body_bytes", self.limits.max_request_body_bytes, 0, 1 << 40, problems);
         ms("limits.max_response_body_bytes", self.limits.max_response_body_bytes, 1, 1 << 40, problems);
         ms("limits.max_in_flight", self.limits.max_in_flight as u64, 1, 10_000_000, problems);

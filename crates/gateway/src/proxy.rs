@@ -55,6 +55,7 @@ pub struct Proxy {
     max_response_body: u64,
     failure_penalty: Duration,
     max_retries: u32,
+    max_replay_body: u64,
     retry_budget: Retry,
     shedder: LoadShedder,
     per_ip: Option<KeyedLimiter<IpAddr>>,
@@ -114,6 +115,7 @@ impl Proxy {
             max_response_body: config.limits.max_response_body_bytes,
             failure_penalty: millis(config.failure_penalty_ms),
             max_retries: retries.max_retries,
+            max_replay_body: retries.max_replay_body_bytes,
             retry_budget,
             shedder: LoadShedder::new(ConcurrencyLimit::Fixed(config.limits.max_in_flight), clock),
             per_ip,
@@ -188,8 +190,33 @@ impl Proxy {
         let headers = upstream_headers(&parts, peer.ip());
         let path = parts.uri.path_and_query().map_or("/", |path| path.as_str()).to_owned();
         let bodiless = incoming.is_end_stream();
-        let mut body = Some(incoming);
+        let idempotent = is_idempotent(&parts.method);
         let deadline = started + self.total_timeout;
+        // A small body of an idempotent request is read now and kept, so a retry can send it
+        // again; anything else streams through once.
+        let replayable = !bodiless
+            && idempotent
+            && self.max_retries > 0
+            && declared_length.is_some_and(|length| length <= self.max_replay_body);
+        let mut kept: Option<Bytes> = None;
+        let mut body = Some(incoming);
+        if replayable && let Some(incoming) = body.take() {
+            let limited = http_body_util::Limited::new(incoming, clamp_usize(self.max_replay_body));
+            match tokio::time::timeout_at(deadline, limited.collect()).await {
+                Ok(Ok(collected)) => kept = Some(collected.to_bytes()),
+                Ok(Err(_)) => {
+                    return problem(StatusCode::BAD_REQUEST, "the request body could not be read", request_id, None);
+                }
+                Err(_) => {
+                    return problem(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the request body did not arrive in time",
+                        request_id,
+                        None,
+                    );
+                }
+            }
+        }
         let mut permit = Some(permit);
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         self.retry_budget.record_call();
@@ -208,22 +235,19 @@ impl Proxy {
                 );
             };
             tried.push(Arc::clone(&backend));
-            let request_body = if bodiless {
-                body::empty()
-            } else {
-                match body.take() {
-                    Some(incoming) => {
-                        http_body_util::Limited::new(incoming, clamp_usize(self.max_request_body)).boxed_unsync()
-                    }
-                    None => body::empty(),
+            let request_body = match (&kept, body.take()) {
+                (Some(bytes), _) => body::full(bytes.clone()),
+                (None, Some(incoming)) if !bodiless => {
+                    http_body_util::Limited::new(incoming, clamp_usize(self.max_request_body)).boxed_unsync()
                 }
+                _ => body::empty(),
             };
             let upstream = match upstream_request(&parts.method, &backend, &path, &headers, request_body) {
                 Ok(upstream) => upstream,
                 Err(detail) => return problem(StatusCode::BAD_REQUEST, detail, request_id, None),
             };
             let attempt = self.attempt(&backend, upstream, deadline, permit.take()).await;
-            let retriable_method = bodiless && is_idempotent(&parts.method);
+            let retriable_method = idempotent && (bodiless || kept.is_some());
             let attempts_left = tried.len() <= self.max_retries as usize && Instant::now() < deadline;
             match attempt {
                 Attempt::Answered(response, holds, backend) => {

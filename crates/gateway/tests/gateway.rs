@@ -135,10 +135,15 @@ async fn a_backend_answering_503_is_retried_elsewhere_and_then_ejected() {
         ..config(vec![backend("good", good.address()), backend("bad", bad.address())])
     };
     let gateway = start(settings).await;
+    for _ in 0..2 {
+        let put = gateway.http.put(gateway.url("/api/v1/carts/current/items/p1")).json(&json!({"quantity": 1}));
+        assert_eq!(put.send().await.unwrap().status(), 200, "a small PUT body is kept and sent again");
+    }
     for _ in 0..20 {
         assert_eq!(gateway.get("/api/v1/products").await.status(), 200, "a GET is retried on the healthy backend");
     }
     assert_eq!(proxied(&bad).len(), 3, "three failures ejected it; nothing more was sent");
+    assert!(proxied(&good).iter().filter(|request| request.method == "PUT").count() >= 1);
     let bad_state = gateway.backend("bad").await;
     assert_eq!(bad_state["ejected"], true, "{bad_state}");
     assert_eq!(bad_state["times_ejected"], 1);
