@@ -39,7 +39,10 @@ require_haproxy
 cargo build "${cargo_profile[@]}" --locked -p shopkeep --bin shopkeep >&2
 binary=${CARGO_TARGET_DIR:-target}/$PROFILE/shopkeep
 work=$(mktemp -d)
+static_nginx=""
 cleanup() {
+    # start_nginx runs in a command substitution: its nginx is not one of this shell's jobs.
+    [ -n "$static_nginx" ] && kill "$static_nginx" 2>/dev/null || true
     kill $(jobs -p) 2>/dev/null || true
     wait 2>/dev/null || true
     psql "$POSTGRES_SERVER" -qc "drop database if exists shopkeep_gwbench_$$ with (force)" >/dev/null 2>&1 || true

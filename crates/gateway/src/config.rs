@@ -49,6 +49,9 @@ pub struct GatewayConfig {
     pub slow_start_ms: u64,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace_ms: u64,
+    /// Worker threads, each running its connections and their upstream connections on one
+    /// thread (as nginx's workers do); 0: one per core the process may run on.
+    pub workers: usize,
     pub log: LogSettings,
 }
 
@@ -204,6 +207,7 @@ impl Default for GatewayConfig {
             failure_penalty_ms: 1_000,
             slow_start_ms: 10_000,
             shutdown_grace_ms: 30_000,
+            workers: 0,
             log: LogSettings::default(),
         }
     }
@@ -398,6 +402,7 @@ impl GatewayConfig {
         ms("failure_penalty_ms", self.failure_penalty_ms, 0, 600_000, problems);
         ms("slow_start_ms", self.slow_start_ms, 0, 3_600_000, problems);
         ms("shutdown_grace_ms", self.shutdown_grace_ms, 0, 3_600_000, problems);
+        ms("workers", self.workers as u64, 0, 256, problems);
         if !matches!(self.log.format.as_str(), "json" | "human") {
             problems.push(format!("log.format: {:?} must be json or human", self.log.format));
         }

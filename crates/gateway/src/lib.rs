@@ -70,6 +70,36 @@ pub struct Gateway {
     admin_listener: TcpListener,
     shared: Arc<Shared>,
     shutdown_grace: Duration,
+    workers: usize,
+    config: GatewayConfig,
+}
+
+/// A worker thread: a single-threaded runtime that runs the connections handed to it and
+/// their upstream connections (its own client), so a request never hops threads.
+struct Worker {
+    handle: tokio::runtime::Handle,
+    client: UpstreamClient,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Worker {
+    fn start(index: usize, config: &GatewayConfig, stop: CancellationToken) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot build a gateway worker's runtime")?;
+        let handle = runtime.handle().clone();
+        // The client is built inside the runtime, so its connection tasks are spawned there.
+        let client = {
+            let _entered = runtime.enter();
+            proxy::upstream_client(config)
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("gateway-worker-{index}"))
+            .spawn(move || runtime.block_on(stop.cancelled()))
+            .context("cannot start a gateway worker thread")?;
+        Ok(Self { handle, client, thread })
+    }
 }
 
 impl Gateway {
@@ -98,7 +128,7 @@ impl Gateway {
             first_checks.spawn(async move { health::check(&pool, &client, &backend, &health).await });
         }
         while first_checks.join_next().await.is_some() {}
-        let proxy = Arc::new(Proxy::new(&config, Arc::clone(&pool), client.clone(), clock));
+        let proxy = Arc::new(Proxy::new(&config, Arc::clone(&pool), clock));
         let shared = Arc::new(Shared {
             pool,
             proxy,
@@ -108,7 +138,11 @@ impl Gateway {
             metrics,
             stop: CancellationToken::new(),
         });
-        Ok(Self { listener, admin_listener, shared, shutdown_grace: millis(config.shutdown_grace_ms) })
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            count => count,
+        };
+        Ok(Self { listener, admin_listener, shared, shutdown_grace: millis(config.shutdown_grace_ms), workers, config })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -126,18 +160,28 @@ impl Gateway {
     /// Serves until `shutdown` is cancelled, then stops accepting, lets requests in flight
     /// finish (up to the grace time) and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Gateway { listener, admin_listener, shared, shutdown_grace } = self;
+        let Gateway { listener, admin_listener, shared, shutdown_grace, workers, config } = self;
         for backend in shared.pool.backends().iter() {
             shared.watch(Arc::clone(backend));
         }
         let admin = tokio::spawn(admin::serve(admin_listener, Arc::clone(&shared)));
         let sweeper = tokio::spawn(sweep_limits(Arc::clone(&shared)));
-        tracing::info!(address = %listener.local_addr()?, backends = shared.pool.backends().len(), "gateway listening");
+        let workers_stop = CancellationToken::new();
+        let workers: Vec<Worker> = (0..workers)
+            .map(|index| Worker::start(index, &config, workers_stop.clone()))
+            .collect::<anyhow::Result<_>>()?;
+        tracing::info!(
+            address = %listener.local_addr()?,
+            backends = shared.pool.backends().len(),
+            workers = workers.len(),
+            "gateway listening"
+        );
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
+        let mut next_worker = 0_usize;
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -151,14 +195,33 @@ impl Gateway {
                         }
                     };
                     let _ = stream.set_nodelay(true);
+                    // Connections go to the workers in turn; each lives on its worker's thread.
+                    let worker = &workers[next_worker % workers.len()];
+                    next_worker = next_worker.wrapping_add(1);
+                    let stream = match stream.into_std() {
+                        Ok(stream) => stream,
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot hand a connection to a worker");
+                            continue;
+                        }
+                    };
                     let proxy = Arc::clone(&shared.proxy);
-                    let service = hyper::service::service_fn(move |request| {
-                        let proxy = Arc::clone(&proxy);
-                        async move { Ok::<_, Infallible>(proxy.handle(request, peer).await) }
-                    });
+                    let client = worker.client.clone();
                     let builder = builder.clone();
                     let watcher = graceful.watcher();
-                    tokio::spawn(async move {
+                    worker.handle.spawn(async move {
+                        // Registered with the worker's own reactor, here on its thread.
+                        let stream = match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => stream,
+                            Err(error) => {
+                                tracing::warn!(%error, "cannot register a connection");
+                                return;
+                            }
+                        };
+                        let service = hyper::service::service_fn(move |request| {
+                            let (proxy, client) = (Arc::clone(&proxy), client.clone());
+                            async move { Ok::<_, Infallible>(proxy.handle(&client, request, peer).await) }
+                        });
                         let connection = builder.serve_connection(TokioIo::new(stream), service);
                         if let Err(error) = watcher.watch(connection).await {
                             tracing::debug!(%peer, error = %error, "client connection ended with an error");
@@ -174,6 +237,13 @@ impl Gateway {
             tracing::warn!("grace time over: closing the remaining connections");
         }
         shared.stop.cancel();
+        workers_stop.cancel();
+        for worker in workers {
+            let joined = tokio::task::spawn_blocking(move || worker.thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("a gateway worker thread panicked");
+            }
+        }
         let _ = admin.await;
         let _ = sweeper.await;
         tracing::info!("gateway stopped");

@@ -46,7 +46,6 @@ pub fn upstream_client(config: &GatewayConfig) -> UpstreamClient {
 /// The forwarding half of the gateway, shared by every connection.
 pub struct Proxy {
     pool: Arc<Pool>,
-    client: UpstreamClient,
     hash_key: HashKey,
     first_byte_timeout: Duration,
     total_timeout: Duration,
@@ -86,7 +85,7 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 impl Proxy {
-    pub fn new(config: &GatewayConfig, pool: Arc<Pool>, client: UpstreamClient, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(config: &GatewayConfig, pool: Arc<Pool>, clock: Arc<dyn Clock>) -> Self {
         let retries = &config.retries;
         let retry_budget = Retry::new(
             RetryConfig {
@@ -106,7 +105,6 @@ impl Proxy {
         });
         Self {
             pool,
-            client,
             hash_key: HashKey::parse(&config.hash_key).unwrap_or(HashKey::ClientIp),
             first_byte_timeout: millis(config.timeouts.first_byte_ms),
             total_timeout: millis(config.timeouts.total_ms),
@@ -138,18 +136,25 @@ impl Proxy {
         }
     }
 
-    /// Answers one client request.
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    /// Answers one client request, reaching backends with `client` (the worker's own, so that
+    /// a request and its upstream connection live on one thread).
+    pub async fn handle(
+        &self,
+        client: &UpstreamClient,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let (mut parts, incoming) = request.into_parts();
         let request_id = forwarded::ensure_request_id(&mut parts.headers);
-        let response = self.forward(parts, incoming, peer, &request_id, started).await;
+        let response = self.forward(client, parts, incoming, peer, &request_id, started).await;
         self.metrics.duration.record(started.elapsed().as_secs_f64());
         response
     }
 
     async fn forward(
         &self,
+        client: &UpstreamClient,
         parts: http::request::Parts,
         incoming: Incoming,
         peer: SocketAddr,
@@ -187,7 +192,7 @@ impl Proxy {
             );
         }
         let key = self.pool.balancer().wants_key().then(|| hash_key(&self.hash_key, &parts.headers, peer.ip()));
-        let headers = upstream_headers(&parts, peer.ip());
+        let mut headers = upstream_headers(&parts, peer.ip());
         let path = parts.uri.path_and_query().map_or("/", |path| path.as_str()).to_owned();
         let bodiless = incoming.is_end_stream();
         let idempotent = is_idempotent(&parts.method);
@@ -242,12 +247,15 @@ impl Proxy {
                 }
                 _ => body::empty(),
             };
-            let upstream = match upstream_request(&parts.method, &backend, &path, &headers, request_body) {
+            // Only a request that may be retried needs its headers again.
+            let retriable_method = idempotent && (bodiless || kept.is_some());
+            let attempt_headers =
+                if retriable_method || bodiless { headers.clone() } else { std::mem::take(&mut headers) };
+            let upstream = match upstream_request(&parts.method, &backend, &path, attempt_headers, request_body) {
                 Ok(upstream) => upstream,
                 Err(detail) => return problem(StatusCode::BAD_REQUEST, detail, request_id, None),
             };
-            let attempt = self.attempt(&backend, upstream, deadline, permit.take()).await;
-            let retriable_method = idempotent && (bodiless || kept.is_some());
+            let attempt = self.attempt(client, &backend, upstream, deadline, permit.take()).await;
             let attempts_left = tried.len() <= self.max_retries as usize && Instant::now() < deadline;
             match attempt {
                 Attempt::Answered(response, holds, backend) => {
@@ -289,6 +297,7 @@ impl Proxy {
     /// Sends one request to one backend and reports how it went to the pool.
     async fn attempt(
         &self,
+        client: &UpstreamClient,
         backend: &Arc<Backend>,
         upstream: Request<ProxyBody>,
         deadline: Instant,
@@ -297,7 +306,7 @@ impl Proxy {
         let in_flight = backend.start_request();
         let sent = Instant::now();
         let first_byte = (sent + self.first_byte_timeout).min(deadline);
-        let result = tokio::time::timeout_at(first_byte, self.client.request(upstream)).await;
+        let result = tokio::time::timeout_at(first_byte, client.request(upstream)).await;
         let elapsed = sent.elapsed();
         let decay = self.pool.policy().ewma_decay;
         let now = self.pool.now();
@@ -387,7 +396,7 @@ fn upstream_request(
     method: &Method,
     backend: &Backend,
     path: &str,
-    headers: &HeaderMap,
+    headers: HeaderMap,
     body: ProxyBody,
 ) -> Result<Request<ProxyBody>, &'static str> {
     let uri = Uri::builder()
@@ -400,7 +409,7 @@ fn upstream_request(
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers.clone();
+    *request.headers_mut() = headers;
     Ok(request)
 }
 

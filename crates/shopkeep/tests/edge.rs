@@ -344,8 +344,23 @@ backend shop
             task.await.unwrap().unwrap();
         }
         if let Some(mut process) = self.process.take() {
-            let _ = process.start_kill();
-            let _ = process.wait().await;
+            // SIGTERM, so nginx's master stops its workers too (SIGKILL would orphan them).
+            if let Some(pid) = process.id() {
+                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            }
+            if tokio::time::timeout(Duration::from_secs(10), process.wait()).await.is_err() {
+                let _ = process.start_kill();
+                let _ = process.wait().await;
+            }
+        }
+    }
+}
+
+impl Drop for Front {
+    /// A failed test still stops nginx's workers and HAProxy: SIGTERM to the master.
+    fn drop(&mut self) {
+        if let Some(pid) = self.process.as_ref().and_then(Child::id) {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
         }
     }
 }
