@@ -103,7 +103,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
-/// Ready while at least one backend could take a request.
+/// Ready while at least one backend could take a request and the gateway is not shutting down.
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     let now = shared.pool.now();
     let routable = shared.pool.backends().iter().any(|backend| {
@@ -112,7 +112,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
             && backend.health() == Health::Healthy
             && !backend.is_ejected(now)
     });
-    if routable && !shared.stop.is_cancelled() {
+    if routable && !shared.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "no backend is ready").into_response()

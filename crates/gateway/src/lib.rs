@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub metrics: Option<PrometheusHandle>,
     /// Cancelled when the gateway stops: ends health checkers and the admin listener.
     pub stop: CancellationToken,
+    /// Set when shutdown begins: readiness turns 503 so a balancer in front stops sending.
+    pub shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -137,6 +139,7 @@ impl Gateway {
             admin_token: config.admin_token.clone(),
             metrics,
             stop: CancellationToken::new(),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         });
         let workers = match config.workers {
             0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
@@ -231,6 +234,7 @@ impl Gateway {
                 () = shutdown.cancelled() => break,
             }
         }
+        shared.shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
         drop(listener);
         tracing::info!(connections = graceful.count(), "gateway stopping: finishing requests in flight");
         if tokio::time::timeout(shutdown_grace, graceful.shutdown()).await.is_err() {

@@ -75,8 +75,36 @@ struct ProxyMetrics {
 enum Attempt {
     /// An answer worth passing on (or the last one there is).
     Answered(Response<Incoming>, Holds, Arc<Backend>),
-    /// No answer; the status the client gets if no retry helps, and the permit back.
-    Failed(StatusCode, &'static str, Option<resilience::ShedPermit>),
+    /// No answer: why, and the permit back.
+    Failed(Failure, Option<resilience::ShedPermit>),
+}
+
+/// Why an attempt got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The connection could not be made: the request never left.
+    Refused,
+    /// The connection broke or the backend sent no valid answer.
+    Broken,
+    /// No response headers within the first-byte timeout.
+    TimedOut,
+}
+
+impl Failure {
+    fn status(self) -> StatusCode {
+        match self {
+            Failure::Refused | Failure::Broken => StatusCode::BAD_GATEWAY,
+            Failure::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    fn detail(self) -> &'static str {
+        match self {
+            Failure::Refused => "the backend refused the connection",
+            Failure::Broken => "the backend failed to answer",
+            Failure::TimedOut => "the backend did not answer in time",
+        }
+    }
 }
 
 /// Whether repeating a method is safe (RFC 9110 §9.2.2).
@@ -268,17 +296,16 @@ impl Proxy {
                     }
                     return self.stream_back(response, holds, &backend, request_id, deadline);
                 }
-                Attempt::Failed(status, detail, returned) => {
+                Attempt::Failed(failure, returned) => {
                     permit = returned;
                     // A refused connection never reached the backend: safe to retry for any
                     // method whose body is still here to send.
-                    let retriable =
-                        retriable_method || (bodiless && status == StatusCode::BAD_GATEWAY && detail == CONNECT_FAILED);
+                    let retriable = retriable_method || (bodiless && failure == Failure::Refused);
                     if retriable && attempts_left && self.may_retry() {
-                        last_failure = Some((status, detail));
+                        last_failure = Some((failure.status(), failure.detail()));
                         continue;
                     }
-                    return problem(status, detail, request_id, None);
+                    return problem(failure.status(), failure.detail(), request_id, None);
                 }
             }
         }
@@ -335,16 +362,16 @@ impl Proxy {
                 backend.metrics.failures.increment(1);
                 backend.observe_latency(elapsed.max(self.failure_penalty), now, decay);
                 self.pool.record(backend, Outcome::GatewayFailure);
-                let detail = if error.is_connect() { CONNECT_FAILED } else { "the backend failed to answer" };
+                let failure = if error.is_connect() { Failure::Refused } else { Failure::Broken };
                 tracing::warn!(backend = backend.name(), error = %error_chain(&error), "upstream request failed");
-                Attempt::Failed(StatusCode::BAD_GATEWAY, detail, permit)
+                Attempt::Failed(failure, permit)
             }
             Err(_elapsed) => {
                 backend.metrics.failures.increment(1);
                 backend.observe_latency(elapsed.max(self.failure_penalty), now, decay);
                 self.pool.record(backend, Outcome::GatewayFailure);
                 tracing::warn!(backend = backend.name(), "upstream request timed out before its first byte");
-                Attempt::Failed(StatusCode::GATEWAY_TIMEOUT, "the backend did not answer in time", permit)
+                Attempt::Failed(Failure::TimedOut, permit)
             }
         }
     }
@@ -369,8 +396,6 @@ impl Proxy {
         Response::from_parts(parts, limited.boxed_unsync())
     }
 }
-
-const CONNECT_FAILED: &str = "the backend refused the connection";
 
 fn clamp_usize(value: u64) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)

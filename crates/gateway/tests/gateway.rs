@@ -392,6 +392,10 @@ async fn drain_waits_for_requests_in_flight_and_shutdown_lets_them_finish() {
         async move { http.get(url).send().await.map(|response| response.status()) }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
+    gateway.stop.cancel();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ready = gateway.http.get(format!("http://127.0.0.1:{}/health/ready", gateway.admin_port)).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready while shutting down, so a balancer in front moves away");
     gateway.stop().await;
     assert_eq!(late.await.unwrap().unwrap(), 200);
 }
