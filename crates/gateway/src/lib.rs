@@ -15,6 +15,7 @@ pub mod forwarded;
 pub mod health;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -154,6 +155,11 @@ impl Gateway {
 
     pub fn port(&self) -> u16 {
         self.address().port()
+    }
+
+    /// A handle that applies a new configuration's pool while the gateway runs (SIGHUP).
+    pub fn reloader(&self) -> reload::Reloader {
+        reload::Reloader::new(Arc::clone(&self.shared), self.config.clone())
     }
 
     pub fn admin_port(&self) -> u16 {

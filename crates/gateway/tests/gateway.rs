@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 const TOKEN: &str = "test-admin-token-0123456789";
 
 struct TestGateway {
+    reloader: gateway::reload::Reloader,
     port: u16,
     admin_port: u16,
     stop: CancellationToken,
@@ -80,11 +81,11 @@ fn config(backends: Vec<BackendConfig>) -> GatewayConfig {
 
 async fn start(config: GatewayConfig) -> TestGateway {
     let gateway = Gateway::build(config, None).await.unwrap();
-    let (port, admin_port) = (gateway.port(), gateway.admin_port());
+    let (port, admin_port, reloader) = (gateway.port(), gateway.admin_port(), gateway.reloader());
     let stop = CancellationToken::new();
     let task = tokio::spawn(gateway.run_until_stopped(stop.clone()));
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    TestGateway { port, admin_port, stop, task, http }
+    TestGateway { reloader, port, admin_port, stop, task, http }
 }
 
 /// A harness whose readiness path passes while every other path is answered in `mode`.
@@ -398,4 +399,59 @@ async fn drain_waits_for_requests_in_flight_and_shutdown_lets_them_finish() {
     assert_eq!(ready.status(), 503, "not ready while shutting down, so a balancer in front moves away");
     gateway.stop().await;
     assert_eq!(late.await.unwrap().unwrap(), 200);
+}
+
+#[tokio::test]
+async fn a_reload_applies_the_new_pool_and_refuses_an_invalid_file() {
+    let (a, b, c, d) =
+        (upstream(Mode::Ok).await, upstream(Mode::Ok).await, upstream(Mode::Ok).await, upstream(Mode::Ok).await);
+    let first = config(vec![backend("a", a.address()), backend("b", b.address())]);
+    let gateway = start(first.clone()).await;
+
+    let mut invalid = first.clone();
+    invalid.backends.push(backend("a", c.address()));
+    assert!(gateway.reloader.apply(invalid).is_err(), "a name used twice is refused");
+    assert_eq!(gateway.backends().await.len(), 2, "and changes nothing");
+
+    let mut next = first.clone();
+    next.backends = vec![BackendConfig { weight: 3, ..backend("b", b.address()) }, backend("c", c.address())];
+    next.timeouts.first_byte_ms = 900;
+    let report = gateway.reloader.apply(next.clone()).unwrap();
+    assert_eq!(report.added, ["c"]);
+    assert_eq!(report.removed, ["a"]);
+    assert_eq!(report.reweighted, ["b"]);
+    assert_eq!(report.needs_restart, ["timeouts"], "policies are reported, not applied live");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let backends = gateway.backends().await;
+        let names: Vec<&str> = backends.iter().filter_map(|backend| backend["name"].as_str()).collect();
+        let c_healthy = backends.iter().any(|backend| backend["name"] == "c" && backend["health"] == "healthy");
+        if names == ["b", "c"] && c_healthy {
+            assert_eq!(gateway.backend("b").await["weight"], 3);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reload never settled: {backends:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = proxied(&a).len();
+    for _ in 0..6 {
+        assert_eq!(gateway.get("/p").await.status(), 200);
+    }
+    assert_eq!(proxied(&a).len(), before, "a removed backend gets nothing");
+
+    // Same name, new address: the old one drains and the new one takes its place.
+    let mut moved = next.clone();
+    moved.backends[1] = backend("c", d.address());
+    assert_eq!(gateway.reloader.apply(moved).unwrap().replaced, ["c"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // Between the old one's removal and the new one's arrival, "c" is briefly absent.
+        let c = gateway.backends().await.into_iter().find(|backend| backend["name"] == "c");
+        if c.is_some_and(|c| c["address"] == d.address().to_string() && c["health"] == "healthy") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "c never moved to its new address");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gateway.stop().await;
 }

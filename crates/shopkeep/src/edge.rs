@@ -25,19 +25,13 @@ pub struct GatewayOptions {
 }
 
 pub async fn run(options: GatewayOptions, command: Option<GatewayCommand>) -> ExitCode {
-    let mut config = match GatewayConfig::load(options.config.as_deref()) {
+    let config = match load(&options) {
         Ok(config) => config,
         Err(errors) => {
             eprint!("{errors}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(listen) = options.listen {
-        config.listen = listen.to_string();
-    }
-    if let Some(admin_listen) = options.admin_listen {
-        config.admin_listen = admin_listen.to_string();
-    }
     let log = LogConfig { level: config.log.level.clone(), format: config.log.format.clone(), ..LogConfig::default() };
     let mut problems = config.check().err().map(|errors| errors.0).unwrap_or_default();
     if let Err(error) = tracing_subscriber::EnvFilter::try_new(&log.level) {
@@ -55,7 +49,7 @@ pub async fn run(options: GatewayOptions, command: Option<GatewayCommand>) -> Ex
     let result = match command {
         None => {
             telemetry::init_logging(&log);
-            serve(config).await
+            serve(config, options).await
         }
         Some(GatewayCommand::Backends { command }) => backends(&config, command).await,
     };
@@ -71,7 +65,19 @@ pub async fn run(options: GatewayOptions, command: Option<GatewayCommand>) -> Ex
     code
 }
 
-async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
+/// The file (if any) and the environment, with the command line's overrides on top.
+fn load(options: &GatewayOptions) -> Result<GatewayConfig, gateway::ConfigErrors> {
+    let mut config = GatewayConfig::load(options.config.as_deref())?;
+    if let Some(listen) = options.listen {
+        config.listen = listen.to_string();
+    }
+    if let Some(admin_listen) = options.admin_listen {
+        config.admin_listen = admin_listen.to_string();
+    }
+    Ok(config)
+}
+
+async fn serve(config: GatewayConfig, options: GatewayOptions) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
     let metrics = telemetry::prometheus();
@@ -79,8 +85,45 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
         tokio::spawn(telemetry::run_metrics_upkeep(handle, shutdown.clone()));
     }
     let gateway = Gateway::build(config, metrics).await?;
+    tokio::spawn(reload_on_sighup(gateway.reloader(), options, shutdown.clone()));
     tracing::info!(port = gateway.port(), admin_port = gateway.admin_port(), "gateway ready");
     gateway.run_until_stopped(shutdown).await
+}
+
+/// SIGHUP: read the configuration again and apply its pool; a bad file is logged and changes
+/// nothing.
+async fn reload_on_sighup(reloader: gateway::reload::Reloader, options: GatewayOptions, stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGHUP: reload by restarting");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                received = hangups.recv() => if received.is_none() { return },
+                () = stop.cancelled() => return,
+            }
+            tracing::info!(signal = "SIGHUP", "reloading the gateway configuration");
+            match load(&options).map(|config| reloader.apply(config)) {
+                Ok(Ok(report)) if !report.needs_restart.is_empty() => {
+                    tracing::warn!(keys = ?report.needs_restart, "changed settings that take effect only on a restart");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(errors)) | Err(errors) => {
+                    tracing::error!(problems = ?errors.0, "the new configuration is invalid: nothing changed");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (reloader, options, stop);
+    }
 }
 
 /// The admin client of the gateway this configuration describes, or of

@@ -753,3 +753,100 @@ async fn admin_search_reindex_rebuilds_with_the_configured_language() {
     .await;
     assert_eq!(code, 78, "{stderr}");
 }
+
+#[tokio::test]
+async fn the_gateway_runs_from_the_cli_changes_its_pool_and_reloads_on_sighup() {
+    let ok = harness::Mode::Ok;
+    let (a, b, c) = (
+        harness::Harness::start("127.0.0.1:0".parse().unwrap(), ok.clone()).await.unwrap(),
+        harness::Harness::start("127.0.0.1:0".parse().unwrap(), ok.clone()).await.unwrap(),
+        harness::Harness::start("127.0.0.1:0".parse().unwrap(), ok).await.unwrap(),
+    );
+    let directory = tempfile::tempdir().unwrap();
+    let config = directory.path().join("gateway.toml");
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (port, admin_port) = (free(), free());
+    let write = |backends: &[(&str, std::net::SocketAddr)]| {
+        let mut toml = format!(
+            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n[health]\ninterval_ms = 100\ntimeout_ms = 100\n"
+        );
+        for (name, address) in backends {
+            toml.push_str(&format!("[[backends]]\nname = \"{name}\"\naddress = \"{address}\"\n"));
+        }
+        std::fs::write(&config, toml).unwrap();
+    };
+    write(&[("a", a.address())]);
+    let cli = |args: &[&str]| {
+        let mut command = shopkeep();
+        command.arg("--config").arg(&config).args(["gateway", "backends"]).args(args);
+        command
+    };
+    let (code, stdout, stderr) = output(shopkeep().arg("--config").arg(&config).args(["gateway", "--check"])).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let mut gateway = shopkeep()
+        .arg("--config")
+        .arg(&config)
+        .arg("gateway")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = http_client(reqwest::Client::builder());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !client
+        .get(format!("http://127.0.0.1:{admin_port}/health/ready"))
+        .send()
+        .await
+        .is_ok_and(|response| response.status() == 200)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the gateway never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.get(format!("http://127.0.0.1:{port}/x")).send().await.unwrap().status(), 200);
+
+    // The CLI changes the pool; refusals exit 1 and say why.
+    let (code, stdout, stderr) = output(&mut cli(&["add", "b", &b.address().to_string(), "--weight", "2"])).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, _, stderr) = output(&mut cli(&["add", "b", &b.address().to_string()])).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("409"), "{stderr}");
+    let (code, _, stderr) = output(&mut cli(&["weight", "nobody", "1"])).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("404"), "{stderr}");
+    let (code, _, stderr) = output(&mut cli(&["drain", "b", "--wait", "soon"])).await;
+    assert_ne!(code, 0, "a bad duration is refused");
+    assert!(stderr.contains("not a duration"), "{stderr}");
+    let (code, stdout, _) = output(&mut cli(&["weight", "b", "1", "--over", "1s"])).await;
+    assert_eq!(code, 0, "{stdout}");
+    let (code, stdout, _) = output(&mut cli(&["list"])).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("NAME") && stdout.lines().any(|line| line.starts_with("b ")), "{stdout}");
+
+    // SIGHUP: the file is the pool again (b, added by hand, leaves; c joins); a bad file changes
+    // nothing and the gateway keeps running.
+    write(&[("a", a.address()), ("c", c.address())]);
+    let hangup = |child: &tokio::process::Child| {
+        let pid = child.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    };
+    hangup(&gateway);
+    let names = || async {
+        let (_, stdout, _) = output(&mut cli(&["list"])).await;
+        stdout.lines().skip(1).filter_map(|line| line.split_whitespace().next().map(str::to_owned)).collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while names().await != ["a", "c"] {
+        assert!(tokio::time::Instant::now() < deadline, "the reload never applied: {:?}", names().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&config, "listen = \"nowhere\"\n").unwrap();
+    hangup(&gateway);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(gateway.try_wait().unwrap().is_none(), "a bad file does not stop the gateway");
+    assert_eq!(client.get(format!("http://127.0.0.1:{port}/x")).send().await.unwrap().status(), 200);
+
+    let pid = gateway.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(30), gateway.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "the gateway drains and exits 0 on SIGTERM");
+}

@@ -1,0 +1,128 @@
+//! Live reconfiguration (SIGHUP in `shopkeep gateway`): a new configuration's pool is applied
+//! to the running gateway without dropping a connection — new backends join (checked first,
+//! then slow-started), backends gone from the file are drained and removed, changed weights
+//! move gradually over the slow-start time, a changed address is a drain-and-replace. Settings
+//! that cannot change in flight (listeners, workers, policies) are reported, not applied.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Shared;
+use crate::backend::Backend;
+use crate::config::{GatewayConfig, parse_backend_address};
+
+/// How long a backend taken out by a reload may finish its requests before it is removed.
+const RELOAD_DRAIN_WAIT: Duration = Duration::from_secs(30);
+
+/// Applies configurations to a running gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+    /// The configuration the gateway runs with now.
+    current: Arc<std::sync::Mutex<GatewayConfig>>,
+}
+
+/// What a reload did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub reweighted: Vec<String>,
+    pub replaced: Vec<String>,
+    /// Keys that changed but need a restart to take effect.
+    pub needs_restart: Vec<String>,
+}
+
+impl Reloader {
+    pub(crate) fn new(shared: Arc<Shared>, current: GatewayConfig) -> Self {
+        Self { shared, current: Arc::new(std::sync::Mutex::new(current)) }
+    }
+
+    /// Checks `next` and applies its pool; an invalid configuration changes nothing.
+    pub fn apply(&self, next: GatewayConfig) -> Result<ReloadReport, crate::ConfigErrors> {
+        next.check()?;
+        let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut report = ReloadReport { needs_restart: fixed_changes(&current, &next), ..ReloadReport::default() };
+        let pool = &self.shared.pool;
+        let now = pool.now();
+        let ramp = pool.policy().slow_start;
+        for wanted in &next.backends {
+            let Ok(authority) = parse_backend_address(&wanted.address) else { continue };
+            match pool.find(&wanted.name) {
+                None => {
+                    let backend = Arc::new(Backend::new(&wanted.name, authority, wanted.weight, now));
+                    if pool.add(Arc::clone(&backend)).is_ok() {
+                        self.shared.watch(backend);
+                        report.added.push(wanted.name.clone());
+                    }
+                }
+                Some(existing) if existing.authority() != &authority => {
+                    // Same name, new address: the old one drains, then the new one joins.
+                    let replacement = Backend::new(&wanted.name, authority, wanted.weight, now);
+                    self.drain_then(existing, Some(Arc::new(replacement)));
+                    report.replaced.push(wanted.name.clone());
+                }
+                // A drained backend stays drained: draining is the operator's call, not the file's.
+                Some(existing) => {
+                    if existing.target_weight() != wanted.weight {
+                        existing.shift_weight(wanted.weight, ramp, now);
+                        report.reweighted.push(wanted.name.clone());
+                    }
+                }
+            }
+        }
+        for backend in pool.backends().iter() {
+            if !next.backends.iter().any(|wanted| wanted.name == backend.name()) {
+                self.drain_then(Arc::clone(backend), None);
+                report.removed.push(backend.name().to_owned());
+            }
+        }
+        tracing::info!(
+            added = ?report.added,
+            removed = ?report.removed,
+            reweighted = ?report.reweighted,
+            replaced = ?report.replaced,
+            needs_restart = ?report.needs_restart,
+            "gateway configuration reloaded"
+        );
+        *current = next;
+        Ok(report)
+    }
+
+    /// Drains `backend` in the background, removes it, and adds `replacement` if given.
+    fn drain_then(&self, backend: Arc<Backend>, replacement: Option<Arc<Backend>>) {
+        let shared = Arc::clone(&self.shared);
+        backend.set_draining(true);
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + RELOAD_DRAIN_WAIT;
+            while backend.in_flight() > 0 && tokio::time::Instant::now() < deadline && !shared.stop.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Only if it is still the same backend: a later reload may have re-added the name.
+            if shared.pool.find(backend.name()).is_some_and(|current| Arc::ptr_eq(&current, &backend))
+                && shared.pool.remove(backend.name()).is_ok()
+            {
+                tracing::info!(backend = backend.name(), "backend removed by a reload");
+            }
+            if let Some(replacement) = replacement
+                && shared.pool.add(Arc::clone(&replacement)).is_ok()
+            {
+                shared.watch(replacement);
+            }
+        });
+    }
+}
+
+/// The keys that differ between `current` and `next` but only take effect on a restart.
+fn fixed_changes(current: &GatewayConfig, next: &GatewayConfig) -> Vec<String> {
+    let json = |config: &GatewayConfig| serde_json::to_value(config).unwrap_or_default();
+    let (before, after) = (json(current), json(next));
+    let (Some(before), Some(after)) = (before.as_object(), after.as_object()) else { return Vec::new() };
+    let mut keys: Vec<String> = before
+        .iter()
+        .filter(|(key, value)| key.as_str() != "backends" && after.get(key.as_str()) != Some(value))
+        .map(|(key, _)| key.clone())
+        .collect();
+    keys.sort();
+    keys
+}
