@@ -52,7 +52,26 @@ pub struct GatewayConfig {
     /// Worker threads, each running its connections and their upstream connections on one
     /// thread (as nginx's workers do); 0: one per core the process may run on.
     pub workers: usize,
+    /// TLS on the public listener (HTTP/1.1 and HTTP/2 by ALPN); plain HTTP when absent.
+    pub tls: Option<TlsSettings>,
     pub log: LogSettings,
+}
+
+/// The certificate the public listener serves.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM: the certificate, then its chain.
+    pub certificate_file: String,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// How often the files are checked for a renewal (SIGHUP reloads at once).
+    #[serde(default = "default_tls_reload_ms")]
+    pub reload_interval_ms: u64,
+}
+
+fn default_tls_reload_ms() -> u64 {
+    10_000
 }
 
 /// The gateway's log lines (the binary applies them).
@@ -208,6 +227,7 @@ impl Default for GatewayConfig {
             slow_start_ms: 10_000,
             shutdown_grace_ms: 30_000,
             workers: 0,
+            tls: None,
             log: LogSettings::default(),
         }
     }
@@ -403,6 +423,12 @@ impl GatewayConfig {
         ms("slow_start_ms", self.slow_start_ms, 0, 3_600_000, problems);
         ms("shutdown_grace_ms", self.shutdown_grace_ms, 0, 3_600_000, problems);
         ms("workers", self.workers as u64, 0, 256, problems);
+        if let Some(tls) = &self.tls {
+            if tls.certificate_file.is_empty() || tls.key_file.is_empty() {
+                problems.push("tls: certificate_file and key_file are both required".into());
+            }
+            ms("tls.reload_interval_ms", tls.reload_interval_ms, 100, 86_400_000, problems);
+        }
         if !matches!(self.log.format.as_str(), "json" | "human") {
             problems.push(format!("log.format: {:?} must be json or human", self.log.format));
         }

@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub stop: CancellationToken,
     /// Set when shutdown begins: readiness turns 503 so a balancer in front stops sending.
     pub shutting_down: std::sync::atomic::AtomicBool,
+    /// The public listener's certificate, when it serves TLS.
+    pub certificates: Option<Arc<server_tls::Certificates>>,
 }
 
 impl Shared {
@@ -131,6 +133,13 @@ impl Gateway {
             first_checks.spawn(async move { health::check(&pool, &client, &backend, &health).await });
         }
         while first_checks.join_next().await.is_some() {}
+        let certificates = match &config.tls {
+            Some(tls) => Some(Arc::new(
+                server_tls::Certificates::load(tls.certificate_file.as_ref(), tls.key_file.as_ref())
+                    .context("tls: cannot use the certificate")?,
+            )),
+            None => None,
+        };
         let proxy = Arc::new(Proxy::new(&config, Arc::clone(&pool), clock));
         let shared = Arc::new(Shared {
             pool,
@@ -141,6 +150,7 @@ impl Gateway {
             metrics,
             stop: CancellationToken::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            certificates,
         });
         let workers = match config.workers {
             0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
@@ -175,6 +185,11 @@ impl Gateway {
         }
         let admin = tokio::spawn(admin::serve(admin_listener, Arc::clone(&shared)));
         let sweeper = tokio::spawn(sweep_limits(Arc::clone(&shared)));
+        if let (Some(certificates), Some(tls)) = (&shared.certificates, &config.tls) {
+            tokio::spawn(Arc::clone(certificates).watch(millis(tls.reload_interval_ms), shared.stop.clone()));
+        }
+        let acceptor = shared.certificates.as_ref().map(|certificates| certificates.acceptor());
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
         let workers_stop = CancellationToken::new();
         let workers: Vec<Worker> = (0..workers)
             .map(|index| Worker::start(index, &config, workers_stop.clone()))
@@ -218,6 +233,7 @@ impl Gateway {
                     let client = worker.client.clone();
                     let builder = builder.clone();
                     let watcher = graceful.watcher();
+                    let acceptor = acceptor.clone();
                     worker.handle.spawn(async move {
                         // Registered with the worker's own reactor, here on its thread.
                         let stream = match tokio::net::TcpStream::from_std(stream) {
@@ -229,10 +245,19 @@ impl Gateway {
                         };
                         let service = hyper::service::service_fn(move |request| {
                             let (proxy, client) = (Arc::clone(&proxy), client.clone());
-                            async move { Ok::<_, Infallible>(proxy.handle(&client, request, peer).await) }
+                            async move { Ok::<_, Infallible>(proxy.handle(&client, request, peer, scheme).await) }
                         });
-                        let connection = builder.serve_connection(TokioIo::new(stream), service);
-                        if let Err(error) = watcher.watch(connection).await {
+                        let result = match acceptor {
+                            None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                            Some(acceptor) => match server_tls::handshake(&acceptor, stream).await {
+                                Ok(tls) => watcher.watch(builder.serve_connection(TokioIo::new(tls), service)).await,
+                                Err(error) => {
+                                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                                    return;
+                                }
+                            },
+                        };
+                        if let Err(error) = result {
                             tracing::debug!(%peer, error = %error, "client connection ended with an error");
                         }
                     });

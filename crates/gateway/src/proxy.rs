@@ -165,17 +165,19 @@ impl Proxy {
     }
 
     /// Answers one client request, reaching backends with `client` (the worker's own, so that
-    /// a request and its upstream connection live on one thread).
+    /// a request and its upstream connection live on one thread); `scheme` is how the client
+    /// reached the gateway (`http` or `https`).
     pub async fn handle(
         &self,
         client: &UpstreamClient,
         request: Request<Incoming>,
         peer: SocketAddr,
+        scheme: &'static str,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let (mut parts, incoming) = request.into_parts();
         let request_id = forwarded::ensure_request_id(&mut parts.headers);
-        let response = self.forward(client, parts, incoming, peer, &request_id, started).await;
+        let response = self.forward(client, parts, incoming, (peer, scheme), &request_id, started).await;
         self.metrics.duration.record(started.elapsed().as_secs_f64());
         response
     }
@@ -185,7 +187,7 @@ impl Proxy {
         client: &UpstreamClient,
         parts: http::request::Parts,
         incoming: Incoming,
-        peer: SocketAddr,
+        (peer, scheme): (SocketAddr, &'static str),
         request_id: &HeaderValue,
         started: Instant,
     ) -> Response<ProxyBody> {
@@ -220,7 +222,7 @@ impl Proxy {
             );
         }
         let key = self.pool.balancer().wants_key().then(|| hash_key(&self.hash_key, &parts.headers, peer.ip()));
-        let mut headers = upstream_headers(&parts, peer.ip());
+        let mut headers = upstream_headers(&parts, peer.ip(), scheme);
         let path = parts.uri.path_and_query().map_or("/", |path| path.as_str()).to_owned();
         let bodiless = incoming.is_end_stream();
         let idempotent = is_idempotent(&parts.method);
@@ -402,7 +404,7 @@ fn clamp_usize(value: u64) -> usize {
 }
 
 /// The request headers a backend gets: hop-by-hop out, forwarding in, `Host` kept.
-fn upstream_headers(parts: &http::request::Parts, client: IpAddr) -> HeaderMap {
+fn upstream_headers(parts: &http::request::Parts, client: IpAddr, scheme: &'static str) -> HeaderMap {
     let mut headers = parts.headers.clone();
     forwarded::strip_hop_by_hop(&mut headers);
     let host = match headers.get(header::HOST) {
@@ -413,7 +415,7 @@ fn upstream_headers(parts: &http::request::Parts, client: IpAddr) -> HeaderMap {
     if let Some(host) = &host {
         headers.insert(header::HOST, host.clone());
     }
-    forwarded::add_forwarding(&mut headers, client, "http", host.as_ref());
+    forwarded::add_forwarding(&mut headers, client, scheme, host.as_ref());
     headers
 }
 

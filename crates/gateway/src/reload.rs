@@ -41,6 +41,13 @@ impl Reloader {
     /// Checks `next` and applies its pool; an invalid configuration changes nothing.
     pub fn apply(&self, next: GatewayConfig) -> Result<ReloadReport, crate::ConfigErrors> {
         next.check()?;
+        // The certificate is read again too (also done by the file watch); a bad new pair is
+        // logged and the current one kept.
+        if let Some(certificates) = &self.shared.certificates
+            && let Err(error) = certificates.reload()
+        {
+            tracing::warn!(%error, "cannot reload the TLS certificate; keeping the current one");
+        }
         let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut report = ReloadReport { needs_restart: fixed_changes(&current, &next), ..ReloadReport::default() };
         let pool = &self.shared.pool;

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway::balance::Algorithm;
@@ -80,6 +81,8 @@ fn config(backends: Vec<BackendConfig>) -> GatewayConfig {
 }
 
 async fn start(config: GatewayConfig) -> TestGateway {
+    // reqwest's TLS (for the HTTPS test) needs the process-wide provider, whichever test is first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let gateway = Gateway::build(config, None).await.unwrap();
     let (port, admin_port, reloader) = (gateway.port(), gateway.admin_port(), gateway.reloader());
     let stop = CancellationToken::new();
@@ -454,4 +457,102 @@ async fn a_reload_applies_the_new_pool_and_refuses_an_invalid_file() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     gateway.stop().await;
+}
+
+#[tokio::test]
+async fn tls_at_the_edge_serves_https_and_h2_tells_the_backend_and_picks_up_a_renewal() {
+    let directory = tempfile::tempdir().unwrap();
+    let (certificate, key) = (directory.path().join("cert.pem"), directory.path().join("key.pem"));
+    let write_pair = || {
+        let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        std::fs::write(&certificate, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        generated.cert
+    };
+    let first = write_pair();
+    let up = upstream(Mode::Ok).await;
+    let mut settings = config(vec![backend("up", up.address())]);
+    settings.tls = Some(gateway::config::TlsSettings {
+        certificate_file: certificate.display().to_string(),
+        key_file: key.display().to_string(),
+        reload_interval_ms: 60_000,
+    });
+    let gateway = start(settings.clone()).await;
+
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(first.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let response = client.get(format!("https://127.0.0.1:{}/secure", gateway.port)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = proxied(&up);
+    assert_eq!(seen[0].header("x-forwarded-proto"), Some("https"));
+    assert!(seen[0].header("forwarded").unwrap().contains("proto=https"));
+    // Plain HTTP to the TLS port is not served.
+    assert!(gateway.http.get(gateway.url("/plain")).send().await.is_err());
+
+    // ALPN offers HTTP/2, and after a renewal (reloaded on SIGHUP's path) new handshakes get
+    // the new certificate.
+    let presented = |alpn: Vec<Vec<u8>>| {
+        let port = gateway.port;
+        async move {
+            let mut config = rustls::ClientConfig::builder()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAny))
+                .with_no_client_auth();
+            config.alpn_protocols = alpn;
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let tls = connector.connect("127.0.0.1".try_into().unwrap(), tcp).await.unwrap();
+            let (_, session) = tls.get_ref();
+            (session.alpn_protocol().map(<[u8]>::to_vec), session.peer_certificates().unwrap()[0].to_vec())
+        }
+    };
+    let (alpn, certificate_der) = presented(vec![b"h2".to_vec(), b"http/1.1".to_vec()]).await;
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(certificate_der, first.der().to_vec());
+    let renewed = write_pair();
+    gateway.reloader.apply(settings).unwrap();
+    let (_, certificate_der) = presented(vec![b"http/1.1".to_vec()]).await;
+    assert_eq!(certificate_der, renewed.der().to_vec(), "the renewal is served without a restart");
+    gateway.stop().await;
+}
+
+/// Accepts any server certificate: the test compares the presented one itself.
+#[derive(Debug)]
+struct AcceptAny;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _certificate: &rustls::pki_types::CertificateDer<'_>,
+        _signature: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _certificate: &rustls::pki_types::CertificateDer<'_>,
+        _signature: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
 }
