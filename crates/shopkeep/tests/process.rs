@@ -850,3 +850,68 @@ async fn the_gateway_runs_from_the_cli_changes_its_pool_and_reloads_on_sighup() 
     let status = tokio::time::timeout(Duration::from_secs(30), gateway.wait()).await.unwrap().unwrap();
     assert!(status.success(), "the gateway drains and exits 0 on SIGTERM");
 }
+
+#[tokio::test]
+async fn serve_terminates_tls_itself_when_given_a_certificate() {
+    let directory = tempfile::tempdir().unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (certificate, key) = (directory.path().join("cert.pem"), directory.path().join("key.pem"));
+    std::fs::write(&certificate, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let (certificate, key) = (certificate.display().to_string(), key.display().to_string());
+
+    // Half a pair, or TLS without http.https, is refused before anything listens.
+    let url = sqlite_url(directory.path());
+    let (code, _, stderr) = output(
+        shopkeep()
+            .args(["config", "check"])
+            .env("DATABASE_URL", &url)
+            .env("SHOPKEEP_SERVER__TLS_CERTIFICATE_FILE", &certificate),
+    )
+    .await;
+    assert_eq!(code, 78);
+    assert!(stderr.contains("server.tls_key_file"), "{stderr}");
+    let (code, _, stderr) = output(
+        shopkeep()
+            .args(["config", "check"])
+            .env("DATABASE_URL", &url)
+            .env("SHOPKEEP_SERVER__TLS_CERTIFICATE_FILE", &certificate)
+            .env("SHOPKEEP_SERVER__TLS_KEY_FILE", &key),
+    )
+    .await;
+    assert_eq!(code, 78);
+    assert!(stderr.contains("http.https: must be true"), "{stderr}");
+    let (code, _, stderr) = output(
+        shopkeep()
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", &url)
+            .env("SHOPKEEP_SERVER__TLS_CERTIFICATE_FILE", &key)
+            .env("SHOPKEEP_SERVER__TLS_KEY_FILE", &key)
+            .env("SHOPKEEP_HTTP__HTTPS", "true"),
+    )
+    .await;
+    assert_ne!(code, 0, "a file without a certificate stops serve at start");
+    assert!(stderr.contains("no PEM certificate"), "{stderr}");
+
+    let server = Server::start_with(
+        &url,
+        &[
+            ("SHOPKEEP_SERVER__TLS_CERTIFICATE_FILE", &certificate),
+            ("SHOPKEEP_SERVER__TLS_KEY_FILE", &key),
+            ("SHOPKEEP_HTTP__HTTPS", "true"),
+        ],
+    )
+    .await;
+    let client = http_client(
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(generated.cert.pem().as_bytes()).unwrap()),
+    );
+    let secure = client.get(format!("https://{}/health/ready", server.address)).send().await.unwrap();
+    assert_eq!(secure.status(), 200);
+    assert!(secure.headers().contains_key("strict-transport-security"), "HSTS over TLS");
+    let plain = http_client(reqwest::Client::builder()).get(server.url("/health/ready")).send().await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200, "plain HTTP is not served on the TLS port");
+    server.signal("TERM");
+    let (code, _) = server.wait().await;
+    assert_eq!(code, 0);
+}

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::telemetry;
 
+mod tls;
 mod wiring;
 
 pub use wiring::{account_service, open_store, order_service, payment_provider, webhook_clients, webhook_service};
@@ -49,6 +50,8 @@ pub struct Application {
     replicated: Arc<SqlStore>,
     /// Feature flags, reloaded in the background when their stored generation moves.
     flags: shop::flags::FlagService,
+    /// The public listener's certificate, when it serves TLS itself.
+    certificates: Option<Arc<server_tls::Certificates>>,
     started: Instant,
 }
 
@@ -200,6 +203,13 @@ impl Application {
         // The state adds the caches of rendered bodies to the services' own.
         let caches = state.caches();
         let public_router = shop_api::public_router(state.clone()).map_err(|problem| anyhow::anyhow!(problem))?;
+        let certificates = match config.server.tls() {
+            Some((certificate, key)) => Some(Arc::new(
+                server_tls::Certificates::load(certificate.as_ref(), key.as_ref())
+                    .context("server.tls_certificate_file: cannot use the certificate")?,
+            )),
+            None => None,
+        };
         let public = TcpListener::bind(config.listen())
             .await
             .with_context(|| format!("failed to listen on {}", config.listen()))?;
@@ -232,6 +242,7 @@ impl Application {
             shared_cache,
             replicated,
             flags,
+            certificates,
             started,
         })
     }
@@ -271,6 +282,7 @@ impl Application {
             shared_cache,
             replicated,
             flags,
+            certificates,
             started,
         } = self;
         let public_address = public.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -333,11 +345,28 @@ impl Application {
                 log_filter: telemetry::log_filter_control(),
             },
         );
-        let mut public_server = tokio::spawn(
-            axum::serve(public, public_router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
-                .into_future(),
-        );
+        let public_service = public_router.into_make_service_with_connect_info::<SocketAddr>();
+        let mut public_server = match &certificates {
+            None => tokio::spawn(
+                axum::serve(public, public_service)
+                    .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
+                    .into_future(),
+            ),
+            Some(certificates) => {
+                let every = config.server.tls_reload_interval();
+                tasks.spawn(Arc::clone(certificates).watch(every, background.clone()));
+                let listener = tls::TlsListener::new(public, certificates.acceptor(), stop_accepting.clone())
+                    .context("cannot start the TLS listener")?;
+                // axum gives `ConnectInfo<SocketAddr>` for its own TCP listener and for tapped
+                // listeners; the (empty) tap is what lets a custom listener say the peer.
+                let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+                tokio::spawn(
+                    axum::serve(listener, public_service)
+                        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
+                        .into_future(),
+                )
+            }
+        };
         let mut admin_server = tokio::spawn(
             axum::serve(admin, admin_router)
                 .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())

@@ -203,6 +203,10 @@ impl Config {
         for section in sections {
             section.validate(problems);
         }
+        // Over TLS the session cookie must be Secure (and HSTS sent): say so rather than guess.
+        if self.server.tls().is_some() && !self.http.https {
+            problems.push("http.https: must be true when server.tls_certificate_file is set".into());
+        }
         // An admin listener others can reach must not serve metrics and actions to anyone.
         if let Ok(admin) = self.server.admin_listen.parse::<SocketAddr>()
             && !admin.ip().is_loopback()

@@ -24,6 +24,24 @@ pub struct ServerConfig {
     /// How long to keep answering (with readiness 503) before closing the listener, so load
     /// balancers notice the instance is leaving. 0 closes at once.
     pub drain_delay_secs: u64,
+    /// Serve the public listener over TLS with this PEM certificate chain (and `tls_key_file`);
+    /// plain HTTP when unset (TLS at a proxy or `shopkeep gateway`).
+    pub tls_certificate_file: Option<String>,
+    /// The PEM private key of `tls_certificate_file`.
+    pub tls_key_file: Option<String>,
+    /// How often the two files are checked for a renewal.
+    pub tls_reload_interval_secs: u64,
+}
+
+impl ServerConfig {
+    /// The certificate and key files, when the public listener serves TLS.
+    pub fn tls(&self) -> Option<(&str, &str)> {
+        Some((self.tls_certificate_file.as_deref()?, self.tls_key_file.as_deref()?))
+    }
+
+    pub fn tls_reload_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.tls_reload_interval_secs)
+    }
 }
 
 impl Default for ServerConfig {
@@ -33,6 +51,9 @@ impl Default for ServerConfig {
             admin_listen: "127.0.0.1:9090".into(),
             shutdown_timeout_secs: 30,
             drain_delay_secs: 0,
+            tls_certificate_file: None,
+            tls_key_file: None,
+            tls_reload_interval_secs: 10,
         }
     }
 }
@@ -49,6 +70,14 @@ impl Validate for ServerConfig {
         }
         if self.shutdown_timeout_secs == 0 || self.shutdown_timeout_secs > 3_600 {
             problems.push("server.shutdown_timeout_secs: must be between 1 and 3600".into());
+        }
+        if self.tls_certificate_file.is_some() != self.tls_key_file.is_some() {
+            problems.push(
+                "server.tls_key_file: give both server.tls_certificate_file and server.tls_key_file, or neither".into(),
+            );
+        }
+        if !(1..=86_400).contains(&self.tls_reload_interval_secs) {
+            problems.push("server.tls_reload_interval_secs: must be between 1 and 86400".into());
         }
         if self.drain_delay_secs > 300 {
             problems.push("server.drain_delay_secs: must be at most 300".into());
