@@ -108,7 +108,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     let now = shared.pool.now();
     let routable = shared.pool.backends().iter().any(|backend| {
         !backend.is_draining()
-            && backend.target_weight() > 0
+            && backend.effective_weight(now) > 0.0
             && backend.health() == Health::Healthy
             && !backend.is_ejected(now)
     });

@@ -142,8 +142,12 @@ impl Pool {
     pub fn pick(&self, key: Option<&[u8]>, tried: &[Arc<Backend>]) -> Option<Arc<Backend>> {
         let now = self.clock.now();
         let backends = self.backends.load();
-        let members: Vec<Arc<Backend>> =
-            backends.iter().filter(|backend| !backend.is_draining() && backend.target_weight() > 0).cloned().collect();
+        // A weight on its way to 0 (`--over`) still takes its shrinking share until it gets there.
+        let members: Vec<Arc<Backend>> = backends
+            .iter()
+            .filter(|backend| !backend.is_draining() && backend.effective_weight(now) > 0.0)
+            .cloned()
+            .collect();
         if members.is_empty() {
             return None;
         }
@@ -154,9 +158,10 @@ impl Pool {
             .collect();
         let panic_threshold = self.policy.outlier.panic_threshold_percent as usize;
         if candidates.len() * 100 < panic_threshold * members.len() {
-            // Too few healthy to carry the load: spread it over all rather than crush the few.
+            // Too few healthy to carry the load: spread it over all that have been checked
+            // rather than crush the few (a backend never checked yet still gets nothing).
             self.metrics.panic_routing.increment(1);
-            candidates = members.clone();
+            candidates = members.iter().filter(|backend| backend.health() != Health::Unchecked).cloned().collect();
         }
         let limit = self.policy.max_in_flight_per_backend;
         candidates
@@ -178,12 +183,12 @@ impl Pool {
                     return false;
                 }
                 Outcome::ServerError => {
-                    state.consecutive_5xx += 1;
+                    state.consecutive_5xx = state.consecutive_5xx.saturating_add(1);
                     state.consecutive_gateway_failures = 0;
                 }
                 Outcome::GatewayFailure => {
-                    state.consecutive_5xx += 1;
-                    state.consecutive_gateway_failures += 1;
+                    state.consecutive_5xx = state.consecutive_5xx.saturating_add(1);
+                    state.consecutive_gateway_failures = state.consecutive_gateway_failures.saturating_add(1);
                 }
             }
             let over_5xx = policy.consecutive_5xx > 0 && state.consecutive_5xx >= policy.consecutive_5xx;
@@ -213,9 +218,28 @@ impl Pool {
         let backends = self.backends.load();
         let pool_size = backends.len();
         let ejected = backends.iter().filter(|backend| backend.is_ejected(now)).count();
-        if ejected >= max_ejected(pool_size, self.policy.outlier.max_ejection_percent) {
+        // Backends that could take a request if this one left: never eject the last of them,
+        // whatever the percentage says (the others may be draining, unhealthy or weighed out).
+        let others_available = backends
+            .iter()
+            .filter(|other| !std::ptr::eq(Arc::as_ptr(other), backend))
+            .filter(|other| {
+                !other.is_draining()
+                    && other.effective_weight(now) > 0.0
+                    && other.health() == Health::Healthy
+                    && !other.is_ejected(now)
+            })
+            .count();
+        if ejected >= max_ejected(pool_size, self.policy.outlier.max_ejection_percent) || others_available == 0 {
             self.metrics.ejections_refused.increment(1);
-            tracing::warn!(backend = backend.name(), reason, ejected, pool_size, "ejection refused: too many ejected");
+            tracing::warn!(
+                backend = backend.name(),
+                reason,
+                ejected,
+                others_available,
+                pool_size,
+                "ejection refused: too many out already"
+            );
             return false;
         }
         let policy = &self.policy.outlier;
@@ -369,6 +393,38 @@ mod tests {
         assert_eq!(max_ejected(2, 100), 1);
         assert_eq!(max_ejected(3, 10), 1, "at least one");
         assert_eq!(max_ejected(10, 30), 3);
+    }
+
+    #[test]
+    fn the_last_backend_able_to_take_requests_is_never_ejected() {
+        let clock = Arc::new(ManualClock::default());
+        let pool = pool(&clock, OutlierConfig { max_ejection_percent: 100, ..outlier() }, 3);
+        pool.find("b0").unwrap().set_draining(true);
+        pool.find("b1").unwrap().record_check(false, 1, 1, Duration::ZERO, clock.now());
+        let b2 = pool.find("b2").unwrap();
+        pool.record(&b2, Outcome::GatewayFailure);
+        assert!(!pool.record(&b2, Outcome::GatewayFailure), "b2 is the only one left to serve");
+        assert!(!b2.is_ejected(clock.now()));
+    }
+
+    #[test]
+    fn a_weight_shifting_to_zero_keeps_a_shrinking_share_until_it_gets_there() {
+        let clock = Arc::new(ManualClock::default());
+        let pool = pool(&clock, outlier(), 2);
+        pool.find("b0").unwrap().shift_weight(0, Duration::from_secs(10), clock.now());
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(names_picked(&pool, 30).len(), 2, "half way: still in the pool");
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(names_picked(&pool, 30), ["b1"].map(String::from).into());
+    }
+
+    #[test]
+    fn panic_routing_never_sends_to_a_backend_not_checked_yet() {
+        let clock = Arc::new(ManualClock::default());
+        let pool = pool(&clock, OutlierConfig { panic_threshold_percent: 100, ..outlier() }, 1);
+        pool.find("b0").unwrap().record_check(false, 1, 1, Duration::ZERO, clock.now());
+        pool.add(Arc::new(Backend::new("new", "127.0.0.1:1".parse().unwrap(), 1, clock.now()))).unwrap();
+        assert_eq!(names_picked(&pool, 10), ["b0"].map(String::from).into());
     }
 
     #[test]

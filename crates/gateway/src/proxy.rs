@@ -88,6 +88,8 @@ enum Failure {
     Broken,
     /// No response headers within the first-byte timeout.
     TimedOut,
+    /// The client's streamed body went past the size limit.
+    TooLarge,
 }
 
 impl Failure {
@@ -95,6 +97,7 @@ impl Failure {
         match self {
             Failure::Refused | Failure::Broken => StatusCode::BAD_GATEWAY,
             Failure::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+            Failure::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -103,6 +106,7 @@ impl Failure {
             Failure::Refused => "the backend refused the connection",
             Failure::Broken => "the backend failed to answer",
             Failure::TimedOut => "the backend did not answer in time",
+            Failure::TooLarge => "the request body is larger than the limit",
         }
     }
 }
@@ -255,20 +259,13 @@ impl Proxy {
         let mut permit = Some(permit);
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         self.retry_budget.record_call();
-        let mut last_failure = None;
+        let Some(mut backend) = self.pool.pick(key.as_deref(), &tried) else {
+            self.metrics.no_backend.increment(1);
+            return problem(StatusCode::SERVICE_UNAVAILABLE, "no backend can take the request", request_id, Some(1));
+        };
+        // A body streamed through cannot be sent again, and its failures may be the client's.
+        let streamed = !bodiless && kept.is_none();
         loop {
-            let Some(backend) = self.pool.pick(key.as_deref(), &tried) else {
-                if let Some((status, detail)) = last_failure {
-                    return problem(status, detail, request_id, None);
-                }
-                self.metrics.no_backend.increment(1);
-                return problem(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no backend can take the request",
-                    request_id,
-                    Some(1),
-                );
-            };
             tried.push(Arc::clone(&backend));
             let request_body = match (&kept, body.take()) {
                 (Some(bytes), _) => body::full(bytes.clone()),
@@ -278,33 +275,41 @@ impl Proxy {
                 _ => body::empty(),
             };
             // Only a request that may be retried needs its headers again.
-            let retriable_method = idempotent && (bodiless || kept.is_some());
+            let retriable_method = idempotent && !streamed;
             let attempt_headers =
                 if retriable_method || bodiless { headers.clone() } else { std::mem::take(&mut headers) };
             let upstream = match upstream_request(&parts.method, &backend, &path, attempt_headers, request_body) {
                 Ok(upstream) => upstream,
                 Err(detail) => return problem(StatusCode::BAD_REQUEST, detail, request_id, None),
             };
-            let attempt = self.attempt(client, &backend, upstream, deadline, permit.take()).await;
+            let attempt = self.attempt(client, &backend, upstream, deadline, permit.take(), streamed).await;
             let attempts_left = tried.len() <= self.max_retries as usize && Instant::now() < deadline;
+            // Another backend to retry on, if there is one and the budget allows; otherwise the
+            // answer (or failure) at hand is the client's, the backend's `Retry-After` included.
+            let retry_on = |retriable: bool| {
+                if !(retriable && attempts_left) {
+                    return None;
+                }
+                let other = self.pool.pick(key.as_deref(), &tried)?;
+                self.may_retry().then_some(other)
+            };
             match attempt {
-                Attempt::Answered(response, holds, backend) => {
-                    let status = response.status();
-                    let retry_status = matches!(status.as_u16(), 502..=504);
-                    if retry_status && retriable_method && attempts_left && self.may_retry() {
+                Attempt::Answered(response, holds, answered_by) => {
+                    let retry_status = matches!(response.status().as_u16(), 502..=504);
+                    if let Some(other) = retry_on(retry_status && retriable_method) {
                         permit = holds.permit;
-                        last_failure = Some((status, "the backend could not answer"));
+                        backend = other;
                         continue;
                     }
-                    return self.stream_back(response, holds, &backend, request_id, deadline);
+                    return self.stream_back(response, holds, &answered_by, request_id, deadline);
                 }
                 Attempt::Failed(failure, returned) => {
                     permit = returned;
                     // A refused connection never reached the backend: safe to retry for any
                     // method whose body is still here to send.
                     let retriable = retriable_method || (bodiless && failure == Failure::Refused);
-                    if retriable && attempts_left && self.may_retry() {
-                        last_failure = Some((failure.status(), failure.detail()));
+                    if let Some(other) = retry_on(retriable && failure != Failure::TooLarge) {
+                        backend = other;
                         continue;
                     }
                     return problem(failure.status(), failure.detail(), request_id, None);
@@ -331,6 +336,7 @@ impl Proxy {
         upstream: Request<ProxyBody>,
         deadline: Instant,
         permit: Option<resilience::ShedPermit>,
+        streamed: bool,
     ) -> Attempt {
         let in_flight = backend.start_request();
         let sent = Instant::now();
@@ -361,21 +367,41 @@ impl Proxy {
                 Attempt::Answered(response, Holds { in_flight, permit }, Arc::clone(backend))
             }
             Ok(Err(error)) => {
-                backend.metrics.failures.increment(1);
-                backend.observe_latency(elapsed.max(self.failure_penalty), now, decay);
-                self.pool.record(backend, Outcome::GatewayFailure);
+                if body_too_large(&error) {
+                    self.metrics.too_large.increment(1);
+                    return Attempt::Failed(Failure::TooLarge, permit);
+                }
                 let failure = if error.is_connect() { Failure::Refused } else { Failure::Broken };
                 tracing::warn!(backend = backend.name(), error = %error_chain(&error), "upstream request failed");
+                self.charge_failure(backend, failure, streamed, elapsed, now, decay);
                 Attempt::Failed(failure, permit)
             }
             Err(_elapsed) => {
-                backend.metrics.failures.increment(1);
-                backend.observe_latency(elapsed.max(self.failure_penalty), now, decay);
-                self.pool.record(backend, Outcome::GatewayFailure);
                 tracing::warn!(backend = backend.name(), "upstream request timed out before its first byte");
+                self.charge_failure(backend, Failure::TimedOut, streamed, elapsed, now, decay);
                 Attempt::Failed(Failure::TimedOut, permit)
             }
         }
+    }
+
+    /// Counts a failure against the backend (ejection, penalty latency) — unless the request
+    /// streamed a body and the connection was made: a slow or broken upload is the client's
+    /// doing as likely as the backend's, and a client must not be able to eject backends.
+    fn charge_failure(
+        &self,
+        backend: &Backend,
+        failure: Failure,
+        streamed: bool,
+        elapsed: Duration,
+        now: std::time::Instant,
+        decay: Duration,
+    ) {
+        backend.metrics.failures.increment(1);
+        if streamed && failure != Failure::Refused {
+            return;
+        }
+        backend.observe_latency(elapsed.max(self.failure_penalty), now, decay);
+        self.pool.record(backend, Outcome::GatewayFailure);
     }
 
     /// The backend's answer for the client: hop-by-hop headers out, the request id in, the
@@ -461,6 +487,18 @@ fn hash_key(key: &HashKey, headers: &HeaderMap, client: IpAddr) -> Vec<u8> {
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let seconds: u64 = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(seconds.min(300)))
+}
+
+/// Whether an upstream failure was the client's body going past the limit.
+fn body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

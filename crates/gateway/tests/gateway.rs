@@ -556,3 +556,32 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
         rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[tokio::test]
+async fn an_oversized_streamed_upload_is_413_and_never_counts_against_the_backend() {
+    let sink = upstream(Mode::NeverRespond).await;
+    let settings = GatewayConfig {
+        limits: LimitsConfig { max_request_body_bytes: 1_000, ..LimitsConfig::default() },
+        ..config(vec![backend("sink", sink.address()), backend("other", upstream(Mode::Ok).await.address())])
+    };
+    let gateway = start(settings).await;
+    let mut too_large = 0;
+    for _ in 0..4 {
+        // Chunked: no Content-Length to refuse up front, so the limit cuts the stream.
+        let chunks = futures::stream::iter((0..5).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 1_000])));
+        let response = gateway
+            .http
+            .post(gateway.url("/upload"))
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 413 {
+            too_large += 1;
+        }
+    }
+    assert_eq!(too_large, 4, "every upload was cut at the limit, whichever backend it went to");
+    let sink_state = gateway.backend("sink").await;
+    assert_eq!(sink_state["times_ejected"], 0, "a client's upload does not eject a backend: {sink_state}");
+    gateway.stop().await;
+}
