@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -99,8 +100,11 @@ async fn require_token(
     next.run(request).await
 }
 
+/// The token of an `Authorization: Bearer …` header (the scheme is case-insensitive).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Ready while at least one backend could take a request and the gateway is not shutting down.
@@ -239,12 +243,19 @@ fn drain_wait(query: &DrainQuery) -> Result<Duration, AdminError> {
     }
 }
 
+/// The drain query, refused with a problem (not axum's plain-text rejection) when malformed.
+fn drain_query(query: Result<Query<DrainQuery>, QueryRejection>) -> Result<Duration, AdminError> {
+    let Query(query) =
+        query.map_err(|rejection| AdminError::Invalid(format!("invalid query: {}", rejection.body_text())))?;
+    drain_wait(&query)
+}
+
 async fn drain_backend(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    Query(query): Query<DrainQuery>,
+    query: Result<Query<DrainQuery>, QueryRejection>,
 ) -> Result<Json<Value>, AdminError> {
-    let wait = drain_wait(&query)?;
+    let wait = drain_query(query)?;
     let backend = find(&shared, &name)?;
     let drained = drain(&shared, &backend, wait).await;
     let mut answer = describe(&shared, &backend);
@@ -267,13 +278,16 @@ async fn undrain_backend(
 async fn remove_backend(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    Query(query): Query<DrainQuery>,
+    query: Result<Query<DrainQuery>, QueryRejection>,
 ) -> Result<Json<Value>, AdminError> {
-    let wait = drain_wait(&query)?;
+    let wait = drain_query(query)?;
     let backend = find(&shared, &name)?;
     let drained = drain(&shared, &backend, wait).await;
     let mut answer = describe(&shared, &backend);
-    shared.pool.remove(&name)?;
+    // Exactly the backend drained: one re-added under the same name meanwhile stays.
+    if !shared.pool.remove_exact(&backend) {
+        return Err(AdminError::Conflict(format!("{name:?} was replaced or removed while it drained")));
+    }
     tracing::info!(backend = backend.name(), drained, "backend removed");
     answer["drained"] = json!(drained);
     answer["removed"] = json!(true);

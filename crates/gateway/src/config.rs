@@ -49,6 +49,9 @@ pub struct GatewayConfig {
     pub slow_start_ms: u64,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace_ms: u64,
+    /// On shutdown, how long to keep accepting with readiness 503 before closing the listener,
+    /// so a balancer in front notices first (its check interval × fall count).
+    pub drain_delay_ms: u64,
     /// Worker threads, each running its connections and their upstream connections on one
     /// thread (as nginx's workers do); 0: one per core the process may run on.
     pub workers: usize,
@@ -226,6 +229,7 @@ impl Default for GatewayConfig {
             failure_penalty_ms: 1_000,
             slow_start_ms: 10_000,
             shutdown_grace_ms: 30_000,
+            drain_delay_ms: 0,
             workers: 0,
             tls: None,
             log: LogSettings::default(),
@@ -423,6 +427,7 @@ impl GatewayConfig {
         ms("slow_start_ms", self.slow_start_ms, 0, 3_600_000, problems);
         ms("shutdown_grace_ms", self.shutdown_grace_ms, 0, 3_600_000, problems);
         ms("workers", self.workers as u64, 0, 256, problems);
+        ms("drain_delay_ms", self.drain_delay_ms, 0, 300_000, problems);
         if let Some(tls) = &self.tls {
             if tls.certificate_file.is_empty() || tls.key_file.is_empty() {
                 problems.push("tls: certificate_file and key_file are both required".into());

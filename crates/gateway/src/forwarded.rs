@@ -27,7 +27,14 @@ fn hop_by_hop() -> [&'static HeaderName; 8] {
     ]
 }
 
-/// Removes the hop-by-hop headers and every header the `Connection` header names.
+/// Headers a client cannot make hop-by-hop by naming them in `Connection`: the gateway itself
+/// needs them end to end.
+fn protected(name: &HeaderName) -> bool {
+    name == header::HOST || name == X_REQUEST_ID || name == header::CONTENT_LENGTH
+}
+
+/// Removes the hop-by-hop headers and every header the `Connection` header names (except the
+/// few the gateway relies on: `Host`, `X-Request-ID`, `Content-Length`).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -35,6 +42,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|token| HeaderName::try_from(token.trim()).ok())
+        .filter(|name| !protected(name))
         .collect();
     for name in named {
         headers.remove(name);
@@ -134,6 +142,15 @@ mod tests {
         strip_hop_by_hop(&mut map);
         assert_eq!(map.len(), 1, "{map:?}");
         assert!(map.contains_key("accept"));
+    }
+
+    #[test]
+    fn connection_cannot_strip_the_host_or_the_request_id() {
+        let mut map =
+            headers(&[("connection", "host, x-request-id"), ("host", "shop.example"), ("x-request-id", "r1")]);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(map["host"], "shop.example");
+        assert_eq!(map["x-request-id"], "r1");
     }
 
     #[test]

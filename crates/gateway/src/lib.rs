@@ -75,6 +75,7 @@ pub struct Gateway {
     admin_listener: TcpListener,
     shared: Arc<Shared>,
     shutdown_grace: Duration,
+    drain_delay: Duration,
     workers: usize,
     config: GatewayConfig,
 }
@@ -94,7 +95,9 @@ impl Worker {
             .build()
             .context("cannot build a gateway worker's runtime")?;
         let handle = runtime.handle().clone();
-        // The client is built inside the runtime, so its connection tasks are spawned there.
+        // The client's connection tasks are spawned on whichever runtime runs the request that
+        // opens them: this worker's, since its requests run here. One client per worker keeps
+        // each pooled connection on the thread that uses it.
         let client = {
             let _entered = runtime.enter();
             proxy::upstream_client(config)
@@ -156,7 +159,15 @@ impl Gateway {
             0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             count => count,
         };
-        Ok(Self { listener, admin_listener, shared, shutdown_grace: millis(config.shutdown_grace_ms), workers, config })
+        Ok(Self {
+            listener,
+            admin_listener,
+            shared,
+            shutdown_grace: millis(config.shutdown_grace_ms),
+            drain_delay: millis(config.drain_delay_ms),
+            workers,
+            config,
+        })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -179,7 +190,10 @@ impl Gateway {
     /// Serves until `shutdown` is cancelled, then stops accepting, lets requests in flight
     /// finish (up to the grace time) and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Gateway { listener, admin_listener, shared, shutdown_grace, workers, config } = self;
+        let Gateway { listener, admin_listener, shared, shutdown_grace, drain_delay, workers, config } = self;
+        // However this future ends — cancelled, an error, dropped — the tasks and worker
+        // threads it started stop with it.
+        let _stop_background = shared.stop.clone().drop_guard();
         for backend in shared.pool.backends().iter() {
             shared.watch(Arc::clone(backend));
         }
@@ -191,11 +205,12 @@ impl Gateway {
         let acceptor = shared.certificates.as_ref().map(|certificates| certificates.acceptor());
         let scheme = if acceptor.is_some() { "https" } else { "http" };
         let workers_stop = CancellationToken::new();
+        let _stop_workers = workers_stop.clone().drop_guard();
         let workers: Vec<Worker> = (0..workers)
             .map(|index| Worker::start(index, &config, workers_stop.clone()))
             .collect::<anyhow::Result<_>>()?;
         tracing::info!(
-            address = %listener.local_addr()?,
+            address = %listener.local_addr().map(|address| address.to_string()).unwrap_or_default(),
             backends = shared.pool.backends().len(),
             workers = workers.len(),
             "gateway listening"
@@ -204,6 +219,7 @@ impl Gateway {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
         builder.http2().timer(TokioTimer::new());
+        let serving = Serving { builder, acceptor, scheme };
         let graceful = GracefulShutdown::new();
         let mut next_worker = 0_usize;
         loop {
@@ -222,50 +238,30 @@ impl Gateway {
                     // Connections go to the workers in turn; each lives on its worker's thread.
                     let worker = &workers[next_worker % workers.len()];
                     next_worker = next_worker.wrapping_add(1);
-                    let stream = match stream.into_std() {
-                        Ok(stream) => stream,
-                        Err(error) => {
-                            tracing::warn!(%error, "cannot hand a connection to a worker");
-                            continue;
-                        }
-                    };
-                    let proxy = Arc::clone(&shared.proxy);
-                    let client = worker.client.clone();
-                    let builder = builder.clone();
-                    let watcher = graceful.watcher();
-                    let acceptor = acceptor.clone();
-                    worker.handle.spawn(async move {
-                        // Registered with the worker's own reactor, here on its thread.
-                        let stream = match tokio::net::TcpStream::from_std(stream) {
-                            Ok(stream) => stream,
-                            Err(error) => {
-                                tracing::warn!(%error, "cannot register a connection");
-                                return;
-                            }
-                        };
-                        let service = hyper::service::service_fn(move |request| {
-                            let (proxy, client) = (Arc::clone(&proxy), client.clone());
-                            async move { Ok::<_, Infallible>(proxy.handle(&client, request, peer, scheme).await) }
-                        });
-                        let result = match acceptor {
-                            None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
-                            Some(acceptor) => match server_tls::handshake(&acceptor, stream).await {
-                                Ok(tls) => watcher.watch(builder.serve_connection(TokioIo::new(tls), service)).await,
-                                Err(error) => {
-                                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                                    return;
-                                }
-                            },
-                        };
-                        if let Err(error) = result {
-                            tracing::debug!(%peer, error = %error, "client connection ended with an error");
-                        }
-                    });
+                    hand_over(worker, (stream, peer), &shared, &serving, &graceful);
                 }
                 () = shutdown.cancelled() => break,
             }
         }
         shared.shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
+        if !drain_delay.is_zero() {
+            // Readiness is 503 now; keep accepting until a balancer in front has noticed.
+            tracing::info!(seconds = drain_delay.as_secs_f64(), "gateway draining: readiness off");
+            let until = tokio::time::Instant::now() + drain_delay;
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        if let Ok((stream, peer)) = accepted {
+                            let _ = stream.set_nodelay(true);
+                            let worker = &workers[next_worker % workers.len()];
+                            next_worker = next_worker.wrapping_add(1);
+                            hand_over(worker, (stream, peer), &shared, &serving, &graceful);
+                        }
+                    }
+                    () = tokio::time::sleep_until(until) => break,
+                }
+            }
+        }
         drop(listener);
         tracing::info!(connections = graceful.count(), "gateway stopping: finishing requests in flight");
         if tokio::time::timeout(shutdown_grace, graceful.shutdown()).await.is_err() {
@@ -284,6 +280,63 @@ impl Gateway {
         tracing::info!("gateway stopped");
         Ok(())
     }
+}
+
+/// How accepted connections are served: the HTTP builder, and TLS when configured.
+struct Serving {
+    builder: auto::Builder<TokioExecutor>,
+    acceptor: Option<server_tls::TlsAcceptor>,
+    /// `https` with TLS, else `http` (what backends are told in `X-Forwarded-Proto`).
+    scheme: &'static str,
+}
+
+/// Gives an accepted connection to `worker`: registered with its reactor, TLS handshake (if
+/// any) and HTTP there, watched for graceful shutdown.
+fn hand_over(
+    worker: &Worker,
+    (stream, peer): (tokio::net::TcpStream, SocketAddr),
+    shared: &Arc<Shared>,
+    serving: &Serving,
+    graceful: &GracefulShutdown,
+) {
+    let (acceptor, scheme) = (serving.acceptor.clone(), serving.scheme);
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%error, "cannot hand a connection to a worker");
+            return;
+        }
+    };
+    let proxy = Arc::clone(&shared.proxy);
+    let client = worker.client.clone();
+    let builder = serving.builder.clone();
+    let watcher = graceful.watcher();
+    worker.handle.spawn(async move {
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "cannot register a connection");
+                return;
+            }
+        };
+        let service = hyper::service::service_fn(move |request| {
+            let (proxy, client) = (Arc::clone(&proxy), client.clone());
+            async move { Ok::<_, Infallible>(proxy.handle(&client, request, peer, scheme).await) }
+        });
+        let result = match acceptor {
+            None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+            Some(acceptor) => match server_tls::handshake(&acceptor, stream).await {
+                Ok(tls) => watcher.watch(builder.serve_connection(TokioIo::new(tls), service)).await,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+            },
+        };
+        if let Err(error) = result {
+            tracing::debug!(%peer, error = %error, "client connection ended with an error");
+        }
+    });
 }
 
 /// Forgets idle per-client limiter state every minute.

@@ -138,6 +138,20 @@ impl Pool {
         Ok(backend)
     }
 
+    /// Removes exactly this backend, if it is still in the pool (a backend of the same name
+    /// added since is left alone); says whether it did.
+    pub fn remove_exact(&self, backend: &Arc<Backend>) -> bool {
+        let mut removed = false;
+        self.backends.rcu(|current| {
+            removed = current.iter().any(|existing| Arc::ptr_eq(existing, backend));
+            Arc::new(current.iter().filter(|existing| !Arc::ptr_eq(existing, backend)).cloned().collect::<Vec<_>>())
+        });
+        if removed {
+            backend.retired.cancel();
+        }
+        removed
+    }
+
     /// The backend for a request, leaving out those in `tried`; `None` if no backend can take it.
     pub fn pick(&self, key: Option<&[u8]>, tried: &[Arc<Backend>]) -> Option<Arc<Backend>> {
         let now = self.clock.now();

@@ -1,8 +1,9 @@
 //! Forwarding one request: admission at the edge (load shedding, per-IP rate limit, body
 //! size), a backend from the pool, the rewritten request over a keep-alive connection with
-//! connect and first-byte timeouts, retries to another backend for idempotent bodiless requests
-//! within a budget, each outcome fed to outlier detection and peak-EWMA (fast failures charged
-//! a penalty), and the response streamed back under the total and idle timeouts.
+//! connect and first-byte timeouts, retries to another backend within a budget (idempotent
+//! requests, a small body kept for the purpose, and refused connections), each outcome fed to
+//! outlier detection and peak-EWMA (fast failures charged a penalty), and the response streamed
+//! back under the total and idle timeouts.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

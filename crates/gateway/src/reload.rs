@@ -20,6 +20,8 @@ pub struct Reloader {
     shared: Arc<Shared>,
     /// The configuration the gateway runs with now.
     current: Arc<std::sync::Mutex<GatewayConfig>>,
+    /// Backends a reload is draining out; a later reload that lists one again keeps it.
+    leaving: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// What a reload did.
@@ -35,7 +37,7 @@ pub struct ReloadReport {
 
 impl Reloader {
     pub(crate) fn new(shared: Arc<Shared>, current: GatewayConfig) -> Self {
-        Self { shared, current: Arc::new(std::sync::Mutex::new(current)) }
+        Self { shared, current: Arc::new(std::sync::Mutex::new(current)), leaving: Arc::default() }
     }
 
     /// Checks `next` and applies its pool; an invalid configuration changes nothing.
@@ -64,13 +66,24 @@ impl Reloader {
                     }
                 }
                 Some(existing) if existing.authority() != &authority => {
-                    // Same name, new address: the old one drains, then the new one joins.
-                    let replacement = Backend::new(&wanted.name, authority, wanted.weight, now);
-                    self.drain_then(existing, Some(Arc::new(replacement)));
-                    report.replaced.push(wanted.name.clone());
+                    // Same name, new address: the old one leaves the pool at once (its requests
+                    // in flight finish on their connections) and the new one joins, so the
+                    // name is never without a backend.
+                    self.leaving().remove(&wanted.name);
+                    pool.remove_exact(&existing);
+                    let replacement = Arc::new(Backend::new(&wanted.name, authority, wanted.weight, now));
+                    if pool.add(Arc::clone(&replacement)).is_ok() {
+                        self.shared.watch(replacement);
+                        report.replaced.push(wanted.name.clone());
+                    }
                 }
-                // A drained backend stays drained: draining is the operator's call, not the file's.
+                // A drained backend stays drained — draining is the operator's call — unless a
+                // reload was taking it out and the file lists it again.
                 Some(existing) => {
+                    if self.leaving().remove(&wanted.name) {
+                        existing.set_draining(false);
+                        report.added.push(wanted.name.clone());
+                    }
                     if existing.target_weight() != wanted.weight {
                         existing.shift_weight(wanted.weight, ramp, now);
                         report.reweighted.push(wanted.name.clone());
@@ -79,8 +92,9 @@ impl Reloader {
             }
         }
         for backend in pool.backends().iter() {
-            if !next.backends.iter().any(|wanted| wanted.name == backend.name()) {
-                self.drain_then(Arc::clone(backend), None);
+            let listed = next.backends.iter().any(|wanted| wanted.name == backend.name());
+            if !listed && self.leaving().insert(backend.name().to_owned()) {
+                self.drain_out(Arc::clone(backend));
                 report.removed.push(backend.name().to_owned());
             }
         }
@@ -96,25 +110,29 @@ impl Reloader {
         Ok(report)
     }
 
-    /// Drains `backend` in the background, removes it, and adds `replacement` if given.
-    fn drain_then(&self, backend: Arc<Backend>, replacement: Option<Arc<Backend>>) {
-        let shared = Arc::clone(&self.shared);
+    fn leaving(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.leaving.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Drains `backend` in the background and removes it — unless a later reload kept it.
+    fn drain_out(&self, backend: Arc<Backend>) {
+        let (shared, leaving) = (Arc::clone(&self.shared), Arc::clone(&self.leaving));
         backend.set_draining(true);
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + RELOAD_DRAIN_WAIT;
-            while backend.in_flight() > 0 && tokio::time::Instant::now() < deadline && !shared.stop.is_cancelled() {
+            let still_leaving =
+                || leaving.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(backend.name());
+            while backend.in_flight() > 0
+                && tokio::time::Instant::now() < deadline
+                && !shared.stop.is_cancelled()
+                && still_leaving()
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            // Only if it is still the same backend: a later reload may have re-added the name.
-            if shared.pool.find(backend.name()).is_some_and(|current| Arc::ptr_eq(&current, &backend))
-                && shared.pool.remove(backend.name()).is_ok()
-            {
+            let removed_from_plan =
+                leaving.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(backend.name());
+            if removed_from_plan && shared.pool.remove_exact(&backend) {
                 tracing::info!(backend = backend.name(), "backend removed by a reload");
-            }
-            if let Some(replacement) = replacement
-                && shared.pool.add(Arc::clone(&replacement)).is_ok()
-            {
-                shared.watch(replacement);
             }
         });
     }

@@ -342,6 +342,60 @@ async fn the_pool_changes_at_run_time_through_the_admin_listener() {
     assert_eq!(too_long.status(), 400);
     let names: Vec<Value> = gateway.backends().await.into_iter().map(|backend| backend["name"].clone()).collect();
     assert_eq!(names, [json!("green")]);
+
+    // More refusals, each a problem: unknown names, bad queries and bodies, weights out of range.
+    let status = |method: reqwest::Method, path: &'static str, body: Option<Value>| {
+        let mut request = gateway.admin(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(reqwest::Method::GET, "/admin/v1/backends/green", None).await, 200);
+    assert_eq!(status(reqwest::Method::GET, "/admin/v1/backends/nobody", None).await, 404);
+    assert_eq!(status(reqwest::Method::POST, "/admin/v1/backends/nobody/drain", None).await, 404);
+    assert_eq!(status(reqwest::Method::POST, "/admin/v1/backends/green/drain?timeout_ms=soon", None).await, 400);
+    assert_eq!(status(reqwest::Method::DELETE, "/admin/v1/backends/green?timeout_ms=99999999", None).await, 400);
+    assert_eq!(
+        status(
+            reqwest::Method::PUT,
+            "/admin/v1/backends/green/weight",
+            Some(json!({"weight": 1, "over_ms": 100_000_000}))
+        )
+        .await,
+        400
+    );
+    assert_eq!(status(reqwest::Method::PUT, "/admin/v1/backends/green/weight", Some(json!({"weight": -1}))).await, 400);
+    assert_eq!(
+        status(reqwest::Method::PUT, "/admin/v1/backends/green/weight", Some(json!({"weight": 1, "later": true})))
+            .await,
+        400
+    );
+    assert_eq!(
+        status(
+            reqwest::Method::POST,
+            "/admin/v1/backends",
+            Some(json!({"name": "big", "address": "127.0.0.1:1", "weight": 1001}))
+        )
+        .await,
+        400
+    );
+    let bad_query =
+        gateway.admin(reqwest::Method::POST, "/admin/v1/backends/green/drain?timeout_ms=soon").send().await.unwrap();
+    assert_eq!(bad_query.headers()["content-type"], "application/problem+json");
+    // The scheme of the token is case-insensitive; metrics need the token too.
+    let lowercase = gateway
+        .http
+        .get(format!("http://127.0.0.1:{}/admin/v1/backends", gateway.admin_port))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lowercase.status(), 200);
+    let metrics = gateway.http.get(format!("http://127.0.0.1:{}/metrics", gateway.admin_port)).send().await.unwrap();
+    assert_eq!(metrics.status(), 401);
+    let no_recorder = gateway.admin(reqwest::Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(no_recorder.status(), 503, "this test process installs no recorder");
     gateway.stop().await;
 }
 
@@ -387,6 +441,34 @@ async fn drain_waits_for_requests_in_flight_and_shutdown_lets_them_finish() {
             .status(),
         200
     );
+
+    // A wait that runs out says so (and the request still finishes).
+    other.set_path_mode("/slow-again", Mode::Slow { delay: Duration::from_millis(400) });
+    let second = tokio::spawn({
+        let url = gateway.url("/slow-again");
+        let http = gateway.http.clone();
+        async move { http.get(url).send().await.unwrap().status() }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let busy = loop {
+        let busy = gateway.backends().await.into_iter().find(|backend| backend["in_flight"] == 1);
+        if let Some(busy) = busy {
+            break busy["name"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the second slow request never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let cut: Value = gateway
+        .admin(reqwest::Method::POST, &format!("/admin/v1/backends/{busy}/drain?timeout_ms=50"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cut["drained"], false, "{cut}");
+    assert_eq!(second.await.unwrap(), 200);
+    gateway.admin(reqwest::Method::POST, &format!("/admin/v1/backends/{busy}/undrain")).send().await.unwrap();
 
     // Shutdown while a request is in flight: it still completes.
     other.set_path_mode("/late", Mode::Slow { delay: Duration::from_millis(400) });
@@ -569,13 +651,8 @@ async fn an_oversized_streamed_upload_is_413_and_never_counts_against_the_backen
     for _ in 0..4 {
         // Chunked: no Content-Length to refuse up front, so the limit cuts the stream.
         let chunks = futures::stream::iter((0..5).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 1_000])));
-        let response = gateway
-            .http
-            .post(gateway.url("/upload"))
-            .body(reqwest::Body::wrap_stream(chunks))
-            .send()
-            .await
-            .unwrap();
+        let response =
+            gateway.http.post(gateway.url("/upload")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
         if response.status() == 413 {
             too_large += 1;
         }
