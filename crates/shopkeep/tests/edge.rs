@@ -233,7 +233,7 @@ http {{
                     .arg(&dir)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
-                    .kill_on_drop(true)
+                    // Not kill_on_drop: SIGKILL would orphan nginx's workers; `Drop` sends SIGTERM.
                     .spawn()
                     .unwrap();
                 front.process = Some(child);
@@ -276,7 +276,7 @@ backend shop
                     .arg(dir.join("haproxy.cfg"))
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
-                    .kill_on_drop(true)
+                    // Not kill_on_drop: SIGKILL would orphan nginx's workers; `Drop` sends SIGTERM.
                     .spawn()
                     .unwrap();
                 front.process = Some(child);
@@ -388,7 +388,9 @@ async fn customer(base: String, index: usize, product: Value, stop: Arc<AtomicBo
     let url = |path: &str| format!("{base}/api/v1{path}");
     let email = format!("customer-{index}@example.com");
     // Sign up (a POST: retried by hand; a lost answer may mean it worked, then sign in).
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
+        assert!(tokio::time::Instant::now() < give_up, "customer {index} could not sign up within 60 s");
         let sent = client
             .post(url("/users"))
             .json(&json!({"email": email, "password": PASSWORD, "name": format!("Customer {index}")}))
@@ -430,7 +432,12 @@ async fn customer(base: String, index: usize, product: Value, stop: Arc<AtomicBo
         );
         // Checkout: one key, retried until a final answer.
         let key = format!("edge-{index}-{round}");
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "customer {index}: checkout {key} got no final answer in 60 s"
+            );
             tally.checkout_attempts.fetch_add(1, Ordering::Relaxed);
             let sent = client
                 .post(url("/orders"))
