@@ -42,23 +42,28 @@ pub enum StreamError {
     TooLarge,
 }
 
-/// What a streamed response keeps alive until it ends.
+/// What a streamed response keeps alive until it ends, and whom to tell how it ended.
 pub struct Holds {
     pub in_flight: InFlight,
     pub permit: Option<ShedPermit>,
+    /// Called once: `true` when the body ended cleanly, `false` when the backend broke it off
+    /// (an error, a stall, too many bytes). Not called when the client goes away first.
+    pub report: Option<Box<dyn FnOnce(bool) + Send>>,
 }
 
 /// A backend's response body with the gateway's limits.
 pub struct LimitedBody<B> {
     inner: B,
     idle_timeout: Duration,
-    /// When the last piece arrived; the idle timer is only re-armed from it when the stream
-    /// waits, not on every piece (timer-wheel work per frame showed in the profile).
-    last_piece: Instant,
+    /// Since when the backend has kept us waiting (None while pieces flow, and while the client
+    /// is not reading: its backpressure is not the backend's idleness). The idle timer is only
+    /// re-armed when the stream waits, not on every piece (timer-wheel work per frame showed in
+    /// the profile).
+    waiting_since: Option<Instant>,
     idle: Pin<Box<Sleep>>,
     deadline: Instant,
     remaining: u64,
-    _holds: Holds,
+    holds: Holds,
 }
 
 impl<B> LimitedBody<B> {
@@ -67,12 +72,20 @@ impl<B> LimitedBody<B> {
         Self {
             inner,
             idle_timeout,
-            last_piece: now,
+            waiting_since: None,
             idle: Box::pin(tokio::time::sleep_until((now + idle_timeout).min(deadline))),
             deadline,
             remaining: max_bytes,
-            _holds: holds,
+            holds,
         }
+    }
+
+    /// Ends the stream with `error`, telling the pool when the backend is to blame.
+    fn fail(&mut self, error: BoxError, backends_fault: bool) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if backends_fault && let Some(report) = self.holds.report.take() {
+            report(false);
+        }
+        Poll::Ready(Some(Err(error)))
     }
 }
 
@@ -91,35 +104,49 @@ where
                 if let Some(data) = frame.data_ref() {
                     let length = data.len() as u64;
                     if length > this.remaining {
-                        return Poll::Ready(Some(Err(StreamError::TooLarge.into())));
+                        return this.fail(StreamError::TooLarge.into(), true);
                     }
                     this.remaining -= length;
                 }
-                this.last_piece = Instant::now();
-                if this.last_piece >= this.deadline {
-                    return Poll::Ready(Some(Err(StreamError::Deadline.into())));
+                this.waiting_since = None;
+                if Instant::now() >= this.deadline {
+                    return this.fail(StreamError::Deadline.into(), false);
+                }
+                // hyper stops polling once the body says it is done (a known length reached), so
+                // the clean end is reported here rather than waiting for a `None` never asked for.
+                if this.inner.is_end_stream()
+                    && let Some(report) = this.holds.report.take()
+                {
+                    report(true);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => loop {
-                // The timer fired or is armed for an earlier piece: compare with the last one.
-                let wake_at = (this.last_piece + this.idle_timeout).min(this.deadline);
-                if this.idle.deadline() != wake_at {
-                    this.idle.as_mut().reset(wake_at);
+            Poll::Ready(Some(Err(error))) => this.fail(error.into(), true),
+            Poll::Ready(None) => {
+                if let Some(report) = this.holds.report.take() {
+                    report(true);
                 }
-                if this.idle.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let waiting_since = *this.waiting_since.get_or_insert_with(Instant::now);
+                loop {
+                    let wake_at = (waiting_since + this.idle_timeout).min(this.deadline);
+                    if this.idle.deadline() != wake_at {
+                        this.idle.as_mut().reset(wake_at);
+                    }
+                    if this.idle.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let now = Instant::now();
+                    if now >= this.deadline {
+                        return this.fail(StreamError::Deadline.into(), false);
+                    }
+                    if now >= waiting_since + this.idle_timeout {
+                        return this.fail(StreamError::Idle.into(), true);
+                    }
                 }
-                let now = Instant::now();
-                if now >= this.deadline {
-                    return Poll::Ready(Some(Err(StreamError::Deadline.into())));
-                }
-                if now >= this.last_piece + this.idle_timeout {
-                    return Poll::Ready(Some(Err(StreamError::Idle.into())));
-                }
-            },
+            }
         }
     }
 
@@ -144,7 +171,7 @@ mod tests {
     fn hold_a_backend() -> (Arc<Backend>, Holds) {
         let backend = Arc::new(Backend::new("b", "127.0.0.1:1".parse().unwrap(), 1, std::time::Instant::now()));
         let in_flight = backend.start_request();
-        (backend, Holds { in_flight, permit: None })
+        (backend, Holds { in_flight, permit: None, report: None })
     }
 
     #[tokio::test]

@@ -364,8 +364,22 @@ impl Proxy {
                     elapsed
                 };
                 backend.observe_latency(sample, now, decay);
-                self.pool.record(backend, outcome);
-                Attempt::Answered(response, Holds { in_flight, permit }, Arc::clone(backend))
+                // A 5xx is judged now; anything else only when its body has been streamed, so a
+                // backend that breaks its bodies off does not look fine by its headers.
+                let report = if outcome == Outcome::Success {
+                    let (pool, judged) = (Arc::clone(&self.pool), Arc::clone(backend));
+                    let report: Box<dyn FnOnce(bool) + Send> = Box::new(move |completed| {
+                        if !completed {
+                            judged.metrics.failures.increment(1);
+                        }
+                        pool.record(&judged, if completed { Outcome::Success } else { Outcome::GatewayFailure });
+                    });
+                    Some(report)
+                } else {
+                    self.pool.record(backend, outcome);
+                    None
+                };
+                Attempt::Answered(response, Holds { in_flight, permit, report }, Arc::clone(backend))
             }
             Ok(Err(error)) => {
                 if body_too_large(&error) {

@@ -662,3 +662,29 @@ async fn an_oversized_streamed_upload_is_413_and_never_counts_against_the_backen
     assert_eq!(sink_state["times_ejected"], 0, "a client's upload does not eject a backend: {sink_state}");
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_backend_that_breaks_off_its_bodies_is_ejected_though_its_headers_said_200() {
+    let (resetting, good) = (upstream(Mode::ResetMidResponse).await, upstream(Mode::Ok).await);
+    let gateway = start(config(vec![backend("resetting", resetting.address()), backend("good", good.address())])).await;
+    for _ in 0..6 {
+        let response = gateway.get("/x").await;
+        let _ = response.bytes().await;
+    }
+    let state = gateway.backend("resetting").await;
+    assert_eq!(state["times_ejected"], 1, "three broken bodies in a row eject it: {state}");
+    assert_eq!(gateway.backend("good").await["times_ejected"], 0);
+
+    // Complete bodies count as successes: two failures, a success, two more do not eject.
+    let (flaky, steady) = (upstream(Mode::Ok).await, upstream(Mode::Ok).await);
+    let gateway_two = start(config(vec![backend("flaky", flaky.address()), backend("steady", steady.address())])).await;
+    for round in 0..5 {
+        flaky.set_mode(if round == 2 { Mode::Ok } else { Mode::ResetMidResponse });
+        for _ in 0..2 {
+            let _ = gateway_two.get("/x").await.bytes().await;
+        }
+    }
+    assert_eq!(gateway_two.backend("flaky").await["times_ejected"], 0, "the success in between reset the count");
+    gateway_two.stop().await;
+    gateway.stop().await;
+}
