@@ -16,6 +16,7 @@ pub mod health;
 pub mod pool;
 pub mod proxy;
 pub mod reload;
+pub mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -143,7 +144,8 @@ impl Gateway {
             )),
             None => None,
         };
-        let proxy = Arc::new(Proxy::new(&config, Arc::clone(&pool), clock));
+        let stop = CancellationToken::new();
+        let proxy = Arc::new(Proxy::new(&config, Arc::clone(&pool), clock, stop.clone()));
         let shared = Arc::new(Shared {
             pool,
             proxy,
@@ -151,7 +153,7 @@ impl Gateway {
             health,
             admin_token: config.admin_token.clone(),
             metrics,
-            stop: CancellationToken::new(),
+            stop,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             certificates,
         });
@@ -324,9 +326,9 @@ fn hand_over(
             async move { Ok::<_, Infallible>(proxy.handle(&client, request, peer, scheme).await) }
         });
         let result = match acceptor {
-            None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+            None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service)).await,
             Some(acceptor) => match server_tls::handshake(&acceptor, stream).await {
-                Ok(tls) => watcher.watch(builder.serve_connection(TokioIo::new(tls), service)).await,
+                Ok(tls) => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(tls), service)).await,
                 Err(error) => {
                     tracing::debug!(%peer, %error, "TLS handshake failed");
                     return;

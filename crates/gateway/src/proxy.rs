@@ -27,6 +27,7 @@ use crate::body::{self, Holds, LimitedBody, ProxyBody};
 use crate::config::{GatewayConfig, millis};
 use crate::forwarded::{self, X_REQUEST_ID};
 use crate::pool::{Outcome, Pool};
+use crate::upgrade;
 
 /// The client the gateway reaches backends with (health checks too).
 pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
@@ -59,6 +60,8 @@ pub struct Proxy {
     retry_budget: Retry,
     shedder: LoadShedder,
     per_ip: Option<KeyedLimiter<IpAddr>>,
+    /// Cancelled when the gateway stops: ends upgraded (tunnelled) connections.
+    stop: tokio_util::sync::CancellationToken,
     metrics: ProxyMetrics,
 }
 
@@ -118,7 +121,12 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 impl Proxy {
-    pub fn new(config: &GatewayConfig, pool: Arc<Pool>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        config: &GatewayConfig,
+        pool: Arc<Pool>,
+        clock: Arc<dyn Clock>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Self {
         let retries = &config.retries;
         let retry_budget = Retry::new(
             RetryConfig {
@@ -150,6 +158,7 @@ impl Proxy {
             retry_budget,
             shedder: LoadShedder::new(ConcurrencyLimit::Fixed(config.limits.max_in_flight), clock),
             per_ip,
+            stop,
             metrics: ProxyMetrics {
                 no_backend: metrics::counter!("gateway_refused_total", "reason" => "no_backend"),
                 shed: metrics::counter!("gateway_refused_total", "reason" => "overloaded"),
@@ -180,9 +189,17 @@ impl Proxy {
         scheme: &'static str,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
+        let mut request = request;
+        let client_upgrade = (request.version() == Version::HTTP_11 && upgrade::is_upgrade(request.headers()))
+            .then(|| upgrade::take_client_upgrade(&mut request));
         let (mut parts, incoming) = request.into_parts();
         let request_id = forwarded::ensure_request_id(&mut parts.headers);
-        let response = self.forward(client, parts, incoming, (peer, scheme), &request_id, started).await;
+        let response = match client_upgrade {
+            Some(client_upgrade) => {
+                self.forward_upgrade(client, parts, client_upgrade, (peer, scheme), &request_id).await
+            }
+            None => self.forward(client, parts, incoming, (peer, scheme), &request_id, started).await,
+        };
         self.metrics.duration.record(started.elapsed().as_secs_f64());
         response
     }
@@ -315,6 +332,82 @@ impl Proxy {
                     }
                     return problem(failure.status(), failure.detail(), request_id, None);
                 }
+            }
+        }
+    }
+
+    /// An upgrade request (WebSocket…): one backend, no retry; on 101 the connections are
+    /// joined, otherwise the answer is passed on as any other.
+    async fn forward_upgrade(
+        &self,
+        client: &UpstreamClient,
+        parts: http::request::Parts,
+        client_upgrade: hyper::upgrade::OnUpgrade,
+        (peer, scheme): (SocketAddr, &'static str),
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        if let Some(limiter) = &self.per_ip
+            && let Decision::Limited { retry_after, .. } = limiter.check(&peer.ip())
+        {
+            self.metrics.rate_limited.increment(1);
+            let seconds = (retry_after.as_secs_f64().ceil() as u64).max(1);
+            return problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests from this address",
+                request_id,
+                Some(seconds),
+            );
+        }
+        let key = self.pool.balancer().wants_key().then(|| hash_key(&self.hash_key, &parts.headers, peer.ip()));
+        let Some(backend) = self.pool.pick(key.as_deref(), &[]) else {
+            self.metrics.no_backend.increment(1);
+            return problem(StatusCode::SERVICE_UNAVAILABLE, "no backend can take the request", request_id, Some(1));
+        };
+        let mut headers = upstream_headers(&parts, peer.ip(), scheme);
+        if let Some(protocol) = parts.headers.get(header::UPGRADE) {
+            upgrade::restore_upgrade_headers(&mut headers, protocol.clone());
+        }
+        let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+        let upstream = match upstream_request(&parts.method, &backend, path, headers, body::empty()) {
+            Ok(upstream) => upstream,
+            Err(detail) => return problem(StatusCode::BAD_REQUEST, detail, request_id, None),
+        };
+        let in_flight = backend.start_request();
+        let sent = Instant::now();
+        let result = tokio::time::timeout(self.first_byte_timeout, client.request(upstream)).await;
+        let (elapsed, now, decay) = (sent.elapsed(), self.pool.now(), self.pool.policy().ewma_decay);
+        match result {
+            Ok(Ok(mut response)) => {
+                backend.metrics.responses[usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1].increment(1);
+                match upgrade::take_backend_upgrade(&mut response) {
+                    Some(backend_upgrade) => {
+                        backend.observe_latency(elapsed, now, decay);
+                        self.pool.record(&backend, Outcome::Success);
+                        let answer = upgrade::switching_protocols(&response);
+                        upgrade::tunnel(client_upgrade, backend_upgrade, in_flight, self.stop.clone());
+                        answer
+                    }
+                    None => {
+                        let deadline = Instant::now() + self.total_timeout;
+                        self.stream_back(
+                            response,
+                            Holds { in_flight, permit: None, report: None },
+                            &backend,
+                            request_id,
+                            deadline,
+                        )
+                    }
+                }
+            }
+            Ok(Err(error)) => {
+                let failure = if error.is_connect() { Failure::Refused } else { Failure::Broken };
+                tracing::warn!(backend = backend.name(), error = %error_chain(&error), "upstream upgrade failed");
+                self.charge_failure(&backend, failure, false, elapsed, now, decay);
+                problem(failure.status(), failure.detail(), request_id, None)
+            }
+            Err(_) => {
+                self.charge_failure(&backend, Failure::TimedOut, false, elapsed, now, decay);
+                problem(Failure::TimedOut.status(), Failure::TimedOut.detail(), request_id, None)
             }
         }
     }

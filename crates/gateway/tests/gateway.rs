@@ -688,3 +688,82 @@ async fn a_backend_that_breaks_off_its_bodies_is_ejected_though_its_headers_said
     gateway_two.stop().await;
     gateway.stop().await;
 }
+
+/// A backend that answers `Upgrade: echo` with 101 and then echoes bytes; anything else 200.
+async fn echo_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if head.contains("upgrade: echo") && head.contains("connection: upgrade") {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+                        .await;
+                    let mut buffer = [0u8; 1024];
+                    while let Ok(read) = stream.read(&mut buffer).await {
+                        if read == 0 || stream.write_all(&buffer[..read]).await.is_err() {
+                            return;
+                        }
+                    }
+                } else {
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn an_upgrade_is_passed_through_and_a_drain_waits_for_the_tunnel() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let echo = echo_upstream().await;
+    let gateway = start(config(vec![backend("echo", echo)])).await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gateway.port)).await.unwrap();
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nhost: shop.example\r\nconnection: Upgrade\r\nupgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    stream.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    stream.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+    assert_eq!(gateway.backend("echo").await["in_flight"], 1, "the tunnel counts as a request in flight");
+    let drained: Value = gateway
+        .admin(reqwest::Method::POST, "/admin/v1/backends/echo/drain?timeout_ms=100")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(drained["drained"], false, "a drain waits for open tunnels");
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gateway.backend("echo").await["in_flight"] != 0 {
+        assert!(Instant::now() < deadline, "the tunnel never closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gateway.stop().await;
+}
