@@ -140,6 +140,7 @@ fn describe(shared: &Shared, backend: &Backend) -> Value {
     json!({
         "name": backend.name(),
         "address": backend.authority().as_str(),
+        "tls": backend.scheme() == "https",
         "weight": backend.target_weight(),
         "effective_weight": (backend.effective_weight(now) * 100.0).round() / 100.0,
         "health": backend.health().as_str(),
@@ -175,7 +176,7 @@ async fn add_backend(State(shared): State<Arc<Shared>>, body: axum::body::Bytes)
     let wanted: BackendConfig = parse_body(&body)?;
     wanted.check().map_err(AdminError::Invalid)?;
     let authority = parse_backend_address(&wanted.address).map_err(AdminError::Invalid)?;
-    let backend = Arc::new(Backend::new(&wanted.name, authority, wanted.weight, shared.pool.now()));
+    let backend = Arc::new(Backend::with_scheme(&wanted.name, authority, wanted.weight, wanted.tls, shared.pool.now()));
     shared.pool.add(Arc::clone(&backend))?;
     shared.watch(Arc::clone(&backend));
     tracing::info!(backend = backend.name(), address = %backend.authority(), weight = wanted.weight, "backend added");

@@ -80,6 +80,8 @@ const INITIAL_RTT: Duration = Duration::from_millis(1);
 pub struct Backend {
     name: Arc<str>,
     authority: Authority,
+    /// `https` for a backend reached over TLS, else `http`.
+    scheme: &'static str,
     weight: Mutex<WeightPlan>,
     in_flight: AtomicUsize,
     draining: AtomicBool,
@@ -120,6 +122,11 @@ impl Backend {
     /// A backend that takes no traffic until its first health check passes; then it ramps up
     /// to `weight` over `slow_start`.
     pub fn new(name: &str, authority: Authority, weight: u32, now: Instant) -> Self {
+        Self::with_scheme(name, authority, weight, false, now)
+    }
+
+    /// Like [`Backend::new`], over TLS when `tls`.
+    pub fn with_scheme(name: &str, authority: Authority, weight: u32, tls: bool, now: Instant) -> Self {
         let name: Arc<str> = Arc::from(name);
         let metrics = BackendMetrics::new(&name);
         Self {
@@ -133,6 +140,7 @@ impl Backend {
             metrics,
             name,
             authority,
+            scheme: if tls { "https" } else { "http" },
         }
     }
 
@@ -146,6 +154,11 @@ impl Backend {
 
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// `https` when reached over TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
     }
 
     /// The weight it is heading for.

@@ -57,6 +57,9 @@ pub struct GatewayConfig {
     pub workers: usize,
     /// TLS on the public listener (HTTP/1.1 and HTTP/2 by ALPN); plain HTTP when absent.
     pub tls: Option<TlsSettings>,
+    /// A PEM file of extra certificate authorities trusted for backends with `tls = true`
+    /// (a private CA), besides the web's roots.
+    pub upstream_ca_file: Option<String>,
     pub log: LogSettings,
 }
 
@@ -104,6 +107,10 @@ pub struct BackendConfig {
     /// Share of traffic relative to the others (0: none); 1 unless given.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Reach it over HTTPS (its certificate checked against the web roots and
+    /// `upstream_ca_file`); plain HTTP unless given.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 fn default_weight() -> u32 {
@@ -232,6 +239,7 @@ impl Default for GatewayConfig {
             drain_delay_ms: 0,
             workers: 0,
             tls: None,
+            upstream_ca_file: None,
             log: LogSettings::default(),
         }
     }
@@ -520,8 +528,8 @@ mod tests {
             admin_listen: "0.0.0.0:9100".into(),
             hash_key: "header:".into(),
             backends: vec![
-                BackendConfig { name: "a".into(), address: "127.0.0.1:1".into(), weight: 1 },
-                BackendConfig { name: "a".into(), address: "http://x/".into(), weight: 5_000 },
+                BackendConfig { name: "a".into(), address: "127.0.0.1:1".into(), weight: 1, tls: false },
+                BackendConfig { name: "a".into(), address: "http://x/".into(), weight: 5_000, tls: false },
             ],
             health: HealthConfig { interval_ms: 10, timeout_ms: 20, ..HealthConfig::default() },
             ..GatewayConfig::default()

@@ -41,7 +41,7 @@ impl HealthPolicy {
 /// Asks the backend once; a 2xx within the timeout passes.
 pub async fn probe(client: &UpstreamClient, backend: &Backend, policy: &HealthPolicy) -> bool {
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(backend.scheme())
         .authority(backend.authority().clone())
         .path_and_query(policy.path.as_str())
         .build();

@@ -78,6 +78,8 @@ pub struct Gateway {
     shutdown_grace: Duration,
     drain_delay: Duration,
     workers: usize,
+    /// TLS settings for backends reached over HTTPS, for each worker's client.
+    upstream_tls: Arc<rustls::ClientConfig>,
     config: GatewayConfig,
 }
 
@@ -90,7 +92,12 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(index: usize, config: &GatewayConfig, stop: CancellationToken) -> anyhow::Result<Self> {
+    fn start(
+        index: usize,
+        config: &GatewayConfig,
+        tls: &Arc<rustls::ClientConfig>,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -101,7 +108,7 @@ impl Worker {
         // each pooled connection on the thread that uses it.
         let client = {
             let _entered = runtime.enter();
-            proxy::upstream_client(config)
+            proxy::upstream_client(config, tls)
         };
         let thread = std::thread::Builder::new()
             .name(format!("gateway-worker-{index}"))
@@ -126,9 +133,11 @@ impl Gateway {
             Arc::new(Pool::new(Balancer::new(config.balance), PoolPolicy::from_config(&config), Arc::clone(&clock)));
         for backend in &config.backends {
             let authority = parse_backend_address(&backend.address).map_err(anyhow::Error::msg)?;
-            pool.add(Arc::new(Backend::new(&backend.name, authority, backend.weight, clock.now())))?;
+            let joining = Backend::with_scheme(&backend.name, authority, backend.weight, backend.tls, clock.now());
+            pool.add(Arc::new(joining))?;
         }
-        let client = proxy::upstream_client(&config);
+        let upstream_tls = proxy::upstream_tls(&config)?;
+        let client = proxy::upstream_client(&config, &upstream_tls);
         let health = HealthPolicy::from_config(&config.health);
         let mut first_checks = tokio::task::JoinSet::new();
         for backend in pool.backends().iter() {
@@ -168,6 +177,7 @@ impl Gateway {
             shutdown_grace: millis(config.shutdown_grace_ms),
             drain_delay: millis(config.drain_delay_ms),
             workers,
+            upstream_tls,
             config,
         })
     }
@@ -192,7 +202,8 @@ impl Gateway {
     /// Serves until `shutdown` is cancelled, then stops accepting, lets requests in flight
     /// finish (up to the grace time) and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Gateway { listener, admin_listener, shared, shutdown_grace, drain_delay, workers, config } = self;
+        let Gateway { listener, admin_listener, shared, shutdown_grace, drain_delay, workers, upstream_tls, config } =
+            self;
         // However this future ends — cancelled, an error, dropped — the tasks and worker
         // threads it started stop with it.
         let _stop_background = shared.stop.clone().drop_guard();
@@ -209,7 +220,7 @@ impl Gateway {
         let workers_stop = CancellationToken::new();
         let _stop_workers = workers_stop.clone().drop_guard();
         let workers: Vec<Worker> = (0..workers)
-            .map(|index| Worker::start(index, &config, workers_stop.clone()))
+            .map(|index| Worker::start(index, &config, &upstream_tls, workers_stop.clone()))
             .collect::<anyhow::Result<_>>()?;
         tracing::info!(
             address = %listener.local_addr().map(|address| address.to_string()).unwrap_or_default(),

@@ -59,19 +59,21 @@ impl Reloader {
             let Ok(authority) = parse_backend_address(&wanted.address) else { continue };
             match pool.find(&wanted.name) {
                 None => {
-                    let backend = Arc::new(Backend::new(&wanted.name, authority, wanted.weight, now));
+                    let backend =
+                        Arc::new(Backend::with_scheme(&wanted.name, authority, wanted.weight, wanted.tls, now));
                     if pool.add(Arc::clone(&backend)).is_ok() {
                         self.shared.watch(backend);
                         report.added.push(wanted.name.clone());
                     }
                 }
-                Some(existing) if existing.authority() != &authority => {
+                Some(existing) if existing.authority() != &authority || existing.scheme() != scheme(wanted.tls) => {
                     // Same name, new address: the old one leaves the pool at once (its requests
                     // in flight finish on their connections) and the new one joins, so the
                     // name is never without a backend.
                     self.leaving().remove(&wanted.name);
                     pool.remove_exact(&existing);
-                    let replacement = Arc::new(Backend::new(&wanted.name, authority, wanted.weight, now));
+                    let replacement =
+                        Arc::new(Backend::with_scheme(&wanted.name, authority, wanted.weight, wanted.tls, now));
                     if pool.add(Arc::clone(&replacement)).is_ok() {
                         self.shared.watch(replacement);
                         report.replaced.push(wanted.name.clone());
@@ -136,6 +138,10 @@ impl Reloader {
             }
         });
     }
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
 }
 
 /// The keys that differ between `current` and `next` but only take effect on a restart.

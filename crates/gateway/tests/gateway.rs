@@ -56,7 +56,7 @@ impl TestGateway {
 }
 
 fn backend(name: &str, address: SocketAddr) -> BackendConfig {
-    BackendConfig { name: name.into(), address: address.to_string(), weight: 1 }
+    BackendConfig { name: name.into(), address: address.to_string(), weight: 1, tls: false }
 }
 
 /// Fast health checks, short timeouts, round-robin so tests know who is asked.
@@ -766,4 +766,34 @@ async fn an_upgrade_is_passed_through_and_a_drain_waits_for_the_tunnel() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_backend_can_be_reached_over_tls_checked_against_a_private_ca() {
+    let secure = Harness::start_tls("127.0.0.1:0".parse().unwrap(), Mode::Ok).await.unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let ca = directory.path().join("ca.pem");
+    std::fs::write(&ca, secure.certificate_pem().unwrap()).unwrap();
+    let tls_backend = BackendConfig { tls: true, ..backend("secure", secure.address()) };
+    let mut settings = config(vec![tls_backend.clone()]);
+    settings.upstream_ca_file = Some(ca.display().to_string());
+    let gateway = start(settings).await;
+    assert_eq!(gateway.backend("secure").await["health"], "healthy", "checked over TLS");
+    assert_eq!(gateway.backend("secure").await["tls"], true);
+    assert_eq!(gateway.get("/over-tls").await.status(), 200);
+    assert!(proxied(&secure).iter().any(|request| request.path == "/over-tls"));
+    gateway.stop().await;
+
+    // Without the CA the certificate is refused: unhealthy, and a request (panic routing) fails.
+    let untrusting = start(config(vec![tls_backend])).await;
+    assert_eq!(untrusting.backend("secure").await["health"], "unhealthy");
+    assert_eq!(untrusting.get("/over-tls").await.status(), 502);
+    untrusting.stop().await;
+
+    // A CA file that is not one stops the gateway at start.
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let mut broken = config(Vec::new());
+    broken.upstream_ca_file = Some(ca.display().to_string());
+    let error = Gateway::build(broken, None).await.err().unwrap();
+    assert!(format!("{error:#}").contains("upstream_ca_file"), "{error:#}");
 }

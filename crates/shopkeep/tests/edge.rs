@@ -171,6 +171,7 @@ impl Front {
                             name: format!("shop-{index}"),
                             address: address.clone(),
                             weight: 1,
+                            tls: false,
                         })
                         .collect(),
                     health: gateway::config::HealthConfig {
