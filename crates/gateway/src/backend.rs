@@ -184,6 +184,11 @@ impl Backend {
         *plan = WeightPlan { from: f64::from(to) / 10.0, to, started: now, over };
     }
 
+    /// Counts one answer by its status class.
+    pub fn count_response(&self, status: http::StatusCode) {
+        self.metrics.responses[usize::from(status.as_u16() / 100).clamp(1, 5) - 1].increment(1);
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }

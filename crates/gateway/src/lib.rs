@@ -16,7 +16,6 @@ pub mod health;
 pub mod pool;
 pub mod proxy;
 pub mod reload;
-pub mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -15,9 +15,6 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use resilience::{Clock, ConcurrencyLimit, Decision, KeyedLimiter, LoadShedder, Quota, Retry, RetryConfig};
 use tokio::time::Instant;
 
@@ -27,58 +24,11 @@ use crate::body::{self, Holds, LimitedBody, ProxyBody};
 use crate::config::{GatewayConfig, millis};
 use crate::forwarded::{self, X_REQUEST_ID};
 use crate::pool::{Outcome, Pool};
-use crate::upgrade;
 
-/// The client the gateway reaches backends with (health checks too): plain HTTP, or HTTPS for
-/// backends with `tls = true`.
-pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
+mod client;
+mod upgrade;
 
-/// The TLS settings for backends reached over HTTPS: the web's roots plus `upstream_ca_file`,
-/// ring, TLS 1.2/1.3, HTTP/1.1. Built once at start, so a bad CA file stops the gateway there.
-pub fn upstream_tls(config: &GatewayConfig) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    use anyhow::Context as _;
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &config.upstream_ca_file {
-        let pem = std::fs::read(path).with_context(|| format!("upstream_ca_file: cannot read {path}"))?;
-        let mut added = 0;
-        for certificate in CertificateDer::pem_slice_iter(&pem) {
-            let certificate = certificate.map_err(|error| anyhow::anyhow!("upstream_ca_file: {path}: {error}"))?;
-            roots
-                .add(certificate)
-                .with_context(|| format!("upstream_ca_file: {path} holds a certificate that cannot be used"))?;
-            added += 1;
-        }
-        anyhow::ensure!(added > 0, "upstream_ca_file: {path} holds no PEM certificate");
-    }
-    // No ALPN here: the connector sets it (http/1.1) and refuses a config that has one.
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .context("cannot configure TLS to the backends")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(tls))
-}
-
-/// Builds the keep-alive client: connect timeout, no Nagle, bounded idle connections.
-pub fn upstream_client(config: &GatewayConfig, tls: &Arc<rustls::ClientConfig>) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(millis(config.timeouts.connect_ms)));
-    connector.set_nodelay(true);
-    connector.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(rustls::ClientConfig::clone(tls))
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(connector);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(millis(config.timeouts.keep_alive_ms))
-        .pool_max_idle_per_host(config.limits.max_idle_per_backend)
-        .build(connector)
-}
+pub use client::{UpstreamClient, upstream_client, upstream_tls};
 
 /// The forwarding half of the gateway, shared by every connection.
 pub struct Proxy {
@@ -255,17 +205,8 @@ impl Proxy {
                 return problem(StatusCode::SERVICE_UNAVAILABLE, "the gateway is overloaded", request_id, Some(1));
             }
         };
-        if let Some(limiter) = &self.per_ip
-            && let Decision::Limited { retry_after, .. } = limiter.check(&peer.ip())
-        {
-            self.metrics.rate_limited.increment(1);
-            let seconds = retry_after.as_secs_f64().ceil() as u64;
-            return problem(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many requests from this address",
-                request_id,
-                Some(seconds.max(1)),
-            );
+        if let Some(refused) = self.limit_client(peer, request_id) {
+            return refused;
         }
         let declared_length =
             parts.headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
@@ -371,80 +312,13 @@ impl Proxy {
         }
     }
 
-    /// An upgrade request (WebSocket…): one backend, no retry; on 101 the connections are
-    /// joined, otherwise the answer is passed on as any other.
-    async fn forward_upgrade(
-        &self,
-        client: &UpstreamClient,
-        parts: http::request::Parts,
-        client_upgrade: hyper::upgrade::OnUpgrade,
-        (peer, scheme): (SocketAddr, &'static str),
-        request_id: &HeaderValue,
-    ) -> Response<ProxyBody> {
-        if let Some(limiter) = &self.per_ip
-            && let Decision::Limited { retry_after, .. } = limiter.check(&peer.ip())
-        {
-            self.metrics.rate_limited.increment(1);
-            let seconds = (retry_after.as_secs_f64().ceil() as u64).max(1);
-            return problem(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many requests from this address",
-                request_id,
-                Some(seconds),
-            );
-        }
-        let key = self.pool.balancer().wants_key().then(|| hash_key(&self.hash_key, &parts.headers, peer.ip()));
-        let Some(backend) = self.pool.pick(key.as_deref(), &[]) else {
-            self.metrics.no_backend.increment(1);
-            return problem(StatusCode::SERVICE_UNAVAILABLE, "no backend can take the request", request_id, Some(1));
-        };
-        let mut headers = upstream_headers(&parts, peer.ip(), scheme);
-        if let Some(protocol) = parts.headers.get(header::UPGRADE) {
-            upgrade::restore_upgrade_headers(&mut headers, protocol.clone());
-        }
-        let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
-        let upstream = match upstream_request(&parts.method, &backend, path, headers, body::empty()) {
-            Ok(upstream) => upstream,
-            Err(detail) => return problem(StatusCode::BAD_REQUEST, detail, request_id, None),
-        };
-        let in_flight = backend.start_request();
-        let sent = Instant::now();
-        let result = tokio::time::timeout(self.first_byte_timeout, client.request(upstream)).await;
-        let (elapsed, now, decay) = (sent.elapsed(), self.pool.now(), self.pool.policy().ewma_decay);
-        match result {
-            Ok(Ok(mut response)) => {
-                backend.metrics.responses[usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1].increment(1);
-                match upgrade::take_backend_upgrade(&mut response) {
-                    Some(backend_upgrade) => {
-                        backend.observe_latency(elapsed, now, decay);
-                        self.pool.record(&backend, Outcome::Success);
-                        let answer = upgrade::switching_protocols(&response);
-                        upgrade::tunnel(client_upgrade, backend_upgrade, in_flight, self.stop.clone());
-                        answer
-                    }
-                    None => {
-                        let deadline = Instant::now() + self.total_timeout;
-                        self.stream_back(
-                            response,
-                            Holds { in_flight, permit: None, report: None },
-                            &backend,
-                            request_id,
-                            deadline,
-                        )
-                    }
-                }
-            }
-            Ok(Err(error)) => {
-                let failure = if error.is_connect() { Failure::Refused } else { Failure::Broken };
-                tracing::warn!(backend = backend.name(), error = %error_chain(&error), "upstream upgrade failed");
-                self.charge_failure(&backend, failure, false, elapsed, now, decay);
-                problem(failure.status(), failure.detail(), request_id, None)
-            }
-            Err(_) => {
-                self.charge_failure(&backend, Failure::TimedOut, false, elapsed, now, decay);
-                problem(Failure::TimedOut.status(), Failure::TimedOut.detail(), request_id, None)
-            }
-        }
+    /// The per-IP limit's refusal, if this client is over it.
+    fn limit_client(&self, peer: SocketAddr, request_id: &HeaderValue) -> Option<Response<ProxyBody>> {
+        let limiter = self.per_ip.as_ref()?;
+        let Decision::Limited { retry_after, .. } = limiter.check(&peer.ip()) else { return None };
+        self.metrics.rate_limited.increment(1);
+        let seconds = (retry_after.as_secs_f64().ceil() as u64).max(1);
+        Some(problem(StatusCode::TOO_MANY_REQUESTS, "too many requests from this address", request_id, Some(seconds)))
     }
 
     fn may_retry(&self) -> bool {
@@ -478,7 +352,7 @@ impl Proxy {
             Ok(Ok(response)) => {
                 let status = response.status();
                 backend.metrics.duration.record(elapsed.as_secs_f64());
-                backend.metrics.responses[usize::from(status.as_u16() / 100).clamp(1, 5) - 1].increment(1);
+                backend.count_response(status);
                 let outcome = match status.as_u16() {
                     502..=504 => Outcome::GatewayFailure,
                     500..=599 => Outcome::ServerError,

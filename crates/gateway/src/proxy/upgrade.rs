@@ -10,8 +10,15 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
+use std::net::SocketAddr;
+
+use tokio::time::Instant;
+
+use super::{Failure, error_chain, hash_key, problem, upstream_headers, upstream_request};
 use crate::backend::InFlight;
-use crate::body::ProxyBody;
+use crate::body::Holds;
+use crate::body::{self, ProxyBody};
+use crate::pool::Outcome;
 
 /// Whether the client asks to switch protocols: `Connection` names `upgrade` and `Upgrade`
 /// says to what.
@@ -75,6 +82,77 @@ pub fn switching_protocols(response: &Response<hyper::body::Incoming>) -> Respon
         }
     }
     answer
+}
+
+// === impl Proxy ===
+
+impl super::Proxy {
+    /// An upgrade request (WebSocket…): one backend, no retry; on 101 the connections are
+    /// joined, otherwise the answer is passed on as any other.
+    pub(super) async fn forward_upgrade(
+        &self,
+        client: &super::UpstreamClient,
+        parts: http::request::Parts,
+        client_upgrade: hyper::upgrade::OnUpgrade,
+        (peer, scheme): (SocketAddr, &'static str),
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        if let Some(refused) = self.limit_client(peer, request_id) {
+            return refused;
+        }
+        let key = self.pool.balancer().wants_key().then(|| hash_key(&self.hash_key, &parts.headers, peer.ip()));
+        let Some(backend) = self.pool.pick(key.as_deref(), &[]) else {
+            self.metrics.no_backend.increment(1);
+            return problem(StatusCode::SERVICE_UNAVAILABLE, "no backend can take the request", request_id, Some(1));
+        };
+        let mut headers = upstream_headers(&parts, peer.ip(), scheme);
+        if let Some(protocol) = parts.headers.get(header::UPGRADE) {
+            restore_upgrade_headers(&mut headers, protocol.clone());
+        }
+        let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+        let upstream = match upstream_request(&parts.method, &backend, path, headers, body::empty()) {
+            Ok(upstream) => upstream,
+            Err(detail) => return problem(StatusCode::BAD_REQUEST, detail, request_id, None),
+        };
+        let in_flight = backend.start_request();
+        let sent = Instant::now();
+        let result = tokio::time::timeout(self.first_byte_timeout, client.request(upstream)).await;
+        let (elapsed, now, decay) = (sent.elapsed(), self.pool.now(), self.pool.policy().ewma_decay);
+        match result {
+            Ok(Ok(mut response)) => {
+                backend.count_response(response.status());
+                match take_backend_upgrade(&mut response) {
+                    Some(backend_upgrade) => {
+                        backend.observe_latency(elapsed, now, decay);
+                        self.pool.record(&backend, Outcome::Success);
+                        let answer = switching_protocols(&response);
+                        tunnel(client_upgrade, backend_upgrade, in_flight, self.stop.clone());
+                        answer
+                    }
+                    None => {
+                        let deadline = Instant::now() + self.total_timeout;
+                        self.stream_back(
+                            response,
+                            Holds { in_flight, permit: None, report: None },
+                            &backend,
+                            request_id,
+                            deadline,
+                        )
+                    }
+                }
+            }
+            Ok(Err(error)) => {
+                let failure = if error.is_connect() { Failure::Refused } else { Failure::Broken };
+                tracing::warn!(backend = backend.name(), error = %error_chain(&error), "upstream upgrade failed");
+                self.charge_failure(&backend, failure, false, elapsed, now, decay);
+                problem(failure.status(), failure.detail(), request_id, None)
+            }
+            Err(_) => {
+                self.charge_failure(&backend, Failure::TimedOut, false, elapsed, now, decay);
+                problem(Failure::TimedOut.status(), Failure::TimedOut.detail(), request_id, None)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
