@@ -229,11 +229,7 @@ const MAX_DRAIN_WAIT_MS: u64 = 3_600_000;
 async fn drain(shared: &Shared, backend: &Backend, wait: Duration) -> bool {
     backend.set_draining(true);
     tracing::info!(backend = backend.name(), in_flight = backend.in_flight(), "backend draining");
-    let deadline = tokio::time::Instant::now() + wait;
-    while backend.in_flight() > 0 && tokio::time::Instant::now() < deadline && !shared.stop.is_cancelled() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    backend.in_flight() == 0
+    backend.wait_until_idle(wait, &shared.stop, || true).await
 }
 
 fn drain_wait(query: &DrainQuery) -> Result<Duration, AdminError> {

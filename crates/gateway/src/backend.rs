@@ -140,7 +140,7 @@ impl Backend {
             metrics,
             name,
             authority,
-            scheme: if tls { "https" } else { "http" },
+            scheme: Self::scheme_for(tls),
         }
     }
 
@@ -154,6 +154,11 @@ impl Backend {
 
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// The scheme a backend with (or without) TLS is reached by.
+    pub fn scheme_for(tls: bool) -> &'static str {
+        if tls { "https" } else { "http" }
     }
 
     /// `https` when reached over TLS, else `http`.
@@ -198,6 +203,21 @@ impl Backend {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.metrics.in_flight.increment(1.0);
         InFlight { backend: Arc::clone(self) }
+    }
+
+    /// Waits (polling) until no request is in flight, `wait` runs out, `stop` is cancelled or
+    /// `keep_waiting` says no more; says whether it is idle.
+    pub async fn wait_until_idle(
+        &self,
+        wait: Duration,
+        stop: &CancellationToken,
+        keep_waiting: impl Fn() -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.in_flight() > 0 && tokio::time::Instant::now() < deadline && !stop.is_cancelled() && keep_waiting() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.in_flight() == 0
     }
 
     pub fn is_draining(&self) -> bool {

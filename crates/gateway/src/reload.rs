@@ -66,7 +66,9 @@ impl Reloader {
                         report.added.push(wanted.name.clone());
                     }
                 }
-                Some(existing) if existing.authority() != &authority || existing.scheme() != scheme(wanted.tls) => {
+                Some(existing)
+                    if existing.authority() != &authority || existing.scheme() != Backend::scheme_for(wanted.tls) =>
+                {
                     // Same name, new address: the old one leaves the pool at once (its requests
                     // in flight finish on their connections) and the new one joins, so the
                     // name is never without a backend.
@@ -121,16 +123,9 @@ impl Reloader {
         let (shared, leaving) = (Arc::clone(&self.shared), Arc::clone(&self.leaving));
         backend.set_draining(true);
         tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + RELOAD_DRAIN_WAIT;
             let still_leaving =
                 || leaving.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(backend.name());
-            while backend.in_flight() > 0
-                && tokio::time::Instant::now() < deadline
-                && !shared.stop.is_cancelled()
-                && still_leaving()
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            backend.wait_until_idle(RELOAD_DRAIN_WAIT, &shared.stop, still_leaving).await;
             let removed_from_plan =
                 leaving.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(backend.name());
             if removed_from_plan && shared.pool.remove_exact(&backend) {
@@ -138,10 +133,6 @@ impl Reloader {
             }
         });
     }
-}
-
-fn scheme(tls: bool) -> &'static str {
-    if tls { "https" } else { "http" }
 }
 
 /// The keys that differ between `current` and `next` but only take effect on a restart.
