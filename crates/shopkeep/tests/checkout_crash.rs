@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,8 +17,9 @@ use harness::{ChargeStatus, PaymentMode, PaymentSandbox};
 use rand::Rng as _;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use support::{free_port, shopkeep};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const PASSWORD: &str = "correct horse battery staple";
 const SECRET: &str = "sk_test_crash";
@@ -27,18 +30,6 @@ const KILLS: usize = 6;
 /// A running `shopkeep serve`, killed (SIGKILL) when dropped.
 struct Shop {
     child: Child,
-}
-
-fn shopkeep(config: &Path, database_url: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_shopkeep"));
-    command
-        .env_remove("RUST_LOG")
-        .env_remove("SHOPKEEP_ADMIN_PASSWORD")
-        .env("DATABASE_URL", database_url)
-        .arg("--config")
-        .arg(config)
-        .kill_on_drop(true);
-    command
 }
 
 impl Shop {
@@ -73,10 +64,6 @@ impl Shop {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn write_config(directory: &Path, sandbox_url: &str) -> PathBuf {

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use support::{free_port, shopkeep};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -26,22 +29,6 @@ const TOKEN: &str = "edge-test-admin-token-0123";
 struct Instance {
     child: Child,
     port: u16,
-}
-
-fn shopkeep(config: &Path, database_url: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_shopkeep"));
-    command
-        .env_remove("RUST_LOG")
-        .env_remove("SHOPKEEP_ADMIN_PASSWORD")
-        .env("DATABASE_URL", database_url)
-        .arg("--config")
-        .arg(config)
-        .kill_on_drop(true);
-    command
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Instance {
